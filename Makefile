@@ -1,0 +1,48 @@
+# Every target sets itself up: a fresh clone needs only python3.11 and the package registry.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.synced
+PORT ?= 8000
+HOST ?= 127.0.0.1
+COMPILE := $(UV) pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--override overrides.txt --generate-hashes
+# Packages the base image already has (torch and its CUDA wheels): never emitted into requirements.txt.
+IMAGE_OWNED := torch torchaudio triton nvidia-cublas-cu12 nvidia-cuda-cupti-cu12 nvidia-cuda-nvrtc-cu12 \
+	nvidia-cuda-runtime-cu12 nvidia-cudnn-cu12 nvidia-cufft-cu12 nvidia-curand-cu12 \
+	nvidia-cusolver-cu12 nvidia-cusparse-cu12 nvidia-nccl-cu12 nvidia-nvjitlink-cu12 nvidia-nvtx-cu12
+
+export HF_HUB_OFFLINE ?= 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: venv run test lint lock clean
+
+venv: $(STAMP)
+
+# uv resolves and installs this set in seconds where pip's resolver gives up; the lock pins uv too.
+$(STAMP): requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check \
+		"$$(grep -o '^uv==[^ ]*' requirements-dev.txt)"
+	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements-dev.txt
+	touch $@
+
+run: venv
+	$(PY) model_cache_init.py --rp_serve_api --rp_api_host $(HOST) --rp_api_port $(PORT)
+
+test: venv lint
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+lock: venv
+	$(COMPILE) requirements-dev.in -o requirements-dev.txt
+	$(COMPILE) requirements.in -c constraints-image.txt $(addprefix --no-emit-package ,$(IMAGE_OWNED)) \
+		-o requirements.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,107 @@
+"""Worker settings: a pure function of an environment mapping, and the only reader of os.environ.
+
+Tests pass plain dicts; a bad value fails start-up with a ConfigError that names the variable,
+instead of surfacing at the first job.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from errors import ConfigError
+
+FLASH_ATTN_MODES = ("auto", "off", "require")
+DEVICES = ("auto", "cpu", "cuda")
+LOG_FORMATS = ("text", "json")
+DEMO_MODEL = "demo"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_name: str = "F5TTS_v1_Base"
+    model_dir: Path | None = None
+    model_cache_dir: Path = Path("/tmp/models")
+    hf_home: Path = Path("/tmp/hf-home")
+    s3_bucket: str | None = None
+    s3_prefix: str = "f5-tts"
+    s3_endpoint_url: str | None = None
+    aws_region: str | None = None
+    bucket_endpoint_url: str | None = None
+    bucket_access_key_id: str | None = None
+    bucket_secret_access_key: str | None = None
+    flash_attn: str = "auto"
+    flash_attn_wheel_url: str | None = None
+    device: str = "auto"
+    max_concurrency: int = 1
+    log_format: str = "text"
+    log_level: str = "INFO"
+    sdk_log_level: str = "INFO"
+    worker_version: str = "dev"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        model_dir = _opt(env, "MODEL_DIR")
+        return cls(
+            model_name=env.get("MODEL_NAME", cls.model_name).strip() or cls.model_name,
+            model_dir=Path(model_dir) if model_dir else None,
+            model_cache_dir=Path(env.get("MODEL_CACHE_DIR", str(cls.model_cache_dir))),
+            hf_home=Path(env.get("HF_HOME", str(cls.hf_home))),
+            s3_bucket=_opt(env, "S3_BUCKET"),
+            s3_prefix=env.get("S3_PREFIX", cls.s3_prefix).strip("/"),
+            s3_endpoint_url=_opt(env, "S3_ENDPOINT_URL"),
+            aws_region=_opt(env, "AWS_REGION") or _opt(env, "AWS_DEFAULT_REGION"),
+            bucket_endpoint_url=_opt(env, "BUCKET_ENDPOINT_URL"),
+            bucket_access_key_id=_opt(env, "BUCKET_ACCESS_KEY_ID"),
+            bucket_secret_access_key=_opt(env, "BUCKET_SECRET_ACCESS_KEY"),
+            flash_attn=_choice(env, "FLASH_ATTN", cls.flash_attn, FLASH_ATTN_MODES),
+            flash_attn_wheel_url=_opt(env, "FLASH_ATTN_WHEEL_URL"),
+            device=_choice(env, "DEVICE", cls.device, DEVICES),
+            max_concurrency=_int(env, "MAX_CONCURRENCY", cls.max_concurrency, 1, 64),
+            log_format=_choice(env, "LOG_FORMAT", cls.log_format, LOG_FORMATS),
+            log_level=_choice(
+                env, "LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
+            ),
+            # The SDK's own default is DEBUG, which logs every job's input and output.
+            sdk_log_level=_choice(
+                env,
+                "RUNPOD_LOG_LEVEL",
+                cls.sdk_log_level,
+                ("DEBUG", "INFO", "WARN", "ERROR"),
+                upper=True,
+            ),
+            worker_version=env.get("WORKER_VERSION", cls.worker_version).strip() or "dev",
+        )
+
+    @property
+    def is_demo(self) -> bool:
+        return self.model_name == DEMO_MODEL
+
+
+def _opt(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _choice(
+    env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...], upper: bool = False
+) -> str:
+    raw = env.get(name, default).strip()
+    value = raw.upper() if upper else raw.lower()
+    if value not in allowed:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is outside {low}..{high}")
+    return value

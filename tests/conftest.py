@@ -1,0 +1,26 @@
+"""Shared fixtures: the demo model is built once per session with the real f5-tts classes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# A missed local path must fail in seconds instead of waiting on the hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from demo_model import build_demo_model
+
+    return build_demo_model(tmp_path_factory.mktemp("models") / "demo")
+
+
+@pytest.fixture(scope="session")
+def engine(demo_model_dir: Path):
+    from engine import F5TTSEngine
+
+    return F5TTSEngine.load(demo_model_dir, device="cpu")

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from config import Settings
+from errors import ConfigError
+
+
+def test_defaults_from_empty_env():
+    s = Settings.from_env({})
+    assert s.model_name == "F5TTS_v1_Base"
+    assert s.model_cache_dir == Path("/tmp/models")
+    assert s.hf_home == Path("/tmp/hf-home")
+    assert s.s3_bucket is None and s.s3_prefix == "f5-tts"
+    assert (s.flash_attn, s.device, s.max_concurrency) == ("auto", "auto", 1)
+    assert s.sdk_log_level == "INFO"
+    assert s.worker_version == "dev"
+
+
+def test_values_are_read_and_normalised():
+    s = Settings.from_env(
+        {
+            "MODEL_NAME": "demo",
+            "MODEL_DIR": "/m",
+            "S3_BUCKET": " b ",
+            "S3_PREFIX": "/p/x/",
+            "FLASH_ATTN": "OFF",
+            "MAX_CONCURRENCY": "4",
+            "LOG_LEVEL": "debug",
+            "WORKER_VERSION": "v1",
+            "AWS_DEFAULT_REGION": "eu-west-1",
+        }
+    )
+    assert s.is_demo and s.model_dir == Path("/m")
+    assert (s.s3_bucket, s.s3_prefix, s.aws_region) == ("b", "p/x", "eu-west-1")
+    assert (s.flash_attn, s.max_concurrency, s.log_level, s.worker_version) == (
+        "off",
+        4,
+        "DEBUG",
+        "v1",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FLASH_ATTN", "maybe"),
+        ("DEVICE", "tpu"),
+        ("MAX_CONCURRENCY", "two"),
+        ("MAX_CONCURRENCY", "0"),
+        ("MAX_CONCURRENCY", "1000"),
+        ("LOG_FORMAT", "xml"),
+        ("LOG_LEVEL", "LOUD"),
+        ("RUNPOD_LOG_LEVEL", "TRACE"),
+    ],
+)
+def test_bad_values_name_the_variable(name, value):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: value})
+    assert name in info.value.message and value in info.value.message
+
+
+def test_settings_are_frozen():
+    with pytest.raises(AttributeError):
+        Settings().model_name = "x"  # type: ignore[misc]

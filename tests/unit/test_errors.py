@@ -1,0 +1,44 @@
+import pytest
+
+from errors import (
+    BadRefAudio,
+    ConfigError,
+    GPUError,
+    InternalError,
+    InvalidInput,
+    OutputTooLarge,
+    StorageError,
+    TextTooLong,
+    UnsupportedFormat,
+    VoiceNotFound,
+    WorkerError,
+)
+
+CASES = [
+    (InvalidInput, "INVALID_INPUT", False, ValueError),
+    (TextTooLong, "TEXT_TOO_LONG", False, ValueError),
+    (UnsupportedFormat, "UNSUPPORTED_FORMAT", False, ValueError),
+    (BadRefAudio, "BAD_REF_AUDIO", False, ValueError),
+    (VoiceNotFound, "VOICE_NOT_FOUND", False, LookupError),
+    (OutputTooLarge, "OUTPUT_TOO_LARGE", False, Exception),
+    (StorageError, "STORAGE_ERROR", True, OSError),
+    (ConfigError, "CONFIG_ERROR", False, ValueError),
+    (InternalError, "INTERNAL_ERROR", True, Exception),
+    (GPUError, "GPU_ERROR", True, Exception),
+]
+
+
+@pytest.mark.parametrize(("cls", "code", "retryable", "builtin"), CASES)
+def test_payload_shape(cls, code, retryable, builtin):
+    err = cls("something went wrong")
+    assert isinstance(err, WorkerError) and isinstance(err, builtin)
+    payload = err.to_payload()
+    assert payload["error"] == f"{code}: something went wrong"
+    assert payload["error_code"] == code
+    assert payload["retryable"] is retryable
+    assert ("refresh_worker" in payload) is (cls is GPUError)
+
+
+def test_codes_are_unique():
+    codes = [cls.code for cls, *_ in CASES]
+    assert len(codes) == len(set(codes))

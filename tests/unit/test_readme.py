@@ -1,0 +1,19 @@
+"""The README's promises: its first commands, and an input table generated from the schema."""
+
+from schema import fields_markdown
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def test_first_commands_are_run_and_test():
+    first_block = README.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    assert first_block[0].startswith("make run") and first_block[1].startswith("make test")
+
+
+def test_input_table_matches_the_schema():
+    assert fields_markdown() in README
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "make test" in (REPO / ".ci" / "run").read_text()

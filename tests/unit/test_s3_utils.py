@@ -1,0 +1,81 @@
+"""download_from_s3 / upload_to_s3 against moto's in-memory S3."""
+
+import hashlib
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from errors import StorageError
+from s3_utils import download_from_s3, make_client, upload_to_s3
+
+BUCKET = "models"
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    with mock_aws():
+        client = make_client(region="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def test_upload_then_download_verified(s3, tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * 1000)
+    upload_to_s3(s3, src, BUCKET, "a/src.bin")
+    dest = tmp_path / "out" / "dest.bin"
+    digest = hashlib.sha256(b"x" * 1000).hexdigest()
+    assert download_from_s3(s3, BUCKET, "a/src.bin", dest, size=1000, sha256=digest) == dest
+    assert dest.read_bytes() == b"x" * 1000
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["dest.bin"]
+
+
+@pytest.mark.parametrize(("size", "sha"), [(999, None), (1000, "0" * 64)])
+def test_mismatch_leaves_no_file(s3, tmp_path, size, sha):
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"y" * 1000)
+    dest = tmp_path / "dest.bin"
+    with pytest.raises(StorageError) as info:
+        download_from_s3(s3, BUCKET, "k", dest, size=size, sha256=sha)
+    assert info.value.message.startswith("s3://models/k: ")
+    assert "expected 999 bytes" in info.value.message or "sha256" in info.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mismatch_keeps_the_previous_good_file(s3, tmp_path):
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"new")
+    dest = tmp_path / "dest.bin"
+    dest.write_bytes(b"old")
+    with pytest.raises(StorageError):
+        download_from_s3(s3, BUCKET, "k", dest, sha256="0" * 64)
+    assert dest.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["dest.bin"]
+
+
+def test_missing_key_and_bucket_are_coded_errors(s3, tmp_path):
+    with pytest.raises(StorageError) as info:
+        download_from_s3(s3, BUCKET, "nope", tmp_path / "x")
+    assert info.value.code == "STORAGE_ERROR" and "s3://models/nope" in info.value.message
+    with pytest.raises(StorageError):
+        upload_to_s3(s3, tmp_path / "missing-file", BUCKET, "k")
+    src = tmp_path / "f"
+    src.write_bytes(b"1")
+    with pytest.raises(StorageError) as info:
+        upload_to_s3(s3, src, "no-such-bucket", "k")
+    assert "NoSuchBucket" in info.value.message
+    assert "testing-secret" not in info.value.message
+    assert list(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_custom_endpoint_relaxes_checksums():
+    client = make_client(
+        endpoint_url="http://127.0.0.1:9",
+        region="us-east-1",
+        access_key_id="a",
+        secret_access_key="b",
+    )
+    assert client.meta.config.request_checksum_calculation == "when_required"
+    assert client.meta.config.response_checksum_validation == "when_required"
+    assert boto3  # default AWS clients keep boto3's own checksum defaults
