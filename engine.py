@@ -14,6 +14,7 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,29 +116,56 @@ class F5TTSEngine:
         return time.perf_counter() - start
 
     def synthesize(self, text: str, voice: Voice, params: SynthesisParams) -> Audio:
+        """The whole utterance: the concatenation of what synthesize_stream yields."""
+        pieces = [piece.samples for piece in self.synthesize_stream(text, voice, params)]
+        return Audio(np.concatenate(pieces).astype(np.float32, copy=False), self.sample_rate)
+
+    def synthesize_stream(
+        self, text: str, voice: Voice, params: SynthesisParams
+    ) -> Iterator[Audio]:
+        """Yield audio chunk by chunk, cross-faded: each piece holds back the fade-out tail that
+        the next chunk fades into, so the pieces concatenate to exactly the full utterance."""
+        ref_text = _normalise_ref_text(voice.text)
+        chunks = self.split_text(text, voice, params.speed)
+        fade = int(params.cross_fade_duration * self.sample_rate)
+        tail = np.zeros(0, dtype=np.float32)
+        cond, rms = self._reference(voice.audio)
+        for i, chunk in enumerate(chunks):
+            wave = self._generate_chunk(cond, rms, ref_text, chunk, params, params.seed + i)
+            joined = cross_fade([tail, wave], self.sample_rate, params.cross_fade_duration)
+            last = i == len(chunks) - 1
+            keep = 0 if last else min(fade, len(wave))
+            tail = joined[len(joined) - keep :]
+            yield Audio(joined[: len(joined) - keep], self.sample_rate)
+
+    def split_text(self, text: str, voice: Voice, speed: float) -> list[str]:
+        """Upstream's chunking: as many characters as fit in about 22 s with this reference."""
         from f5_tts.infer.utils_infer import chunk_text
 
-        ref_text = _normalise_ref_text(voice.text)
+        ref_bytes = len(_normalise_ref_text(voice.text).encode())
         ref_seconds = voice.audio.duration_s
-        max_chars = int(
-            len(ref_text.encode()) / ref_seconds * (MAX_GENERATION_S - ref_seconds) * params.speed
-        )
+        max_chars = int(ref_bytes / ref_seconds * (MAX_GENERATION_S - ref_seconds) * speed)
         chunks = [c for c in chunk_text(text, max_chars=max(max_chars, 1)) if c.strip()]
         if not chunks:
             raise InvalidInput("text has nothing to speak")
+        return chunks
+
+    def _generate_chunk(
+        self,
+        cond: torch.Tensor,
+        rms: float,
+        ref_text: str,
+        gen_text: str,
+        params: SynthesisParams,
+        seed: int,
+    ) -> np.ndarray:
         try:
             with self._lock:
-                cond, rms = self._reference(voice.audio)
-                waves = [
-                    self._generate(cond, rms, ref_text, chunk, params, params.seed + i)
-                    for i, chunk in enumerate(chunks)
-                ]
-            self._oom_in_a_row = 0
+                wave = self._generate(cond, rms, ref_text, gen_text, params, seed)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory() from None
-        return Audio(
-            cross_fade(waves, self.sample_rate, params.cross_fade_duration), self.sample_rate
-        )
+        self._oom_in_a_row = 0
+        return wave
 
     def _reference(self, ref: Audio) -> tuple[torch.Tensor, float]:
         audio = torch.from_numpy(ref.samples).unsqueeze(0)

@@ -63,3 +63,13 @@ def test_text_with_nothing_to_speak(engine):
 def test_missing_model_dir_is_a_model_error(tmp_path):
     with pytest.raises(ModelError):
         F5TTSEngine.load(tmp_path, device="cpu")
+
+
+def test_stream_pieces_concatenate_to_the_full_utterance(engine):
+    voice = default_voice()
+    text = " ".join(["Streaming splits this page into several chunks of speech."] * 8)
+    params = SynthesisParams(seed=5, nfe_step=2)
+    pieces = list(engine.synthesize_stream(text, voice, params))
+    assert len(pieces) == len(engine.split_text(text, voice, 1.0)) > 1
+    full = engine.synthesize(text, voice, params)
+    assert np.array_equal(np.concatenate([p.samples for p in pieces]), full.samples)
