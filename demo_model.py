@@ -74,8 +74,7 @@ def build_demo_model(out_dir: Path, seed: int = 0) -> Path:
 
     transformer = DiT(**DEMO_ARCH, text_num_embeds=vocab_size, mel_dim=MEL_SPEC["n_mel_channels"])
     _randomise_zero_init(transformer)
-    mel_kwargs = {k: v for k, v in MEL_SPEC.items()}
-    model = CFM(transformer=transformer, mel_spec_kwargs=mel_kwargs, vocab_char_map=vocab_map)
+    model = CFM(transformer=transformer, mel_spec_kwargs=dict(MEL_SPEC), vocab_char_map=vocab_map)
     # Upstream's released checkpoints hold only the EMA weights, prefixed `ema_model.`.
     state = {f"ema_model.{k}": v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out_dir / CHECKPOINT))
