@@ -1,42 +1,151 @@
-"""Which model directory to serve: a configured local dir, the S3 cache, or the demo model."""
+"""Which model directory to serve, and where it comes from.
+
+In order: MODEL_DIR (a local directory, used as is); the S3 cache (sync_models_from_s3); a
+complete local copy; the model's source, which is the Hugging Face hub, or the demo generator
+when MODEL_NAME=demo (DESIGN.md section 5). Whatever came from a source, or from a local copy
+that S3 lacks, is uploaded to S3 by a daemon thread while the worker serves; its errors are
+logged and never stop serving. With no S3 cache configured and the hub unreachable the worker
+serves the demo model, with one WARNING. With an S3 cache configured the operator asked for a
+real model, so an unreachable hub on a miss fails start-up instead of serving noise.
+Never imports torch (the demo generator is imported only when it runs).
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from config import Settings
-from errors import ModelError
-from manifest import is_complete, read_manifest
+from errors import ModelError, StorageError
+from local_cache import check_model_name, model_lock, verify_local_copy
+from manifest import ManifestError, read_manifest
 from model_spec import SPEC_NAME
 
 log = logging.getLogger(__name__)
 
+Fetch = Callable[[Settings, Path], Path]
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """model_dir to serve; origin says where it came from; upload is the background S3 upload
+    thread when one was started (join it to wait for the entry to land)."""
+
+    model_dir: Path
+    origin: str  # model_dir | s3 | local | hub | demo | demo-fallback
+    upload: threading.Thread | None = None
+
 
 def resolve_model_dir(settings: Settings) -> Path:
+    return prepare_model(settings).model_dir
+
+
+def prepare_model(settings: Settings, fetch: Fetch | None = None) -> PreparedModel:
+    """Find or fetch the model; `fetch` replaces the hub download (tests, other sources)."""
     if settings.model_dir is not None:
         if not (settings.model_dir / SPEC_NAME).is_file():
             raise ModelError(f"MODEL_DIR={settings.model_dir} has no {SPEC_NAME}")
-        return settings.model_dir
-    if not settings.is_demo:
-        local = settings.model_cache_dir / settings.model_name
-        manifest = read_manifest(local)
-        if manifest is not None and is_complete(local, manifest):
-            return local
-        log.warning(
-            "model %s is not cached and no S3 cache or hub is configured; serving the "
-            "demo model instead, whose audio is noise",
-            settings.model_name,
-        )
-    else:
+        return PreparedModel(settings.model_dir, "model_dir")
+    name = check_model_name(settings.model_name)
+    if settings.is_demo:
         log.warning("MODEL_NAME=demo: serving the demo model, whose audio is noise")
-    return ensure_demo_model(settings.model_cache_dir / "demo")
+    if settings.s3_bucket:
+        found = _from_s3(settings)
+        if found is not None:
+            return found
+    local = settings.model_cache_dir / name
+    with model_lock(settings.model_cache_dir, name):
+        # Checked under the lock: another process may have just fetched it.
+        if _complete(local):
+            origin = "local"
+        elif settings.is_demo:
+            _build_demo(local)
+            origin = "demo"
+        else:
+            try:
+                (fetch or _hub_fetch)(settings, local)
+            except StorageError as err:
+                if settings.s3_bucket:
+                    raise
+                log.warning(
+                    "model %s is not cached and the hub is unreachable (%s); serving the demo "
+                    "model instead, whose audio is noise",
+                    name,
+                    err.message,
+                )
+                return PreparedModel(
+                    ensure_demo_model(settings.model_cache_dir / "demo"), "demo-fallback"
+                )
+            origin = "hub"
+    upload = start_background_upload(settings, local) if settings.s3_bucket else None
+    return PreparedModel(local, origin, upload)
+
+
+def _from_s3(settings: Settings) -> PreparedModel | None:
+    """A served model on a hit (or S3 down but a complete local copy); None on a miss."""
+    from s3_utils import sync_models_from_s3
+
+    try:
+        result = sync_models_from_s3(settings)
+    except StorageError as err:
+        log.warning(
+            "S3 model cache unavailable (%s); fetching the model from its source", err.message
+        )
+        return None
+    if result.status == "miss":
+        return None
+    return PreparedModel(result.model_dir, "s3" if result.hit else "local")
+
+
+def _complete(model_dir: Path) -> bool:
+    try:
+        manifest = read_manifest(model_dir)
+    except ManifestError:
+        return False
+    return manifest is not None and verify_local_copy(model_dir, manifest)
+
+
+def _hub_fetch(settings: Settings, dest: Path) -> Path:
+    from hub import fetch_from_hub
+
+    return fetch_from_hub(settings, dest)
+
+
+def _build_demo(path: Path) -> Path:
+    from demo_model import build_demo_model
+    from local_cache import record_all
+
+    out = build_demo_model(path)
+    manifest = read_manifest(out)
+    if manifest is not None:
+        record_all(out, manifest)  # it was just hashed: spare the next start a re-hash
+    return out
 
 
 def ensure_demo_model(path: Path) -> Path:
-    manifest = read_manifest(path)
-    if manifest is not None and is_complete(path, manifest):
+    if _complete(path):
         return path
-    from demo_model import build_demo_model
+    return _build_demo(path)
 
-    return build_demo_model(path)
+
+def start_background_upload(settings: Settings, model_dir: Path) -> threading.Thread:
+    """Upload model_dir to the S3 cache on a daemon thread; errors are logged, never raised."""
+    thread = threading.Thread(
+        target=_upload_logged, args=(settings, model_dir), name="s3-cache-upload", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def _upload_logged(settings: Settings, model_dir: Path) -> None:
+    from s3_utils import upload_models_to_s3
+
+    try:
+        upload_models_to_s3(settings, model_dir)
+    except StorageError as err:
+        log.error("background S3 upload failed; serving continues: %s", err.message)
+    except Exception:  # a bug must not kill serving either; keep its traceback for operators
+        log.exception("background S3 upload failed unexpectedly; serving continues")

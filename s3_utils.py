@@ -1,32 +1,99 @@
 """S3 transfers for the model cache and for job outputs. Never imports torch.
 
-Downloads land in a unique temp file beside the target and are renamed into place only after
-their size (and sha256, when known) check out, so a failed or corrupt transfer never leaves a
-partial file where a good one is expected. Every failure is a StorageError naming bucket and key.
+Layout of the model cache (one entry per model version, never overwritten in place):
+
+    s3://$S3_BUCKET/$S3_PREFIX/<model>/<version>/<file ...>        the model files
+    s3://$S3_BUCKET/$S3_PREFIX/<model>/<version>/manifest.json     written last: the commit marker
+    s3://$S3_BUCKET/$S3_PREFIX/<model>/latest.json                 {"version": ...}, written after
+
+<version> is the first 16 hex digits of a sha256 over the manifest's (path, size, sha256) list,
+so identical files always get the same version and two workers uploading the same model race
+for the same manifest key, where `IfNoneMatch="*"` lets exactly one win. A reader follows
+latest.json; when it is missing or stale (an uploader died between manifest and pointer) it lists
+the versions and takes the newest committed manifest.
+
+Downloads land in unique temp files beside their targets and are renamed into place only after
+their size and sha256 check out, so a failed or corrupt transfer never leaves a partial file where
+a good one is expected. Every failure is a StorageError naming bucket and key, never credentials.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import heapq
+import json
 import logging
 import os
+import re
 import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
 from boto3.exceptions import Boto3Error
-from boto3.s3.transfer import TransferConfig
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
+from config import Settings
 from errors import StorageError
-from manifest import sha256_file
+from local_cache import (
+    LOCK_TIMEOUT_S,
+    TEMP_SUFFIX,
+    check_free_space,
+    check_model_name,
+    disk_free,
+    inspect,
+    load_record,
+    model_lock,
+    remember,
+    remove_stale_temps,
+    save_record,
+    verify_local_copy,
+)
+from manifest import (
+    MANIFEST_NAME,
+    FileEntry,
+    Manifest,
+    ManifestError,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+POINTER_NAME = "latest.json"
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_MISSING_CODES = ("NoSuchKey", "404", "NotFound")
+_LOST_RACE_CODES = ("PreconditionFailed", "ConditionalRequestConflict")
+# The errors s3transfer itself retries when a response body breaks off.
+_BODY_ERRORS = S3_RETRYABLE_DOWNLOAD_ERRORS
 DEFAULT_TRANSFER = TransferConfig(
     multipart_threshold=64 * MiB, multipart_chunksize=64 * MiB, max_concurrency=16
+)
+# Chosen by scripts/bench_s3_sync.py (JOURNAL.md): parts small enough that 16 connections share
+# a 1.2 GB checkpoint evenly, 1 MiB reads so the single IO thread is not the bottleneck.
+SYNC_TRANSFER = TransferConfig(
+    multipart_threshold=16 * MiB,
+    multipart_chunksize=16 * MiB,
+    max_concurrency=16,
+    io_chunksize=1 * MiB,
+    num_download_attempts=5,
+    preferred_transfer_client="classic",  # the hashing sink below needs the classic manager
+)
+UPLOAD_TRANSFER = TransferConfig(
+    multipart_threshold=64 * MiB,
+    multipart_chunksize=64 * MiB,
+    max_concurrency=8,
+    preferred_transfer_client="classic",
 )
 
 
@@ -36,11 +103,19 @@ def make_client(
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
     max_pool_connections: int = 32,
+    max_attempts: int = 5,
+    connect_timeout: float = 5.0,
 ) -> Any:
-    """An S3 client; credentials default to boto3's chain (env, profile, instance role)."""
+    """An S3 client; credentials default to boto3's chain (env, profile, instance role).
+
+    The short connect timeout makes an unreachable endpoint fail in seconds, so start-up can
+    fall back to a local copy instead of hanging for botocore's default 60 s per attempt.
+    """
     options: dict[str, Any] = {
-        "retries": {"max_attempts": 5, "mode": "standard"},
+        "retries": {"max_attempts": max_attempts, "mode": "standard"},
         "max_pool_connections": max_pool_connections,
+        "connect_timeout": connect_timeout,
+        "read_timeout": 60,
     }
     if endpoint_url:
         # boto3 >= 1.36 adds CRC checksums that some S3-compatible stores (R2, B2, MinIO, older
@@ -59,14 +134,26 @@ def make_client(
 
 def storage_error(action: str, bucket: str, key: str, exc: BaseException) -> StorageError:
     """Map a boto or OS error to a coded error; the message never carries credentials."""
-    reason = type(exc).__name__
+    return StorageError(f"{action} s3://{bucket}/{key} failed: {_reason(exc)}")
+
+
+def _reason(exc: BaseException) -> str:
+    """The S3 error code or the exception type: never the message, which may hold a URL."""
     cause: BaseException | None = exc
-    while cause is not None:  # boto3 wraps upload errors in S3UploadFailedError
+    while cause is not None:  # boto3 and s3transfer wrap the error that matters
         if isinstance(cause, ClientError):
-            reason = cause.response.get("Error", {}).get("Code", "ClientError")
-            break
+            return str(cause.response.get("Error", {}).get("Code", "ClientError"))
+        last = getattr(cause, "last_exception", None)  # s3transfer's RetriesExceededError
+        if isinstance(last, BaseException):
+            return f"{type(cause).__name__} after retries: {_reason(last)}"
         cause = cause.__cause__ or cause.__context__
-    return StorageError(f"{action} s3://{bucket}/{key} failed: {reason}")
+    return type(exc).__name__
+
+
+def _error_code(exc: ClientError) -> tuple[str, int]:
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return str(error.get("Code", "")), int(status or 0)
 
 
 def download_from_s3(
@@ -81,7 +168,7 @@ def download_from_s3(
 ) -> Path:
     """Download s3://bucket/key to dest atomically, verifying size and sha256 when given."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=TEMP_SUFFIX, dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -128,3 +215,563 @@ def upload_to_s3(
         client.upload_file(str(path), bucket, key, ExtraArgs=extra_args, Config=transfer)
     except (Boto3Error, BotoCoreError, ClientError, OSError) as exc:
         raise storage_error("upload", bucket, key, exc) from exc
+
+
+# --- the model cache ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """Where the model is and how the S3 cache answered.
+
+    status: "hit" (the directory now matches the newest version in S3), "miss" (S3 holds no
+    entry; model_dir is where the source should put it), "local" (S3 failed, and the complete
+    local copy in model_dir is used instead).
+    """
+
+    model_dir: Path
+    status: str
+    version: str | None = None
+    downloaded_bytes: int = 0
+    reused_files: int = 0
+
+    @property
+    def hit(self) -> bool:
+        return self.status == "hit"
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    version: str
+    committed: bool  # False: the entry already existed or another uploader won the race
+    uploaded_bytes: int = 0
+
+
+def manifest_version(manifest: Manifest) -> str:
+    """Content address of a model: the same files always give the same version."""
+    digest = hashlib.sha256()
+    for entry in sorted(manifest.files, key=lambda f: f.path):
+        digest.update(f"{entry.path}\0{entry.size}\0{entry.sha256}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def model_prefix(settings: Settings) -> str:
+    """`<S3_PREFIX>/<model>/`, with an empty S3_PREFIX meaning the bucket root."""
+    parts = [p for p in (settings.s3_prefix.strip("/"), check_model_name(settings.model_name)) if p]
+    return "/".join(parts) + "/"
+
+
+def _bucket(settings: Settings) -> str:
+    if not settings.s3_bucket:
+        raise StorageError("S3_BUCKET is not set; the S3 model cache is off")
+    return settings.s3_bucket
+
+
+def _client(settings: Settings, client: Any | None) -> Any:
+    return client or make_client(settings.s3_endpoint_url, settings.aws_region)
+
+
+def _get_bytes(client: Any, bucket: str, key: str, attempts: int = 3) -> bytes | None:
+    """The object's bytes, or None when it does not exist.
+
+    botocore retries a request that fails before its body arrives; a body cut off mid-way
+    surfaces only when it is read, so that read is retried here.
+    """
+    attempt = 1
+    while True:
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if _error_code(exc)[0] in _MISSING_CODES:
+                return None
+            raise storage_error("read", bucket, key, exc) from exc
+        except _BODY_ERRORS as exc:
+            if attempt >= attempts:
+                raise storage_error("read", bucket, key, exc) from exc
+            log.debug("re-reading s3://%s/%s after %s", bucket, key, type(exc).__name__)
+            attempt += 1
+        except (BotoCoreError, OSError) as exc:
+            raise storage_error("read", bucket, key, exc) from exc
+
+
+def _exists(client: Any, bucket: str, key: str) -> bool:
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as exc:
+        code, status = _error_code(exc)
+        if code in _MISSING_CODES or status == 404:
+            return False
+        raise storage_error("check", bucket, key, exc) from exc
+    except (BotoCoreError, OSError) as exc:
+        raise storage_error("check", bucket, key, exc) from exc
+
+
+def _read_manifest(client: Any, bucket: str, key: str) -> Manifest | None:
+    data = _get_bytes(client, bucket, key)
+    if data is None:
+        return None
+    try:
+        return Manifest.from_json(data)
+    except ManifestError as exc:
+        raise StorageError(f"s3://{bucket}/{key}: {exc}") from None
+
+
+def find_latest(client: Any, bucket: str, prefix: str) -> tuple[str, Manifest] | None:
+    """The newest committed version under prefix: latest.json first, listing as the fallback."""
+    pointer_key = prefix + POINTER_NAME
+    raw = _get_bytes(client, bucket, pointer_key)
+    if raw is not None:
+        version = _pointer_version(raw)
+        if version is None:
+            log.warning("ignoring malformed s3://%s/%s", bucket, pointer_key)
+        else:
+            manifest = _read_manifest(client, bucket, f"{prefix}{version}/{MANIFEST_NAME}")
+            if manifest is not None:
+                return version, manifest
+            log.warning(
+                "s3://%s/%s names version %s, which has no manifest", bucket, prefix, version
+            )
+    for version in _versions_newest_first(client, bucket, prefix):
+        manifest = _read_manifest(client, bucket, f"{prefix}{version}/{MANIFEST_NAME}")
+        if manifest is not None:
+            return version, manifest
+    return None
+
+
+def _pointer_version(raw: bytes) -> str | None:
+    try:
+        version = json.loads(raw).get("version")
+    except (ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) and _VERSION.fullmatch(version) else None
+
+
+def _versions_newest_first(client: Any, bucket: str, prefix: str) -> list[str]:
+    """Versions whose manifest exists, newest manifest first (one LIST, one HEAD per version)."""
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter="/"
+        )
+        names = [
+            p["Prefix"][len(prefix) :].rstrip("/")
+            for page in pages
+            for p in page.get("CommonPrefixes", [])
+        ]
+    except (BotoCoreError, ClientError, OSError) as exc:
+        raise storage_error("list", bucket, prefix, exc) from exc
+    dated = []
+    for name in filter(_VERSION.fullmatch, names):
+        key = f"{prefix}{name}/{MANIFEST_NAME}"
+        try:
+            head = client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            code, status = _error_code(exc)
+            if code in _MISSING_CODES or status == 404:
+                continue  # an upload in progress or abandoned: not an entry
+            raise storage_error("check", bucket, key, exc) from exc
+        except (BotoCoreError, OSError) as exc:
+            raise storage_error("check", bucket, key, exc) from exc
+        dated.append((head["LastModified"], name))
+    return [name for _, name in sorted(dated, reverse=True)]
+
+
+def sync_models_from_s3(
+    settings: Settings,
+    *,
+    client: Any | None = None,
+    transfer: TransferConfig = SYNC_TRANSFER,
+    free_bytes: Callable[[Path], int] = disk_free,
+    lock_timeout: float = LOCK_TIMEOUT_S,
+) -> ModelPaths:
+    """Make `<MODEL_CACHE_DIR>/<MODEL_NAME>` match the newest version in S3.
+
+    Files already present and verified are kept; the rest are downloaded in parallel, verified
+    and renamed into place; the local manifest is written last. When S3 fails but a complete
+    local copy exists, that copy is used with a WARNING.
+    """
+    bucket = _bucket(settings)
+    name = check_model_name(settings.model_name)
+    model_dir = settings.model_cache_dir / name
+    prefix = model_prefix(settings)
+    try:
+        found = find_latest(_client(settings, client), bucket, prefix)
+    except StorageError as err:
+        return _local_fallback(model_dir, err)
+    if found is None:
+        log.info("S3 cache miss: no manifest under s3://%s/%s", bucket, prefix)
+        return ModelPaths(model_dir, "miss")
+    version, manifest = found
+    if manifest.model != name:
+        raise StorageError(
+            f"s3://{bucket}/{prefix}{version}/{MANIFEST_NAME} describes model "
+            f"{manifest.model!r}, not {name!r}"
+        )
+    with model_lock(settings.model_cache_dir, name, lock_timeout):
+        return _sync_locked(
+            _client(settings, client),
+            bucket,
+            f"{prefix}{version}/",
+            version,
+            manifest,
+            model_dir,
+            transfer,
+            free_bytes,
+        )
+
+
+def _local_fallback(model_dir: Path, err: StorageError) -> ModelPaths:
+    try:
+        manifest = read_manifest(model_dir)
+    except ManifestError:
+        manifest = None
+    if manifest is None or not verify_local_copy(model_dir, manifest):
+        raise err
+    log.warning(
+        "S3 model cache unavailable (%s); starting from the complete local copy in %s",
+        err.message,
+        model_dir,
+    )
+    return ModelPaths(model_dir, "local", manifest_version(manifest), 0, len(manifest.files))
+
+
+def _sync_locked(
+    client: Any,
+    bucket: str,
+    version_prefix: str,
+    version: str,
+    manifest: Manifest,
+    model_dir: Path,
+    transfer: TransferConfig,
+    free_bytes: Callable[[Path], int],
+) -> ModelPaths:
+    started = time.perf_counter()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(model_dir)
+    for entry in manifest.files:
+        _dest_path(model_dir, entry.path)  # reject an escaping path before touching anything
+    record = load_record(model_dir)
+    state = inspect(model_dir, manifest.files, record)
+    try:
+        local_manifest = read_manifest(model_dir)
+    except ManifestError:
+        local_manifest = None
+    if not state.missing and local_manifest == manifest:
+        save_record(model_dir, record)
+        log.info(
+            "S3 cache hit: model %s version %s already complete in %s (%d files, %.2f s)",
+            manifest.model,
+            version,
+            model_dir,
+            len(state.valid),
+            time.perf_counter() - started,
+        )
+        return ModelPaths(model_dir, "hit", version, 0, len(state.valid))
+    stale = _stale_files(model_dir, manifest)
+    check_free_space(
+        model_dir,
+        state.missing_bytes,
+        lambda p: free_bytes(p) + sum(f.stat().st_size for f in stale),
+    )
+    # From here until the new manifest lands the directory is not a complete copy.
+    (model_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    try:
+        _download_files(client, bucket, version_prefix, state.missing, model_dir, transfer, record)
+    finally:
+        save_record(model_dir, record)
+    _fsync_dir(model_dir)
+    write_manifest(model_dir, manifest)
+    seconds = time.perf_counter() - started
+    log.info(
+        "S3 cache hit: model %s version %s: downloaded %d files (%.1f MB) in %.2f s "
+        "(%.0f MB/s), kept %d verified files",
+        manifest.model,
+        version,
+        len(state.missing),
+        state.missing_bytes / 1e6,
+        seconds,
+        state.missing_bytes / 1e6 / max(seconds, 1e-9),
+        len(state.valid),
+    )
+    return ModelPaths(model_dir, "hit", version, state.missing_bytes, len(state.valid))
+
+
+def _dest_path(model_dir: Path, rel: str) -> Path:
+    """model_dir/rel, refusing anything that resolves outside model_dir (e.g. via a symlink)."""
+    dest = model_dir / rel
+    if not dest.resolve().is_relative_to(model_dir.resolve()):
+        raise StorageError(f"manifest path {rel!r} escapes {model_dir}")
+    return dest
+
+
+def _stale_files(model_dir: Path, manifest: Manifest) -> list[Path]:
+    """Visible files the manifest does not name (an older version's leftovers)."""
+    wanted = {f.path for f in manifest.files} | {MANIFEST_NAME}
+    return [
+        p
+        for p in model_dir.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(model_dir).parts)
+        and p.relative_to(model_dir).as_posix() not in wanted
+    ]
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the renames durable before the manifest claims the directory is complete."""
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class HashingSink:
+    """A seekable write target for s3transfer that hashes the file in order while it fills.
+
+    s3transfer writes the ranged parts of a download from its IO thread, out of order. The sink
+    writes each piece in place and feeds sha256 whenever the contiguous prefix grows, reading back
+    from the page cache what arrived ahead of it. Hashing so overlaps the transfer instead of
+    costing a second pass over the file, and no part is held in memory. A retried part that
+    rewrites already-hashed bytes with different ones marks the sink as inconsistent.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.size = 0
+        self.inconsistent = False
+        self._pos = 0
+        self._hashed = 0
+        self._ahead: list[tuple[int, int]] = []  # heap of (start, end) written past the frontier
+        self._digest = hashlib.sha256()
+        self._lock = threading.Lock()
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET:
+            raise OSError("HashingSink supports absolute seeks only")
+        self._pos = offset
+        return offset
+
+    def tell(self) -> int:
+        return self._pos
+
+    def write(self, data: bytes) -> int:
+        with self._lock:
+            start, end = self._pos, self._pos + len(data)
+            if start < self._hashed:
+                overlap = min(end, self._hashed) - start
+                if os.pread(self.fd, overlap, start) != bytes(memoryview(data)[:overlap]):
+                    self.inconsistent = True
+            view = memoryview(data)
+            written = 0
+            while written < len(view):
+                written += os.pwrite(self.fd, view[written:], start + written)
+            self._pos = end
+            self.size = max(self.size, end)
+            if start <= self._hashed < end:
+                self._digest.update(view[self._hashed - start :])
+                self._hashed = end
+                self._catch_up()
+            elif start > self._hashed:
+                heapq.heappush(self._ahead, (start, end))
+            return len(data)
+
+    def _catch_up(self) -> None:
+        while self._ahead and self._ahead[0][0] <= self._hashed:
+            _, end = heapq.heappop(self._ahead)
+            pos = self._hashed
+            while pos < end:
+                chunk = os.pread(self.fd, min(8 * MiB, end - pos), pos)
+                if not chunk:
+                    raise OSError("short read while hashing a download")
+                self._digest.update(chunk)
+                pos += len(chunk)
+            self._hashed = max(self._hashed, end)
+
+    def hexdigest(self) -> str | None:
+        """The sha256 of the whole file, or None if some range was never written."""
+        with self._lock:
+            self._catch_up()
+            if self._hashed != self.size or self._ahead:
+                return None
+            return self._digest.hexdigest()
+
+
+@dataclass
+class _Download:
+    entry: FileEntry
+    key: str
+    dest: Path
+    tmp: Path
+    sink: HashingSink
+    future: Any = field(default=None)
+
+
+def _download_files(
+    client: Any,
+    bucket: str,
+    version_prefix: str,
+    entries: tuple[FileEntry, ...],
+    model_dir: Path,
+    transfer: TransferConfig,
+    record: dict[str, dict[str, object]],
+) -> None:
+    """Parallel ranged GETs for every entry through one transfer manager, each file verified
+    (size + sha256), fsynced and renamed into place as soon as it completes."""
+    downloads: list[_Download] = []
+    try:
+        with create_transfer_manager(client, transfer) as manager:
+            for entry in entries:
+                dest = _dest_path(model_dir, entry.path)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(
+                    prefix=f".{dest.name}.", suffix=TEMP_SUFFIX, dir=dest.parent
+                )
+                item = _Download(
+                    entry, version_prefix + entry.path, dest, Path(tmp), HashingSink(fd)
+                )
+                downloads.append(item)
+                item.future = manager.download(bucket, item.key, item.sink)
+            for item in downloads:
+                try:
+                    item.future.result()
+                except Exception as exc:  # any transfer failure, wrapped as the error it is
+                    raise storage_error("download", bucket, item.key, exc) from exc
+                _verify_sink(item, bucket)
+                _commit_fd(item)
+                remember(record, model_dir, item.entry)
+    finally:
+        for item in downloads:
+            with contextlib.suppress(OSError):
+                os.close(item.sink.fd)
+            item.tmp.unlink(missing_ok=True)
+
+
+def _verify_sink(item: _Download, bucket: str) -> None:
+    where = f"s3://{bucket}/{item.key}"
+    actual = os.fstat(item.sink.fd).st_size
+    if actual != item.entry.size or item.sink.size != item.entry.size:
+        raise StorageError(f"{where}: expected {item.entry.size} bytes, got {actual}")
+    if item.sink.inconsistent:
+        raise StorageError(f"{where}: object changed while it was being downloaded")
+    if item.sink.hexdigest() != item.entry.sha256:
+        raise StorageError(f"{where}: sha256 does not match the manifest")
+
+
+def _commit_fd(item: _Download) -> None:
+    try:
+        os.fsync(item.sink.fd)
+        os.fchmod(item.sink.fd, 0o644)  # mkstemp's 0600 would hide it from other volume users
+        os.replace(item.tmp, item.dest)
+    except OSError as exc:
+        raise StorageError(f"cannot write {item.dest}: {exc.strerror}") from exc
+
+
+def upload_models_to_s3(
+    settings: Settings,
+    model_dir: Path,
+    *,
+    client: Any | None = None,
+    transfer: TransferConfig = UPLOAD_TRANSFER,
+) -> UploadResult:
+    """Publish model_dir as a new cache entry: data files first, manifest last (IfNoneMatch="*"),
+    then latest.json. A second uploader of the same version loses the manifest race cleanly."""
+    bucket = _bucket(settings)
+    name = check_model_name(settings.model_name)
+    try:
+        manifest = read_manifest(model_dir)
+    except ManifestError as exc:
+        raise StorageError(f"{model_dir}: {exc}") from None
+    if manifest is None:
+        raise StorageError(f"{model_dir} has no {MANIFEST_NAME}; nothing to upload")
+    if manifest.model != name:
+        raise StorageError(f"{model_dir} holds model {manifest.model!r}, not {name!r}")
+    if not verify_local_copy(model_dir, manifest):
+        raise StorageError(f"{model_dir} does not match its manifest; not uploading it")
+    client = _client(settings, client)
+    prefix = model_prefix(settings)
+    version = manifest_version(manifest)
+    manifest_key = f"{prefix}{version}/{MANIFEST_NAME}"
+    uploaded = 0
+    if _exists(client, bucket, manifest_key):
+        log.info("model %s version %s is already in s3://%s/%s", name, version, bucket, prefix)
+        committed = False
+    else:
+        started = time.perf_counter()
+        _upload_files(client, bucket, f"{prefix}{version}/", model_dir, manifest, transfer)
+        uploaded = manifest.total_bytes
+        committed = _put_if_absent(client, bucket, manifest_key, manifest.to_json().encode())
+        log.info(
+            "uploaded model %s version %s to s3://%s/%s (%.1f MB in %.1f s)%s",
+            name,
+            version,
+            bucket,
+            prefix,
+            uploaded / 1e6,
+            time.perf_counter() - started,
+            "" if committed else "; another uploader committed it first",
+        )
+    pointer_key = prefix + POINTER_NAME
+    if committed or not _exists(client, bucket, pointer_key):
+        _put(client, bucket, pointer_key, json.dumps({"model": name, "version": version}).encode())
+    return UploadResult(version, committed, uploaded)
+
+
+def _upload_files(
+    client: Any,
+    bucket: str,
+    version_prefix: str,
+    model_dir: Path,
+    manifest: Manifest,
+    transfer: TransferConfig,
+) -> None:
+    with create_transfer_manager(client, transfer) as manager:
+        pending = [
+            (
+                version_prefix + e.path,
+                manager.upload(str(model_dir / e.path), bucket, version_prefix + e.path),
+            )
+            for e in manifest.files
+        ]
+        for key, future in pending:
+            try:
+                future.result()
+            except Exception as exc:  # any transfer failure, wrapped as the error it is
+                raise storage_error("upload", bucket, key, exc) from exc
+
+
+def _put(client: Any, bucket: str, key: str, body: bytes, **extra: Any) -> None:
+    try:
+        client.put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType="application/json", **extra
+        )
+    except (BotoCoreError, ClientError, OSError) as exc:
+        raise storage_error("upload", bucket, key, exc) from exc
+
+
+def _put_if_absent(client: Any, bucket: str, key: str, body: bytes) -> bool:
+    """True if this call created the object; False if one was there (or won the race)."""
+    try:
+        client.put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType="application/json", IfNoneMatch="*"
+        )
+        return True
+    except ClientError as exc:
+        code, status = _error_code(exc)
+        if code in _LOST_RACE_CODES or status in (409, 412):
+            return False
+        if code != "NotImplemented" and status != 501:
+            raise storage_error("upload", bucket, key, exc) from exc
+    except (BotoCoreError, OSError) as exc:
+        raise storage_error("upload", bucket, key, exc) from exc
+    # A store without conditional writes: check, then write. The race that remains can only
+    # replace the manifest with one listing the very same files (the version is their hash).
+    if _exists(client, bucket, key):
+        return False
+    _put(client, bucket, key, body)
+    return True

@@ -1,0 +1,203 @@
+"""Fetch a released model from the Hugging Face hub into a model directory the engine loads.
+
+Used on an S3 cache miss (and with no S3 cache, when nothing is cached locally). huggingface_hub
+itself honours HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE; its download cache lives in
+`$HF_HOME/hub` (settings.hf_home, under /tmp so it stays off a small volume). Each file is then
+hard-linked (same filesystem, no extra disk) or copied into the model directory in the layout of
+model_spec.py; model.json takes the architecture from the f5-tts package's own config yaml, and
+the manifest is written last, so a fetch cut short never looks complete. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from config import Settings
+from errors import StorageError
+from local_cache import TEMP_SUFFIX, check_model_name, record_all
+from manifest import MANIFEST_NAME, build_manifest, write_manifest
+from model_spec import SPEC_NAME, ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HubModel:
+    repo: str
+    checkpoint: str  # path inside the repo
+    config: str  # f5_tts/configs/<config>.yaml holds backbone, arch and mel settings
+    vocab: str | None = None  # None: the vocab.txt shipped in the f5-tts wheel (upstream's default)
+    revision: str = "main"
+
+
+VOCODER = HubModel(repo="charactr/vocos-mel-24khz", checkpoint="pytorch_model.bin", config="")
+VOCODER_FILES = ("config.yaml", "pytorch_model.bin")
+VOCODER_DIR = "vocos"
+# The checkpoints upstream's f5_tts.api.F5TTS loads for these names (read in its api.py).
+HUB_MODELS: dict[str, HubModel] = {
+    "F5TTS_v1_Base": HubModel(
+        repo="SWivid/F5-TTS",
+        checkpoint="F5TTS_v1_Base/model_1250000.safetensors",
+        config="F5TTS_v1_Base",
+        vocab="F5TTS_v1_Base/vocab.txt",
+    ),
+    "F5TTS_Base": HubModel(
+        repo="SWivid/F5-TTS", checkpoint="F5TTS_Base/model_1200000.safetensors", config="F5TTS_Base"
+    ),
+    "E2TTS_Base": HubModel(
+        repo="SWivid/E2-TTS", checkpoint="E2TTS_Base/model_1200000.safetensors", config="E2TTS_Base"
+    ),
+}
+
+
+def fetch_from_hub(
+    settings: Settings,
+    dest: Path | None = None,
+    *,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> Path:
+    """Write `<MODEL_CACHE_DIR>/<MODEL_NAME>` (or dest) from the hub and return it.
+
+    endpoint/token default to huggingface_hub's own (HF_ENDPOINT, HF_TOKEN); tests pass a
+    local endpoint. Every failure is a StorageError naming repo and file, never the token.
+    """
+    name = check_model_name(settings.model_name)
+    model = HUB_MODELS.get(name)
+    if model is None:
+        raise StorageError(
+            f"no hub source is known for MODEL_NAME={name}; known: {', '.join(sorted(HUB_MODELS))}"
+        )
+    dest = dest or settings.model_cache_dir / name
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new manifest lands
+    hub = _Hub(settings.hf_home / "hub", endpoint, token)
+    started = time.perf_counter()
+
+    commit = hub.resolve(model.repo, model.checkpoint, model.revision)
+    checkpoint = PurePosixPath(model.checkpoint).name
+    _place(hub.download(model.repo, model.checkpoint, commit), dest / checkpoint)
+    if model.vocab:
+        _place(hub.download(model.repo, model.vocab, commit), dest / "vocab.txt")
+    else:
+        _place(Path(str(files("f5_tts.infer").joinpath("examples/vocab.txt"))), dest / "vocab.txt")
+    vocoder_commit = hub.resolve(VOCODER.repo, VOCODER_FILES[0], VOCODER.revision)
+    for filename in VOCODER_FILES:
+        path = hub.download(VOCODER.repo, filename, vocoder_commit)
+        _place(path, dest / VOCODER_DIR / filename)
+
+    (dest / SPEC_NAME).write_text(model_spec(name, model.config, checkpoint).to_json())
+    source = {
+        "kind": "hub",
+        "repo": model.repo,
+        "revision": commit,
+        "files": [model.checkpoint, *([model.vocab] if model.vocab else [])],
+        "vocoder_repo": VOCODER.repo,
+        "vocoder_revision": vocoder_commit,
+    }
+    manifest = build_manifest(dest, name, source)
+    write_manifest(dest, manifest)
+    record_all(dest, manifest)
+    log.info(
+        "fetched %s from the hub (%s@%s, %.1f MB) in %.1f s",
+        name,
+        model.repo,
+        commit[:12],
+        manifest.total_bytes / 1e6,
+        time.perf_counter() - started,
+    )
+    return dest
+
+
+def model_spec(name: str, config: str, checkpoint: str) -> ModelSpec:
+    """model.json for a released model: backbone, arch and mel settings from upstream's yaml."""
+    text = files("f5_tts").joinpath(f"configs/{config}.yaml").read_text()
+    model = yaml.safe_load(text)["model"]
+    return ModelSpec(
+        name=name,
+        backbone=str(model["backbone"]),
+        arch=dict(model["arch"]),
+        checkpoint=checkpoint,
+        vocab="vocab.txt",
+        vocoder_dir=VOCODER_DIR,
+        mel_spec=dict(model["mel_spec"]),
+    )
+
+
+class _Hub:
+    """The two huggingface_hub calls we make, with their failures mapped to StorageError."""
+
+    def __init__(self, cache_dir: Path, endpoint: str | None, token: str | None) -> None:
+        self.cache_dir = cache_dir
+        self.endpoint = endpoint
+        self.token = token
+
+    def resolve(self, repo: str, filename: str, revision: str) -> str:
+        """The commit a branch or tag points at, so every file comes from one snapshot."""
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        url = hf_hub_url(repo, filename, revision=revision, endpoint=self.endpoint)
+        try:
+            meta = get_hf_file_metadata(url, token=self.token, endpoint=self.endpoint)
+        except Exception as exc:  # any hub failure: mapped to a StorageError below
+            raise _hub_error("resolve", repo, filename, revision, exc) from exc
+        if not meta.commit_hash:
+            raise StorageError(f"hub {repo}/{filename}@{revision}: no commit in the response")
+        return meta.commit_hash
+
+    def download(self, repo: str, filename: str, commit: str) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = hf_hub_download(
+                repo,
+                filename,
+                revision=commit,
+                cache_dir=self.cache_dir,
+                endpoint=self.endpoint,
+                token=self.token,
+            )
+        except Exception as exc:  # any hub failure: mapped to a StorageError below
+            raise _hub_error("download", repo, filename, commit, exc) from exc
+        return Path(str(path))
+
+
+def _hub_error(
+    action: str, repo: str, filename: str, revision: str, exc: Exception
+) -> StorageError:
+    """Type and HTTP status only: hub messages can quote request headers and URLs."""
+    reason = type(exc).__name__
+    response: Any = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if status:
+        reason += f" (HTTP {status})"
+    return StorageError(f"hub {action} {repo}/{filename}@{revision[:12]} failed: {reason}")
+
+
+def _place(src: Path, dest: Path) -> None:
+    """Put src at dest atomically: a hard link when both share a filesystem, else a copy."""
+    real = src.resolve()  # the hub cache's snapshot entries are symlinks to blobs
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    try:
+        try:
+            os.link(real, tmp)
+        except OSError:
+            shutil.copyfile(real, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise StorageError(f"cannot write {dest}: {exc.strerror}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
