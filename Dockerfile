@@ -1,30 +1,69 @@
 # F5-TTS RunPod serverless worker.
-# Build with scripts/build.sh (version stamp, OCI labels) or:
-#   docker build --build-arg WORKER_VERSION=$(git describe --tags --always --dirty) -t f5-tts-worker .
+# Build with scripts/build.sh (version stamp, OCI labels, refuses a dirty tree), or by hand:
+#   docker build --build-arg WORKER_VERSION="$(git describe --tags --always --dirty)" -t f5-tts-worker .
+# Build args (none is a secret; an HF token, if ever needed, goes in as a build secret `hf_token`):
+#   BASE_IMAGE        the torch image; its own torch/torchaudio are kept, whatever its tag says
+#   FLASH_ATTN_BAKE   auto (the release wheel matching the image's torch) | none | a wheel URL
+#   BAKE_MODEL        empty, or a MODEL_NAME to download into the image at build time
+#   WORKER_VERSION, GIT_SHA, BUILD_DATE, SOURCE_URL   the version stamp (env + OCI labels)
 ARG BASE_IMAGE=runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04
 FROM ${BASE_IMAGE}
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HOME=/tmp/hf-home \
+    HF_HUB_DISABLE_TELEMETRY=1 \
     MODEL_CACHE_DIR=/tmp/models
 
 WORKDIR /app
 
-# Requirements first, so code changes do not reinstall them. The image's own torch is pinned as a
-# constraint (read from the installed package, not the image tag), so nothing can replace it.
-COPY requirements.txt ./
-RUN python -m pip install uv==0.13.9 \
+# Requirements before code, so a code change does not reinstall them. The image's own torch and
+# torchaudio, read from the installed packages (not the image tag), are a constraint: nothing can
+# replace them. The lock leaves them out; overrides.txt drops f5-tts's UI/training-only deps.
+# Byte-compiled here so a cold start does not compile site-packages on every new container.
+COPY requirements.txt overrides.txt ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    python -m pip install --no-cache-dir uv==0.13.9 \
  && python -c "import importlib.metadata as m; print('\n'.join(f'{p}=={m.version(p)}' for p in ('torch', 'torchaudio')))" > /tmp/image-torch.txt \
- && uv pip install --system --require-hashes --constraint /tmp/image-torch.txt -r requirements.txt \
+ && cat /tmp/image-torch.txt \
+ && uv pip install --system --compile-bytecode \
+      --constraint /tmp/image-torch.txt --override overrides.txt -r requirements.txt \
+ && python -m pip uninstall --yes uv \
  && python -c "import f5_tts.infer.utils_infer, runpod, boto3"
 
-COPY *.py test_input.json ./
+# flash-attn: the release wheel for the image's torch/CUDA/C++ ABI/Python, proven to import, so
+# a normal start installs nothing. A CPU torch has nothing to bake; a wheel that does not load
+# fails the build.
+ARG FLASH_ATTN_BAKE=auto
+COPY errors.py flash_attn_setup.py ./
+RUN if [ "${FLASH_ATTN_BAKE}" != "none" ]; then python flash_attn_setup.py --bake "${FLASH_ATTN_BAKE}"; fi
 
+COPY *.py test_input.json ./
+RUN python -m compileall -q /app
+
+# Optional: bake a model into MODEL_CACHE_DIR so a start needs neither S3 nor the hub.
+ARG BAKE_MODEL=""
+RUN --mount=type=secret,id=hf_token \
+    if [ -n "${BAKE_MODEL}" ]; then \
+      HF_TOKEN="$(cat /run/secrets/hf_token 2>/dev/null || true)" MODEL_NAME="${BAKE_MODEL}" \
+        python model_cache_init.py --fetch-model && rm -rf /tmp/hf-home; \
+    fi
+
+# The version stamp comes last so a new version does not rebuild the layers above.
 ARG WORKER_VERSION=dev
-ENV WORKER_VERSION=${WORKER_VERSION}
+ARG GIT_SHA=unknown
+ARG BUILD_DATE=unknown
+ARG SOURCE_URL=unknown
+ENV WORKER_VERSION=${WORKER_VERSION} \
+    WORKER_GIT_SHA=${GIT_SHA}
 LABEL org.opencontainers.image.title="f5-tts-runpod-worker" \
-      org.opencontainers.image.version="${WORKER_VERSION}"
+      org.opencontainers.image.description="F5-TTS text-to-speech RunPod serverless worker" \
+      org.opencontainers.image.version="${WORKER_VERSION}" \
+      org.opencontainers.image.revision="${GIT_SHA}" \
+      org.opencontainers.image.created="${BUILD_DATE}" \
+      org.opencontainers.image.source="${SOURCE_URL}"
 
 CMD ["python", "-u", "model_cache_init.py"]

@@ -1,17 +1,24 @@
 """The start-up environment report: one greppable `diag.key=value` line per fact, no secrets.
 
 It answers "what is this container?" before the first job: interpreter, torch build and its C++
-ABI, GPU and driver, free disk, library versions, worker version, and whether our modules expose
-the functions start-up needs (an image built from old code once lacked sync_models_from_s3).
+ABI, GPU and driver, free disk, library versions, worker version and git sha, the flash-attn
+wheel this torch needs, and whether our modules define the functions start-up relies on (an image
+built from old code once lacked sync_models_from_s3). That last check reads the modules' source
+(find_spec + ast) instead of importing them: importing `handler` alone costs torch and f5-tts,
+about 16 s cold, just to learn that a name exists.
 """
 
 from __future__ import annotations
 
-import importlib
+import ast
 import importlib.metadata
+import importlib.util
 import logging
 import platform
+import re
 import shutil
+import subprocess
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,43 +28,65 @@ log = logging.getLogger(__name__)
 
 # module -> functions start-up relies on; a missing one fails start-up with its name.
 REQUIRED_FUNCTIONS: dict[str, tuple[str, ...]] = {
-    "s3_utils": ("download_from_s3", "upload_to_s3"),
-    "handler": ("serve",),
+    "s3_utils": ("download_from_s3", "upload_to_s3", "sync_models_from_s3", "upload_models_to_s3"),
+    "model_source": ("resolve_model_dir",),
+    "flash_attn_setup": ("ensure_flash_attn",),
+    "handler": ("build_worker", "start_sdk"),
 }
+PACKAGES = ("torchaudio", "f5-tts", "runpod", "boto3", "flash-attn")
 _SECRET_MARKERS = ("SECRET", "TOKEN", "PASSWORD", "KEY", "CREDENTIAL")
+# Only these are reported; anything else in the environment is never read here.
 _REPORTED_ENV = (
     "MODEL_NAME",
     "MODEL_DIR",
     "MODEL_CACHE_DIR",
     "HF_HOME",
+    "HF_TOKEN",
     "S3_BUCKET",
     "S3_PREFIX",
     "S3_ENDPOINT_URL",
     "AWS_REGION",
-    "BUCKET_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
+    "BUCKET_ENDPOINT_URL",
     "BUCKET_ACCESS_KEY_ID",
     "BUCKET_SECRET_ACCESS_KEY",
-    "HF_TOKEN",
     "FLASH_ATTN",
+    "FLASH_ATTN_WHEEL_URL",
     "DEVICE",
     "MAX_CONCURRENCY",
+    "LOG_LEVEL",
+    "RUNPOD_LOG_LEVEL",
+    "RUNPOD_POD_ID",
+    "RUNPOD_ENDPOINT_ID",
+    "RUNPOD_GPU_COUNT",
 )
 
 
-def collect(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
+def collect(
+    settings: Settings,
+    env: Mapping[str, str],
+    required: Mapping[str, tuple[str, ...]] = REQUIRED_FUNCTIONS,
+) -> dict[str, str]:
+    """All facts, in report order. Imports torch (the engine needs it anyway), never f5-tts."""
     facts = {"python": platform.python_version(), "platform": platform.platform()}
     facts.update(_torch_facts())
-    for dist in ("f5-tts", "runpod", "boto3", "flash-attn"):
+    for dist in PACKAGES:
         facts[f"pkg.{dist}"] = _version(dist)
     for label, path in (("tmp", Path("/tmp")), ("cache_dir", settings.model_cache_dir)):
         facts[f"disk.{label}_free_gb"] = _free_gb(path)
     facts["worker_version"] = settings.worker_version
+    facts["git_sha"] = _git_sha(env)
     facts["env"] = " ".join(f"{k}={redact(k, env[k])}" for k in _REPORTED_ENV if k in env)
-    for module, names in REQUIRED_FUNCTIONS.items():
+    for module, names in required.items():
         facts[f"functions.{module}"] = ",".join(missing_functions(module, names)) or "ok"
     return facts
+
+
+def missing_required(facts: Mapping[str, str]) -> list[str]:
+    """The `functions.*` entries that name something missing; empty means start-up may go on."""
+    return [v for k, v in facts.items() if k.startswith("functions.") and v != "ok"]
 
 
 def log_report(facts: Mapping[str, str]) -> None:
@@ -65,18 +94,59 @@ def log_report(facts: Mapping[str, str]) -> None:
         log.info("diag.%s=%s", key, value)
 
 
+def format_report(facts: Mapping[str, str]) -> str:
+    return "".join(f"diag.{key}={value}\n" for key, value in facts.items())
+
+
 def redact(name: str, value: str) -> str:
+    """Secret-named variables show only whether they are set; URLs lose any user:password."""
     if any(marker in name.upper() for marker in _SECRET_MARKERS):
         return "<redacted>" if value else "<empty>"
-    return value
+    return _strip_userinfo(value)
+
+
+def _strip_userinfo(value: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    if not parts.netloc or "@" not in parts.netloc:
+        return value
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"<redacted>@{host}"))
 
 
 def missing_functions(module: str, names: tuple[str, ...]) -> list[str]:
+    """`module.name` for each name the module's source does not define at top level."""
     try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return [f"{module} (import failed)"]
-    return [f"{module}.{n}" for n in names if not callable(getattr(mod, n, None))]
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return [f"{module} (module not found)"]
+    try:
+        defined = top_level_names(Path(spec.origin).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError) as exc:
+        return [f"{module} (unreadable: {type(exc).__name__})"]
+    return [f"{module}.{n}" for n in names if n not in defined]
+
+
+def top_level_names(source: str) -> set[str]:
+    """Names a module binds at top level: defs, classes, assignments, imports (re-exports)."""
+    names: set[str] = set()
+    pending = list(ast.parse(source).body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.If | ast.Try):  # `try: from x import f` and friends
+            pending.extend(node.body + node.orelse + getattr(node, "finalbody", []))
+            for handler in getattr(node, "handlers", []):
+                pending.extend(handler.body)
+    return names
 
 
 def _torch_facts() -> dict[str, str]:
@@ -94,17 +164,30 @@ def _torch_facts() -> dict[str, str]:
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         facts["gpu"] = (
-            f"{props.name} mem_gb={props.total_memory / 1e9:.1f} cc={props.major}.{props.minor}"
+            f"{props.name} count={torch.cuda.device_count()} "
+            f"mem_gb={props.total_memory / 1e9:.1f} cc={props.major}.{props.minor}"
         )
         facts["driver"] = _nvidia_driver()
+    facts["flash_attn.wheel"] = _flash_attn_wheel()
     return facts
+
+
+def _flash_attn_wheel() -> str:
+    from flash_attn_setup import NoMatchingWheel, probe_torch, select_wheel
+
+    try:
+        return select_wheel(probe_torch()).name
+    except NoMatchingWheel as exc:
+        return f"none ({exc})"
 
 
 def _nvidia_driver() -> str:
     try:
-        return Path("/proc/driver/nvidia/version").read_text().split("\n")[0].strip()
+        line = Path("/proc/driver/nvidia/version").read_text().split("\n")[0]
     except OSError:
         return "unknown"
+    match = re.search(r"Kernel Module\s+(\S+)", line)
+    return match.group(1) if match else line.strip()
 
 
 def _version(dist: str) -> str:
@@ -112,6 +195,24 @@ def _version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+
+
+def _git_sha(env: Mapping[str, str]) -> str:
+    """The build's stamp in an image (WORKER_GIT_SHA); the checkout's HEAD in development."""
+    stamped = env.get("WORKER_GIT_SHA", "").strip()
+    if stamped and stamped != "unknown":
+        return stamped
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
 def _free_gb(path: Path) -> str:

@@ -1,8 +1,12 @@
-"""The container's start command: diagnostics -> model directory -> handler, in one process.
+"""The container's start command: diagnostics -> flash-attn -> model -> handler, in one process.
 
 `python model_cache_init.py` serves RunPod jobs; `--rp_serve_api --rp_api_port N` serves the
-SDK's local HTTP API instead; `--diagnose` prints the environment report and exits 0/1.
-Arguments this script does not know are left for the RunPod SDK. It never re-executes Python.
+SDK's local HTTP API instead; `--diagnose` prints the environment report and exits 0/1;
+`--fetch-model` only puts the model in MODEL_CACHE_DIR (the image build's BAKE_MODEL step).
+Arguments this script does not know are left for the RunPod SDK. It never re-executes Python:
+a re-exec would lose the imports already paid for and double the logs.
+
+Each step logs its duration, and one `ready:` line with the whole timeline precedes serving.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import diagnostics
 from config import Settings
 from errors import WorkerError
+from flash_attn_setup import ensure_flash_attn
 from log_setup import configure_logging
 from model_source import resolve_model_dir
 
@@ -25,45 +32,82 @@ log = logging.getLogger("model_cache_init")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--diagnose", action="store_true")
+    parser.add_argument("--fetch-model", action="store_true")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    sys.argv = [sys.argv[0], *rest]
+    sys.argv = [sys.argv[0], *rest]  # the SDK parses --rp_* from sys.argv itself
     try:
         settings = Settings.from_env(os.environ)
     except WorkerError as err:
         configure_logging()
-        log.error("start-up failed: %s", err.message)
+        log.error("start-up failed: %s: %s", err.code, err.message)
         return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
-        return _start(settings, diagnose_only=args.diagnose)
+        if args.diagnose:
+            return _diagnose(settings)
+        if args.fetch_model:
+            log.info("model ready at %s", resolve_model_dir(settings))
+            return 0
+        return _start(settings)
     except WorkerError as err:
         log.error("start-up failed: %s: %s", err.code, err.message)
         return 1
 
 
-def _start(settings: Settings, diagnose_only: bool) -> int:
-    timeline: dict[str, float] = {}
-    mark = time.perf_counter()
+def _diagnose(settings: Settings) -> int:
     facts = diagnostics.collect(settings, os.environ)
-    diagnostics.log_report(facts)
-    missing = [v for k, v in facts.items() if k.startswith("functions.") and v != "ok"]
+    sys.stdout.write(diagnostics.format_report(facts))
+    missing = diagnostics.missing_required(facts)
+    if missing:
+        log.error("missing functions: %s", "; ".join(missing))
+    return 1 if missing else 0
+
+
+class Timeline:
+    """`with timeline.step("name"):` logs the step's duration and keeps it for the summary."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.steps: dict[str, float] = {}
+        self.started = clock()
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        mark = self.clock()
+        try:
+            yield
+        finally:
+            self.steps[name] = self.clock() - mark
+            log.info("step %s took %.2f s", name, self.steps[name])
+
+    def summary(self, **extra: str) -> str:
+        parts = [f"{k}={v:.2f}s" for k, v in self.steps.items()]
+        parts += [f"{k}={v}" for k, v in extra.items()]
+        return f"total={self.clock() - self.started:.2f}s " + " ".join(parts)
+
+
+def _start(settings: Settings) -> int:
+    timeline = Timeline()
+    with timeline.step("diagnostics"):
+        facts = diagnostics.collect(settings, os.environ)
+        diagnostics.log_report(facts)
+    missing = diagnostics.missing_required(facts)
     if missing:
         log.error("start-up failed: missing functions: %s", "; ".join(missing))
         return 1
-    if diagnose_only:
-        return 0
-    timeline["diagnostics"] = time.perf_counter() - mark
 
-    mark = time.perf_counter()
-    model_dir = resolve_model_dir(settings)
-    timeline["model"] = time.perf_counter() - mark
+    with timeline.step("flash_attn"):
+        attn = ensure_flash_attn(
+            settings.flash_attn, settings.flash_attn_wheel_url, settings.device
+        )
+    with timeline.step("model"):
+        model_dir = resolve_model_dir(settings)
+    with timeline.step("import"):
+        import handler  # torch and f5-tts: the slow part of a cold start
 
-    import handler  # imports torch and f5-tts: the slow part of a cold start
-
-    mark = time.perf_counter()
-    worker = handler.build_worker(settings, model_dir)
-    timeline["engine"] = time.perf_counter() - mark
-    log.info("ready: %s", " ".join(f"{k}={v:.2f}s" for k, v in timeline.items()))
+    with timeline.step("engine"):
+        worker = handler.build_worker(settings, model_dir, attn.backend)
+    log.info("ready: %s", timeline.summary(attn=attn.backend, version=settings.worker_version))
     handler.start_sdk(worker, settings)
     return 0
 
