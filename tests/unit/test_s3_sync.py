@@ -1,0 +1,357 @@
+"""sync_models_from_s3 / upload_models_to_s3 against moto's in-memory S3 (issue #3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from boto3.s3.transfer import TransferConfig
+from moto import mock_aws
+
+import local_cache
+import s3_utils
+from config import Settings
+from errors import ConfigError, StorageError
+from manifest import FileEntry, Manifest, build_manifest, read_manifest, write_manifest
+from s3_utils import (
+    make_client,
+    manifest_version,
+    sync_models_from_s3,
+    upload_models_to_s3,
+)
+
+BUCKET = "models"
+SECRET = "moto-secret-never-shown"
+KiB = 1024
+# Small parts so a 600 KiB file takes the ranged, multi-part path with several threads.
+SMALL = TransferConfig(
+    multipart_threshold=128 * KiB,
+    multipart_chunksize=128 * KiB,
+    max_concurrency=4,
+    io_chunksize=32 * KiB,
+    preferred_transfer_client="classic",
+)
+FILES = {
+    "model.safetensors": os.urandom(600 * KiB + 7),
+    "vocab.txt": b"a\nb\nc\n",
+    "vocos/config.yaml": b"sample_rate: 24000\n",
+    "vocos/pytorch_model.bin": os.urandom(200 * KiB),
+    "model.json": b"{}\n",
+}
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "moto-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    with mock_aws():
+        client = make_client(region="us-east-1", max_attempts=1)
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def settings_for(cache: Path, model: str = "m1", **kw) -> Settings:
+    return Settings(
+        model_name=model, model_cache_dir=cache, s3_bucket=BUCKET, aws_region="us-east-1", **kw
+    )
+
+
+def make_model(path: Path, files: dict[str, bytes] = FILES, model: str = "m1", **source) -> Path:
+    for rel, data in files.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_bytes(data)
+    write_manifest(path, build_manifest(path, model, {"kind": "test", **source}))
+    return path
+
+
+def sync(settings: Settings, s3, **kw):
+    return sync_models_from_s3(settings, client=s3, transfer=SMALL, **kw)
+
+
+def published(tmp_path: Path, s3, files: dict[str, bytes] = FILES) -> Settings:
+    """A bucket that holds `files` as model m1; returns settings with an empty cache dir."""
+    upload_models_to_s3(
+        settings_for(tmp_path / "uploader"), make_model(tmp_path / "src", files), client=s3
+    )
+    return settings_for(tmp_path / "cache")
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(path).as_posix(): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def temp_files(path: Path) -> list[Path]:
+    return [p for p in path.rglob(f"*{local_cache.TEMP_SUFFIX}")] if path.exists() else []
+
+
+def keys(s3) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []))
+
+
+def test_layout_is_model_version_files_manifest_and_pointer(tmp_path, s3):
+    result = upload_models_to_s3(settings_for(tmp_path), make_model(tmp_path / "src"), client=s3)
+    version = manifest_version(read_manifest(tmp_path / "src"))
+    assert result.committed and result.version == version and len(version) == 16
+    base = f"f5-tts/m1/{version}/"
+    assert keys(s3) == sorted(
+        [base + p for p in [*FILES, "manifest.json"]] + ["f5-tts/m1/latest.json"]
+    )
+    pointer = s3.get_object(Bucket=BUCKET, Key="f5-tts/m1/latest.json")["Body"].read()
+    assert json.loads(pointer) == {"model": "m1", "version": version}
+
+
+def test_version_is_a_content_address():
+    files = (FileEntry("b", 2, "0" * 64), FileEntry("a", 1, "1" * 64))
+    one = Manifest("m", files, {"kind": "hub", "revision": "x"})
+    two = Manifest("m", tuple(reversed(files)), {"kind": "other"})
+    changed = Manifest("m", (FileEntry("b", 2, "2" * 64), files[1]))
+    assert manifest_version(one) == manifest_version(two) != manifest_version(changed)
+
+
+def test_miss_writes_nothing(tmp_path, s3):
+    result = sync(settings_for(tmp_path / "cache"), s3)
+    assert (result.status, result.version) == ("miss", None)
+    assert result.model_dir == tmp_path / "cache" / "m1"
+    assert not result.model_dir.exists()
+
+
+def test_cold_sync_then_warm_sync_rehashes_nothing(tmp_path, s3, monkeypatch):
+    settings = published(tmp_path, s3)
+    cold = sync(settings, s3)
+    assert cold.hit and cold.downloaded_bytes == sum(map(len, FILES.values()))
+    assert tree(cold.model_dir) == {
+        **FILES,
+        "manifest.json": (tmp_path / "src/manifest.json").read_bytes(),
+    }
+    assert temp_files(cold.model_dir) == []
+
+    def no_hashing(path):
+        raise AssertionError(f"re-hashed {path}")
+
+    monkeypatch.setattr(local_cache, "sha256_file", no_hashing)
+    warm = sync(settings, s3)
+    assert warm.hit and warm.downloaded_bytes == 0 and warm.reused_files == len(FILES)
+
+
+def tamper_same_size(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def tamper_and_forge_mtime(path: Path) -> None:
+    st = path.stat()
+    tamper_same_size(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # ctime still moves
+
+
+@pytest.mark.parametrize("tamper", [tamper_same_size, tamper_and_forge_mtime])
+def test_local_file_tampered_at_same_size_is_downloaded_again(tmp_path, s3, tamper):
+    settings = published(tmp_path, s3)
+    model_dir = sync(settings, s3).model_dir
+    tamper(model_dir / "vocos/pytorch_model.bin")
+    again = sync(settings, s3)
+    assert again.downloaded_bytes == len(FILES["vocos/pytorch_model.bin"])
+    assert again.reused_files == len(FILES) - 1
+    assert (model_dir / "vocos/pytorch_model.bin").read_bytes() == FILES["vocos/pytorch_model.bin"]
+
+
+def test_missing_local_manifest_is_restored_without_downloads(tmp_path, s3):
+    settings = published(tmp_path, s3)
+    model_dir = sync(settings, s3).model_dir
+    (model_dir / "manifest.json").unlink()
+    again = sync(settings, s3)
+    assert again.downloaded_bytes == 0 and (model_dir / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"x" * len(FILES["vocos/pytorch_model.bin"]), "sha256 does not match the manifest"),
+        (b"short", "expected 204800 bytes, got 5"),
+    ],
+)
+def test_remote_corruption_is_rejected_and_replaces_nothing(tmp_path, s3, body, message):
+    settings = published(tmp_path, s3)
+    version = manifest_version(read_manifest(tmp_path / "src"))
+    key = f"f5-tts/m1/{version}/vocos/pytorch_model.bin"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    model_dir = settings.model_cache_dir / "m1"
+    (model_dir / "vocos").mkdir(parents=True)
+    (model_dir / "vocos/pytorch_model.bin").write_bytes(b"previous good file")
+    with pytest.raises(StorageError) as info:
+        sync(settings, s3)
+    assert info.value.message == f"s3://{BUCKET}/{key}: {message}"
+    assert (model_dir / "vocos/pytorch_model.bin").read_bytes() == b"previous good file"
+    assert temp_files(model_dir) == [] and not (model_dir / "manifest.json").exists()
+
+
+def put_manifest(s3, manifest: Manifest | str, version: str = "v1") -> None:
+    text = manifest if isinstance(manifest, str) else manifest.to_json()
+    s3.put_object(Bucket=BUCKET, Key=f"f5-tts/m1/{version}/manifest.json", Body=text.encode())
+    s3.put_object(Bucket=BUCKET, Key="f5-tts/m1/latest.json", Body=json.dumps({"version": version}))
+
+
+@pytest.mark.parametrize("path", ["../escaped.bin", "/etc/evil", "a/../../escaped.bin"])
+def test_manifest_path_escaping_the_cache_dir_is_rejected(tmp_path, s3, path):
+    entry = {"path": path, "size": 1, "sha256": "0" * 64}
+    put_manifest(s3, json.dumps({"model": "m1", "files": [entry]}))
+    with pytest.raises(StorageError) as info:
+        sync(settings_for(tmp_path / "cache"), s3)
+    assert "unsafe path in manifest" in info.value.message
+    assert sorted(p.name for p in tmp_path.rglob("*")) == []
+
+
+def test_manifest_path_through_a_symlink_out_of_the_cache_is_rejected(tmp_path, s3):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    model_dir = tmp_path / "cache" / "m1"
+    model_dir.mkdir(parents=True)
+    (model_dir / "sub").symlink_to(outside)
+    s3.put_object(Bucket=BUCKET, Key="f5-tts/m1/v1/sub/x.bin", Body=b"x")
+    put_manifest(s3, Manifest("m1", (FileEntry("sub/x.bin", 1, "0" * 64),)))
+    with pytest.raises(StorageError) as info:
+        sync(settings_for(tmp_path / "cache"), s3)
+    assert info.value.message == f"manifest path 'sub/x.bin' escapes {model_dir}"
+    assert list(outside.iterdir()) == []
+
+
+def test_not_enough_disk_fails_before_any_byte_is_written(tmp_path, s3):
+    settings = published(tmp_path, s3)
+    with pytest.raises(StorageError) as info:
+        sync(settings, s3, free_bytes=lambda path: 1000)
+    model_dir = settings.model_cache_dir / "m1"
+    needed = sum(map(len, FILES.values()))
+    assert info.value.message == (
+        f"not enough disk space in {model_dir}: need {needed} bytes, 1000 bytes free"
+    )
+    assert [p for p in model_dir.rglob("*")] == []
+
+
+def test_s3_unreachable_uses_a_complete_local_copy_with_a_warning(tmp_path, s3, caplog):
+    settings = published(tmp_path, s3)
+    sync(settings, s3)
+    dead = make_client("http://127.0.0.1:9", "us-east-1", "k", SECRET, max_attempts=1)
+    with caplog.at_level(logging.WARNING, logger="s3_utils"):
+        result = sync(settings, dead)
+    assert result.status == "local" and result.reused_files == len(FILES)
+    [record] = caplog.records
+    assert "S3 model cache unavailable" in record.getMessage()
+    assert "s3://models/f5-tts/m1/latest.json" in record.getMessage()
+
+
+def test_s3_unreachable_without_a_local_copy_is_a_coded_error(tmp_path):
+    dead = make_client("http://127.0.0.1:9", "us-east-1", "k", SECRET, max_attempts=1)
+    with pytest.raises(StorageError) as info:
+        sync(settings_for(tmp_path / "cache"), dead)
+    assert info.value.code == "STORAGE_ERROR"
+    assert info.value.message == (
+        "read s3://models/f5-tts/m1/latest.json failed: EndpointConnectionError"
+    )
+    assert SECRET not in str(info.value)
+
+
+def test_new_version_downloads_only_changed_files_and_drops_stale_ones(tmp_path, s3):
+    settings = published(tmp_path, s3)
+    model_dir = sync(settings, s3).model_dir
+    files = {k: v for k, v in FILES.items() if k != "vocab.txt"}
+    files["vocos/config.yaml"] = b"sample_rate: 22050\n"
+    upload_models_to_s3(
+        settings_for(tmp_path / "up2"), make_model(tmp_path / "src2", files), client=s3
+    )
+    result = sync(settings, s3)
+    assert result.downloaded_bytes == len(files["vocos/config.yaml"])
+    assert tree(model_dir) == {
+        **files,
+        "manifest.json": (tmp_path / "src2/manifest.json").read_bytes(),
+    }
+
+
+def test_pointer_missing_or_stale_falls_back_to_the_newest_listed_version(tmp_path, s3):
+    settings = published(tmp_path, s3)
+    version = manifest_version(read_manifest(tmp_path / "src"))
+    s3.delete_object(Bucket=BUCKET, Key="f5-tts/m1/latest.json")
+    assert sync(settings, s3).version == version
+    s3.put_object(Bucket=BUCKET, Key="f5-tts/m1/latest.json", Body=b'{"version": "gone"}')
+    s3.put_object(Bucket=BUCKET, Key="f5-tts/m1/half-uploaded/model.json", Body=b"{}")
+    assert sync(settings, s3).version == version
+
+
+def test_manifest_of_another_model_is_rejected(tmp_path, s3):
+    put_manifest(s3, Manifest("other", ()))
+    with pytest.raises(StorageError, match="describes model 'other', not 'm1'"):
+        sync(settings_for(tmp_path / "cache"), s3)
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", ""])
+def test_unsafe_model_names_are_config_errors(tmp_path, s3, name):
+    with pytest.raises(ConfigError):
+        sync(settings_for(tmp_path, model=name), s3)
+
+
+def test_upload_of_an_existing_version_changes_nothing(tmp_path, s3):
+    settings = published(tmp_path, s3)
+    before = {k: s3.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in keys(s3)}
+    again = upload_models_to_s3(settings, tmp_path / "src", client=s3)
+    assert not again.committed and again.uploaded_bytes == 0
+    assert {k: s3.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in keys(s3)} == before
+
+
+def test_second_uploader_loses_the_manifest_race_cleanly(tmp_path, s3, monkeypatch):
+    first = make_model(tmp_path / "a", uploader="A")
+    second = make_model(tmp_path / "b", uploader="B")
+    assert upload_models_to_s3(settings_for(tmp_path), first, client=s3).committed
+    # B checked for the manifest before A committed it, so it goes on to upload.
+    real_exists = s3_utils._exists
+    monkeypatch.setattr(
+        s3_utils,
+        "_exists",
+        lambda c, b, k: False if k.endswith("manifest.json") else real_exists(c, b, k),
+    )
+    result = upload_models_to_s3(settings_for(tmp_path), second, client=s3)
+    assert not result.committed
+    key = f"f5-tts/m1/{result.version}/manifest.json"
+    remote = Manifest.from_json(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    assert remote.source["uploader"] == "A"
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "manifest.json").unlink(), "has no manifest.json; nothing to upload"),
+        (lambda d: tamper_same_size(d / "vocab.txt"), "does not match its manifest; not uploading"),
+        (lambda d: (d / "manifest.json").write_text("{"), "malformed manifest"),
+    ],
+)
+def test_upload_refuses_an_incomplete_or_damaged_dir(tmp_path, s3, damage, message):
+    model_dir = make_model(tmp_path / "src")
+    damage(model_dir)
+    with pytest.raises(StorageError, match=message):
+        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3)
+    assert keys(s3) == []
+
+
+def test_upload_errors_name_bucket_and_key_never_credentials(tmp_path, s3):
+    model_dir = make_model(tmp_path / "src")
+    settings = Settings(model_name="m1", s3_bucket="no-such-bucket", model_cache_dir=tmp_path)
+    with pytest.raises(StorageError) as info:
+        upload_models_to_s3(settings, model_dir, client=s3)
+    version = manifest_version(read_manifest(model_dir))
+    assert info.value.message == (
+        f"upload s3://no-such-bucket/f5-tts/m1/{version}/model.json failed: NoSuchBucket"
+    )
+    assert SECRET not in info.value.message
+
+
+def test_empty_prefix_puts_models_at_the_bucket_root(tmp_path, s3):
+    settings = settings_for(tmp_path / "cache", s3_prefix="")
+    upload_models_to_s3(settings, make_model(tmp_path / "src"), client=s3)
+    assert "m1/latest.json" in keys(s3)
+    assert sync(settings, s3).hit
