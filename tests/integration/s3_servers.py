@@ -162,8 +162,8 @@ def _stop(proc: subprocess.Popen) -> None:
 class TcpProxy:
     """A TCP proxy on 127.0.0.1 in front of an upstream server.
 
-    cut_after: for the first `cut_connections` accepted connections, forward only this many
-    response bytes, then close both sides (a connection dropped mid-response).
+    cut_after: the first `cut_connections` connections whose responses reach this many bytes
+    are closed right there, both sides (a connection dropped mid-response); later ones pass.
     rate: cap on response bytes per second, per connection. latency: seconds each chunk of
     request bytes waits before it is forwarded (about one round trip per request).
     """
@@ -215,7 +215,6 @@ class TcpProxy:
                 return
             with self._lock:
                 self.connections += 1
-                cut = self.cut_after if self.connections <= self.cut_connections else None
             try:
                 upstream = socket.create_connection(self.upstream)
             except OSError:
@@ -227,7 +226,7 @@ class TcpProxy:
                 self._open.update((client, upstream))
             pair = (client, upstream)
             threading.Thread(target=self._requests, args=pair, daemon=True).start()
-            threading.Thread(target=self._responses, args=(*pair, cut), daemon=True).start()
+            threading.Thread(target=self._responses, args=pair, daemon=True).start()
 
     def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
         try:
@@ -240,15 +239,14 @@ class TcpProxy:
         finally:
             self._drop(client, upstream)
 
-    def _responses(self, client: socket.socket, upstream: socket.socket, cut: int | None) -> None:
+    def _responses(self, client: socket.socket, upstream: socket.socket) -> None:
         sent = 0
         due = time.monotonic()
         try:
             while data := upstream.recv(256 * 1024):
-                if cut is not None and sent + len(data) >= cut:
+                cut = self.cut_after
+                if cut is not None and sent + len(data) >= cut and self._take_cut():
                     client.sendall(data[: cut - sent])
-                    with self._lock:
-                        self.cuts += 1
                     return
                 client.sendall(data)
                 sent += len(data)
@@ -261,6 +259,13 @@ class TcpProxy:
             pass
         finally:
             self._drop(client, upstream)
+
+    def _take_cut(self) -> bool:
+        with self._lock:
+            if self.cuts >= self.cut_connections:
+                return False
+            self.cuts += 1
+            return True
 
     def _drop(self, *socks: socket.socket) -> None:
         with self._lock:
