@@ -1,6 +1,8 @@
-"""Waveforms in and out: decode reference audio, cross-fade chunks, encode results.
+"""Waveforms in and out: decode reference audio, cross-fade chunks, resample, encode results.
 
-All codecs go through soundfile (libsndfile): no ffmpeg subprocess, no temp files. Pure numpy.
+All codecs go through soundfile (libsndfile): no ffmpeg subprocess, no temp files. Resampling is
+soxr (the resampler librosa uses), whose streaming mode makes chunk-by-chunk output identical to
+resampling the whole utterance. Pure numpy; never imports torch.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 from errors import BadRefAudio, UnsupportedFormat
 
@@ -31,6 +34,9 @@ MIME_TYPES = {
     "pcm": "audio/L16",
 }
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+MAX_DECODED_SECONDS = 60.0  # a longer reference is a mistake, not a voice sample
+MIN_RATE, MAX_RATE = 8000, 192000
+PAUSE_THRESHOLD_DBFS = -50.0  # upstream's remove_silence threshold
 
 
 @dataclass(frozen=True)
@@ -58,20 +64,33 @@ def encode(audio: Audio, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def decode(data: bytes) -> Audio:
-    """Decode reference audio of any container libsndfile reads; mono float32."""
+def decode(data: bytes, max_seconds: float = MAX_DECODED_SECONDS) -> Audio:
+    """Decode reference audio of any container libsndfile reads; mono float32.
+
+    Reads at most max_seconds (plus one frame, to tell "too long" apart), so a small compressed
+    upload cannot expand into gigabytes of samples.
+    """
     if not data:
         raise BadRefAudio("reference audio is empty")
+    samples = None
     try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            rate = int(f.samplerate)
+            limit = int(max_seconds * rate)
+            if MIN_RATE <= rate <= MAX_RATE:  # checked first: the rate sizes the read buffer
+                samples = f.read(limit + 1, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         raise BadRefAudio("reference audio could not be decoded (WAV, FLAC, OGG or MP3)") from None
+    if samples is None:
+        raise BadRefAudio(f"reference sample rate must be {MIN_RATE} to {MAX_RATE} Hz")
+    if len(samples) > limit:
+        raise BadRefAudio(f"reference audio is longer than {max_seconds:g} s; send 3 to 12 s")
     mono = samples.mean(axis=1)
     if mono.size == 0:
         raise BadRefAudio("reference audio has no samples")
     if not np.isfinite(mono).all():
         raise BadRefAudio("reference audio contains invalid samples")
-    return Audio(mono, int(rate))
+    return Audio(mono, rate)
 
 
 def cross_fade(chunks: list[np.ndarray], sample_rate: int, seconds: float) -> np.ndarray:
@@ -88,3 +107,70 @@ def cross_fade(chunks: list[np.ndarray], sample_rate: int, seconds: float) -> np
         mixed = out[-n:] * (1.0 - fade) + nxt[:n] * fade
         out = np.concatenate([out[:-n], mixed, nxt[n:]])
     return out.astype(np.float32, copy=False)
+
+
+def resample(audio: Audio, rate: int) -> Audio:
+    if rate == audio.sample_rate:
+        return audio
+    out = soxr.resample(audio.samples, audio.sample_rate, rate, quality="HQ")
+    return Audio(out.astype(np.float32, copy=False), rate)
+
+
+class StreamResampler:
+    """Resample consecutive pieces so that they concatenate to resample(whole utterance)."""
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        self.out_rate = out_rate
+        self._stream = (
+            None
+            if in_rate == out_rate
+            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality="HQ")
+        )
+
+    def __call__(self, piece: Audio, last: bool) -> Audio:
+        if self._stream is None:
+            return piece
+        out = self._stream.resample_chunk(piece.samples.astype(np.float32), last=last)
+        return Audio(out, self.out_rate)
+
+
+def shorten_pauses(
+    audio: Audio,
+    max_pause_s: float = 1.0,
+    threshold_dbfs: float = PAUSE_THRESHOLD_DBFS,
+) -> Audio:
+    """Cut every pause longer than max_pause_s down to max_pause_s.
+
+    The numpy form of upstream's remove_silence_for_generated_wav (pydub split_on_silence with
+    min_silence_len=1000, keep_silence=500): half a maximal pause is kept on each side of sound,
+    so a leading or trailing pause becomes max_pause_s / 2.
+    """
+    window = max(1, audio.sample_rate // 100)  # 10 ms, pydub's seek_step
+    n = len(audio.samples) // window
+    if n == 0:
+        return audio
+    frames = audio.samples[: n * window].reshape(n, window)
+    rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+    silent = rms <= 10 ** (threshold_dbfs / 20)
+    total = len(audio.samples)
+    keep = np.ones(total, dtype=bool)
+    half = int(max_pause_s * audio.sample_rate / 2)
+    for start, stop in _runs(silent):
+        first = start * window
+        last = total if stop == n else stop * window  # a trailing run takes the partial window
+        if last - first <= 2 * half:
+            continue
+        leading, trailing = first == 0, last == total
+        cut_from = first if leading else first + half
+        cut_to = last if trailing else last - half
+        if leading and trailing:
+            cut_from = half  # nothing but silence: keep half a pause
+        keep[cut_from:cut_to] = False
+    return Audio(audio.samples[keep], audio.sample_rate)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) index pairs of the True runs in a boolean array."""
+    padded = np.concatenate([[False], mask, [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))

@@ -1,123 +1,279 @@
-"""The RunPod adapter: job -> TTSRequest -> engine -> encoded audio -> result dict.
+"""The RunPod adapter: job -> TTSRequest -> voice -> engine -> encoded audio -> result items.
 
-Every failure becomes a coded error payload (errors.WorkerError.to_payload); nothing a job does
-can stop the worker. `serve()` loads and warms the engine before the SDK takes any job.
+One code path, `Worker.run(job)`, a plain generator of result items: one item for a normal job,
+one per text chunk for `"stream": true`, and a coded error payload (errors.WorkerError) as the
+last item when something fails. Nothing a job does can stop the worker.
+
+The RunPod SDK decides once per handler function, not per request, whether a handler streams
+(inspect.isasyncgenfunction), so the handler given to the SDK is always the async generator
+`Worker.handle`, with `return_aggregate_stream`: /run and /runsync return the list of items, and
+/stream returns them as they come. worker-vllm, RunPod's most used worker, makes the same choice.
+Each step of a job runs in a thread pool of MAX_CONCURRENCY threads, so the SDK's event loop
+stays free and concurrent jobs overlap their downloads, encoding and uploads while the engine
+serialises the GPU work. The SDK's single-job test mode (`python handler.py`, `--test_input`) and
+its realtime route call handlers without generator support; there the handler is
+`Worker.handle_collected`, which returns the same list in one piece.
+
+Error path, as measured in runpod 1.12: the handler never raises; an error is yielded as an item
+with an `error` key. The real worker loop (rp_job.handle_job) turns that item into a FAILED job
+whose `error` is "<CODE>: <message>". The SDK's local API (`make run`) does not look inside
+yielded items: there the job is COMPLETED and the error item is the last element of `output`.
+An exception raised inside a generator would instead put its traceback into the job's error in
+the worker loop and make the local API answer HTTP 500, which is why none ever escapes.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import contextlib
 import logging
 import secrets
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audio import encode
+from audio import MIME_TYPES, Audio, StreamResampler, encode, resample, shorten_pauses
 from config import Settings
 from engine import F5TTSEngine, SynthesisParams
-from errors import InternalError, OutputTooLarge, WorkerError
-from schema import MAX_SEED, TTSRequest, parse_request
-from voices import Voice, default_voice, voice_from_base64
+from errors import InternalError, WorkerError
+from fetch import FetchPolicy, RefAudioFetcher
+from output import Delivery, OutputStore, make_output_client
+from s3_utils import make_client
+from schema import DEFAULT_VOICE, MAX_SEED, TTSRequest, parse_request
+from voices import Voice, VoiceLibrary, default_voice, voice_from_bytes
 
 log = logging.getLogger(__name__)
 
-# RunPod caps a /runsync result at about 20 MB; leave room for the JSON around the audio.
-MAX_RESULT_B64_BYTES = 15 * 1024 * 1024
+_DONE = object()
+
+
+@dataclass
+class _JobStats:
+    chars: int = 0
+    audio_s: float = 0.0
+    items: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class Worker:
-    def __init__(self, engine: F5TTSEngine, settings: Settings) -> None:
+    def __init__(
+        self,
+        engine: F5TTSEngine,
+        settings: Settings,
+        *,
+        voices: VoiceLibrary | None = None,
+        fetcher: RefAudioFetcher | None = None,
+        store: OutputStore | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
+        self.voices = voices or VoiceLibrary(
+            settings.s3_bucket, settings.s3_prefix, client_factory=_worker_s3(settings)
+        )
+        self.fetcher = fetcher or RefAudioFetcher(
+            FetchPolicy(), s3_client_factory=_worker_s3(settings)
+        )
+        self.store = store if store is not None else output_store(settings)
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.max_concurrency, thread_name_prefix="tts-job"
+        )
 
-    def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+    # -- the SDK's entry points --------------------------------------------------------------
+
+    async def handle(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The SDK handler: run() stepped in the pool, each item yielded as soon as it exists."""
+        loop = asyncio.get_running_loop()
+        items = self.run(job)
+        try:
+            while True:
+                item = await loop.run_in_executor(self._pool, next, items, _DONE)
+                if item is _DONE:
+                    return
+                yield item
+        finally:
+            # A cancelled step may still be running (ValueError); the generator is then
+            # collected after it finishes.
+            with contextlib.suppress(ValueError):
+                items.close()
+
+    async def handle_collected(self, job: dict[str, Any]) -> Any:
+        """For SDK modes that cannot stream: the list of items, or the error payload alone."""
+        loop = asyncio.get_running_loop()
+        items = await loop.run_in_executor(self._pool, lambda: list(self.run(job)))
+        if items and "error" in items[-1]:
+            return items[-1]
+        return items
+
+    # -- one job ------------------------------------------------------------------------------
+
+    def run(self, job: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """All result items of one job; a failure is the last item, never an exception."""
         job_id = str(job.get("id", "-"))
         started = time.perf_counter()
+        stats = _JobStats()
         try:
-            result = self._run(job.get("input"))
+            yield from self._items(job.get("input"), job_id, stats)
         except WorkerError as err:
             log.warning("job %s failed: %s", job_id, err.code)
-            return err.to_payload() | {"worker_version": self.settings.worker_version}
+            yield err.to_payload() | {"worker_version": self.settings.worker_version}
+            return
         except Exception:
-            # Logged with its traceback for operators; the client gets no internals.
+            # Logged with its traceback for operators (ERROR); the client gets no internals.
             log.exception("job %s failed unexpectedly", job_id)
             payload = InternalError("unexpected error; see the worker log").to_payload()
-            return payload | {"worker_version": self.settings.worker_version}
+            yield payload | {"worker_version": self.settings.worker_version}
+            return
         compute = time.perf_counter() - started
         log.info(
-            "job %s done: chars=%d audio_s=%.2f compute_s=%.3f rtf=%.3f",
+            "job %s done: chars=%d audio_s=%.2f items=%d compute_s=%.3f rtf=%.3f",
             job_id,
-            result.pop("_chars"),
-            result["duration_s"],
+            stats.chars,
+            stats.audio_s,
+            stats.items,
             compute,
-            compute / max(result["duration_s"], 1e-6),
+            compute / max(stats.audio_s, 1e-6),
         )
-        return result
 
-    def _run(self, raw: Any) -> dict[str, Any]:
-        timings: dict[str, float] = {}
-        clock = _Clock(timings)
+    def _items(self, raw: Any, job_id: str, stats: _JobStats) -> Iterator[dict[str, Any]]:
+        clock = _Clock()
         req = parse_request(raw)
+        stats.chars = len(req.text)
+        deliver = Delivery(req.return_mode, req.format, job_id, self.store)
         with clock("voice"):
-            voice = _voice(req)
+            voice = self._voice(req)
         seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        params = SynthesisParams(
+            seed=seed,
+            nfe_step=req.nfe_step,
+            speed=req.speed,
+            cfg_strength=req.cfg_strength,
+            sway_sampling_coef=req.sway_sampling_coef,
+            cross_fade_duration=req.cross_fade_duration,
+        )
+        if req.stream:
+            items = self._stream(req, voice, params, deliver, clock)
+        else:
+            items = self._whole(req, voice, params, deliver, clock)
+        for item in items:
+            stats.items += 1
+            stats.audio_s += item["duration_s"]
+            yield item | {"seed": seed, "worker_version": self.settings.worker_version}
+
+    def _whole(
+        self,
+        req: TTSRequest,
+        voice: Voice,
+        params: SynthesisParams,
+        deliver: Delivery,
+        clock: _Clock,
+    ) -> Iterator[dict[str, Any]]:
         with clock("synthesis"):
-            audio = self.engine.synthesize(req.text, voice, _params(req, seed))
+            audio = self.engine.synthesize(req.text, voice, params)
+        if req.remove_silence:
+            audio = shorten_pauses(audio)
+        audio = resample(audio, req.sample_rate or audio.sample_rate)
+        yield self._deliver(audio, req, deliver, clock, index=0)
+
+    def _stream(
+        self,
+        req: TTSRequest,
+        voice: Voice,
+        params: SynthesisParams,
+        deliver: Delivery,
+        clock: _Clock,
+    ) -> Iterator[dict[str, Any]]:
+        """One item per text chunk; pieces concatenate to the whole utterance (pcm exactly)."""
+        count = len(self.engine.split_text(req.text, voice, req.speed))
+        rate = req.sample_rate or self.engine.sample_rate
+        resampler = StreamResampler(self.engine.sample_rate, rate)
+        pieces = self.engine.synthesize_stream(req.text, voice, params)
+        for index in range(count):
+            with clock("synthesis"):
+                piece = next(pieces, None)
+            if piece is None:
+                break
+            if req.remove_silence:
+                piece = shorten_pauses(piece)
+            piece = resampler(piece, last=index == count - 1)
+            item = self._deliver(piece, req, deliver, clock, index=index)
+            yield item | {"chunk": index, "chunks": count}
+            clock.reset()
+
+    def _deliver(
+        self, audio: Audio, req: TTSRequest, deliver: Delivery, clock: _Clock, index: int
+    ) -> dict[str, Any]:
         with clock("encode"):
-            data = base64.b64encode(encode(audio, req.format)).decode("ascii")
-        if len(data) > MAX_RESULT_B64_BYTES:
-            raise OutputTooLarge(
-                f"encoded audio exceeds {MAX_RESULT_B64_BYTES} bytes; "
-                "send shorter text or a compressed format"
-            )
-        return {
-            "audio_base64": data,
+            data = encode(audio, req.format)
+        with clock("upload"):
+            out = deliver(data, index)
+        if "audio_url" not in out:
+            clock.drop("upload")  # inline: base64 only, not worth a stage of its own
+        return out | {
             "format": req.format,
+            "mime_type": MIME_TYPES[req.format],
             "sample_rate": audio.sample_rate,
             "duration_s": round(audio.duration_s, 3),
-            "seed": seed,
-            "timings": {k: round(v, 4) for k, v in timings.items()},
-            "worker_version": self.settings.worker_version,
-            "_chars": len(req.text),
+            "timings": clock.rounded(),
         }
+
+    def _voice(self, req: TTSRequest) -> Voice:
+        if req.ref_audio is not None and req.ref_kind is not None:
+            data = self.fetcher.fetch(req.ref_audio, req.ref_kind)
+            return voice_from_bytes(data, req.ref_text or "")
+        if req.voice is not None and req.voice != DEFAULT_VOICE:
+            return self.voices.get(req.voice, fallback_to_default=req.voice_fallback)
+        return default_voice()
 
 
 class _Clock:
-    """`with clock("stage"):` records the stage's wall time in seconds."""
+    """`with clock("stage"):` adds the stage's wall time in seconds to the current item."""
 
-    def __init__(self, sink: dict[str, float]) -> None:
-        self.sink = sink
-        self._name = ""
-        self._start = 0.0
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
 
-    def __call__(self, name: str) -> _Clock:
-        self._name = name
-        return self
+    def __call__(self, name: str) -> _Stage:
+        return _Stage(self, name)
+
+    def reset(self) -> None:
+        self.stages = {}
+
+    def drop(self, name: str) -> None:
+        self.stages.pop(name, None)
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.stages.items()}
+
+
+class _Stage:
+    def __init__(self, clock: _Clock, name: str) -> None:
+        self.clock = clock
+        self.name = name
+        self.start = 0.0
 
     def __enter__(self) -> None:
-        self._start = time.perf_counter()
+        self.start = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
-        self.sink[self._name] = time.perf_counter() - self._start
+        elapsed = time.perf_counter() - self.start
+        self.clock.stages[self.name] = self.clock.stages.get(self.name, 0.0) + elapsed
 
 
-def _voice(req: TTSRequest) -> Voice:
-    if req.ref_audio is not None and req.ref_text is not None:
-        return voice_from_base64(req.ref_audio, req.ref_text)
-    return default_voice()
+def _worker_s3(settings: Settings) -> Callable[[], Any]:
+    """The worker's own S3 (voice library, s3:// references), built on first use."""
+    return lambda: make_client(settings.s3_endpoint_url, settings.aws_region)
 
 
-def _params(req: TTSRequest, seed: int) -> SynthesisParams:
-    return SynthesisParams(
-        seed=seed,
-        nfe_step=req.nfe_step,
-        speed=req.speed,
-        cfg_strength=req.cfg_strength,
-        sway_sampling_coef=req.sway_sampling_coef,
-        cross_fade_duration=req.cross_fade_duration,
-    )
+def output_store(settings: Settings) -> OutputStore | None:
+    """The output bucket of RunPod's BUCKET_* convention; None when it is not configured."""
+    endpoint = settings.bucket_endpoint_url
+    key, secret = settings.bucket_access_key_id, settings.bucket_secret_access_key
+    if not (endpoint and key and secret):
+        return None
+    return OutputStore(lambda: make_output_client(endpoint, key, secret))
 
 
 def build_worker(settings: Settings, model_dir: Path, attn_backend: str = "torch") -> Worker:
@@ -127,8 +283,36 @@ def build_worker(settings: Settings, model_dir: Path, attn_backend: str = "torch
     return Worker(engine, settings)
 
 
+def sdk_can_stream(argv: list[str]) -> bool:
+    """Whether the SDK will run jobs through a path that supports generator handlers.
+
+    The local API (--rp_serve_api) and the RunPod worker loop do; the single-job test mode
+    (--test_input, or no RUNPOD_WEBHOOK_GET_JOB) and the realtime route call the handler once
+    and would return the generator object unrun.
+    """
+    from runpod.serverless import _get_realtime_port
+    from runpod.serverless.modules.worker_state import IS_LOCAL_TEST
+
+    if "--rp_serve_api" in argv:
+        return True
+    if _get_realtime_port() or any(a.startswith("--test_input") for a in argv):
+        return False
+    return not IS_LOCAL_TEST
+
+
+def sdk_config(worker: Worker, settings: Settings, streaming: bool) -> dict[str, Any]:
+    return {
+        "handler": worker.handle if streaming else worker.handle_collected,
+        "return_aggregate_stream": True,
+        "concurrency_modifier": lambda _current: settings.max_concurrency,
+    }
+
+
 def start_sdk(
-    worker: Worker, settings: Settings, start: Callable[[dict[str, Any]], None] | None = None
+    worker: Worker,
+    settings: Settings,
+    start: Callable[[dict[str, Any]], None] | None = None,
+    argv: list[str] | None = None,
 ) -> None:
     """Hand the ready worker to the RunPod SDK, which reads its own --rp_* arguments."""
     if start is None:
@@ -137,12 +321,8 @@ def start_sdk(
 
         RunPodLogger().set_level(settings.sdk_log_level)
         start = runpod.serverless.start
-    start(
-        {
-            "handler": worker.handle,
-            "concurrency_modifier": lambda _current: settings.max_concurrency,
-        }
-    )
+    streaming = sdk_can_stream(sys.argv[1:] if argv is None else argv)
+    start(sdk_config(worker, settings, streaming))
 
 
 def serve(settings: Settings, model_dir: Path, attn_backend: str = "torch") -> None:

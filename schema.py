@@ -1,7 +1,9 @@
 """Job input -> TTSRequest: typed, bounded, unknown fields rejected. Pure; never imports torch.
 
 Each field is declared once in FIELDS with its type, bounds, default and description; validation
-and the README's input table both come from that table, so they cannot drift apart.
+and the README's input table both come from that table, so they cannot drift apart. Two input
+shapes are accepted: the native one (FIELDS) and the one RunPod forwards from its OpenAI-compatible
+route (`openai_route` + `openai_input`), which openai_compat translates into the native one.
 
 Why not runpod's rp_validator: it accepts booleans as numbers, calls constraint lambdas on values
 of the wrong type (a TypeError instead of an error message), lets NaN through and returns
@@ -11,16 +13,26 @@ messages without codes. This parser keeps its shape (a schema table) and fixes t
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import openai_compat
 from errors import InvalidInput, TextTooLong, UnsupportedFormat
 
 MAX_TEXT_CHARS = 5000
 MAX_REF_AUDIO_B64_CHARS = 14_000_000  # about 10 MB of audio once decoded
+MAX_REF_TEXT_CHARS = 1000
 MAX_SEED = 2**31 - 1
 FORMATS = ("wav", "flac", "mp3", "ogg", "opus", "pcm")
+SAMPLE_RATES = (8000, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # what the Opus codec itself supports
+RETURN_MODES = ("auto", "base64", "url")
+DEFAULT_VOICE = "default"
+# Voice names become S3 key segments: no slashes, no leading dot, nothing to escape.
+VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+URL_PREFIXES = ("https://", "http://", "s3://")
 
 
 @dataclass(frozen=True)
@@ -31,22 +43,49 @@ class Field:
     doc: str
     low: float | None = None
     high: float | None = None
-    choices: tuple[str, ...] | None = None
+    choices: tuple[Any, ...] | None = None
     max_len: int | None = None
     required: bool = False
+    attr: str = ""  # TTSRequest attribute when the JSON name is a Python keyword
+
+    @property
+    def key(self) -> str:
+        return self.attr or self.name
 
 
 FIELDS: tuple[Field, ...] = (
     Field("text", str, None, "Text to speak.", max_len=MAX_TEXT_CHARS, required=True),
     Field(
+        "voice",
+        str,
+        None,
+        "Named voice: `default` (shipped in f5-tts) or one from the voice library "
+        "(`voices/<name>/` under the S3 prefix). Not with `ref_audio`.",
+        max_len=64,
+    ),
+    Field(
         "ref_audio",
         str,
         None,
-        "Reference voice: base64-encoded audio (WAV, FLAC, OGG, MP3).",
+        "Reference voice: base64 audio (WAV, FLAC, OGG, MP3), an `https://` URL or "
+        "`s3://bucket/key`; at most 10 MB, the first 12 s of sound are used.",
         max_len=MAX_REF_AUDIO_B64_CHARS,
     ),
-    Field("ref_text", str, None, "Transcript of `ref_audio`; required with it.", max_len=1000),
+    Field(
+        "ref_text",
+        str,
+        None,
+        "Transcript of `ref_audio`; required with it.",
+        max_len=MAX_REF_TEXT_CHARS,
+    ),
     Field("format", str, "wav", "Output audio format.", choices=FORMATS),
+    Field(
+        "sample_rate",
+        int,
+        None,
+        "Output sample rate; unset = the model's 24000. Opus: 8000, 12000, 16000, 24000, 48000.",
+        choices=SAMPLE_RATES,
+    ),
     Field(
         "seed",
         int,
@@ -67,6 +106,27 @@ FIELDS: tuple[Field, ...] = (
         low=0.0,
         high=1.0,
     ),
+    Field(
+        "remove_silence",
+        bool,
+        False,
+        "Shorten pauses longer than 1 s in the output to 1 s.",
+    ),
+    Field(
+        "return",
+        str,
+        "auto",
+        "`base64`, `url` (upload to the output bucket) or `auto` (a URL only when the result "
+        "would pass RunPod's size limit).",
+        choices=RETURN_MODES,
+        attr="return_mode",
+    ),
+    Field(
+        "stream",
+        bool,
+        False,
+        "Yield one audio item per text chunk as soon as it is ready.",
+    ),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
 
@@ -74,32 +134,73 @@ _BY_NAME = {f.name: f for f in FIELDS}
 @dataclass(frozen=True)
 class TTSRequest:
     text: str
+    voice: str | None = None
     ref_audio: str | None = None
     ref_text: str | None = None
     format: str = "wav"
+    sample_rate: int | None = None
     seed: int | None = None
     nfe_step: int = 32
     speed: float = 1.0
     cfg_strength: float = 2.0
     sway_sampling_coef: float = -1.0
     cross_fade_duration: float = 0.15
+    remove_silence: bool = False
+    return_mode: str = "auto"
+    stream: bool = False
+    # Set by the OpenAI route: an OpenAI voice name ("alloy") missing from the library falls
+    # back to the default voice, so stock OpenAI clients work without a voice library.
+    voice_fallback: bool = False
+
+    @property
+    def ref_kind(self) -> str | None:
+        """How ref_audio is sent: "url" (https/http), "s3", "base64" or None."""
+        if self.ref_audio is None:
+            return None
+        if self.ref_audio.startswith("s3://"):
+            return "s3"
+        if self.ref_audio.startswith(URL_PREFIXES):
+            return "url"
+        return "base64"
 
 
 def parse_request(raw: Any) -> TTSRequest:
     """Validate a job's `input`; raise a coded InvalidInput subclass on the first problem."""
     if not isinstance(raw, Mapping):
         raise InvalidInput("input must be a JSON object")
+    voice_fallback = False
+    if openai_compat.is_openai(raw):
+        raw, voice_fallback = openai_compat.to_native(raw)
     unknown = sorted(str(k)[:40] for k in raw if k not in _BY_NAME)
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
-    values = {f.name: _field_value(f, raw) for f in FIELDS}
-    if not values["text"].strip():
+    values = {f.key: _field_value(f, raw) for f in FIELDS}
+    req = TTSRequest(**values, voice_fallback=voice_fallback)
+    _check_combinations(req)
+    return req
+
+
+def _check_combinations(req: TTSRequest) -> None:
+    """Rules that involve more than one field."""
+    if not req.text.strip():
         raise InvalidInput("text must not be empty")
-    if values["ref_audio"] is not None and not (values["ref_text"] or "").strip():
+    if req.voice is not None and not VOICE_NAME.fullmatch(req.voice):
+        raise InvalidInput("voice must be 1-64 letters, digits, '.', '_' or '-'")
+    if req.voice is not None and req.ref_audio is not None:
+        raise InvalidInput("send either voice or ref_audio, not both")
+    has_ref_text = bool((req.ref_text or "").strip())
+    if req.ref_audio is not None and not has_ref_text:
         raise InvalidInput(
             "ref_text is required with ref_audio (automatic transcription is not available)"
         )
-    return TTSRequest(**values)
+    if req.ref_audio is None and req.ref_text is not None:
+        raise InvalidInput("ref_text is only used with ref_audio")
+    if req.format == "opus" and req.sample_rate not in (None, *OPUS_RATES):
+        raise UnsupportedFormat(
+            f"opus needs a sample_rate in {', '.join(str(r) for r in OPUS_RATES)}"
+        )
+    if req.stream and req.return_mode == "url":
+        raise InvalidInput("stream returns base64 chunks; use return base64 or auto")
 
 
 def _field_value(f: Field, raw: Mapping[str, Any]) -> Any:
@@ -108,13 +209,17 @@ def _field_value(f: Field, raw: Mapping[str, Any]) -> Any:
             raise InvalidInput(f"{f.name} is required")
         return f.default
     value = _coerce(f, raw[f.name])
-    if f.choices is not None:
+    if isinstance(value, str) and f.choices is not None:
         value = value.strip().lower()
     _check_bounds(f, value)
     return value
 
 
 def _coerce(f: Field, value: Any) -> Any:
+    if f.kind is bool:
+        if not isinstance(value, bool):
+            raise InvalidInput(f"{f.name} must be true or false")
+        return value
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise InvalidInput(f"{f.name} must be {_type_name(f.kind)}")
     if f.kind is str:
@@ -138,9 +243,15 @@ def _check_bounds(f: Field, value: Any) -> None:
         raise error(f"{f.name} is longer than {f.max_len} characters")
     if f.choices is not None and value not in f.choices:
         error = UnsupportedFormat if f.name == "format" else InvalidInput
-        raise error(f"{f.name} must be one of {', '.join(f.choices)}")
+        raise error(f"{f.name} must be one of {', '.join(str(c) for c in f.choices)}")
     if (f.low is not None and value < f.low) or (f.high is not None and value > f.high):
-        raise InvalidInput(f"{f.name} must be between {f.low:g} and {f.high:g}")
+        raise InvalidInput(f"{f.name} must be between {_num(f.low)} and {_num(f.high)}")
+
+
+def _num(x: float | None) -> str:
+    """2147483647 rather than 2.14748e+09; 0.3 rather than 0.300000."""
+    assert x is not None
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _type_name(kind: type) -> str:
@@ -152,13 +263,20 @@ def fields_markdown() -> str:
     rows = ["| field | type | default | bounds | meaning |", "|---|---|---|---|---|"]
     for f in FIELDS:
         if f.choices:
-            bounds = ", ".join(f.choices)
+            bounds = ", ".join(str(c) for c in f.choices)
         elif f.low is not None:
-            bounds = f"{f.low:g} .. {f.high:g}"
+            bounds = f"{_num(f.low)} .. {_num(f.high)}"
         elif f.max_len:
             bounds = f"<= {f.max_len} chars"
         else:
             bounds = ""
-        default = "required" if f.required else ("-" if f.default is None else f"`{f.default}`")
+        if f.required:
+            default = "required"
+        elif f.default is None:
+            default = "-"
+        elif isinstance(f.default, bool):
+            default = f"`{str(f.default).lower()}`"
+        else:
+            default = f"`{f.default}`"
         rows.append(f"| `{f.name}` | {f.kind.__name__} | {default} | {bounds} | {f.doc} |")
     return "\n".join(rows)

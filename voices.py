@@ -1,28 +1,44 @@
-"""Reference voices: the default voice shipped in the f5-tts wheel, and voices sent in a request.
+"""Reference voices: the default voice shipped in the f5-tts wheel, the voice library in S3, and
+voices sent with a request. Pure numpy and boto3; never imports torch.
 
 A voice is decoded once into memory (soundfile), trimmed and clipped as upstream does, so no
-request ever writes a temp file. Pure numpy; never imports torch.
+request ever writes a temp file (upstream's preprocess_ref_audio_text keeps one per reference and
+never deletes it). Library voices live at `<S3_PREFIX>/voices/<name>/ref.wav` + `ref.txt` and are
+kept in a bounded LRU after first use; the bound is in entries, and an entry is at most 12 s of
+audio (about 2.3 MB at 48 kHz), so the cache is at most MAX_CACHED_VOICES * 2.3 MB.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from botocore.exceptions import BotoCoreError, ClientError
 
 from audio import Audio, decode
-from errors import BadRefAudio
+from errors import BadRefAudio, StorageError, VoiceNotFound
 
+log = logging.getLogger(__name__)
+
+DEFAULT_VOICE_NAME = "default"
 DEFAULT_VOICE_TEXT = "Some call me nature, others call me mother nature."
 MAX_REF_SECONDS = 12.0  # upstream clips references to about 12 s
 MIN_REF_SECONDS = 0.3
 SILENCE_DBFS = -42.0  # upstream's remove_silence_edges threshold
 TAIL_SILENCE_S = 0.05  # upstream appends 50 ms of silence
+MAX_REF_BYTES = 10 * 1024 * 1024  # encoded reference audio, from any source
+MAX_REF_TEXT_BYTES = 4096
+MAX_CACHED_VOICES = 32
+# S3 error codes that mean "no such voice" rather than "storage is down".
+MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})
 
 
 @dataclass(frozen=True)
@@ -39,19 +55,22 @@ def default_voice_path() -> Path:
 @lru_cache(maxsize=1)
 def default_voice() -> Voice:
     audio = prepare_reference(decode(default_voice_path().read_bytes()))
-    return Voice(audio, DEFAULT_VOICE_TEXT, name="default")
+    return Voice(audio, DEFAULT_VOICE_TEXT, name=DEFAULT_VOICE_NAME)
 
 
-def voice_from_base64(data: str, text: str) -> Voice:
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRefAudio("ref_audio is not valid base64") from None
-    return Voice(prepare_reference(decode(raw)), text)
+def voice_from_bytes(data: bytes, text: str, name: str = "custom") -> Voice:
+    """Decode, check and prepare a reference; BAD_REF_AUDIO when it is not usable audio."""
+    if len(data) > MAX_REF_BYTES:
+        raise BadRefAudio(f"reference audio is larger than {MAX_REF_BYTES} bytes")
+    return Voice(prepare_reference(decode(data)), text, name=name)
 
 
 def prepare_reference(audio: Audio) -> Audio:
-    """Trim silent edges, clip to MAX_REF_SECONDS, append a short silence (as upstream)."""
+    """Trim silent edges, clip to MAX_REF_SECONDS, append a short silence (as upstream).
+
+    A silent reference is refused here: upstream would normalise its loudness by dividing by
+    its RMS (zero) and return inf/nan audio.
+    """
     samples = _trim_silence(audio.samples, audio.sample_rate)
     if samples.size == 0:
         raise BadRefAudio("reference audio is silent")
@@ -73,3 +92,93 @@ def _trim_silence(samples: np.ndarray, rate: int) -> np.ndarray:
     if loud.size == 0:
         return samples[:0]
     return samples[loud[0] * window : (loud[-1] + 1) * window]
+
+
+class VoiceLibrary:
+    """Named voices: "default" from the wheel, others from S3, cached after first use.
+
+    `client_factory` builds the S3 client on first need (tests pass one for moto); without a
+    bucket only "default" exists. A voice that is missing is not cached, so uploading it later
+    works without a restart; a voice that is replaced in S3 is picked up by a new worker.
+    """
+
+    def __init__(
+        self,
+        bucket: str | None,
+        prefix: str = "",
+        client_factory: Callable[[], Any] | None = None,
+        max_cached: int = MAX_CACHED_VOICES,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._client_factory = client_factory
+        self._client: Any = None
+        self._max_cached = max_cached
+        self._cache: OrderedDict[str, Voice] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str, fallback_to_default: bool = False) -> Voice:
+        if name == DEFAULT_VOICE_NAME:
+            return default_voice()
+        with self._lock:
+            if name in self._cache:
+                self._cache.move_to_end(name)
+                return self._cache[name]
+        try:
+            voice = self._load(name)
+        except VoiceNotFound:
+            if fallback_to_default:
+                return default_voice()
+            raise
+        with self._lock:
+            self._cache[name] = voice
+            self._cache.move_to_end(name)
+            while len(self._cache) > self._max_cached:
+                self._cache.popitem(last=False)
+        return voice
+
+    def cached_names(self) -> list[str]:
+        with self._lock:
+            return list(self._cache)
+
+    def key(self, name: str, file: str) -> str:
+        return "/".join(p for p in (self.prefix, "voices", name, file) if p)
+
+    def _load(self, name: str) -> Voice:
+        if not self.bucket:
+            raise VoiceNotFound(f"voice {name!r} not found: no voice library is configured")
+        data = self._read(name, "ref.wav", MAX_REF_BYTES)
+        text = self._read(name, "ref.txt", MAX_REF_TEXT_BYTES).decode("utf-8", "replace").strip()
+        if not text:
+            raise VoiceNotFound(f"voice {name!r} has an empty ref.txt")
+        voice = voice_from_bytes(data, text, name=name)
+        log.info("voice %s loaded from the library (%.1f s)", name, voice.audio.duration_s)
+        return voice
+
+    def _read(self, name: str, file: str, limit: int) -> bytes:
+        key = self.key(name, file)
+        try:
+            obj = self._s3().get_object(Bucket=self.bucket, Key=key)
+            if int(obj.get("ContentLength", 0)) > limit:
+                raise BadRefAudio(f"voice {name!r}: {file} is larger than {limit} bytes")
+            with obj["Body"] as body:
+                data = body.read(limit + 1)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in MISSING_CODES:
+                raise VoiceNotFound(f"voice {name!r} not found in the voice library") from None
+            raise StorageError(f"reading voice {name!r} ({file}) failed: {code}") from None
+        except BotoCoreError as exc:
+            reason = type(exc).__name__
+            raise StorageError(f"reading voice {name!r} ({file}) failed: {reason}") from None
+        if len(data) > limit:
+            raise BadRefAudio(f"voice {name!r}: {file} is larger than {limit} bytes")
+        return data
+
+    def _s3(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                if self._client_factory is None:
+                    raise StorageError("voice library has no S3 client")
+                self._client = self._client_factory()
+            return self._client

@@ -1,70 +1,134 @@
-"""The handler on the demo engine: results, coded errors, and a worker that keeps serving."""
+"""The handler on the demo engine: result shapes, formats, voices, seeds, logs, the SDK config."""
 
+from __future__ import annotations
+
+import asyncio
 import base64
+import inspect
 import io
+import tempfile
+import threading
 
+import numpy as np
 import pytest
 import soundfile as sf
 
 from config import Settings
-from handler import Worker, start_sdk
+from handler import Worker, sdk_can_stream, sdk_config, start_sdk
 from tests.unit.test_voices import noise, wav_b64
+
+FAST = {"nfe_step": 2}
 
 
 @pytest.fixture(scope="module")
 def worker(engine):
-    return Worker(engine, Settings(worker_version="test-1"))
+    return Worker(engine, Settings(worker_version="test-1", max_concurrency=4))
 
 
 def job(**inp):
-    return {"id": "job-1", "input": inp}
+    return {"id": "job-1", "input": {**FAST, **inp}}
+
+
+def run_one(worker, **inp) -> dict:
+    items = list(worker.run(job(**inp)))
+    assert len(items) == 1, items
+    return items[0]
+
+
+def samples_of(item: dict) -> np.ndarray:
+    data = base64.b64decode(item["audio_base64"])
+    if item["format"] == "pcm":
+        return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32")
+    assert rate == item["sample_rate"]
+    return samples
 
 
 def test_success_shape(worker):
-    out = worker.handle(job(text="Hello there.", seed=3, nfe_step=4))
+    out = run_one(worker, text="Hello there.", seed=3)
     assert set(out) == {
         "audio_base64",
         "format",
+        "mime_type",
         "sample_rate",
         "duration_s",
         "seed",
         "timings",
         "worker_version",
     }
-    samples, rate = sf.read(io.BytesIO(base64.b64decode(out["audio_base64"])))
-    assert rate == out["sample_rate"] == 24000 and out["format"] == "wav"
-    assert out["duration_s"] == pytest.approx(len(samples) / rate, abs=1e-3)
+    samples = samples_of(out)
+    assert out["sample_rate"] == 24000 and out["format"] == "wav"
+    assert out["mime_type"] == "audio/wav"
+    assert out["duration_s"] == pytest.approx(len(samples) / 24000, abs=1e-3)
     assert out["seed"] == 3 and out["worker_version"] == "test-1"
     assert set(out["timings"]) == {"voice", "synthesis", "encode"}
 
 
+@pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "ogg", "opus", "pcm"])
+@pytest.mark.parametrize("rate", [None, 16000, 48000])
+def test_each_format_and_rate_decodes_back(worker, fmt, rate):
+    out = run_one(worker, text="Formats.", seed=1, format=fmt, sample_rate=rate)
+    samples = samples_of(out)
+    assert out["format"] == fmt and out["sample_rate"] == (rate or 24000)
+    assert abs(len(samples) / out["sample_rate"] - out["duration_s"]) < 0.1  # codec padding
+    assert np.isfinite(samples).all() and np.abs(samples).max() > 0
+
+
+def test_resampling_keeps_the_duration(worker):
+    base = run_one(worker, text="Same words.", seed=4)
+    high = run_one(worker, text="Same words.", seed=4, sample_rate=44100)
+    assert high["duration_s"] == pytest.approx(base["duration_s"], abs=1e-3)
+
+
 def test_seed_is_chosen_and_reported_when_absent(worker):
-    out = worker.handle(job(text="Hello there.", nfe_step=2))
-    again = worker.handle(job(text="Hello there.", nfe_step=2, seed=out["seed"]))
+    out = run_one(worker, text="Hello there.")
+    again = run_one(worker, text="Hello there.", seed=out["seed"])
     assert out["audio_base64"] == again["audio_base64"]
 
 
-def test_custom_voice(worker):
-    out = worker.handle(
-        job(text="Hi.", nfe_step=2, ref_audio=wav_b64(noise(2.0)), ref_text="Noise.")
-    )
-    assert "error" not in out and out["duration_s"] > 0
-
-
 @pytest.mark.parametrize(
-    ("inp", "code"),
+    "voice_fields",
     [
-        ({}, "INVALID_INPUT"),
-        ({"text": "x", "speed": 9}, "INVALID_INPUT"),
-        ({"text": "x", "format": "aiff"}, "UNSUPPORTED_FORMAT"),
-        ({"text": "x", "ref_audio": "bm90IGF1ZGlv", "ref_text": "t"}, "BAD_REF_AUDIO"),
+        {"ref_audio": wav_b64(noise(2.0)), "ref_text": "Noise."},
+        {"ref_audio": wav_b64(noise(2.0, rate=16000), rate=16000), "ref_text": "Noise."},
+        {"voice": "default"},
+        {"voice": "alloy", "seed": 1},  # unknown name: VOICE_NOT_FOUND (see bad inputs)
     ],
 )
-def test_errors_are_coded_and_the_next_job_succeeds(worker, inp, code):
-    out = worker.handle({"id": "bad", "input": inp})
-    assert out["error_code"] == code and out["error"].startswith(f"{code}: ")
-    assert out["retryable"] is False and "Traceback" not in out["error"]
-    assert "error" not in worker.handle(job(text="Still serving.", nfe_step=2))
+def test_voices(worker, voice_fields):
+    out = list(worker.run(job(text="Hi.", **voice_fields)))[-1]
+    if voice_fields.get("voice") == "alloy":
+        assert out["error_code"] == "VOICE_NOT_FOUND"
+    else:
+        assert "error" not in out and out["duration_s"] > 0
+
+
+def test_default_voice_by_name_is_the_default(worker):
+    named = run_one(worker, text="Same.", seed=2, voice="default")
+    plain = run_one(worker, text="Same.", seed=2)
+    assert named["audio_base64"] == plain["audio_base64"]
+
+
+def test_remove_silence_never_lengthens(worker):
+    plain = run_one(worker, text="Pauses, maybe.", seed=5)
+    trimmed = run_one(worker, text="Pauses, maybe.", seed=5, remove_silence=True)
+    assert 0 < trimmed["duration_s"] <= plain["duration_s"]
+
+
+def test_openai_route(worker):
+    out = list(
+        worker.run(
+            {
+                "id": "oa",
+                "input": {
+                    "openai_route": "/v1/audio/speech",
+                    "openai_input": {"model": "tts-1", "input": "Hello.", "voice": "alloy"},
+                },
+            }
+        )
+    )
+    assert len(out) == 1 and out[0]["format"] == "mp3" and out[0]["mime_type"] == "audio/mpeg"
+    assert len(samples_of(out[0])) > 0
 
 
 def test_unexpected_exception_is_internal_error(worker, monkeypatch, caplog):
@@ -72,20 +136,106 @@ def test_unexpected_exception_is_internal_error(worker, monkeypatch, caplog):
         raise RuntimeError("secret user text inside")
 
     monkeypatch.setattr(worker.engine, "synthesize", boom)
-    out = worker.handle(job(text="x"))
-    assert out["error_code"] == "INTERNAL_ERROR" and out["retryable"] is True
-    assert "secret user text" not in out["error"]
+    out = list(worker.run(job(text="x")))
+    assert len(out) == 1 and out[0]["error_code"] == "INTERNAL_ERROR"
+    assert out[0]["retryable"] is True and "secret user text" not in out[0]["error"]
 
 
 def test_user_text_never_reaches_info_logs(worker, caplog):
     caplog.set_level("INFO")
-    worker.handle(job(text="Confidential words here.", nfe_step=2))
-    assert "Confidential" not in caplog.text
-    assert "chars=24" in caplog.text
+    run_one(worker, text="Confidential words here.")
+    list(worker.run(job(text="Confidential words here.", speed=99)))
+    info = "\n".join(r.getMessage() for r in caplog.records if r.levelname in ("INFO", "WARNING"))
+    assert "Confidential" not in info
+    assert "chars=24" in info and "failed: INVALID_INPUT" in info
 
 
-def test_start_sdk_passes_handler_and_concurrency(worker):
+def test_no_temp_files(worker, tmp_path, monkeypatch):
+    """Upstream keeps one temp file per reference forever; this worker writes none."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    for i in range(5):
+        ref = {"ref_audio": wav_b64(noise(1.5, seed=i)), "ref_text": "Noise."}
+        run_one(worker, text=f"Job {i}.", format="mp3", **ref)
+        list(worker.run(job(text="Bad.", ref_audio=wav_b64(np.zeros(9000)), ref_text="x")))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_concurrent_jobs_keep_their_own_seeds(worker):
+    """Seeds are per job (the engine never touches the global RNG): a job's audio is the same
+    alone or while other jobs with other seeds run beside it."""
+    texts = [f"Sentence number {i} is here." for i in range(8)]
+    alone = [run_one(worker, text=t, seed=100 + i)["audio_base64"] for i, t in enumerate(texts)]
+    together: dict[int, str] = {}
+
+    def go(i: int) -> None:
+        together[i] = run_one(worker, text=texts[i], seed=100 + i)["audio_base64"]
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [together[i] for i in range(len(texts))] == alone
+
+
+def test_async_handler_yields_what_run_yields(worker):
+    async def collect():
+        return [item async for item in worker.handle(job(text="Async.", seed=9))]
+
+    items = asyncio.run(collect())
+    direct = run_one(worker, text="Async.", seed=9)
+    assert len(items) == 1 and without_timings(items[0]) == without_timings(direct)
+
+
+def without_timings(item: dict) -> dict:
+    return {k: v for k, v in item.items() if k != "timings"}
+
+
+@pytest.mark.parametrize(
+    ("inp", "expected"),
+    [
+        ({"text": "Fine.", "seed": 1}, list),
+        ({"text": "Fine.", "speed": 9}, dict),
+    ],
+)
+def test_collected_handler_for_sdk_modes_without_streaming(worker, inp, expected):
+    out = asyncio.run(worker.handle_collected({"id": "c", "input": {**FAST, **inp}}))
+    assert isinstance(out, expected)
+    if expected is dict:
+        assert out["error_code"] == "INVALID_INPUT"  # run_job turns the error key into FAILED
+    else:
+        assert len(out) == 1 and "audio_base64" in out[0]
+
+
+def test_sdk_config(worker):
     seen = {}
-    start_sdk(worker, Settings(max_concurrency=3), start=seen.update)
-    assert seen["handler"] == worker.handle
+    start_sdk(worker, Settings(max_concurrency=3), start=seen.update, argv=["--rp_serve_api"])
+    assert seen["handler"] == worker.handle and inspect.isasyncgenfunction(seen["handler"])
+    assert seen["return_aggregate_stream"] is True
     assert seen["concurrency_modifier"](1) == 3
+    plain = sdk_config(worker, Settings(), streaming=False)["handler"]
+    assert plain == worker.handle_collected and inspect.iscoroutinefunction(plain)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (["--rp_serve_api", "--rp_api_port", "8000"], {}, True),
+        (["--test_input", '{"input": {}}'], {}, False),
+        (['--test_input={"input": {}}'], {}, False),
+        ([], {"RUNPOD_REALTIME_PORT": "8080"}, False),
+    ],
+)
+def test_sdk_can_stream(argv, env, expected, monkeypatch):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert sdk_can_stream(argv) is expected
+
+
+def test_sdk_worker_loop_mode_follows_the_sdks_own_flag(monkeypatch):
+    from runpod.serverless.modules import worker_state
+
+    monkeypatch.setattr(worker_state, "IS_LOCAL_TEST", False)
+    assert sdk_can_stream([]) is True
+    monkeypatch.setattr(worker_state, "IS_LOCAL_TEST", True)
+    assert sdk_can_stream([]) is False

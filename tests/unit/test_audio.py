@@ -1,10 +1,11 @@
 import io
+import itertools
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from audio import Audio, cross_fade, decode, encode
+from audio import Audio, StreamResampler, cross_fade, decode, encode, resample, shorten_pauses
 from errors import BadRefAudio, UnsupportedFormat
 
 RATE = 24000
@@ -78,3 +79,76 @@ def test_cross_fade_lengths_and_continuity():
     assert np.all(np.diff(out[900:1000]) <= 0)
     assert len(cross_fade([a, b], 1000, 0.0)) == 2000
     assert len(cross_fade([a], 1000, 0.1)) == 1000 and len(cross_fade([], 1000, 0.1)) == 0
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "ogg", "mp3", "opus", "pcm"])
+@pytest.mark.parametrize("rate", [8000, 16000, 48000])
+def test_each_format_at_each_rate_decodes_back(fmt, rate):
+    audio = resample(tone(0.5), rate)
+    data = encode(audio, fmt)
+    if fmt == "pcm":
+        back, back_rate = np.frombuffer(data, dtype="<i2") / 32768, rate
+    else:
+        back, back_rate = sf.read(io.BytesIO(data), dtype="float32")
+    assert back_rate == rate
+    assert abs(len(back) - len(audio.samples)) < 0.1 * rate
+    assert np.isfinite(back).all() and 0.1 < np.abs(back).max() <= 1.0
+
+
+def test_resample_keeps_duration_and_pitch():
+    out = resample(tone(1.0), 44100)
+    assert out.sample_rate == 44100 and len(out.samples) == 44100
+    spectrum = np.abs(np.fft.rfft(out.samples))
+    assert np.argmax(spectrum) * 44100 / len(out.samples) == pytest.approx(220, abs=2)
+    same = tone()
+    assert resample(same, RATE) is same
+
+
+@pytest.mark.parametrize("rate", [16000, 24000, 44100])
+def test_stream_resampler_pieces_join_to_the_whole(rate):
+    whole = tone(2.0)
+    cuts = [0, 7000, 7001, 30000, len(whole.samples)]
+    stream = StreamResampler(RATE, rate)
+    pieces = [
+        stream(Audio(whole.samples[a:b], RATE), last=b == len(whole.samples)).samples
+        for a, b in itertools.pairwise(cuts)
+    ]
+    assert np.array_equal(np.concatenate(pieces), resample(whole, rate).samples)
+
+
+def pauses(*spans: tuple[str, float]) -> Audio:
+    """Concatenate ("sound"|"silence", seconds) spans into one signal."""
+    parts = [
+        tone(sec).samples if kind == "sound" else np.zeros(int(sec * RATE), np.float32)
+        for kind, sec in spans
+    ]
+    return Audio(np.concatenate(parts), RATE)
+
+
+@pytest.mark.parametrize(
+    ("spans", "expected_s"),
+    [
+        ([("sound", 1), ("silence", 3), ("sound", 1)], 3.0),  # long pause -> 1 s
+        ([("sound", 1), ("silence", 0.8), ("sound", 1)], 2.8),  # short pause kept
+        ([("silence", 2), ("sound", 1), ("silence", 2)], 2.0),  # edges -> 0.5 s each
+        ([("silence", 3)], 0.5),
+        ([("sound", 1)], 1.0),
+    ],
+)
+def test_shorten_pauses(spans, expected_s):
+    out = shorten_pauses(pauses(*spans))
+    assert out.duration_s == pytest.approx(expected_s, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda: encode(tone(61.0, rate=8000), "wav"), "longer than 60 s"),
+        (lambda: encode(Audio(np.zeros(100, np.float32), 4000), "wav"), "sample rate"),
+        (lambda: encode(tone(1.0), "wav")[:44], "no samples"),
+    ],
+)
+def test_decode_limits(make, fragment):
+    with pytest.raises(BadRefAudio) as info:
+        decode(make())
+    assert fragment in info.value.message

@@ -3,13 +3,21 @@
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from errors import InvalidInput
-from schema import FIELDS, MAX_TEXT_CHARS, TTSRequest, fields_markdown, parse_request
+from schema import (
+    FIELDS,
+    MAX_REF_TEXT_CHARS,
+    MAX_TEXT_CHARS,
+    TTSRequest,
+    fields_markdown,
+    parse_request,
+)
 
 OK = {"text": "Hello."}
+REF = {**OK, "ref_audio": "AAAA", "ref_text": "Hi."}
 
 BAD = [
     (None, "INVALID_INPUT", "JSON object"),
@@ -21,7 +29,7 @@ BAD = [
     ({"text": "   \n"}, "INVALID_INPUT", "must not be empty"),
     ({"text": 5}, "INVALID_INPUT", "text must be a string"),
     ({"text": ["a"]}, "INVALID_INPUT", "text must be a string"),
-    ({"text": "x" * (MAX_TEXT_CHARS + 1)}, "TEXT_TOO_LONG", "longer than"),
+    ({"text": "x" * (MAX_TEXT_CHARS + 1)}, "TEXT_TOO_LONG", "longer than 5000"),
     ({**OK, "voice_id": 1}, "INVALID_INPUT", "unknown field(s): voice_id"),
     ({**OK, "b": 1, "a": 2}, "INVALID_INPUT", "unknown field(s): a, b"),
     ({**OK, "nfe_step": 0}, "INVALID_INPUT", "nfe_step must be between 1 and 64"),
@@ -29,7 +37,7 @@ BAD = [
     ({**OK, "nfe_step": 8.5}, "INVALID_INPUT", "must be an integer"),
     ({**OK, "nfe_step": "8"}, "INVALID_INPUT", "must be an integer"),
     ({**OK, "nfe_step": True}, "INVALID_INPUT", "must be an integer"),
-    ({**OK, "speed": 0.1}, "INVALID_INPUT", "speed must be between"),
+    ({**OK, "speed": 0.1}, "INVALID_INPUT", "speed must be between 0.3 and 3"),
     ({**OK, "speed": 5}, "INVALID_INPUT", "speed must be between"),
     ({**OK, "speed": float("nan")}, "INVALID_INPUT", "finite"),
     ({**OK, "speed": float("inf")}, "INVALID_INPUT", "finite"),
@@ -37,14 +45,31 @@ BAD = [
     ({**OK, "cfg_strength": -1}, "INVALID_INPUT", "cfg_strength"),
     ({**OK, "sway_sampling_coef": 2}, "INVALID_INPUT", "sway_sampling_coef"),
     ({**OK, "cross_fade_duration": 3}, "INVALID_INPUT", "cross_fade_duration"),
-    ({**OK, "seed": -1}, "INVALID_INPUT", "seed"),
+    ({**OK, "seed": -1}, "INVALID_INPUT", "seed must be between 0 and 2147483647"),
     ({**OK, "seed": 2**31}, "INVALID_INPUT", "seed"),
     ({**OK, "seed": {}}, "INVALID_INPUT", "seed must be an integer"),
     ({**OK, "format": "aiff"}, "UNSUPPORTED_FORMAT", "format must be one of"),
+    ({**OK, "format": "aac"}, "UNSUPPORTED_FORMAT", "format must be one of"),
     ({**OK, "format": 3}, "INVALID_INPUT", "format must be a string"),
+    ({**OK, "sample_rate": 11025}, "INVALID_INPUT", "sample_rate must be one of"),
+    ({**OK, "sample_rate": "24000"}, "INVALID_INPUT", "sample_rate must be an integer"),
+    ({**OK, "format": "opus", "sample_rate": 44100}, "UNSUPPORTED_FORMAT", "opus needs"),
+    ({**OK, "remove_silence": 1}, "INVALID_INPUT", "remove_silence must be true or false"),
+    ({**OK, "remove_silence": "yes"}, "INVALID_INPUT", "remove_silence must be true or false"),
+    ({**OK, "stream": "true"}, "INVALID_INPUT", "stream must be true or false"),
+    ({**OK, "return": "json"}, "INVALID_INPUT", "return must be one of auto, base64, url"),
+    ({**OK, "return": "url", "stream": True}, "INVALID_INPUT", "stream returns base64"),
+    ({**OK, "voice": ""}, "INVALID_INPUT", "voice must be 1-64"),
+    ({**OK, "voice": "../secrets"}, "INVALID_INPUT", "voice must be 1-64"),
+    ({**OK, "voice": "a/b"}, "INVALID_INPUT", "voice must be 1-64"),
+    ({**OK, "voice": ".hidden"}, "INVALID_INPUT", "voice must be 1-64"),
+    ({**OK, "voice": "v" * 65}, "INVALID_INPUT", "voice is longer than 64"),
+    ({**REF, "voice": "anna"}, "INVALID_INPUT", "either voice or ref_audio"),
     ({**OK, "ref_audio": "AAAA"}, "INVALID_INPUT", "ref_text is required"),
     ({**OK, "ref_audio": "AAAA", "ref_text": "  "}, "INVALID_INPUT", "ref_text is required"),
-    ({**OK, "ref_text": "x" * 1001}, "INVALID_INPUT", "ref_text is longer"),
+    ({**OK, "ref_text": "Hi."}, "INVALID_INPUT", "ref_text is only used with ref_audio"),
+    ({**REF, "ref_text": "x" * 1001}, "INVALID_INPUT", "ref_text is longer than 1000"),
+    ({**OK, "openai_route": "/v1/audio/speech"}, "INVALID_INPUT", "beside openai_route: text"),
 ]
 
 
@@ -61,13 +86,51 @@ def test_defaults_match_the_dataclass():
     assert req == TTSRequest(text="Hello.")
     for f in FIELDS:
         if not f.required:
-            assert getattr(req, f.name) == f.default
+            assert getattr(req, f.key) == f.default
 
 
 def test_values_are_coerced():
-    req = parse_request({**OK, "nfe_step": 16.0, "speed": 1, "format": " FLAC ", "seed": None})
+    req = parse_request(
+        {**OK, "nfe_step": 16.0, "speed": 1, "format": " FLAC ", "seed": None, "return": "URL"}
+    )
     assert (req.nfe_step, req.speed, req.format, req.seed) == (16, 1.0, "flac", None)
+    assert req.return_mode == "url"
     assert isinstance(req.speed, float) and isinstance(req.nfe_step, int)
+
+
+@pytest.mark.parametrize(
+    ("ref_audio", "kind"),
+    [
+        ("UklGRg==", "base64"),
+        ("https://example.com/a.wav", "url"),
+        ("http://127.0.0.1:9/a.wav", "url"),
+        ("s3://bucket/voices/a.wav", "s3"),
+    ],
+)
+def test_reference_kind(ref_audio, kind):
+    assert parse_request({**OK, "ref_audio": ref_audio, "ref_text": "Hi."}).ref_kind == kind
+
+
+def test_every_field_has_a_value_in_range():
+    full = {
+        "text": "Hello.",
+        "voice": "anna_v2.1-x",
+        "format": "opus",
+        "sample_rate": 48000,
+        "seed": 0,
+        "nfe_step": 64,
+        "speed": 0.3,
+        "cfg_strength": 10,
+        "sway_sampling_coef": -1,
+        "cross_fade_duration": 0,
+        "remove_silence": True,
+        "return": "base64",
+        "stream": True,
+    }
+    req = parse_request(full)
+    assert req.voice == "anna_v2.1-x" and req.sample_rate == 48000 and req.stream
+    assert req.remove_silence is True and req.return_mode == "base64"
+    assert parse_request({**REF, "ref_text": "x" * MAX_REF_TEXT_CHARS}).ref_text
 
 
 def test_unknown_field_names_are_truncated():
@@ -80,6 +143,8 @@ def test_readme_table_is_generated_from_fields():
     table = fields_markdown()
     for f in FIELDS:
         assert f"`{f.name}`" in table
+    assert "| `seed` | int | - | 0 .. 2147483647 |" in table
+    assert "| `stream` | bool | `false` |" in table
 
 
 JSONISH = st.recursive(
@@ -89,16 +154,42 @@ JSONISH = st.recursive(
     ),
     max_leaves=8,
 )
+NAMES = [f.name for f in FIELDS] + ["extra"]
+OPENAI_NAMES = ["model", "input", "voice", "response_format", "speed", "instructions"]
 
 
-@given(st.dictionaries(st.sampled_from([f.name for f in FIELDS] + ["extra"]), JSONISH, max_size=6))
+def _check_request(req: TTSRequest) -> None:
+    assert req.text.strip()
+    for f in FIELDS:
+        value = getattr(req, f.key)
+        if f.low is not None and value is not None:
+            assert f.low <= value <= f.high and math.isfinite(value)
+        if f.choices is not None and value is not None:
+            assert value in f.choices
+        if value is not None and f.kind is not float:
+            assert isinstance(value, f.kind)
+
+
+@given(st.dictionaries(st.sampled_from(NAMES), JSONISH, max_size=8))
+@settings(max_examples=300)
 def test_parser_never_raises_anything_but_invalid_input(raw):
     try:
         req = parse_request(raw)
     except InvalidInput:
         return
-    assert req.text.strip()
-    for f in FIELDS:
-        value = getattr(req, f.name)
-        if f.low is not None and value is not None:
-            assert f.low <= value <= f.high and math.isfinite(value)
+    _check_request(req)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"openai_route": st.sampled_from(["/v1/audio/speech", "/v1/models"]) | JSONISH},
+        optional={"openai_input": st.dictionaries(st.sampled_from(OPENAI_NAMES), JSONISH)},
+    )
+)
+@settings(max_examples=200)
+def test_openai_shape_never_raises_anything_but_invalid_input(raw):
+    try:
+        req = parse_request(raw)
+    except InvalidInput:
+        return
+    _check_request(req)

@@ -1,0 +1,87 @@
+"""The OpenAI speech shape -> the native job input. Pure; never imports torch.
+
+RunPod's OpenAI-compatible route (`https://api.runpod.ai/v2/<endpoint>/openai/v1/...`) hands the
+worker `{"openai_route": "/v1/audio/speech", "openai_input": {...}}`, the body an OpenAI client
+sent. Only the speech route exists for a TTS model; any other route is a coded INVALID_INPUT, so
+a chat client pointed here by mistake gets a clear answer instead of a crash.
+
+Mapping: `input` -> text, `voice` -> voice, `response_format` -> format (OpenAI's default mp3),
+`speed` -> speed (our bounds apply), `model` is accepted and ignored (the worker serves one model).
+OpenAI's stock voice names ("alloy", ...) use a library voice of that name when there is one and
+the default voice otherwise, so an unmodified OpenAI client works on a worker without a library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from errors import InvalidInput, UnsupportedFormat
+
+SPEECH_ROUTE = "/v1/audio/speech"
+ROUTE_KEYS = ("openai_route", "openai_input")
+OPENAI_VOICES = frozenset(
+    {
+        "alloy",
+        "ash",
+        "ballad",
+        "cedar",
+        "coral",
+        "echo",
+        "fable",
+        "marin",
+        "nova",
+        "onyx",
+        "sage",
+        "shimmer",
+        "verse",
+    }
+)
+# OpenAI response_format -> our format; aac has no libsndfile encoder.
+OPENAI_FORMATS = {"mp3": "mp3", "opus": "opus", "wav": "wav", "flac": "flac", "pcm": "pcm"}
+OPENAI_DEFAULT_FORMAT = "mp3"
+_MAPPING = {"input": "text", "voice": "voice", "response_format": "format", "speed": "speed"}
+_ACCEPTED = ("model", *_MAPPING)
+
+
+def is_openai(raw: Mapping[str, Any]) -> bool:
+    return "openai_route" in raw or "openai_input" in raw
+
+
+def to_native(raw: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Translate the OpenAI shape; return (native input, voice falls back to default)."""
+    unknown = sorted(str(k)[:40] for k in raw if k not in ROUTE_KEYS)
+    if unknown:
+        raise InvalidInput(f"unknown field(s) beside openai_route: {', '.join(unknown)}")
+    route = raw.get("openai_route")
+    if not isinstance(route, str):
+        raise InvalidInput("openai_route must be a string")
+    if route.rstrip("/") != SPEECH_ROUTE:
+        raise InvalidInput(f"openai_route is not supported; this worker serves {SPEECH_ROUTE}")
+    body = raw.get("openai_input")
+    if not isinstance(body, Mapping):
+        raise InvalidInput("openai_input must be a JSON object")
+    unknown = sorted(str(k)[:40] for k in body if k not in _ACCEPTED)
+    if unknown:
+        raise InvalidInput(f"unsupported openai_input field(s): {', '.join(unknown)}")
+    model = body.get("model")
+    if model is not None and (not isinstance(model, str) or len(model) > 100):
+        raise InvalidInput("model must be a string of at most 100 characters")
+    native = {ours: body[theirs] for theirs, ours in _MAPPING.items() if theirs in body}
+    native["format"] = _format(body.get("response_format", OPENAI_DEFAULT_FORMAT))
+    voice = native.get("voice")
+    fallback = isinstance(voice, str) and voice.strip().lower() in OPENAI_VOICES
+    if fallback:
+        native["voice"] = voice.strip().lower()
+    return native, fallback
+
+
+def _format(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value  # the native parser names the type error
+    fmt = value.strip().lower()
+    if fmt not in OPENAI_FORMATS:
+        raise UnsupportedFormat(
+            f"response_format must be one of {', '.join(OPENAI_FORMATS)} (aac is not supported)"
+        )
+    return OPENAI_FORMATS[fmt]

@@ -1,0 +1,76 @@
+"""The OpenAI speech shape RunPod forwards, mapped onto the native request."""
+
+import pytest
+
+from errors import InvalidInput
+from schema import TTSRequest, parse_request
+
+ROUTE = "/v1/audio/speech"
+
+
+def openai(**body):
+    return {"openai_route": ROUTE, "openai_input": body}
+
+
+MAPPED = [
+    (
+        openai(model="tts-1", input="Hello.", voice="alloy"),
+        TTSRequest(text="Hello.", voice="alloy", format="mp3", voice_fallback=True),
+    ),
+    (
+        openai(model="tts-1-hd", input="Hi.", voice="Nova", response_format="wav", speed=1.5),
+        TTSRequest(text="Hi.", voice="nova", format="wav", speed=1.5, voice_fallback=True),
+    ),
+    (
+        openai(input="Hi.", voice="anna", response_format="opus"),
+        TTSRequest(text="Hi.", voice="anna", format="opus"),
+    ),
+    (openai(input="Hi.", response_format="pcm"), TTSRequest(text="Hi.", format="pcm")),
+    (openai(input="Hi.", response_format="FLAC"), TTSRequest(text="Hi.", format="flac")),
+    (
+        {"openai_route": ROUTE + "/", "openai_input": {"input": "Hi.", "voice": "default"}},
+        TTSRequest(text="Hi.", voice="default", format="mp3"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), MAPPED)
+def test_openai_input_maps_onto_the_native_request(raw, expected):
+    assert parse_request(raw) == expected
+
+
+BAD = [
+    (
+        {"openai_route": "/v1/chat/completions", "openai_input": {}},
+        "INVALID_INPUT",
+        "serves /v1/audio/speech",
+    ),
+    ({"openai_route": "/v1/audio/transcriptions"}, "INVALID_INPUT", "not supported"),
+    ({"openai_route": 5, "openai_input": {}}, "INVALID_INPUT", "openai_route must be a string"),
+    ({"openai_input": {"input": "Hi."}}, "INVALID_INPUT", "openai_route must be a string"),
+    ({"openai_route": ROUTE}, "INVALID_INPUT", "openai_input must be a JSON object"),
+    ({"openai_route": ROUTE, "openai_input": "Hi."}, "INVALID_INPUT", "JSON object"),
+    ({**openai(input="Hi."), "text": "x"}, "INVALID_INPUT", "beside openai_route: text"),
+    (openai(input="Hi.", instructions="Whisper."), "INVALID_INPUT", "field(s): instructions"),
+    (openai(input="Hi.", stream_format="sse"), "INVALID_INPUT", "stream_format"),
+    (openai(input="Hi.", response_format="aac"), "UNSUPPORTED_FORMAT", "aac is not supported"),
+    (openai(input="Hi.", response_format="ogg"), "UNSUPPORTED_FORMAT", "response_format"),
+    (openai(input="Hi.", response_format=3), "INVALID_INPUT", "format must be a string"),
+    (openai(input="Hi.", speed=4.0), "INVALID_INPUT", "speed must be between 0.3 and 3"),
+    (openai(input="Hi.", speed="fast"), "INVALID_INPUT", "speed must be a number"),
+    (openai(input="Hi.", model=7), "INVALID_INPUT", "model must be a string"),
+    (openai(input="Hi.", model="m" * 101), "INVALID_INPUT", "model must be a string"),
+    (openai(voice="alloy"), "INVALID_INPUT", "text is required"),
+    (openai(input=""), "INVALID_INPUT", "text must not be empty"),
+    (openai(input="x" * 5001), "TEXT_TOO_LONG", "text is longer than 5000"),
+    (openai(input="Hi.", voice=["alloy"]), "INVALID_INPUT", "voice must be a string"),
+    (openai(input="Hi.", voice="../x"), "INVALID_INPUT", "voice must be 1-64"),
+]
+
+
+@pytest.mark.parametrize(("raw", "code", "fragment"), BAD)
+def test_bad_openai_input_gets_its_code(raw, code, fragment):
+    with pytest.raises(InvalidInput) as info:
+        parse_request(raw)
+    assert info.value.code == code
+    assert fragment in info.value.message
