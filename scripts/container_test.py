@@ -1,0 +1,351 @@
+"""`make container-test`: build the real Dockerfile, start the image's CMD, answer one job.
+
+No Docker engine runs on these machines and no registry is reachable, so:
+1. Debian's buildah and debootstrap are installed when missing (CI runs as root).
+2. A stand-in for the RunPod torch image is built (container/standin-base.sh): bookworm's
+   Python 3.11 plus the PyPI torch 2.4.x from the local uv cache, committed under a local name.
+3. scripts/build.sh builds our Dockerfile on it (BASE_IMAGE, BAKE_MODEL=demo, no flash-attn
+   wheel: GitHub is unreachable and the stand-in has no GPU), stamping the git version.
+4. The OCI labels and WORKER_VERSION are checked against git.
+5. The image's CMD runs with the local-API flags, the demo model on the CPU and a moto S3 server
+   on 127.0.0.1 as the model cache; test_input.json is POSTed to /runsync and must come back as
+   a WAV stamped with the version, and the model must land in S3.
+Everything lives in a private buildah storage under one temp dir, removed at the end even on
+failure. Prints a table of step times and the peak disk use.
+
+usage: .venv/bin/python scripts/container_test.py [--keep] [--torch 2.4.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.integration.s3_servers import SECRET_KEY, client_for, moto_server, s3_env  # noqa: E402
+
+BASE_IMAGE = "localhost/standin-runpod-pytorch:2.4-py3.11"
+IMAGE = "localhost/f5-tts-worker"
+APT_PACKAGES = ("buildah", "debootstrap")
+CA_BUNDLE = os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+BUCKET = "container-test"
+READY_TIMEOUT_S = 300.0
+JOB_TIMEOUT_S = 300.0
+UPLOAD_TIMEOUT_S = 120.0
+
+
+class Steps:
+    """Times each step and tracks the work dir's peak size, for the closing table."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.rows: list[tuple[str, float, float]] = []
+        self.started = time.monotonic()
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        print(f"== {name}", flush=True)
+        mark = time.monotonic()
+        yield
+        self.rows.append((name, time.monotonic() - mark, disk_gb(self.work)))
+
+    def table(self) -> str:
+        lines = ["| step | seconds | work dir GB after |", "|---|---|---|"]
+        lines += [f"| {n} | {s:.0f} | {d:.1f} |" for n, s, d in self.rows]
+        total = time.monotonic() - self.started
+        peak = max((d for _, _, d in self.rows), default=0.0)
+        lines.append(f"| total | {total:.0f} | peak {peak:.1f} |")
+        return "\n".join(lines)
+
+
+def disk_gb(path: Path) -> float:
+    done = subprocess.run(["du", "-sxb", str(path)], capture_output=True, text=True, check=False)
+    return int(done.stdout.split()[0]) / 1e9 if done.returncode == 0 else 0.0
+
+
+def run(cmd: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.CompletedProcess:
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, env=env, check=True, text=True, **kwargs)
+
+
+def ensure_tools() -> None:
+    missing = [p for p in APT_PACKAGES if shutil.which(p) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise SystemExit(f"container-test needs {', '.join(missing)}: apt-get install them as root")
+    apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], env=apt_env, check=True)
+    subprocess.run(["apt-get", "install", "-y", "-q", *missing], env=apt_env, check=True)
+
+
+def overlay_works(work: Path) -> bool:
+    """overlayfs keeps the 5 GB base once; vfs copies it per container (about 3x the disk)."""
+    probe = work / "overlay-probe"
+    dirs = [probe / d for d in ("lower", "upper", "work", "merged")]
+    for d in dirs:
+        d.mkdir(parents=True)
+    opts = f"lowerdir={dirs[0]},upperdir={dirs[1]},workdir={dirs[2]}"
+    done = subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", opts, str(dirs[3])], capture_output=True
+    )
+    if done.returncode == 0:
+        subprocess.run(["umount", str(dirs[3])], check=False)
+    shutil.rmtree(probe, ignore_errors=True)
+    return done.returncode == 0
+
+
+def storage_env(work: Path) -> dict[str, str]:
+    """A private buildah storage under `work`, so cleanup is one rm and nothing else is touched."""
+    driver = "overlay" if overlay_works(work) else "vfs"
+    conf = work / "storage.conf"
+    conf.write_text(
+        "[storage]\n"
+        f'driver = "{driver}"\n'
+        f'graphroot = "{work / "storage"}"\n'
+        f'runroot = "{work / "run"}"\n'
+    )
+    print(f"buildah storage: {driver} under {work}", flush=True)
+    return {
+        **os.environ,
+        "CONTAINERS_STORAGE_CONF": str(conf),
+        "BUILDAH_ISOLATION": "chroot",
+        "TMPDIR": str(work / "tmp"),
+    }
+
+
+def torch_pin() -> str:
+    """The dev lock's torch (2.4.x): its wheels are in the uv cache already."""
+    match = re.search(r"^torch==(\S+)", (REPO / "requirements-dev.txt").read_text(), re.M)
+    if match is None:
+        raise SystemExit("requirements-dev.txt pins no torch")
+    return match.group(1)
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+
+def build(env: dict[str, str], uv_cache: str) -> str:
+    """scripts/build.sh on the stand-in; returns the tag it printed."""
+    volumes = [
+        f"{CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro",
+        "/etc/resolv.conf:/etc/resolv.conf:ro",
+        f"{uv_cache}:/uv-cache",
+    ]
+    extra = ["--pull=never", "--layers=false", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}"]
+    extra += ["--build-arg", "FLASH_ATTN_BAKE=none", "--build-arg", "BAKE_MODEL=demo"]
+    for volume in volumes:
+        extra += ["--volume", volume]
+    cmd = ["scripts/build.sh", "--allow-dirty", "--image", IMAGE, "--", *extra]
+    done = run(cmd, env, cwd=REPO, stdout=subprocess.PIPE)
+    sys.stdout.write(done.stdout[-4000:])
+    return done.stdout.strip().splitlines()[-1]
+
+
+def check_stamp(env: dict[str, str], tag: str) -> dict[str, Any]:
+    """Labels and env say what git says; returns the image config for the run step."""
+    raw = run(["buildah", "inspect", "--type", "image", tag], env, stdout=subprocess.PIPE).stdout
+    config = json.loads(raw)["Docker"]["config"]
+    labels = config.get("Labels") or {}
+    image_env = dict(e.split("=", 1) for e in config.get("Env") or [])
+    version = git("describe", "--tags", "--always", "--dirty")
+    expected = {
+        "org.opencontainers.image.version": version,
+        "org.opencontainers.image.revision": git("rev-parse", "HEAD"),
+    }
+    problems = [
+        f"label {k}={labels.get(k)!r}, want {v!r}"
+        for k, v in expected.items()
+        if labels.get(k) != v
+    ]
+    created = labels.get("org.opencontainers.image.created", "")
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", created):
+        problems.append(f"label created={created!r} is not an RFC 3339 UTC time")
+    if not labels.get("org.opencontainers.image.source"):
+        problems.append("label source is empty")
+    if image_env.get("WORKER_VERSION") != version:
+        problems.append(f"env WORKER_VERSION={image_env.get('WORKER_VERSION')!r}, want {version!r}")
+    if tag != f"{IMAGE}:{version}":
+        problems.append(f"tag {tag!r}, want {IMAGE}:{version}")
+    if config.get("Cmd") != ["python", "-u", "model_cache_init.py"]:
+        problems.append(f"CMD is {config.get('Cmd')}")
+    if problems:
+        raise SystemExit("image stamp is wrong:\n  " + "\n  ".join(problems))
+    print(f"stamp ok: {version}", flush=True)
+    return config
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_image(
+    env: dict[str, str], tag: str, config: dict[str, Any], worker_env: dict[str, str], log: Path
+) -> Iterator[str]:
+    """`buildah run` the image's own CMD plus the SDK's local-API flags; yields the API URL."""
+    ctr = run(["buildah", "from", "--pull-never", tag], env, stdout=subprocess.PIPE).stdout.strip()
+    port = free_port()
+    cmd = ["buildah", "run"]
+    for key, value in worker_env.items():
+        cmd += ["--env", f"{key}={value}"]
+    api = ["--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)]
+    cmd += [ctr, "--", *config["Cmd"], *api]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, url, log)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        subprocess.run(["buildah", "rm", ctr], env=env, check=False, capture_output=True)
+
+
+def wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the image's CMD exited with {proc.returncode}:\n{tail(log)}")
+        try:
+            urllib.request.urlopen(f"{url}/docs", timeout=2).close()
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(1)
+    raise SystemExit(f"worker not ready after {READY_TIMEOUT_S:.0f} s:\n{tail(log)}")
+
+
+def tail(log: Path, chars: int = 4000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
+
+
+def answer_job(url: str, version: str) -> None:
+    payload = (REPO / "test_input.json").read_bytes()
+    request = urllib.request.Request(
+        f"{url}/runsync", data=payload, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=JOB_TIMEOUT_S) as response:
+        reply = json.loads(response.read())
+    if reply.get("status") != "COMPLETED":
+        raise SystemExit(f"job did not complete: {str(reply)[:500]}")
+    output = reply["output"]
+    result = output[0] if isinstance(output, list) else output  # aggregated stream: a list
+    wav = base64.b64decode(result["audio_base64"])
+    if wav[:4] != b"RIFF" or result.get("worker_version") != version:
+        raise SystemExit(f"unexpected result: {wav[:4]!r}, {result.get('worker_version')!r}")
+    print(f"job ok: {len(wav)} bytes of WAV, {result['duration_s']} s, {version}", flush=True)
+
+
+def wait_for_upload(endpoint: str) -> int:
+    """The worker's background upload of the model into the S3 cache; returns the key count."""
+    client = client_for(endpoint)
+    deadline = time.monotonic() + UPLOAD_TIMEOUT_S
+    while time.monotonic() < deadline:
+        keys = client.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0)
+        if keys and any(
+            o["Key"].endswith("manifest.json")
+            for o in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+        ):
+            return keys
+        time.sleep(1)
+    raise SystemExit(f"no model manifest in s3://{BUCKET} after {UPLOAD_TIMEOUT_S:.0f} s")
+
+
+def check_log(log: Path) -> None:
+    text = log.read_text(errors="replace")
+    wanted = ("diag.worker_version=", "step flash_attn took", "ready: total=")
+    problems = [f"log lacks {w!r}" for w in wanted if w not in text]
+    if SECRET_KEY in text:
+        problems.append("the S3 secret key appears in the log")
+    if problems:
+        raise SystemExit("; ".join(problems) + "\n" + tail(log))
+    ready = next(line for line in text.splitlines() if "ready: total=" in line)
+    print(f"log ok: {ready.split('ready: ', 1)[1]}", flush=True)
+
+
+def cleanup(work: Path, env: dict[str, str]) -> None:
+    """Remove every container and image of the private storage, then the storage itself."""
+    for cmd in (["buildah", "rm", "--all"], ["buildah", "rmi", "--all", "--force"]):
+        subprocess.run(cmd, env=env, capture_output=True, check=False)
+    subprocess.run(["buildah", "umount", "--all"], env=env, capture_output=True, check=False)
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(str(work))), reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="keep the work dir and images")
+    parser.add_argument("--torch", default=None, help="stand-in torch version (default: dev lock)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
+
+    ensure_tools()
+    work = Path(tempfile.mkdtemp(prefix="f5-container-test-", dir="/var/tmp"))
+    (work / "tmp").mkdir()
+    env = storage_env(work)
+    steps = Steps(work)
+    uv = str(REPO / ".venv/bin/uv")
+    uv_cache = subprocess.run([uv, "cache", "dir"], capture_output=True, text=True).stdout.strip()
+    try:
+        with steps.step("stand-in base (debootstrap + torch from the uv cache)"):
+            base_env = {**env, "UV": uv, "PYTHON": str(REPO / ".venv/bin/python")}
+            run(
+                ["container/standin-base.sh", BASE_IMAGE, args.torch or torch_pin()],
+                base_env,
+                cwd=REPO,
+            )
+        with steps.step("build the Dockerfile (scripts/build.sh)"):
+            tag = build(env, uv_cache)
+            config = check_stamp(env, tag)
+        version = tag.rsplit(":", 1)[1]
+        with steps.step("start the CMD, answer a job, model lands in S3"), moto_server() as s3:
+            client_for(s3).create_bucket(Bucket=BUCKET)
+            worker_env = {"MODEL_NAME": "demo", "DEVICE": "cpu", **s3_env(s3, BUCKET)}
+            log = work / "worker.log"
+            with running_image(env, tag, config, worker_env, log) as url:
+                answer_job(url, version)
+                print(f"s3 ok: {wait_for_upload(s3)} objects", flush=True)
+            check_log(log)
+    finally:
+        if args.keep:
+            print(f"kept {work} (CONTAINERS_STORAGE_CONF={work / 'storage.conf'})")
+        else:
+            with steps.step("cleanup"):
+                cleanup(work, env)
+        print(steps.table())
+    print("container-test passed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
