@@ -101,7 +101,12 @@ def seaweedfs(work_dir: Path, timeout: float = 90.0) -> Iterator[str]:
         ports = dict(zip(names, free_ports(len(names)), strict=True))
         args = [weed_binary(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
         args += [_weed_flag(name, port) for name, port in ports.items()]
-        args += ["-s3", "-volume.max=0", "-master.volumeSizeLimitMB=1024"]
+        args += [
+            "-s3",
+            "-volume.max=0",
+            "-master.volumeSizeLimitMB=1024",
+            "-volume.preStopSeconds=0",
+        ]
         log_path = work_dir / f"weed{attempt}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
@@ -152,7 +157,7 @@ def _stop(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=15)
+        proc.wait(timeout=3)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
