@@ -150,7 +150,9 @@ def parse_wheel_url(url: str) -> Wheel | None:
     return Wheel(match["version"], name, url, match["torch"], match["abi"] == "TRUE")
 
 
-def select_wheel(build: TorchBuild, releases: tuple[Release, ...] = RELEASES) -> Wheel:
+def select_wheel(
+    build: TorchBuild, releases: tuple[Release, ...] = RELEASES, base_url: str = BASE_WHEEL_URL
+) -> Wheel:
     """The release wheel for this torch build, or NoMatchingWheel naming what does not fit."""
     if build.cuda_major is None:
         raise NoMatchingWheel(f"torch {build.torch} is a CPU build; flash-attn needs CUDA")
@@ -162,7 +164,7 @@ def select_wheel(build: TorchBuild, releases: tuple[Release, ...] = RELEASES) ->
             name = wheel_name(
                 rel.version, tag, build.torch_minor, build.cxx11abi, build.python, build.platform
             )
-            url = BASE_WHEEL_URL.format(version=rel.version, name=name)
+            url = base_url.format(version=rel.version, name=name)
             return Wheel(rel.version, name, url, build.torch_minor, build.cxx11abi)
     raise NoMatchingWheel(
         f"no known flash-attn release has a wheel for torch {build.torch_minor}, "
@@ -206,7 +208,7 @@ def demangle(symbol: str) -> str:
 def explain_load_error(error: str, wheel: Wheel | None, build: TorchBuild) -> str:
     """Turn an import error into a cause: torch/ABI mismatch (naming both sides) or as it was."""
     last = error.strip().splitlines()[-1] if error.strip() else "no output"
-    match = re.search(r"undefined symbol: (\S+)", error)
+    match = re.search(r"undefined symbol: ([A-Za-z0-9_.$]+)", error)
     if match is None:
         return f"flash_attn_2_cuda does not load: {last}"
     symbol = demangle(match.group(1))
@@ -298,6 +300,7 @@ def ensure_flash_attn(
     probe: Callable[[], TorchBuild] = probe_torch,
     pip: Pip | None = None,
     check_present: Callable[[], str | None] = load_in_process,
+    base_url: str = BASE_WHEEL_URL,
 ) -> Outcome:
     """Decide the attention backend: present -> use; else install the matching wheel -> verify.
 
@@ -319,7 +322,7 @@ def ensure_flash_attn(
     if present != "not installed":
         log.info("flash-attn: installed package does not load: %s", present.strip()[-300:])
     try:
-        wheel = parse_wheel_url(wheel_url) if wheel_url else select_wheel(build)
+        wheel = parse_wheel_url(wheel_url) if wheel_url else select_wheel(build, base_url=base_url)
     except NoMatchingWheel as exc:
         return _fallback(mode, "fallback", str(exc), started)
     url = wheel_url or wheel.url  # type: ignore[union-attr]
@@ -368,7 +371,12 @@ def _installed_version() -> str:
         return "(unknown version)"
 
 
-def bake(choice: str, pip: Pip | None = None, probe: Callable[[], TorchBuild] = probe_torch) -> int:
+def bake(
+    choice: str,
+    pip: Pip | None = None,
+    probe: Callable[[], TorchBuild] = probe_torch,
+    base_url: str = BASE_WHEEL_URL,
+) -> int:
     """Image build step: install and verify the wheel for the image's torch (no GPU needed).
 
     `choice` is "auto" (select by the installed torch) or a wheel URL. A CPU torch has nothing to
@@ -379,7 +387,9 @@ def bake(choice: str, pip: Pip | None = None, probe: Callable[[], TorchBuild] = 
         log.info("flash-attn bake: torch %s is a CPU build, nothing to bake", build.torch)
         return 0
     try:
-        wheel = select_wheel(build) if choice == "auto" else parse_wheel_url(choice)
+        wheel = (
+            select_wheel(build, base_url=base_url) if choice == "auto" else parse_wheel_url(choice)
+        )
     except NoMatchingWheel as exc:
         log.error("flash-attn bake: %s", exc)
         return 1

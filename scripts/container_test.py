@@ -64,8 +64,13 @@ class Steps:
     def step(self, name: str) -> Iterator[None]:
         print(f"== {name}", flush=True)
         mark = time.monotonic()
-        yield
-        self.rows.append((name, time.monotonic() - mark, disk_gb(self.work)))
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            label = f"{name} (failed)" if failed else name
+            self.rows.append((label, time.monotonic() - mark, disk_gb(self.work)))
 
     def table(self) -> str:
         lines = ["| step | seconds | work dir GB after |", "|---|---|---|"]
@@ -162,21 +167,22 @@ def build(env: dict[str, str], uv_cache: str) -> str:
 
 
 def check_stamp(env: dict[str, str], tag: str) -> dict[str, Any]:
-    """Labels and env say what git says; returns the image config for the run step."""
+    """Labels, env and tag agree with each other and with git; returns the image config.
+
+    Checked against the stamped revision rather than HEAD, which may move during a build.
+    """
     raw = run(["buildah", "inspect", "--type", "image", tag], env, stdout=subprocess.PIPE).stdout
     config = json.loads(raw)["Docker"]["config"]
     labels = config.get("Labels") or {}
     image_env = dict(e.split("=", 1) for e in config.get("Env") or [])
-    version = git("describe", "--tags", "--always", "--dirty")
-    expected = {
-        "org.opencontainers.image.version": version,
-        "org.opencontainers.image.revision": git("rev-parse", "HEAD"),
-    }
-    problems = [
-        f"label {k}={labels.get(k)!r}, want {v!r}"
-        for k, v in expected.items()
-        if labels.get(k) != v
-    ]
+    version = labels.get("org.opencontainers.image.version", "")
+    revision = labels.get("org.opencontainers.image.revision", "")
+    described = git("describe", "--tags", "--always", revision) if revision else ""
+    problems = []
+    if not described or version.removesuffix("-dirty") != described:
+        problems.append(f"label version={version!r} is not git describe of {revision!r}")
+    if git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}") != revision:
+        problems.append(f"label revision={revision!r} is not a full commit sha of this repo")
     created = labels.get("org.opencontainers.image.created", "")
     if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", created):
         problems.append(f"label created={created!r} is not an RFC 3339 UTC time")
@@ -184,6 +190,10 @@ def check_stamp(env: dict[str, str], tag: str) -> dict[str, Any]:
         problems.append("label source is empty")
     if image_env.get("WORKER_VERSION") != version:
         problems.append(f"env WORKER_VERSION={image_env.get('WORKER_VERSION')!r}, want {version!r}")
+    if image_env.get("WORKER_GIT_SHA") != revision:
+        problems.append(
+            f"env WORKER_GIT_SHA={image_env.get('WORKER_GIT_SHA')!r}, want {revision!r}"
+        )
     if tag != f"{IMAGE}:{version}":
         problems.append(f"tag {tag!r}, want {IMAGE}:{version}")
     if config.get("Cmd") != ["python", "-u", "model_cache_init.py"]:
