@@ -1,0 +1,150 @@
+"""The whole cache cycle through the real start-up, with no stand-in at all (DESIGN.md section 5):
+`model_cache_init.py --rp_serve_api` with MODEL_NAME=demo and an S3 cache on a local server.
+
+First start: S3 miss -> the demo generator is the source -> serve -> background upload. Second
+start, on an empty cache dir: S3 hit, the same files, and it serves a job.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from manifest import read_manifest
+from tests.conftest import REPO
+from tests.integration.s3_servers import client_for, free_ports, moto_server, s3_env, seaweedfs
+
+BUCKET = "startup-cycle"
+POINTER = "f5-tts/demo/latest.json"
+
+
+@pytest.fixture(params=["moto", pytest.param("seaweedfs", marks=pytest.mark.slow)])
+def endpoint(request, tmp_path_factory) -> Iterator[str]:
+    if request.param == "moto":
+        with moto_server() as url:
+            yield url
+    else:
+        with seaweedfs(tmp_path_factory.mktemp("weed")) as url:
+            yield url
+
+
+@contextmanager
+def worker(
+    env: dict[str, str], log_path: Path, timeout: float = 300
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python model_cache_init.py --rp_serve_api` on a free port; yields URL and process."""
+    port = free_ports(1)[0]
+    args = [sys.executable, "model_cache_init.py", "--rp_serve_api"]
+    args += ["--rp_api_port", str(port), "--rp_api_host", "127.0.0.1"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            args,
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(f"{url}/docs"), timeout, log_path, proc)
+        yield url, proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+        return True
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def wait_for(ready, timeout: float, log_path: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout} s:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.5)
+
+
+def runsync(url: str) -> dict:
+    payload = {"input": {"text": "Cache cycle.", "seed": 3, "nfe_step": 2}}
+    request = urllib.request.Request(
+        f"{url}/runsync",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=300) as response:
+        [item] = json.loads(response.read())[
+            "output"
+        ]  # the handler's items; one when not streaming
+    return item
+
+
+def files(model_dir: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(model_dir).as_posix(): p.read_bytes()
+        for p in sorted(model_dir.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def test_demo_model_miss_upload_then_hit_through_the_real_start_up(endpoint, tmp_path):
+    client = client_for(endpoint)
+    client.create_bucket(Bucket=BUCKET)
+    base = {
+        **s3_env(endpoint, BUCKET),
+        "MODEL_NAME": "demo",
+        "HF_HUB_OFFLINE": "1",
+        "DEVICE": "cpu",
+        "FLASH_ATTN": "off",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+    def pointer_landed() -> bool:
+        return "Contents" in client.list_objects_v2(Bucket=BUCKET, Prefix=POINTER)
+
+    first_log = tmp_path / "first.log"
+    first_cache = tmp_path / "first-cache"
+    with worker({**base, "MODEL_CACHE_DIR": str(first_cache)}, first_log) as (url, proc):
+        wait_for(pointer_landed, 120, first_log, proc)
+        first_audio = runsync(url)
+    text = first_log.read_text()
+    assert "S3 cache miss: no manifest under s3://startup-cycle/f5-tts/demo/" in text
+    assert "uploaded model demo version" in text and "background S3 upload failed" not in text
+
+    second_log = tmp_path / "second.log"
+    second_cache = tmp_path / "second-cache"
+    with worker({**base, "MODEL_CACHE_DIR": str(second_cache)}, second_log) as (url, _):
+        second_audio = runsync(url)
+    text = second_log.read_text()
+    count = len(read_manifest(first_cache / "demo").files)
+    assert "S3 cache hit: model demo version" in text and f"downloaded {count} files" in text
+    assert "S3 cache miss" not in text and "demo model written" not in text
+    assert files(second_cache / "demo") == files(first_cache / "demo")
+    # Same weights, same seed: the second worker speaks exactly like the first.
+    assert first_audio["seed"] == second_audio["seed"] == 3
+    assert base64.b64decode(second_audio["audio_base64"]) == base64.b64decode(
+        first_audio["audio_base64"]
+    )
