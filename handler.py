@@ -41,7 +41,13 @@ from config import Settings
 from engine import F5TTSEngine, SynthesisParams
 from errors import InternalError, WorkerError
 from fetch import FetchPolicy, RefAudioFetcher
-from output import Delivery, OutputStore, make_output_client
+from output import (
+    MAX_RESULT_B64_BYTES,
+    Delivery,
+    OutputStore,
+    ResultBudget,
+    make_output_client,
+)
 from s3_utils import make_client
 from schema import DEFAULT_VOICE, MAX_SEED, TTSRequest, parse_request
 from voices import Voice, VoiceLibrary, default_voice, voice_from_bytes
@@ -68,8 +74,10 @@ class Worker:
         voices: VoiceLibrary | None = None,
         fetcher: RefAudioFetcher | None = None,
         store: OutputStore | None = None,
+        max_result_b64: int = MAX_RESULT_B64_BYTES,
     ) -> None:
         self.engine = engine
+        self.max_result_b64 = max_result_b64
         self.settings = settings
         self.voices = voices or VoiceLibrary(
             settings.s3_bucket, settings.s3_prefix, client_factory=_worker_s3(settings)
@@ -142,7 +150,8 @@ class Worker:
         clock = _Clock()
         req = parse_request(raw)
         stats.chars = len(req.text)
-        deliver = Delivery(req.return_mode, req.format, job_id, self.store)
+        budget = ResultBudget(self.max_result_b64)
+        deliver = Delivery(req.return_mode, req.format, job_id, self.store, budget)
         with clock("voice"):
             voice = self._voice(req)
         seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)

@@ -124,7 +124,12 @@ def region_from_endpoint(endpoint_url: str) -> str | None:
 class ResultBudget:
     """How many base64 bytes one job may still return inline."""
 
-    left: int = MAX_RESULT_B64_BYTES
+    limit: int = MAX_RESULT_B64_BYTES
+    left: int = -1
+
+    def __post_init__(self) -> None:
+        if self.left < 0:
+            self.left = self.limit
 
     def take(self, size: int) -> bool:
         if size > self.left:
@@ -162,7 +167,7 @@ class Delivery:
         if self.mode == "auto" and self.store is not None:
             return self._upload(data, index)
         raise OutputTooLarge(
-            f"the result would exceed {MAX_RESULT_B64_BYTES} bytes of base64; use a compressed "
+            f"the result would exceed {self.budget.limit} bytes of base64; use a compressed "
             "format (mp3, opus), shorter text, or a worker with an output bucket"
         )
 

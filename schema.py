@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai_compat
-from errors import InvalidInput, TextTooLong, UnsupportedFormat
+from errors import BadRefAudio, InvalidInput, TextTooLong, UnsupportedFormat
 
 MAX_TEXT_CHARS = 5000
 MAX_REF_AUDIO_B64_CHARS = 14_000_000  # about 10 MB of audio once decoded
@@ -129,6 +129,7 @@ FIELDS: tuple[Field, ...] = (
     ),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
+_TOO_LONG: dict[str, type[InvalidInput]] = {"text": TextTooLong, "ref_audio": BadRefAudio}
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,7 @@ def _coerce(f: Field, value: Any) -> Any:
 
 def _check_bounds(f: Field, value: Any) -> None:
     if f.max_len is not None and len(value) > f.max_len:
-        error = TextTooLong if f.name == "text" else InvalidInput
+        error = _TOO_LONG.get(f.name, InvalidInput)
         raise error(f"{f.name} is longer than {f.max_len} characters")
     if f.choices is not None and value not in f.choices:
         error = UnsupportedFormat if f.name == "format" else InvalidInput
@@ -250,7 +251,8 @@ def _check_bounds(f: Field, value: Any) -> None:
 
 def _num(x: float | None) -> str:
     """2147483647 rather than 2.14748e+09; 0.3 rather than 0.300000."""
-    assert x is not None
+    if x is None:
+        return ""
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 

@@ -1,21 +1,36 @@
-"""Start the worker exactly as `make run` does, on a free port, and talk to its local API."""
+"""Real worker processes for end-to-end tests, and the servers they talk to, all on 127.0.0.1.
+
+- running_worker: the worker exactly as `make run` starts it (the SDK's local API), on a free port.
+- running_worker_loop + FakeRunPod: the worker as the container starts it on RunPod
+  (`python model_cache_init.py`), taking jobs from and posting results to a fake of RunPod's job
+  API (job-take, job-take-batch, job-stream, job-done, job-stop), so the SDK's real worker loop
+  (rp_scale.JobScaler, rp_job.handle_job) runs unchanged.
+- moto_server: an S3 server for voice libraries, s3:// references and output buckets.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from tests.conftest import REPO
+
+S3_KEY, S3_SECRET = "test-key", "test-secret"
 
 
 def free_port() -> int:
@@ -25,21 +40,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_worker(env: Mapping[str, str], log_path: Path, timeout: float = 180) -> Iterator[str]:
-    port = free_port()
+def _process(cmd: list[str], env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            ["make", "--no-print-directory", "run", f"PORT={port}"],
+            cmd,
             cwd=REPO,
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(proc, url, timeout, log_path)
-        yield url
+        yield proc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -48,13 +60,20 @@ def running_worker(env: Mapping[str, str], log_path: Path, timeout: float = 180)
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@contextmanager
+def running_worker(env: Mapping[str, str], log_path: Path, timeout: float = 180) -> Iterator[str]:
+    port = free_port()
+    cmd = ["make", "--no-print-directory", "run", f"PORT={port}"]
+    with _process(cmd, env, log_path) as proc:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(proc, url, timeout, log_path)
+        yield url
+
+
 def _wait_ready(proc: subprocess.Popen, url: str, timeout: float, log_path: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"worker exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
-            )
+        _check_alive(proc, log_path)
         try:
             urllib.request.urlopen(f"{url}/docs", timeout=2).close()
             return
@@ -63,11 +82,193 @@ def _wait_ready(proc: subprocess.Popen, url: str, timeout: float, log_path: Path
     raise TimeoutError(f"worker not ready after {timeout} s:\n{log_path.read_text()[-3000:]}")
 
 
-def runsync(url: str, payload: Any, timeout: float = 300) -> dict[str, Any]:
+def _check_alive(proc: subprocess.Popen, log_path: Path) -> None:
+    if proc.poll() is not None:
+        raise RuntimeError(f"worker exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+
+
+def post(url: str, path: str, body: Any = None, timeout: float = 300) -> dict[str, Any]:
     request = urllib.request.Request(
-        f"{url}/runsync",
-        data=json.dumps({"input": payload}).encode(),
+        f"{url}{path}",
+        data=json.dumps(body if body is not None else {}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
+
+
+def runsync(url: str, payload: Any, timeout: float = 300) -> dict[str, Any]:
+    return post(url, "/runsync", {"input": payload}, timeout)
+
+
+# -- RunPod's job API, faked ------------------------------------------------------------------
+
+
+class FakeRunPod:
+    """Hands out queued jobs and records what the worker posts back, per job id."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.done: dict[str, dict[str, Any]] = {}
+        self.streamed: dict[str, list[dict[str, Any]]] = {}
+        self.batch_sizes: list[int] = []
+        self.polled = threading.Event()
+        self._finished = threading.Condition()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def env(self) -> dict[str, str]:
+        """The variables RunPod sets in a worker's container."""
+        return {
+            "RUNPOD_WEBHOOK_GET_JOB": f"{self.url}/job-take/$ID?gpu=test",
+            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{self.url}/job-done/$RUNPOD_POD_ID/$ID?gpu=test",
+            "RUNPOD_WEBHOOK_POST_STREAM": f"{self.url}/job-stream/$RUNPOD_POD_ID/$ID?gpu=test",
+            "RUNPOD_POD_ID": "fake-worker",
+            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
+            "RUNPOD_SKIP_GPU_CHECK": "true",
+        }
+
+    def submit(self, job_id: str, payload: Any) -> None:
+        self.jobs.put({"id": job_id, "input": payload})
+
+    def wait_done(self, job_ids: list[str], timeout: float = 300) -> dict[str, dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        with self._finished:
+            while not all(j in self.done for j in job_ids):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    missing = [j for j in job_ids if j not in self.done]
+                    raise TimeoutError(f"jobs not done: {missing}")
+                self._finished.wait(left)
+        return {j: self.done[j] for j in job_ids}
+
+    def __enter__(self) -> FakeRunPod:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+
+    def _take(self, count: int) -> list[dict[str, Any]]:
+        """Long-poll like RunPod: wait up to 1 s for the first job, then take what is there."""
+        self.polled.set()
+        try:
+            jobs = [self.jobs.get(timeout=1.0)]
+        except queue.Empty:
+            return []
+        while len(jobs) < count:
+            try:
+                jobs.append(self.jobs.get_nowait())
+            except queue.Empty:
+                break
+        return jobs
+
+    def _record(self, path: str, body: dict[str, Any]) -> None:
+        kind, _worker, job_id = path.strip("/").split("/")[:3]
+        with self._finished:
+            if kind == "job-stream":
+                self.streamed.setdefault(job_id, []).append(body)
+            else:
+                self.done[job_id] = body
+                self._finished.notify_all()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                if parts.path.startswith("/job-take-batch/"):
+                    size = int(parse_qs(parts.query)["batch_size"][0])
+                    fake.batch_sizes.append(size)
+                    self._json(fake._take(size))
+                elif parts.path.startswith("/job-take/"):
+                    jobs = fake._take(1)
+                    self._json(jobs[0] if jobs else None)
+                else:  # job-stop: nothing to cancel
+                    time.sleep(0.5)
+                    self._json(None)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                fake._record(urlsplit(self.path).path, json.loads(body))
+                self._json({})
+
+            def _json(self, value: Any) -> None:
+                if value is None or value == []:
+                    self.send_response(204)
+                    self.end_headers()
+                    return
+                data = json.dumps(value).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        return Handler
+
+
+@contextmanager
+def running_worker_loop(
+    fake: FakeRunPod, env: Mapping[str, str], log_path: Path, timeout: float = 180
+) -> Iterator[subprocess.Popen]:
+    """The container's start command against the fake job API; ready once it polls for jobs."""
+    cmd = [sys.executable, "model_cache_init.py"]
+    full_env = {"HF_HUB_OFFLINE": "1", **fake.env(), **env}
+    with _process(cmd, full_env, log_path) as proc:
+        deadline = time.monotonic() + timeout
+        while not fake.polled.wait(0.5):
+            _check_alive(proc, log_path)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker never polled:\n{log_path.read_text()[-3000:]}")
+        yield proc
+
+
+# -- S3 ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def moto_server(*buckets: str) -> Iterator[str]:
+    """A moto S3 server on a free port with these buckets; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    client = s3_client(url)
+    for bucket in buckets:
+        client.create_bucket(Bucket=bucket)
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def s3_client(url: str) -> Any:
+    from s3_utils import make_client
+
+    return make_client(url, "us-east-1", S3_KEY, S3_SECRET)
+
+
+def s3_env(url: str, bucket: str, output_bucket: str | None = None) -> dict[str, str]:
+    """Worker settings for a voice library (and an output bucket) on a moto server."""
+    env = {
+        "S3_BUCKET": bucket,
+        "S3_ENDPOINT_URL": url,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": S3_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+    }
+    if output_bucket:
+        env |= {
+            "BUCKET_ENDPOINT_URL": url,
+            "BUCKET_ACCESS_KEY_ID": S3_KEY,
+            "BUCKET_SECRET_ACCESS_KEY": S3_SECRET,
+        }
+    return env

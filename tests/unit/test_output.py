@@ -46,9 +46,9 @@ def test_inline_while_it_fits():
 
 
 def test_the_budget_covers_every_item_of_a_job():
-    budget = ResultBudget(left=8)
+    budget = ResultBudget(8)
     assert budget.take(4) and budget.take(4) and not budget.take(1)
-    deliver = Delivery("base64", "pcm", "job-1", store=None, budget=ResultBudget(left=8))
+    deliver = Delivery("base64", "pcm", "job-1", store=None, budget=ResultBudget(8))
     deliver(b"abc")  # 4 base64 bytes
     deliver(b"abc")
     with pytest.raises(OutputTooLarge) as info:
@@ -61,7 +61,7 @@ def test_default_budget_is_below_runpods_limit_with_headroom():
 
 
 def test_auto_without_a_bucket_is_output_too_large():
-    deliver = Delivery("auto", "wav", "job-1", store=None, budget=ResultBudget(left=3))
+    deliver = Delivery("auto", "wav", "job-1", store=None, budget=ResultBudget(3))
     with pytest.raises(OutputTooLarge):
         deliver(b"abcd")
 
@@ -88,7 +88,7 @@ def test_url_mode_uploads_and_presigns(store):
 
 
 def test_auto_switches_to_a_url_when_the_budget_is_spent(store):
-    deliver = Delivery("auto", "wav", "job-2", store, budget=ResultBudget(left=8))
+    deliver = Delivery("auto", "wav", "job-2", store, budget=ResultBudget(8))
     first = deliver(b"abcdef", index=0)
     second = deliver(b"ghijkl", index=1)
     assert "audio_base64" in first and "audio_url" in second

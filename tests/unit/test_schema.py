@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from errors import InvalidInput
 from schema import (
     FIELDS,
+    MAX_REF_AUDIO_B64_CHARS,
     MAX_REF_TEXT_CHARS,
     MAX_TEXT_CHARS,
     TTSRequest,
@@ -69,6 +70,7 @@ BAD = [
     ({**OK, "ref_audio": "AAAA", "ref_text": "  "}, "INVALID_INPUT", "ref_text is required"),
     ({**OK, "ref_text": "Hi."}, "INVALID_INPUT", "ref_text is only used with ref_audio"),
     ({**REF, "ref_text": "x" * 1001}, "INVALID_INPUT", "ref_text is longer than 1000"),
+    ({**REF, "ref_audio": "A" * (MAX_REF_AUDIO_B64_CHARS + 1)}, "BAD_REF_AUDIO", "longer than"),
     ({**OK, "openai_route": "/v1/audio/speech"}, "INVALID_INPUT", "beside openai_route: text"),
 ]
 
