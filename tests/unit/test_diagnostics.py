@@ -1,0 +1,156 @@
+"""The start-up report: greppable facts, no secrets, and a function check that imports nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import diagnostics
+from config import Settings
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG", "<redacted>"),
+        ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE", "<redacted>"),
+        ("BUCKET_SECRET_ACCESS_KEY", "s3cr3t", "<redacted>"),
+        ("HF_TOKEN", "hf_abcdef", "<redacted>"),
+        ("HF_TOKEN", "", "<empty>"),
+        ("S3_BUCKET", "my-models", "my-models"),
+        ("S3_ENDPOINT_URL", "https://r2.example.com", "https://r2.example.com"),
+        (
+            "S3_ENDPOINT_URL",
+            "https://key:pass@minio.local:9000/x",
+            "https://<redacted>@minio.local:9000/x",
+        ),
+        ("BUCKET_ENDPOINT_URL", "https://tok@host/b", "https://<redacted>@host/b"),
+        ("MODEL_NAME", "F5TTS_v1_Base", "F5TTS_v1_Base"),
+    ],
+)
+def test_redact(name, value, shown):
+    assert diagnostics.redact(name, value) == shown
+
+
+@pytest.mark.parametrize(
+    ("source", "names"),
+    [
+        ("def f(): pass\nasync def g(): pass\nclass C: pass\n", {"f", "g", "C"}),
+        ("X = 1\nY: int = 2\na, b = 1, 2\n", {"X", "Y"}),
+        ("from s3_sync import sync_models_from_s3 as sync\nimport os.path\n", {"sync", "os"}),
+        ("try:\n    from fast import f\nexcept ImportError:\n    def f(): pass\n", {"f"}),
+        ("if True:\n    def g(): pass\nelse:\n    h = 1\n", {"g", "h"}),
+        ("def outer():\n    def inner(): pass\n", {"outer"}),
+    ],
+)
+def test_top_level_names(source, names):
+    assert diagnostics.top_level_names(source) == names
+
+
+@pytest.fixture
+def fake_modules(tmp_path, monkeypatch):
+    """Modules on sys.path that must be checked without being imported."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    files = {
+        # An image built from old code: the transfer helpers exist, the cache sync does not.
+        "old_s3_utils.py": """
+            raise RuntimeError("imported! the check must read the source instead")
+            def download_from_s3(): ...
+            def upload_to_s3(): ...
+        """,
+        "new_s3_utils.py": """
+            from s3_sync import sync_models_from_s3, upload_models_to_s3
+            def download_from_s3(): ...
+            def upload_to_s3(): ...
+        """,
+        "broken_module.py": "def f(:\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    return tmp_path
+
+
+S3_FUNCTIONS = diagnostics.REQUIRED_FUNCTIONS["s3_utils"]
+
+
+@pytest.mark.parametrize(
+    ("module", "missing"),
+    [
+        ("old_s3_utils", ["old_s3_utils.sync_models_from_s3", "old_s3_utils.upload_models_to_s3"]),
+        ("new_s3_utils", []),
+        ("no_such_module", ["no_such_module (module not found)"]),
+        ("broken_module", ["broken_module (unreadable: SyntaxError)"]),
+    ],
+)
+def test_missing_functions_reads_source_without_importing(fake_modules, module, missing):
+    assert diagnostics.missing_functions(module, S3_FUNCTIONS) == missing
+    assert module not in sys.modules
+
+
+def test_missing_function_fails_the_report(fake_modules, tmp_path):
+    settings = Settings(model_cache_dir=tmp_path)
+    facts = diagnostics.collect(settings, {}, required={"old_s3_utils": S3_FUNCTIONS})
+    assert diagnostics.missing_required(facts) == [
+        "old_s3_utils.sync_models_from_s3,old_s3_utils.upload_models_to_s3"
+    ]
+
+
+def test_this_checkout_exposes_every_required_function():
+    for module, names in diagnostics.REQUIRED_FUNCTIONS.items():
+        assert diagnostics.missing_functions(module, names) == [], module
+
+
+def test_report_facts_and_format(tmp_path):
+    env = {"MODEL_NAME": "demo", "WORKER_GIT_SHA": "abc123", "AWS_SECRET_ACCESS_KEY": "hunter2"}
+    settings = Settings(model_cache_dir=tmp_path / "not-yet", worker_version="v9")
+    facts = diagnostics.collect(settings, env)
+    for key in (
+        "python",
+        "torch",
+        "torch_cuda",
+        "cudnn",
+        "cxx11abi",
+        "cuda_available",
+        "flash_attn.wheel",
+        "pkg.f5-tts",
+        "pkg.runpod",
+        "pkg.boto3",
+        "pkg.flash-attn",
+        "disk.tmp_free_gb",
+        "disk.cache_dir_free_gb",
+    ):
+        assert facts[key], key
+    assert facts["worker_version"] == "v9" and facts["git_sha"] == "abc123"
+    assert facts["env"] == "MODEL_NAME=demo AWS_SECRET_ACCESS_KEY=<redacted>"
+    report = diagnostics.format_report(facts)
+    assert "hunter2" not in report
+    assert all(line.startswith("diag.") and "=" in line for line in report.splitlines())
+
+
+def test_git_sha_from_the_checkout_when_not_stamped():
+    sha = diagnostics._git_sha({})
+    head = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True
+    )
+    assert sha == (head.stdout.strip() if head.returncode == 0 else "unknown")
+
+
+def test_collect_imports_neither_handler_nor_f5_tts(tmp_path):
+    code = textwrap.dedent(f"""
+        import pathlib, sys, config, diagnostics
+        settings = config.Settings(model_cache_dir=pathlib.Path({str(tmp_path)!r}))
+        diagnostics.collect(settings, {{}})
+        print(",".join(m for m in ("handler", "engine", "f5_tts") if m in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ""
+
+
+def test_free_gb_walks_up_to_an_existing_dir(tmp_path):
+    assert float(diagnostics._free_gb(Path(tmp_path) / "a" / "b")) > 0
