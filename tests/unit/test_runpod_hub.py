@@ -1,0 +1,103 @@
+"""RunPod Hub metadata (.runpod/hub.json, tests.json) agrees with config, schema and the image."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from config import Settings
+from errors import ConfigError
+from schema import parse_request
+from tests.conftest import REPO
+
+HUB = json.loads((REPO / ".runpod" / "hub.json").read_text())
+TESTS = json.loads((REPO / ".runpod" / "tests.json").read_text())
+ENV_INPUTS = [e for e in HUB["config"]["env"] if "input" in e]
+# Read by libraries rather than by config.py (boto3's credential chain, huggingface_hub).
+LIBRARY_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN"}
+# Env key -> Settings field, for the variables config.py reads.
+FIELD = {
+    "MODEL_NAME": "model_name",
+    "S3_BUCKET": "s3_bucket",
+    "S3_PREFIX": "s3_prefix",
+    "S3_ENDPOINT_URL": "s3_endpoint_url",
+    "AWS_REGION": "aws_region",
+    "BUCKET_ENDPOINT_URL": "bucket_endpoint_url",
+    "BUCKET_ACCESS_KEY_ID": "bucket_access_key_id",
+    "BUCKET_SECRET_ACCESS_KEY": "bucket_secret_access_key",
+    "FLASH_ATTN": "flash_attn",
+    "DEVICE": "device",
+    "MAX_CONCURRENCY": "max_concurrency",
+    "LOG_LEVEL": "log_level",
+    "LOG_FORMAT": "log_format",
+}
+
+
+def test_listing_fields():
+    assert HUB["title"] and len(HUB["description"]) > 40
+    assert (HUB["type"], HUB["category"], HUB["config"]["runsOn"]) == ("serverless", "audio", "GPU")
+    assert HUB["config"]["gpuCount"] == 1
+    assert HUB["config"]["containerDiskInGb"] >= 20  # model + hub cache under /tmp
+
+
+@pytest.mark.parametrize("entry", ENV_INPUTS, ids=lambda e: e["key"])
+def test_every_env_input_is_read_by_the_worker(entry):
+    key, spec = entry["key"], entry["input"]
+    assert spec["name"] and spec["description"]
+    assert spec["type"] in ("string", "number", "boolean")
+    if key in LIBRARY_ENV:
+        return
+    assert f'"{key}"' in (REPO / "config.py").read_text(), f"config.py never reads {key}"
+    assert key in FIELD, f"map {key} to its Settings field in this test"
+
+
+@pytest.mark.parametrize(
+    "entry", [e for e in ENV_INPUTS if "default" in e["input"]], ids=lambda e: e["key"]
+)
+def test_defaults_are_the_worker_defaults(entry):
+    key, default = entry["key"], entry["input"]["default"]
+    from_hub = Settings.from_env({key: str(default)})
+    assert getattr(from_hub, FIELD[key]) == getattr(Settings.from_env({}), FIELD[key])
+
+
+@pytest.mark.parametrize(
+    "entry", [e for e in ENV_INPUTS if "options" in e["input"]], ids=lambda e: e["key"]
+)
+def test_every_option_is_accepted_and_others_are_not(entry):
+    key = entry["key"]
+    for option in entry["input"]["options"]:
+        Settings.from_env({key: option["value"]})
+    with pytest.raises(ConfigError, match=key):
+        Settings.from_env({key: "not-an-option"})
+
+
+def test_gpus_and_cuda_fit_the_image_and_flash_attn():
+    """flash-attn 2 needs Ampere or newer; the host driver must run the image's CUDA 12.4."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    image_cuda = re.search(r"ARG BASE_IMAGE=\S+-cuda(\d+)\.(\d+)", dockerfile).groups()
+    floor = tuple(int(x) for x in image_cuda)
+    pools = HUB["config"]["gpuIds"].split(",")
+    assert pools and all(p.split("_")[0] in ("AMPERE", "ADA", "HOPPER", "BLACKWELL") for p in pools)
+    for cfg in (HUB["config"], TESTS["config"]):
+        versions = [tuple(int(x) for x in v.split(".")) for v in cfg["allowedCudaVersions"]]
+        assert versions and min(versions) >= floor
+
+
+@pytest.mark.parametrize("case", TESTS["tests"], ids=lambda t: t["name"])
+def test_hub_test_requests_parse_and_have_timeouts(case):
+    parse_request(case["input"])
+    assert 10_000 <= case["timeout"] <= 900_000  # milliseconds; the first one pays a cold start
+
+
+def test_hub_test_config():
+    cfg = TESTS["config"]
+    assert cfg["gpuCount"] == 1 and cfg["gpuTypeId"].startswith("NVIDIA ")
+    env = {e["key"]: e["value"] for e in cfg["env"]}
+    Settings.from_env(env)
+    assert set(env) <= set(FIELD) | LIBRARY_ENV
+
+
+def test_test_input_json_is_a_valid_request():
+    parse_request(json.loads((REPO / "test_input.json").read_text())["input"])
