@@ -44,5 +44,14 @@ lock: venv
 	$(COMPILE) requirements.in -c constraints-image.txt $(addprefix --no-emit-package ,$(IMAGE_OWNED)) \
 		-o requirements.txt
 
+.PHONY: build container-test
+# The image, stamped with `git describe` (refuses a dirty tree; ARGS="--allow-dirty -- ..." passes on).
+build:
+	scripts/build.sh $(ARGS)
+
+# Build the Dockerfile daemonlessly (buildah) on a stand-in base, start its CMD, answer a job.
+container-test: venv
+	$(PY) scripts/container_test.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache
