@@ -23,6 +23,8 @@ WORKDIR /app
 # Requirements before code, so a code change does not reinstall them. The image's own torch and
 # torchaudio, read from the installed packages (not the image tag), are a constraint: nothing can
 # replace them. The lock leaves them out; overrides.txt drops f5-tts's UI/training-only deps.
+# uv checks every hash the lock carries; --require-hashes is not used because it would also
+# demand a hash for the image's own (already installed, unhashed) torch.
 # Byte-compiled here so a cold start does not compile site-packages on every new container.
 COPY requirements.txt overrides.txt ./
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -31,6 +33,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
  && cat /tmp/image-torch.txt \
  && uv pip install --system --compile-bytecode \
       --constraint /tmp/image-torch.txt --override overrides.txt -r requirements.txt \
+ && rm /tmp/image-torch.txt \
  && python -m pip uninstall --yes uv \
  && python -c "import f5_tts.infer.utils_infer, runpod, boto3"
 
