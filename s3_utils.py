@@ -20,8 +20,8 @@ a good one is expected. Every failure is a StorageError naming bucket and key, n
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
-import heapq
 import json
 import logging
 import os
@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,8 @@ from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
+import ranged_download
 from config import Settings
 from errors import StorageError
 from local_cache import (
@@ -66,6 +66,14 @@ from manifest import (
     sha256_file,
     write_manifest,
 )
+from ranged_download import (
+    RETRYABLE,
+    HashingSink,
+    RangedConfig,
+    RangeFailed,
+    RangeMismatch,
+    Target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +82,11 @@ POINTER_NAME = "latest.json"
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _MISSING_CODES = ("NoSuchKey", "404", "NotFound")
 _LOST_RACE_CODES = ("PreconditionFailed", "ConditionalRequestConflict")
-# The errors s3transfer itself retries when a response body breaks off.
-_BODY_ERRORS = S3_RETRYABLE_DOWNLOAD_ERRORS
 DEFAULT_TRANSFER = TransferConfig(
     multipart_threshold=64 * MiB, multipart_chunksize=64 * MiB, max_concurrency=16
 )
-# Chosen by scripts/bench_s3_sync.py (JOURNAL.md): parts small enough that 16 connections share
-# a 1.2 GB checkpoint evenly, 1 MiB reads so the single IO thread is not the bottleneck.
-SYNC_TRANSFER = TransferConfig(
-    multipart_threshold=16 * MiB,
-    multipart_chunksize=16 * MiB,
-    max_concurrency=16,
-    io_chunksize=1 * MiB,
-    num_download_attempts=5,
-    preferred_transfer_client="classic",  # the hashing sink below needs the classic manager
-)
+# Chosen by scripts/bench_s3_sync.py --sweep (JOURNAL.md).
+SYNC_RANGES = RangedConfig(part_size=16 * MiB, concurrency=16, read_size=1 * MiB)
 UPLOAD_TRANSFER = TransferConfig(
     multipart_threshold=64 * MiB,
     multipart_chunksize=64 * MiB,
@@ -139,6 +137,8 @@ def storage_error(action: str, bucket: str, key: str, exc: BaseException) -> Sto
 
 def _reason(exc: BaseException) -> str:
     """The S3 error code or the exception type: never the message, which may hold a URL."""
+    if isinstance(exc, RangeMismatch):  # our own message: sizes and ranges, nothing secret
+        return str(exc)
     cause: BaseException | None = exc
     while cause is not None:  # boto3 and s3transfer wrap the error that matters
         if isinstance(cause, ClientError):
@@ -147,6 +147,8 @@ def _reason(exc: BaseException) -> str:
         if isinstance(last, BaseException):
             return f"{type(cause).__name__} after retries: {_reason(last)}"
         cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, OSError) and exc.errno in errno.errorcode:
+        return f"{type(exc).__name__} {errno.errorcode[exc.errno]}"
     return type(exc).__name__
 
 
@@ -285,7 +287,7 @@ def _get_bytes(client: Any, bucket: str, key: str, attempts: int = 3) -> bytes |
             if _error_code(exc)[0] in _MISSING_CODES:
                 return None
             raise storage_error("read", bucket, key, exc) from exc
-        except _BODY_ERRORS as exc:
+        except RETRYABLE as exc:
             if attempt >= attempts:
                 raise storage_error("read", bucket, key, exc) from exc
             log.debug("re-reading s3://%s/%s after %s", bucket, key, type(exc).__name__)
@@ -380,7 +382,7 @@ def sync_models_from_s3(
     settings: Settings,
     *,
     client: Any | None = None,
-    transfer: TransferConfig = SYNC_TRANSFER,
+    ranges: RangedConfig = SYNC_RANGES,
     free_bytes: Callable[[Path], int] = disk_free,
     lock_timeout: float = LOCK_TIMEOUT_S,
 ) -> ModelPaths:
@@ -415,7 +417,7 @@ def sync_models_from_s3(
             version,
             manifest,
             model_dir,
-            transfer,
+            ranges,
             free_bytes,
         )
 
@@ -442,7 +444,7 @@ def _sync_locked(
     version: str,
     manifest: Manifest,
     model_dir: Path,
-    transfer: TransferConfig,
+    ranges: RangedConfig,
     free_bytes: Callable[[Path], int],
 ) -> ModelPaths:
     started = time.perf_counter()
@@ -478,7 +480,7 @@ def _sync_locked(
     for path in stale:
         path.unlink(missing_ok=True)
     try:
-        _download_files(client, bucket, version_prefix, state.missing, model_dir, transfer, record)
+        _download_files(client, bucket, version_prefix, state.missing, model_dir, ranges, record)
     finally:
         save_record(model_dir, record)
     _fsync_dir(model_dir)
@@ -528,148 +530,65 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-class HashingSink:
-    """A seekable write target for s3transfer that hashes the file in order while it fills.
-
-    s3transfer writes the ranged parts of a download from its IO thread, out of order. The sink
-    writes each piece in place and feeds sha256 whenever the contiguous prefix grows, reading back
-    from the page cache what arrived ahead of it. Hashing so overlaps the transfer instead of
-    costing a second pass over the file, and no part is held in memory. A retried part that
-    rewrites already-hashed bytes with different ones marks the sink as inconsistent.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.size = 0
-        self.inconsistent = False
-        self._pos = 0
-        self._hashed = 0
-        self._ahead: list[tuple[int, int]] = []  # heap of (start, end) written past the frontier
-        self._digest = hashlib.sha256()
-        self._lock = threading.Lock()
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if whence != os.SEEK_SET:
-            raise OSError("HashingSink supports absolute seeks only")
-        self._pos = offset
-        return offset
-
-    def tell(self) -> int:
-        return self._pos
-
-    def write(self, data: bytes) -> int:
-        with self._lock:
-            start, end = self._pos, self._pos + len(data)
-            if start < self._hashed:
-                overlap = min(end, self._hashed) - start
-                if os.pread(self.fd, overlap, start) != bytes(memoryview(data)[:overlap]):
-                    self.inconsistent = True
-            view = memoryview(data)
-            written = 0
-            while written < len(view):
-                written += os.pwrite(self.fd, view[written:], start + written)
-            self._pos = end
-            self.size = max(self.size, end)
-            if start <= self._hashed < end:
-                self._digest.update(view[self._hashed - start :])
-                self._hashed = end
-                self._catch_up()
-            elif start > self._hashed:
-                heapq.heappush(self._ahead, (start, end))
-            return len(data)
-
-    def _catch_up(self) -> None:
-        while self._ahead and self._ahead[0][0] <= self._hashed:
-            _, end = heapq.heappop(self._ahead)
-            pos = self._hashed
-            while pos < end:
-                chunk = os.pread(self.fd, min(8 * MiB, end - pos), pos)
-                if not chunk:
-                    raise OSError("short read while hashing a download")
-                self._digest.update(chunk)
-                pos += len(chunk)
-            self._hashed = max(self._hashed, end)
-
-    def hexdigest(self) -> str | None:
-        """The sha256 of the whole file, or None if some range was never written."""
-        with self._lock:
-            self._catch_up()
-            if self._hashed != self.size or self._ahead:
-                return None
-            return self._digest.hexdigest()
-
-
-@dataclass
-class _Download:
-    entry: FileEntry
-    key: str
-    dest: Path
-    tmp: Path
-    sink: HashingSink
-    future: Any = field(default=None)
-
-
 def _download_files(
     client: Any,
     bucket: str,
     version_prefix: str,
     entries: tuple[FileEntry, ...],
     model_dir: Path,
-    transfer: TransferConfig,
+    config: RangedConfig,
     record: dict[str, dict[str, object]],
 ) -> None:
-    """Parallel ranged GETs for every entry through one transfer manager, each file verified
-    (size + sha256), fsynced and renamed into place as soon as it completes."""
-    downloads: list[_Download] = []
+    """Parallel ranged GETs for every entry; each file is verified (size + sha256), fsynced and
+    renamed into place as soon as its last range lands, so a failure elsewhere keeps it."""
+    temps: dict[str, tuple[FileEntry, Path, Path]] = {}
+    targets: list[Target] = []
+    lock = threading.Lock()
+
+    def commit(target: Target) -> None:
+        entry, dest, tmp = temps[target.key]
+        _verify_sink(target, entry, bucket)
+        try:
+            os.fsync(target.sink.fd)
+            os.fchmod(target.sink.fd, 0o644)  # mkstemp's 0600 would hide it from volume users
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise StorageError(f"cannot write {dest}: {exc.strerror}") from exc
+        with lock:
+            remember(record, model_dir, entry)
+
     try:
-        with create_transfer_manager(client, transfer) as manager:
-            for entry in entries:
-                dest = _dest_path(model_dir, entry.path)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(
-                    prefix=f".{dest.name}.", suffix=TEMP_SUFFIX, dir=dest.parent
-                )
-                item = _Download(
-                    entry, version_prefix + entry.path, dest, Path(tmp), HashingSink(fd)
-                )
-                downloads.append(item)
-                item.future = manager.download(bucket, item.key, item.sink)
-            for item in downloads:
-                try:
-                    item.future.result()
-                except Exception as exc:  # any transfer failure, wrapped as the error it is
-                    raise storage_error("download", bucket, item.key, exc) from exc
-                _verify_sink(item, bucket)
-                _commit_fd(item)
-                remember(record, model_dir, item.entry)
+        for entry in entries:
+            dest = _dest_path(model_dir, entry.path)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=TEMP_SUFFIX, dir=dest.parent)
+            key = version_prefix + entry.path
+            temps[key] = (entry, dest, Path(tmp))
+            targets.append(Target(key, entry.size, HashingSink(fd)))
+        try:
+            ranged_download.download(client, bucket, targets, config, on_done=commit)
+        except RangeFailed as exc:
+            reason = _reason(exc.cause)
+            if exc.attempts > 1:
+                reason += f" after {exc.attempts} attempts"
+            raise StorageError(f"download s3://{bucket}/{exc.key} failed: {reason}") from exc
     finally:
-        for item in downloads:
+        for target in targets:
             with contextlib.suppress(OSError):
-                os.close(item.sink.fd)
-            item.tmp.unlink(missing_ok=True)
+                os.close(target.sink.fd)
+        for _, _, tmp in temps.values():
+            tmp.unlink(missing_ok=True)
 
 
-def _verify_sink(item: _Download, bucket: str) -> None:
-    where = f"s3://{bucket}/{item.key}"
-    actual = os.fstat(item.sink.fd).st_size
-    if actual != item.entry.size or item.sink.size != item.entry.size:
-        raise StorageError(f"{where}: expected {item.entry.size} bytes, got {actual}")
-    if item.sink.inconsistent:
+def _verify_sink(target: Target, entry: FileEntry, bucket: str) -> None:
+    where = f"s3://{bucket}/{target.key}"
+    actual = os.fstat(target.sink.fd).st_size
+    if actual != entry.size or target.sink.size != entry.size:
+        raise StorageError(f"{where}: expected {entry.size} bytes, got {actual}")
+    if target.sink.inconsistent:
         raise StorageError(f"{where}: object changed while it was being downloaded")
-    if item.sink.hexdigest() != item.entry.sha256:
+    if target.sink.hexdigest() != entry.sha256:
         raise StorageError(f"{where}: sha256 does not match the manifest")
-
-
-def _commit_fd(item: _Download) -> None:
-    try:
-        os.fsync(item.sink.fd)
-        os.fchmod(item.sink.fd, 0o644)  # mkstemp's 0600 would hide it from other volume users
-        os.replace(item.tmp, item.dest)
-    except OSError as exc:
-        raise StorageError(f"cannot write {item.dest}: {exc.strerror}") from exc
 
 
 def upload_models_to_s3(

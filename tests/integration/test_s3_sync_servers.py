@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from boto3.s3.transfer import TransferConfig
 
 from config import Settings
 from errors import StorageError
 from manifest import build_manifest, read_manifest, write_manifest
+from ranged_download import RangedConfig
 from s3_utils import manifest_version, sync_models_from_s3, upload_models_to_s3
 from tests.integration.s3_servers import REGION, client_for, moto_server, seaweedfs
 
@@ -30,13 +30,7 @@ FILES = {
     "vocos/pytorch_model.bin": os.urandom(300 * 1024),
     "model.json": b"{}\n",
 }
-PARTS = TransferConfig(
-    multipart_threshold=512 * 1024,
-    multipart_chunksize=512 * 1024,
-    max_concurrency=4,
-    io_chunksize=128 * 1024,
-    preferred_transfer_client="classic",
-)
+PARTS = RangedConfig(part_size=512 * 1024, concurrency=4, read_size=128 * 1024, backoff_s=0.01)
 
 
 @pytest.fixture(scope="module", params=["moto", pytest.param("seaweedfs", marks=pytest.mark.slow)])
@@ -92,15 +86,15 @@ def test_upload_cold_warm_tamper_cycle(endpoint, bucket, tmp_path):
     ).committed
     settings = settings_for(bucket, tmp_path / "cache", endpoint)
 
-    cold = sync_models_from_s3(settings, client=client, transfer=PARTS)
+    cold = sync_models_from_s3(settings, client=client, ranges=PARTS)
     assert cold.hit and cold.downloaded_bytes == sum(map(len, FILES.values()))
     assert tree(cold.model_dir) == tree(src)
 
-    warm = sync_models_from_s3(settings, client=client, transfer=PARTS)
+    warm = sync_models_from_s3(settings, client=client, ranges=PARTS)
     assert (warm.downloaded_bytes, warm.reused_files) == (0, len(FILES))
 
     (cold.model_dir / "model.safetensors").write_bytes(b"\0" * len(FILES["model.safetensors"]))
-    fixed = sync_models_from_s3(settings, client=client, transfer=PARTS)
+    fixed = sync_models_from_s3(settings, client=client, ranges=PARTS)
     assert fixed.downloaded_bytes == len(FILES["model.safetensors"])
     assert tree(fixed.model_dir) == tree(src)
 
@@ -117,7 +111,7 @@ def test_remote_corruption_is_rejected(endpoint, bucket, tmp_path):
     client.put_object(Bucket=bucket, Key=key, Body=bytes(corrupt))
     settings = settings_for(bucket, tmp_path / "cache", endpoint)
     with pytest.raises(StorageError) as info:
-        sync_models_from_s3(settings, client=client, transfer=PARTS)
+        sync_models_from_s3(settings, client=client, ranges=PARTS)
     assert info.value.message == f"s3://{bucket}/{key}: sha256 does not match the manifest"
     model_dir = tmp_path / "cache" / "m1"
     assert not (model_dir / "model.safetensors").exists()

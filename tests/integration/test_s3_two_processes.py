@@ -23,13 +23,12 @@ BUCKET = "shared-volume"
 FILES = {"model.safetensors": os.urandom(2 * 1024 * 1024), "model.json": b"{}\n"}
 CHILD = """
 import json, logging, sys
-from boto3.s3.transfer import TransferConfig
 from config import Settings
+from ranged_download import RangedConfig
 from s3_utils import sync_models_from_s3
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
-parts = TransferConfig(multipart_threshold=1 << 20, multipart_chunksize=1 << 20,
-                       max_concurrency=2, preferred_transfer_client="classic")
-result = sync_models_from_s3(Settings.from_env(), transfer=parts)
+parts = RangedConfig(part_size=1 << 20, concurrency=2)
+result = sync_models_from_s3(Settings.from_env(), ranges=parts)
 print(json.dumps({"status": result.status, "downloaded": result.downloaded_bytes,
                   "reused": result.reused_files}))
 """

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-from boto3.s3.transfer import TransferConfig
 from moto import mock_aws
 
 import local_cache
@@ -16,6 +15,7 @@ import s3_utils
 from config import Settings
 from errors import ConfigError, StorageError
 from manifest import FileEntry, Manifest, build_manifest, read_manifest, write_manifest
+from ranged_download import RangedConfig
 from s3_utils import (
     make_client,
     manifest_version,
@@ -26,14 +26,8 @@ from s3_utils import (
 BUCKET = "models"
 SECRET = "moto-secret-never-shown"
 KiB = 1024
-# Small parts so a 600 KiB file takes the ranged, multi-part path with several threads.
-SMALL = TransferConfig(
-    multipart_threshold=128 * KiB,
-    multipart_chunksize=128 * KiB,
-    max_concurrency=4,
-    io_chunksize=32 * KiB,
-    preferred_transfer_client="classic",
-)
+# Small parts so a 600 KiB file takes several ranged GETs on several threads.
+SMALL = RangedConfig(part_size=128 * KiB, concurrency=4, read_size=32 * KiB)
 FILES = {
     "model.safetensors": os.urandom(600 * KiB + 7),
     "vocab.txt": b"a\nb\nc\n",
@@ -68,7 +62,7 @@ def make_model(path: Path, files: dict[str, bytes] = FILES, model: str = "m1", *
 
 
 def sync(settings: Settings, s3, **kw):
-    return sync_models_from_s3(settings, client=s3, transfer=SMALL, **kw)
+    return sync_models_from_s3(settings, client=s3, ranges=SMALL, **kw)
 
 
 def published(tmp_path: Path, s3, files: dict[str, bytes] = FILES) -> Settings:
@@ -174,8 +168,9 @@ def test_missing_local_manifest_is_restored_without_downloads(tmp_path, s3):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"x" * len(FILES["vocos/pytorch_model.bin"]), "sha256 does not match the manifest"),
-        (b"short", "expected 204800 bytes, got 5"),
+        (b"x" * 204800, "{key}: sha256 does not match the manifest"),
+        (b"x" * 153600, "download {key} failed: object is 153600 bytes, the manifest says 204800"),
+        (b"x" * 300000, "download {key} failed: object is 300000 bytes, the manifest says 204800"),
     ],
 )
 def test_remote_corruption_is_rejected_and_replaces_nothing(tmp_path, s3, body, message):
@@ -188,7 +183,7 @@ def test_remote_corruption_is_rejected_and_replaces_nothing(tmp_path, s3, body, 
     (model_dir / "vocos/pytorch_model.bin").write_bytes(b"previous good file")
     with pytest.raises(StorageError) as info:
         sync(settings, s3)
-    assert info.value.message == f"s3://{BUCKET}/{key}: {message}"
+    assert info.value.message == message.format(key=f"s3://{BUCKET}/{key}")
     assert (model_dir / "vocos/pytorch_model.bin").read_bytes() == b"previous good file"
     assert temp_files(model_dir) == [] and not (model_dir / "manifest.json").exists()
 

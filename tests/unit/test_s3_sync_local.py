@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import given, settings
@@ -22,7 +23,7 @@ from local_cache import (
     remove_stale_temps,
 )
 from manifest import build_manifest
-from s3_utils import HashingSink
+from ranged_download import HashingSink
 
 DATA = bytes(range(256)) * 40  # 10240 bytes
 
@@ -32,8 +33,8 @@ def write_pieces(tmp_path, pieces: list[tuple[int, bytes]]) -> tuple[HashingSink
     sink = HashingSink(fd)
     try:
         for offset, data in pieces:
-            sink.seek(offset)
-            assert sink.write(data) == len(data)
+            sink.write_at(offset, data)
+        sink.hexdigest()  # finish hashing while the fd is open
         return sink, (tmp_path / "f").read_bytes()
     finally:
         os.close(fd)
@@ -55,6 +56,20 @@ def test_sink_hashes_out_of_order_and_repeated_pieces(tmp_path_factory, piece, d
     assert written == DATA
     assert sink.size == len(DATA) and not sink.inconsistent
     assert sink.hexdigest() == hashlib.sha256(DATA).hexdigest()
+
+
+def test_sink_hashes_pieces_written_by_many_threads_at_once(tmp_path):
+    data = os.urandom(4 * 1024 * 1024 + 3)
+    pieces = split(data, 64 * 1024)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        sink = HashingSink(fd)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda piece: sink.write_at(*piece), reversed(pieces)))
+        assert sink.hexdigest() == hashlib.sha256(data).hexdigest()
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == data
 
 
 @pytest.mark.parametrize(
