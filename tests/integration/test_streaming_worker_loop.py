@@ -1,0 +1,182 @@
+"""The worker as RunPod runs it: the SDK's real worker loop against a fake of RunPod's job API.
+
+What a client of a RunPod endpoint sees is what the worker posts to job-stream (each item of
+/stream) and job-done (the final /run, /runsync and /status result), so these tests read those.
+The error path differs from the local API's: a yielded error item makes the job FAILED here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+import soundfile as sf
+
+from config import Settings
+from handler import Worker
+from tests.integration.worker_process import (
+    FakeRunPod,
+    moto_server,
+    running_worker_loop,
+    s3_client,
+    s3_env,
+)
+from tests.unit.test_voices import noise, wav_bytes
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "worker"
+OUTPUT_BUCKET = time.strftime("%m-%y")  # RunPod's rp_upload names the bucket by month
+SENTENCES = [
+    "One short line.",
+    "A second line that is a little longer than the first.",
+    "The third line is longer again, with a clause or two, and a pause.",
+]
+STREAM_TEXT = " ".join(
+    [
+        "The first sentence sets the scene in a quiet town by the sea, with boats and gulls.",
+        "The second adds a market square where traders argue over fish and bread all morning.",
+        "A third follows the fisherman home through narrow streets as the lamps are lit.",
+        "The fourth ends the day with waves on the stones and a bell from the old church.",
+        "Before dawn the boats leave again, one by one, their engines low and steady.",
+        "By nine the market is open and the square fills with voices, carts and music.",
+        "At noon the heat settles over the roofs and the streets go quiet for an hour.",
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def runpod(demo_model_dir, tmp_path_factory) -> Iterator[FakeRunPod]:
+    log = tmp_path_factory.mktemp("loop") / "worker.log"
+    with moto_server(BUCKET, OUTPUT_BUCKET) as s3_url:
+        s3 = s3_client(s3_url)
+        s3.put_object(Bucket=BUCKET, Key="f5-tts/voices/anna/ref.wav", Body=wav_bytes(noise(2)))
+        s3.put_object(Bucket=BUCKET, Key="f5-tts/voices/anna/ref.txt", Body=b"I am Anna.")
+        env = {
+            "MODEL_DIR": str(demo_model_dir),
+            "MAX_CONCURRENCY": "4",
+            "WORKER_VERSION": "loop-1",
+            **s3_env(s3_url, BUCKET, output_bucket=OUTPUT_BUCKET),
+        }
+        with FakeRunPod() as fake, running_worker_loop(fake, env, log):
+            yield fake
+        assert "Traceback" not in log.read_text()
+
+
+def submit(runpod: FakeRunPod, job_id: str, **inp) -> dict:
+    runpod.submit(job_id, {"nfe_step": 2, **inp})
+    return runpod.wait_done([job_id])[job_id]
+
+
+def test_a_plain_job_is_a_one_item_list(runpod):
+    done = submit(runpod, "plain", text="Hello from the loop.", seed=1)
+    [item] = done["output"]
+    assert item["worker_version"] == "loop-1" and item["seed"] == 1
+    samples, rate = sf.read(io.BytesIO(base64.b64decode(item["audio_base64"])))
+    assert rate == 24000 and len(samples) / rate == pytest.approx(item["duration_s"], abs=1e-3)
+    assert [part["output"] for part in runpod.streamed["plain"]] == done["output"]
+
+
+def test_a_stream_posts_each_chunk_in_order_then_the_whole_list(runpod):
+    done = submit(runpod, "stream", text=STREAM_TEXT, seed=2, stream=True, format="pcm")
+    parts = [part["output"] for part in runpod.streamed["stream"]]
+    assert len(parts) >= 3 and [p["chunk"] for p in parts] == list(range(parts[0]["chunks"]))
+    assert done["output"] == parts  # return_aggregate_stream: /run and /runsync get them all
+    whole = submit(runpod, "whole", text=STREAM_TEXT, seed=2, format="pcm")["output"][0]
+    joined = b"".join(base64.b64decode(p["audio_base64"]) for p in parts)
+    assert joined == base64.b64decode(whole["audio_base64"])
+
+
+@pytest.mark.parametrize(
+    ("job_id", "inp", "code"),
+    [
+        ("bad-speed", {"text": "x", "speed": 99}, "INVALID_INPUT"),
+        ("bad-voice", {"text": "x", "voice": "nobody", "stream": True}, "VOICE_NOT_FOUND"),
+        ("bad-route", {"openai_route": "/v1/embeddings", "openai_input": {}}, "INVALID_INPUT"),
+    ],
+)
+def test_a_coded_error_is_a_failed_job(runpod, job_id, inp, code):
+    runpod.submit(job_id, inp)
+    done = runpod.wait_done([job_id])[job_id]
+    assert set(done) == {"error"} and done["error"].startswith(f"{code}: ")
+    assert job_id not in runpod.streamed  # nothing reached /stream
+    assert "error" not in submit(runpod, f"{job_id}-next", text="Next one.")["output"][0]
+
+
+def test_url_return_mode_uploads_to_the_output_bucket(runpod):
+    done = submit(
+        runpod, "url", text="Upload me.", format="flac", voice="anna", **{"return": "url"}
+    )
+    [item] = done["output"]
+    assert "audio_base64" not in item and item["url_expires_in"] == 3600
+    with urllib.request.urlopen(item["audio_url"], timeout=10) as response:
+        samples, rate = sf.read(io.BytesIO(response.read()))
+        assert response.headers["Content-Type"] == "audio/flac"
+    assert rate == 24000 and len(samples) / rate == pytest.approx(item["duration_s"], abs=1e-3)
+
+
+def test_openai_route(runpod):
+    runpod.submit(
+        "openai",
+        {
+            "openai_route": "/v1/audio/speech",
+            "openai_input": {"model": "tts-1", "input": "Hello.", "voice": "alloy"},
+        },
+    )
+    [item] = runpod.wait_done(["openai"])["openai"]["output"]
+    assert item["format"] == "mp3" and item["mime_type"] == "audio/mpeg"
+
+
+def test_concurrent_jobs_none_lost_failed_or_mixed(runpod):
+    """MAX_CONCURRENCY=4: the SDK takes jobs in batches and runs them at once; each result is
+    byte-identical to the same job run alone afterwards."""
+    jobs = {f"c{i}": {"text": SENTENCES[i % 3], "seed": 10 + i} for i in range(12)}
+    for job_id, inp in jobs.items():
+        runpod.submit(job_id, {"nfe_step": 2, "format": "pcm", **inp})
+    together = runpod.wait_done(list(jobs))
+    assert max(runpod.batch_sizes) > 1  # the SDK asked for several jobs at once
+    for job_id, inp in jobs.items():
+        alone = submit(runpod, f"{job_id}-alone", format="pcm", **inp)
+        assert together[job_id]["output"][0]["audio_base64"] == alone["output"][0]["audio_base64"]
+    durations = [together[f"c{i}"]["output"][0]["duration_s"] for i in range(3)]
+    assert durations == sorted(durations) and durations[0] < durations[2]
+
+
+# -- the SDK's job runner driven in process: a failure in the middle of a stream -------------
+
+
+def test_mid_stream_failure_in_the_sdks_job_runner(engine, monkeypatch):
+    """rp_job.handle_job with our handler; its transport (send_result, stream_result) is
+    replaced by a recorder, everything else is the SDK's code."""
+    from runpod.serverless.modules import rp_job
+
+    worker = Worker(engine, Settings())
+    real = engine.synthesize_stream
+
+    def fails_after_one(text, voice, params):
+        pieces = real(text, voice, params)
+        yield next(pieces)
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(worker.engine, "synthesize_stream", fails_after_one)
+    sent: dict[str, list] = {"stream": [], "done": []}
+
+    async def stream_result(_session, data, _job):
+        sent["stream"].append(data)
+
+    async def send_result(_session, data, _job, is_stream=False):
+        sent["done"].append(data)
+
+    monkeypatch.setattr(rp_job, "stream_result", stream_result)
+    monkeypatch.setattr(rp_job, "send_result", send_result)
+    config = {"handler": worker.handle, "return_aggregate_stream": True, "rp_args": {}}
+    job = {"id": "mid", "input": {"text": STREAM_TEXT, "nfe_step": 2, "stream": True}}
+    asyncio.run(rp_job.handle_job(None, config, job))
+    assert [part["output"]["chunk"] for part in sent["stream"]] == [0]
+    [done] = sent["done"]
+    assert done == {"error": "INTERNAL_ERROR: unexpected error; see the worker log"}
