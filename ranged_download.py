@@ -135,7 +135,7 @@ class Target:
     sink: HashingSink
 
 
-def download(
+def download_ranges(
     client: Any,
     bucket: str,
     targets: list[Target],

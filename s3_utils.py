@@ -12,9 +12,10 @@ for the same manifest key, where `IfNoneMatch="*"` lets exactly one win. A reade
 latest.json; when it is missing or stale (an uploader died between manifest and pointer) it lists
 the versions and takes the newest committed manifest.
 
-Downloads land in unique temp files beside their targets and are renamed into place only after
-their size and sha256 check out, so a failed or corrupt transfer never leaves a partial file where
-a good one is expected. Every failure is a StorageError naming bucket and key, never credentials.
+Model files arrive by parallel ranged GETs (ranged_download.py) into unique temp files beside
+their targets, hashed while they arrive, and are renamed into place only after their size and
+sha256 check out, so a failed or corrupt transfer never leaves a partial file where a good one is
+expected. Every failure is a StorageError naming bucket and key, never credentials.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-import ranged_download
 from config import Settings
 from errors import StorageError
 from local_cache import (
@@ -73,6 +73,7 @@ from ranged_download import (
     RangeFailed,
     RangeMismatch,
     Target,
+    download_ranges,
 )
 
 log = logging.getLogger(__name__)
@@ -396,8 +397,9 @@ def sync_models_from_s3(
     name = check_model_name(settings.model_name)
     model_dir = settings.model_cache_dir / name
     prefix = model_prefix(settings)
+    client = _client(settings, client)
     try:
-        found = find_latest(_client(settings, client), bucket, prefix)
+        found = find_latest(client, bucket, prefix)
     except StorageError as err:
         return _local_fallback(model_dir, err)
     if found is None:
@@ -411,7 +413,7 @@ def sync_models_from_s3(
         )
     with model_lock(settings.model_cache_dir, name, lock_timeout):
         return _sync_locked(
-            _client(settings, client),
+            client,
             bucket,
             f"{prefix}{version}/",
             version,
@@ -453,13 +455,15 @@ def _sync_locked(
     for entry in manifest.files:
         _dest_path(model_dir, entry.path)  # reject an escaping path before touching anything
     record = load_record(model_dir)
+    recorded = dict(record)
     state = inspect(model_dir, manifest.files, record)
     try:
         local_manifest = read_manifest(model_dir)
     except ManifestError:
         local_manifest = None
     if not state.missing and local_manifest == manifest:
-        save_record(model_dir, record)
+        if record != recorded:
+            save_record(model_dir, record)
         log.info(
             "S3 cache hit: model %s version %s already complete in %s (%d files, %.2f s)",
             manifest.model,
@@ -483,7 +487,8 @@ def _sync_locked(
         _download_files(client, bucket, version_prefix, state.missing, model_dir, ranges, record)
     finally:
         save_record(model_dir, record)
-    _fsync_dir(model_dir)
+    for directory in {model_dir, *((model_dir / e.path).parent for e in state.missing)}:
+        _fsync_dir(directory)
     write_manifest(model_dir, manifest)
     seconds = time.perf_counter() - started
     log.info(
@@ -566,7 +571,7 @@ def _download_files(
             temps[key] = (entry, dest, Path(tmp))
             targets.append(Target(key, entry.size, HashingSink(fd)))
         try:
-            ranged_download.download(client, bucket, targets, config, on_done=commit)
+            download_ranges(client, bucket, targets, config, on_done=commit)
         except RangeFailed as exc:
             reason = _reason(exc.cause)
             if exc.attempts > 1:
