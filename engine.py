@@ -1,25 +1,41 @@
 """F5TTSEngine: load a model directory, warm up, synthesize. The only torch / f5_tts user.
 
-Models are built and loaded with upstream's own functions (load_model, load_vocoder), text is
-split with upstream's chunk_text and sampled with CFM.sample. The per-chunk loop mirrors
-upstream's infer_batch_process, minus its habits that do not fit a server: it prints user text,
-runs chunks on a thread pool that shares one global RNG (so a seed does not fix the output) and
-needs its reference as a file on disk.
+Models are built and loaded with upstream's own functions (load_model, load_vocoder) and text is
+split with upstream's chunk_text. Sampling is upstream's CFM.sample, restated so that it can
+serve a server better (docs/benchmarks.md has the measurements behind each choice):
+
+- the text chunks of a request go through the transformer as one padded batch instead of
+  upstream's one-chunk-per-thread loop, and the vocoder runs once over that batch;
+- each chunk's starting noise comes from its own torch.Generator seeded with seed + index, so
+  a seed fixes the output without touching the global RNG (upstream seeds the global RNG, which
+  concurrent requests would race on, and gives every item of a batch the same noise);
+- the Euler loop runs on the device without the per-step host syncs of torchdiffeq's grid
+  solver and without keeping the whole trajectory in memory;
+- the reference's mel spectrogram is computed once per voice (a bounded LRU);
+- optionally the transformer is compiled with torch.compile (off by default).
+
+For a single chunk the result is bit-identical to CFM.sample with the same seed (a test checks).
+Upstream's habits that do not fit a server are left out: it prints user text and needs its
+reference as a file on disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
 import io
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchaudio
 
 from audio import Audio, cross_fade
@@ -31,7 +47,10 @@ log = logging.getLogger(__name__)
 
 TARGET_RMS = 0.1  # upstream's loudness target for the reference
 MAX_GENERATION_S = 22.0  # upstream's budget for reference + generated audio per chunk
+MAX_FRAMES = 65536  # upstream's cap on one item's mel frames
 BACKBONES = ("DiT", "MMDiT", "UNetT")
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+SEED_MASK = 2**63 - 1  # torch seeds are unsigned 64-bit; stay in the positive int64 range
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,92 @@ class SynthesisParams:
     cross_fade_duration: float = 0.15
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """How the chunks of one request are grouped into transformer passes.
+
+    The plan depends only on the number of chunks, never on whether the caller streams, so
+    synthesize() and synthesize_stream() always produce the same samples.
+
+    max_batch: chunks per transformer pass; 1 is upstream's one-chunk-at-a-time order.
+    first_chunk_alone: the first chunk is its own pass, so a stream's first audio costs one
+        chunk's compute instead of the whole request's.
+    mask_padding: mask the padding of a batch of unequal lengths out of attention, so each
+        chunk comes out as it would alone (to float rounding); without it the shorter chunks
+        attend to the padding, as in upstream's batched evaluation.
+    batch_vocoder: one vocoder pass over the padded batch instead of one per chunk; the last
+        frames of each padded chunk then differ slightly from its one-chunk result.
+    """
+
+    max_batch: int = 8
+    first_chunk_alone: bool = True
+    mask_padding: bool = True
+    batch_vocoder: bool = False
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> BatchPlan:
+        """The measured default: on a CPU a padded batch is no faster than its chunks one at a
+        time (the cores are busy either way) and padding adds work, so CPUs go chunk by chunk
+        (docs/benchmarks.md)."""
+        return cls() if device.type == "cuda" else cls(max_batch=1)
+
+    def groups(self, n_chunks: int) -> list[range]:
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        start = 1 if self.first_chunk_alone and n_chunks > 1 else 0
+        out = [range(0, start)] if start else []
+        out += [
+            range(i, min(i + self.max_batch, n_chunks))
+            for i in range(start, n_chunks, self.max_batch)
+        ]
+        return out
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """What every chunk of a voice needs, computed once per voice."""
+
+    mel: torch.Tensor  # (1, frames, n_mels) in the model's dtype, on the device
+    rms: float
+    text: str  # normalised transcript
+    audio_frames: int  # reference samples // hop, upstream's frame count for durations
+
+
+class _ReferenceCache:
+    """A small LRU of prepared references, keyed by a hash of the samples, rate and text."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, int, str], _Reference] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(voice: Voice) -> tuple[str, int, str]:
+        digest = hashlib.blake2b(voice.audio.samples.tobytes(), digest_size=16).hexdigest()
+        return digest, voice.audio.sample_rate, voice.text
+
+    def get(self, key: tuple[str, int, str]) -> _Reference | None:
+        with self._lock:
+            ref = self._items.get(key)
+            if ref is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return ref
+
+    def put(self, key: tuple[str, int, str], ref: _Reference) -> None:
+        if self._size <= 0:
+            return
+        with self._lock:
+            self._items[key] = ref
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
 class F5TTSEngine:
     def __init__(
         self,
@@ -51,22 +156,58 @@ class F5TTSEngine:
         vocoder: torch.nn.Module,
         spec: ModelSpec,
         device: torch.device,
+        *,
+        plan: BatchPlan | None = None,
+        ref_cache_size: int = 16,
+        compile: bool = False,
     ) -> None:
-        self.model = model
-        self.vocoder = vocoder
+        # Upstream's CFM.sample switches to eval mode on every call; this engine samples
+        # without it, so dropout must be off from the start.
+        self.model = model.eval()
+        self.vocoder = vocoder.eval()
         self.spec = spec
         self.device = device
         self.sample_rate = SAMPLE_RATE
+        self.plan = plan or BatchPlan.for_device(device)
+        self.compiled = compile
         self._hop = int(spec.mel_spec["hop_length"])
-        # CFM.sample seeds torch's global RNG, so one job at a time may sample.
+        # Shapes change with every request, so the graph is compiled for dynamic lengths.
+        self._transformer = (
+            torch.compile(model.transformer, dynamic=True) if compile else model.transformer
+        )
+        self._dtype = next(model.parameters()).dtype
+        self._refs = _ReferenceCache(ref_cache_size)
+        # Upstream's attention processors read the padding mask only when this flag is set; it
+        # is set per padded batch from the plan, so engines that share a model (the benchmark's
+        # variants) each get their own choice.
+        self._attn_processors = [
+            m.processor
+            for m in model.modules()
+            if hasattr(getattr(m, "processor", None), "attn_mask_enabled")
+        ]
+        # One job at a time on the model: GPU memory is sized for one batch, and the DiT's
+        # text-embedding cache lives on the module between the steps of one sample.
         self._lock = threading.Lock()
         self._oom_in_a_row = 0
 
     @classmethod
     def load(
-        cls, model_dir: Path, device: str = "auto", attn_backend: str = "torch"
+        cls,
+        model_dir: Path,
+        device: str = "auto",
+        attn_backend: str = "torch",
+        *,
+        dtype: str = "auto",
+        compile: bool = False,
+        plan: BatchPlan | None = None,
+        ref_cache_size: int = 16,
     ) -> F5TTSEngine:
-        """Load any model directory that carries a model.json, without touching the network."""
+        """Load any model directory that carries a model.json, without touching the network.
+
+        dtype "auto" is upstream's choice: float16 on CUDA devices of compute capability 7 or
+        newer, float32 elsewhere. compile=True wraps the transformer in torch.compile; the
+        compilation happens during warm_up, so its cost lands in cold start, not in a job.
+        """
         import f5_tts.model
         from f5_tts.infer.utils_infer import load_model, load_vocoder
 
@@ -76,6 +217,8 @@ class F5TTSEngine:
             raise ModelError(f"{model_dir} has no valid model.json: {exc}") from None
         if spec.backbone not in BACKBONES:
             raise ModelError(f"unknown backbone {spec.backbone!r}; expected one of {BACKBONES}")
+        if dtype != "auto" and dtype not in DTYPES:
+            raise ModelError(f"unknown dtype {dtype!r}; expected auto or one of {list(DTYPES)}")
         dev = resolve_device(device)
         model_cls = getattr(f5_tts.model, spec.backbone)
         arch = dict(spec.arch, attn_backend=attn_backend)
@@ -100,19 +243,34 @@ class F5TTSEngine:
             raise ModelError(f"model in {model_dir} failed to load: {type(exc).__name__}") from exc
         finally:
             log.debug("upstream load output: %s", out.getvalue().strip())
+        if dtype != "auto":
+            model = model.to(DTYPES[dtype])
         log.info(
-            "model %s loaded on %s (%s, attention=%s)",
+            "model %s loaded on %s (%s, attention=%s, compile=%s)",
             spec.name,
             dev,
             next(model.parameters()).dtype,
             attn_backend,
+            compile,
         )
-        return cls(model, vocoder, spec, dev)
+        return cls(
+            model,
+            vocoder,
+            spec,
+            dev,
+            plan=plan,
+            ref_cache_size=ref_cache_size,
+            compile=compile,
+        )
 
     def warm_up(self, voice: Voice) -> float:
-        """One short synthesis so the first job pays no lazy-initialisation cost."""
+        """A short synthesis so the first job pays no lazy-initialisation cost. With compile,
+        a one-chunk and a two-chunk pass so both the unmasked and masked graphs exist."""
         start = time.perf_counter()
-        self.synthesize("Warm up.", voice, SynthesisParams(seed=0, nfe_step=2))
+        params = SynthesisParams(seed=0, nfe_step=2)
+        self.synthesize("Warm up.", voice, params)
+        if self.compiled:
+            self._generate_group(self._reference(voice), ["Warm up.", "Once more."], params, 0)
         return time.perf_counter() - start
 
     def synthesize(self, text: str, voice: Voice, params: SynthesisParams) -> Audio:
@@ -125,18 +283,17 @@ class F5TTSEngine:
     ) -> Iterator[Audio]:
         """Yield audio chunk by chunk, cross-faded: each piece holds back the fade-out tail that
         the next chunk fades into, so the pieces concatenate to exactly the full utterance."""
-        ref_text = _normalise_ref_text(voice.text)
         chunks = self.split_text(text, voice, params.speed)
+        ref = self._reference(voice)
         fade = int(params.cross_fade_duration * self.sample_rate)
         tail = np.zeros(0, dtype=np.float32)
-        cond, rms = self._reference(voice.audio)
-        for i, chunk in enumerate(chunks):
-            wave = self._generate_chunk(cond, rms, ref_text, chunk, params, params.seed + i)
-            joined = cross_fade([tail, wave], self.sample_rate, params.cross_fade_duration)
-            last = i == len(chunks) - 1
-            keep = 0 if last else min(fade, len(wave))
-            tail = joined[len(joined) - keep :]
-            yield Audio(joined[: len(joined) - keep], self.sample_rate)
+        for group in self.plan.groups(len(chunks)):
+            waves = self._generate_group(ref, [chunks[i] for i in group], params, group.start)
+            for i, wave in zip(group, waves, strict=True):
+                joined = cross_fade([tail, wave], self.sample_rate, params.cross_fade_duration)
+                keep = 0 if i == len(chunks) - 1 else min(fade, len(wave))
+                tail = joined[len(joined) - keep :]
+                yield Audio(joined[: len(joined) - keep], self.sample_rate)
 
     def split_text(self, text: str, voice: Voice, speed: float) -> list[str]:
         """Upstream's chunking: as many characters as fit in about 22 s with this reference."""
@@ -150,64 +307,165 @@ class F5TTSEngine:
             raise InvalidInput("text has nothing to speak")
         return chunks
 
-    def _generate_chunk(
-        self,
-        cond: torch.Tensor,
-        rms: float,
-        ref_text: str,
-        gen_text: str,
-        params: SynthesisParams,
-        seed: int,
-    ) -> np.ndarray:
+    def with_plan(self, plan: BatchPlan) -> F5TTSEngine:
+        """The same loaded model (and lock, caches, compiled graph) with another batching plan,
+        so the benchmark can compare plans without loading the model twice."""
+        other = copy.copy(self)
+        other.plan = plan
+        return other
+
+    @property
+    def reference_cache_stats(self) -> tuple[int, int]:
+        """(hits, misses) of the per-voice reference cache."""
+        return self._refs.hits, self._refs.misses
+
+    def _generate_group(
+        self, ref: _Reference, texts: Sequence[str], params: SynthesisParams, first_index: int
+    ) -> list[np.ndarray]:
+        seeds = [(params.seed + first_index + i) & SEED_MASK for i in range(len(texts))]
         try:
             with self._lock:
-                wave = self._generate(cond, rms, ref_text, gen_text, params, seed)
+                waves = self._generate(ref, texts, params, seeds)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory() from None
         self._oom_in_a_row = 0
-        return wave
+        return waves
 
-    def _reference(self, ref: Audio) -> tuple[torch.Tensor, float]:
-        audio = torch.from_numpy(ref.samples).unsqueeze(0)
+    def _reference(self, voice: Voice) -> _Reference:
+        key = _ReferenceCache.key(voice)
+        ref = self._refs.get(key)
+        if ref is None:
+            ref = self._prepare_reference(voice)
+            self._refs.put(key, ref)
+        return ref
+
+    @torch.inference_mode()
+    def _prepare_reference(self, voice: Voice) -> _Reference:
+        """Upstream's reference preparation (infer_batch_process + CFM.sample's mel step)."""
+        audio = torch.from_numpy(voice.audio.samples).unsqueeze(0)
         rms = float(torch.sqrt(torch.mean(torch.square(audio))))
         if rms < TARGET_RMS:
             audio = audio * TARGET_RMS / rms
-        if ref.sample_rate != self.sample_rate:
-            audio = torchaudio.functional.resample(audio, ref.sample_rate, self.sample_rate)
-        return audio.to(self.device), rms
+        if voice.audio.sample_rate != self.sample_rate:
+            audio = torchaudio.functional.resample(audio, voice.audio.sample_rate, self.sample_rate)
+        audio = audio.to(self.device)
+        mel = self.model.mel_spec(audio).permute(0, 2, 1).to(self._dtype)
+        return _Reference(mel, rms, _model_ref_text(voice.text), audio.shape[-1] // self._hop)
+
+    def _frames(self, ref: _Reference, gen_text: str, speed: float) -> int:
+        """Upstream's duration estimate: the reference's frames per byte of text."""
+        # Upstream slows very short texts down so they are not swallowed.
+        speed = 0.3 if len(gen_text.encode()) < 10 else speed
+        ref_bytes = len(ref.text.encode())
+        return ref.audio_frames + int(ref.audio_frames / ref_bytes * len(gen_text.encode()) / speed)
 
     @torch.inference_mode()
     def _generate(
         self,
-        cond: torch.Tensor,
-        rms: float,
-        ref_text: str,
-        gen_text: str,
+        ref: _Reference,
+        texts: Sequence[str],
         params: SynthesisParams,
-        seed: int,
-    ) -> np.ndarray:
-        from f5_tts.model.utils import convert_char_to_pinyin
+        seeds: Sequence[int],
+    ) -> list[np.ndarray]:
+        mel, durations = self._sample(ref, texts, params, seeds)
+        return self._vocode(ref, mel, durations)
 
-        # Upstream slows very short texts down so they are not swallowed.
-        speed = 0.3 if len(gen_text.encode()) < 10 else params.speed
-        ref_frames = cond.shape[-1] // self._hop
-        duration = ref_frames + int(
-            ref_frames / len(ref_text.encode()) * len(gen_text.encode()) / speed
-        )
-        mel, _ = self.model.sample(
-            cond=cond,
-            text=convert_char_to_pinyin([ref_text + gen_text]),
-            duration=duration,
-            steps=params.nfe_step,
-            cfg_strength=params.cfg_strength,
-            sway_sampling_coef=params.sway_sampling_coef,
-            seed=seed,
-        )
-        mel = mel.to(torch.float32)[:, ref_frames:, :].permute(0, 2, 1)
-        wave = self.vocoder.decode(mel)
-        if rms < TARGET_RMS:
-            wave = wave * rms / TARGET_RMS
-        return wave.squeeze().float().cpu().numpy()
+    def _sample(
+        self,
+        ref: _Reference,
+        texts: Sequence[str],
+        params: SynthesisParams,
+        seeds: Sequence[int],
+    ) -> tuple[torch.Tensor, list[int]]:
+        """CFM.sample for a batch of texts that share one reference, with per-item noise.
+
+        Every length is known on the host before anything runs on the device, so nothing in
+        the step loop waits for the device.
+        """
+        from f5_tts.model.utils import convert_char_to_pinyin, list_str_to_idx
+
+        cfm = self.model
+        batch = len(texts)
+        dev, dtype = self.device, self._dtype
+        ref_len = ref.mel.shape[1]
+        tokens = convert_char_to_pinyin([ref.text + t for t in texts])
+        # As CFM.sample: at least the prompt (text or reference) plus one frame, at most 64 Ki.
+        durations = [
+            min(max(max(len(tok), ref_len) + 1, self._frames(ref, t, params.speed)), MAX_FRAMES)
+            for tok, t in zip(tokens, texts, strict=True)
+        ]
+        longest = max(durations)
+        text_ids = list_str_to_idx(tokens, cfm.vocab_char_map).to(dev)
+        cond = F.pad(ref.mel, (0, 0, 0, longest - ref_len)).expand(batch, -1, -1)
+        cond_mask = (torch.arange(longest, device=dev) < ref_len)[None, :, None]
+        if len(set(durations)) > 1:
+            mask = torch.arange(longest, device=dev)[None, :] < torch.tensor(
+                durations, device=dev
+            ).unsqueeze(1)
+            for proc in self._attn_processors:
+                proc.attn_mask_enabled = self.plan.mask_padding
+        else:
+            mask = None  # equal lengths: no padding, and upstream's unmasked fast path
+        noise = torch.zeros(batch, longest, cfm.num_channels, device=dev, dtype=dtype)
+        for i, (seed, frames) in enumerate(zip(seeds, durations, strict=True)):
+            gen = torch.Generator(device=dev).manual_seed(seed)
+            noise[i, :frames] = torch.randn(
+                frames, cfm.num_channels, generator=gen, device=dev, dtype=dtype
+            )
+        y = self._euler(noise, cond, text_ids, mask, params)
+        return torch.where(cond_mask, cond, y), durations
+
+    def _timesteps(self, params: SynthesisParams) -> torch.Tensor:
+        from f5_tts.model.utils import get_epss_timesteps
+
+        t = get_epss_timesteps(params.nfe_step, device=self.device, dtype=self._dtype)
+        coef = params.sway_sampling_coef
+        return t + coef * (torch.cos(torch.pi / 2 * t) - 1 + t)
+
+    def _euler(
+        self,
+        y: torch.Tensor,
+        cond: torch.Tensor,
+        text: torch.Tensor,
+        mask: torch.Tensor | None,
+        params: SynthesisParams,
+    ) -> torch.Tensor:
+        """torchdiffeq's fixed-grid Euler, arithmetic for arithmetic (y += (t1 - t0) * f),
+        minus its per-step comparisons of device tensors on the host."""
+        t = self._timesteps(params)
+        dit, cfg = self._transformer, params.cfg_strength
+        try:
+            for i in range(params.nfe_step):
+                if cfg < 1e-5:
+                    pred = dit(x=y, cond=cond, text=text, time=t[i], mask=mask, cache=True)
+                else:
+                    both = dit(
+                        x=y, cond=cond, text=text, time=t[i], mask=mask, cfg_infer=True, cache=True
+                    )
+                    pred, null_pred = torch.chunk(both, 2, dim=0)
+                    pred = pred + (pred - null_pred) * cfg
+                y = y + (t[i + 1] - t[i]) * pred
+        finally:
+            self.model.transformer.clear_cache()
+        return y
+
+    def _vocode(
+        self, ref: _Reference, mel: torch.Tensor, durations: Sequence[int]
+    ) -> list[np.ndarray]:
+        """Mel frames after the reference -> waveforms, each chunk cut to its own length."""
+        start = ref.audio_frames
+        gen = mel[:, start:, :].to(torch.float32).permute(0, 2, 1)
+        lengths = [d - start for d in durations]
+        if self.plan.batch_vocoder or len(set(lengths)) == 1:
+            # Frames past a chunk's end are zeroed so the padding's content cannot leak in.
+            ends = torch.tensor(lengths, device=gen.device)
+            valid = torch.arange(gen.shape[-1], device=gen.device)[None, :] < ends[:, None]
+            waves = list(self.vocoder.decode(gen * valid[:, None, :]))
+        else:
+            waves = [self.vocoder.decode(gen[i : i + 1, :, :n])[0] for i, n in enumerate(lengths)]
+        if ref.rms < TARGET_RMS:
+            waves = [w * ref.rms / TARGET_RMS for w in waves]
+        return [w[: n * self._hop].cpu().numpy() for w, n in zip(waves, lengths, strict=True)]
 
     def _out_of_memory(self) -> Exception:
         self._oom_in_a_row += 1
@@ -226,8 +484,16 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _normalise_ref_text(text: str) -> str:
-    """Upstream ends the reference transcript with '. ' so the model hears a sentence break."""
+    """Upstream's preprocess_ref_audio_text: the transcript ends with '. ' (or '。') so the
+    model hears a sentence break. Chunk sizes are computed from this form."""
     text = text.strip()
     if not text.endswith((".", "。")):
         text += "."
     return text + " " if text.endswith(".") else text
+
+
+def _model_ref_text(text: str) -> str:
+    """What upstream's infer_batch_process puts before each chunk: one more space after a
+    single-byte final character, so English references end in '.  '."""
+    text = _normalise_ref_text(text)
+    return text + " " if len(text[-1].encode()) == 1 else text

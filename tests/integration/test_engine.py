@@ -1,18 +1,30 @@
 """The engine with the demo model: real f5-tts code paths, random weights."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
-from engine import F5TTSEngine, SynthesisParams
+from engine import BatchPlan, F5TTSEngine, SynthesisParams
 from errors import InvalidInput, ModelError
-from voices import default_voice
+from voices import Voice, default_voice
 
 FAST = SynthesisParams(seed=7, nfe_step=4)
+PAGE = " ".join(["Streaming splits this page into several chunks of speech."] * 8)
+BATCHED = BatchPlan(max_batch=8, first_chunk_alone=True)
+
+
+@pytest.fixture(scope="module")
+def batched_engine(demo_model_dir: Path) -> F5TTSEngine:
+    """The GPU default plan (padded batches, first chunk alone), here on the CPU."""
+    return F5TTSEngine.load(demo_model_dir, device="cpu", plan=BATCHED)
 
 
 def test_loads_the_demo_model_on_cpu(engine):
     assert engine.spec.name == "demo" and engine.device.type == "cpu"
     assert engine.sample_rate == 24000
+    assert engine.plan == BatchPlan(max_batch=1), "CPU default: chunk by chunk (measured)"
 
 
 def test_output_is_finite_mono_24k(engine):
@@ -22,13 +34,61 @@ def test_output_is_finite_mono_24k(engine):
     assert 0.5 < audio.duration_s < 10
 
 
-def test_same_seed_same_samples_other_seed_other_samples(engine):
-    voice = default_voice()
-    a = engine.synthesize("Determinism matters.", voice, FAST)
-    b = engine.synthesize("Determinism matters.", voice, FAST)
-    c = engine.synthesize("Determinism matters.", voice, SynthesisParams(seed=8, nfe_step=4))
+def test_one_chunk_matches_upstream_infer_batch_process_bit_for_bit(engine):
+    """The restated sampler (own RNG, own Euler loop, cached reference) computes exactly what
+    upstream's pipeline computes for the same seed."""
+    from f5_tts.infer.utils_infer import infer_batch_process
+
+    voice, text, seed = default_voice(), "Exactly what upstream computes.", 11
+    ours = engine.synthesize(text, voice, SynthesisParams(seed=seed, nfe_step=4))
+    torch.manual_seed(seed)  # upstream draws its noise from the global RNG
+    ref = (torch.from_numpy(voice.audio.samples).unsqueeze(0), voice.audio.sample_rate)
+    theirs, rate, _ = next(
+        infer_batch_process(
+            ref,
+            voice.text + " ",  # what upstream's preprocess_ref_audio_text returns
+            [text],
+            engine.model,
+            engine.vocoder,
+            nfe_step=4,
+            progress=None,
+            device="cpu",
+        )
+    )
+    assert rate == ours.sample_rate
+    assert np.array_equal(ours.samples, theirs)
+
+
+@pytest.mark.parametrize("plan", ["sequential", "batched"])
+def test_same_seed_same_samples_other_seed_other_samples(engine, batched_engine, plan):
+    eng = engine if plan == "sequential" else batched_engine
+    voice, params = default_voice(), SynthesisParams(seed=7, nfe_step=2)
+    a = eng.synthesize(PAGE, voice, params)
+    b = eng.synthesize(PAGE, voice, params)
+    c = eng.synthesize(PAGE, voice, SynthesisParams(seed=8, nfe_step=2))
     assert np.array_equal(a.samples, b.samples)
     assert not np.array_equal(a.samples, c.samples)
+
+
+def test_batched_chunks_sound_as_they_would_one_at_a_time(engine, batched_engine):
+    """Padding is masked out of attention, so a padded batch changes only float rounding."""
+    voice = default_voice()
+    chunks = engine.split_text(PAGE + " And a short end.", voice, 1.0)
+    assert len(chunks) > 2 and len({len(c) for c in chunks}) > 1, "needs unequal lengths"
+    one_by_one = engine.synthesize(PAGE + " And a short end.", voice, FAST)
+    batched = batched_engine.synthesize(PAGE + " And a short end.", voice, FAST)
+    assert one_by_one.samples.shape == batched.samples.shape
+    scale = float(np.abs(one_by_one.samples).max())
+    np.testing.assert_allclose(batched.samples, one_by_one.samples, rtol=0, atol=1e-4 * scale)
+
+
+def test_each_chunk_gets_its_own_noise(engine):
+    """Identical chunks in one request must not come out identical (upstream's batch seeds
+    every item alike)."""
+    voice = default_voice()
+    ref = engine._reference(voice)
+    first, second = engine._generate_group(ref, ["Same words twice."] * 2, FAST, 0)
+    assert first.shape == second.shape and not np.array_equal(first, second)
 
 
 def test_output_depends_on_the_text(engine):
@@ -60,16 +120,55 @@ def test_text_with_nothing_to_speak(engine):
         engine.synthesize("   ", default_voice(), FAST)
 
 
-def test_missing_model_dir_is_a_model_error(tmp_path):
-    with pytest.raises(ModelError):
-        F5TTSEngine.load(tmp_path, device="cpu")
+@pytest.mark.parametrize(
+    ("model_dir", "kwargs", "problem"),
+    [
+        ("empty", {}, "no valid model.json"),
+        ("demo", {"dtype": "float8"}, "unknown dtype"),
+    ],
+)
+def test_bad_load_arguments_are_model_errors(tmp_path, demo_model_dir, model_dir, kwargs, problem):
+    path = demo_model_dir if model_dir == "demo" else tmp_path
+    with pytest.raises(ModelError, match=problem):
+        F5TTSEngine.load(path, device="cpu", **kwargs)
 
 
-def test_stream_pieces_concatenate_to_the_full_utterance(engine):
+@pytest.mark.parametrize("plan", ["sequential", "batched"])
+def test_stream_pieces_concatenate_to_the_full_utterance(engine, batched_engine, plan):
+    eng = engine if plan == "sequential" else batched_engine
     voice = default_voice()
-    text = " ".join(["Streaming splits this page into several chunks of speech."] * 8)
     params = SynthesisParams(seed=5, nfe_step=2)
-    pieces = list(engine.synthesize_stream(text, voice, params))
-    assert len(pieces) == len(engine.split_text(text, voice, 1.0)) > 1
-    full = engine.synthesize(text, voice, params)
+    pieces = list(eng.synthesize_stream(PAGE, voice, params))
+    assert len(pieces) == len(eng.split_text(PAGE, voice, 1.0)) > 1
+    full = eng.synthesize(PAGE, voice, params)
     assert np.array_equal(np.concatenate([p.samples for p in pieces]), full.samples)
+
+
+@pytest.mark.parametrize(
+    ("plan", "chunks", "groups"),
+    [
+        (BatchPlan(max_batch=1), 3, [[0], [1], [2]]),
+        (BatchPlan(max_batch=8, first_chunk_alone=True), 1, [[0]]),
+        (BatchPlan(max_batch=8, first_chunk_alone=True), 5, [[0], [1, 2, 3, 4]]),
+        (BatchPlan(max_batch=8, first_chunk_alone=False), 5, [[0, 1, 2, 3, 4]]),
+        (BatchPlan(max_batch=2, first_chunk_alone=True), 6, [[0], [1, 2], [3, 4], [5]]),
+    ],
+)
+def test_batch_plan_groups(plan, chunks, groups):
+    assert [list(g) for g in plan.groups(chunks)] == groups
+
+
+def test_reference_is_prepared_once_per_voice(demo_model_dir):
+    eng = F5TTSEngine.load(demo_model_dir, device="cpu", ref_cache_size=1)
+    voice = default_voice()
+    other = Voice(voice.audio, "Another transcript of the same audio.")
+    for v, expected in [(voice, (0, 1)), (voice, (1, 1)), (other, (1, 2)), (voice, (1, 3))]:
+        eng.synthesize("Cache me.", v, SynthesisParams(seed=1, nfe_step=1))
+        assert eng.reference_cache_stats == expected  # size 1: `other` evicted `voice`
+
+
+def test_bfloat16_runs_on_cpu(demo_model_dir):
+    eng = F5TTSEngine.load(demo_model_dir, device="cpu", dtype="bfloat16")
+    assert next(eng.model.parameters()).dtype == torch.bfloat16
+    audio = eng.synthesize("Half precision.", default_voice(), FAST)
+    assert audio.samples.dtype == np.float32 and np.isfinite(audio.samples).all()

@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Inference benchmark: this worker's engine against upstream's f5_tts.api.F5TTS.infer.
+
+Both load the same model directory and speak the same texts (a sentence, a paragraph, a page)
+with the same reference voice, NFE and device. Runs alternate between the contenders so load
+from other processes falls on all of them alike; the table shows medians, RTF (compute seconds
+per second of audio) and the ratio against upstream measured in the same run.
+
+  # the demo model (built into a temp dir), CPU
+  .venv/bin/python scripts/bench_infer.py --model demo --nfe 16 32 --repeats 5
+  # F5TTS_v1_Base's architecture with random weights (built once into --work-dir), CPU
+  .venv/bin/python scripts/bench_infer.py --model full --nfe 4 --texts sentence paragraph
+  # on a GPU machine: fp16 vs fp32, batched vs sequential chunks, peak GPU memory
+  .venv/bin/python scripts/bench_infer.py --model full --device cuda --nfe 16 32 \\
+      --variants upstream ours ours:float32 ours-seq ours-all-batched
+
+Variants: `upstream`; `ours` (the device's default plan); `ours-seq` (one chunk per pass, as
+upstream); `ours-all-batched` (every chunk in one padded pass); `ours-first-alone` (first
+chunk alone, the rest in one pass); `ours-unmasked` (as first-alone, padding not masked);
+`ours-batch-vocoder` (as first-alone, one vocoder pass); `ours-compiled` (torch.compile).
+A `:dtype` suffix (float16, bfloat16, float32) picks the engine's dtype; the default is
+upstream's choice (float16 on CUDA, float32 on CPU).
+
+Upstream's F5TTS.__init__ builds its network from the packaged config of the model's name; the
+demo model has no packaged config, so for it the F5TTS object is assembled without __init__
+from upstream's own load_model / load_vocoder, with the attributes infer() reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench_common import (
+    TEXTS,
+    build_full_arch_model,
+    command_line,
+    interleaved,
+    machine_facts,
+    peak_rss_gb,
+    table,
+)
+
+log = logging.getLogger("bench_infer")
+
+PLANS: dict[str, dict[str, Any] | None] = {
+    "ours": None,  # the device's default
+    "ours-seq": {"max_batch": 1},
+    "ours-all-batched": {"max_batch": 8, "first_chunk_alone": False},
+    "ours-first-alone": {"max_batch": 8, "first_chunk_alone": True},
+    "ours-unmasked": {"max_batch": 8, "first_chunk_alone": True, "mask_padding": False},
+    "ours-batch-vocoder": {"max_batch": 8, "first_chunk_alone": True, "batch_vocoder": True},
+    "ours-compiled": None,
+}
+
+
+@dataclass
+class Contender:
+    """One variant, loaded once; run() speaks a text and returns (audio seconds, first audio
+    seconds or None)."""
+
+    name: str
+    run: Callable[[str, int, int], tuple[float, float | None]]
+    load_s: float
+    peak_gpu_gb: list[float] = field(default_factory=list)
+
+
+def main() -> int:
+    args = _parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("f5_tts", "engine", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    model_dir = _model_dir(args)
+    contenders = _load_contenders(args, model_dir)
+    rows = _measure(args, contenders)
+    _report(args, model_dir, contenders, rows)
+    return 0
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("demo", "full"), default="demo")
+    parser.add_argument("--model-dir", type=Path, help="an existing model directory instead")
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "f5bench")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--nfe", type=int, nargs="+", default=[16, 32])
+    parser.add_argument("--texts", nargs="+", choices=tuple(TEXTS), default=list(TEXTS))
+    parser.add_argument("--variants", nargs="+", default=["upstream", "ours"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args()
+    for variant in args.variants:
+        name, _, dtype = variant.partition(":")
+        if name != "upstream" and name not in PLANS:
+            parser.error(f"unknown variant {variant!r}")
+        if dtype and dtype not in ("float16", "bfloat16", "float32"):
+            parser.error(f"unknown dtype in {variant!r}")
+    return args
+
+
+def _model_dir(args: argparse.Namespace) -> Path:
+    if args.model_dir:
+        return args.model_dir
+    if args.model == "full":
+        return build_full_arch_model(args.work_dir / "full")
+    from demo_model import build_demo_model
+
+    return build_demo_model(args.work_dir / "demo")
+
+
+def _load_contenders(args: argparse.Namespace, model_dir: Path) -> list[Contender]:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    engines: dict[tuple[str, bool], Any] = {}  # variants with one dtype share one model
+    out = []
+    for variant in args.variants:
+        start = time.perf_counter()
+        if variant == "upstream":
+            run = _upstream(model_dir, args.device)
+        else:
+            run = _ours(variant, model_dir, args.device, engines)
+        out.append(Contender(variant, run, time.perf_counter() - start))
+    return out
+
+
+def _upstream(model_dir: Path, device: str) -> Callable[[str, int, int], tuple[float, None]]:
+    from f5_tts.api import F5TTS
+
+    from model_spec import ModelSpec
+    from voices import DEFAULT_VOICE_TEXT, default_voice_path
+
+    spec = ModelSpec.load(model_dir)
+    with contextlib.redirect_stdout(io.StringIO()):  # upstream prints while loading
+        if _has_packaged_config(spec.name):
+            tts = F5TTS(
+                model=spec.name,
+                ckpt_file=str(model_dir / spec.checkpoint),
+                vocab_file=str(model_dir / spec.vocab),
+                vocoder_local_path=str(model_dir / spec.vocoder_dir),
+                device=device,
+            )
+        else:
+            tts = _assemble_upstream(model_dir, spec, device)
+    ref_file = str(default_voice_path())
+
+    def run(text: str, nfe: int, seed: int) -> tuple[float, None]:
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints the text and chunks
+            wav, rate, _ = tts.infer(
+                ref_file,
+                DEFAULT_VOICE_TEXT,
+                text,
+                nfe_step=nfe,
+                seed=seed,
+                show_info=lambda *_: None,
+                progress=None,
+            )
+        return len(wav) / rate, None
+
+    return run
+
+
+def _has_packaged_config(name: str) -> bool:
+    from importlib.resources import files
+
+    return files("f5_tts").joinpath(f"configs/{name}.yaml").is_file()
+
+
+def _assemble_upstream(model_dir: Path, spec: Any, device: str) -> Any:
+    """An F5TTS object for a model without a packaged config, built from the same upstream
+    functions F5TTS.__init__ calls, with the attributes infer() reads."""
+    import f5_tts.model
+    from f5_tts.api import F5TTS
+    from f5_tts.infer.utils_infer import load_model, load_vocoder
+
+    tts = F5TTS.__new__(F5TTS)
+    tts.mel_spec_type = spec.mel_spec["mel_spec_type"]
+    tts.target_sample_rate = spec.mel_spec["target_sample_rate"]
+    tts.ode_method, tts.use_ema, tts.device = "euler", True, device
+    tts.vocoder = load_vocoder("vocos", True, str(model_dir / spec.vocoder_dir), device)
+    tts.ema_model = load_model(
+        getattr(f5_tts.model, spec.backbone),
+        dict(spec.arch),
+        str(model_dir / spec.checkpoint),
+        tts.mel_spec_type,
+        str(model_dir / spec.vocab),
+        tts.ode_method,
+        tts.use_ema,
+        device,
+    )
+    return tts
+
+
+def _ours(
+    variant: str, model_dir: Path, device: str, engines: dict[tuple[str, bool], Any]
+) -> Callable[[str, int, int], tuple[float, float]]:
+    from engine import BatchPlan, F5TTSEngine, SynthesisParams
+    from voices import default_voice
+
+    name, _, dtype = variant.partition(":")
+    compiled = name == "ours-compiled"
+    key = (dtype or "auto", compiled)
+    if key not in engines:
+        engines[key] = F5TTSEngine.load(model_dir, device, dtype=dtype or "auto", compile=compiled)
+    base = engines[key]
+    plan_args = PLANS[name]
+    plan = BatchPlan(**plan_args) if plan_args is not None else base.plan
+    eng = base.with_plan(plan)
+    voice = default_voice()
+    log.info("%s: plan %s, warm-up %.1f s", variant, plan, eng.warm_up(voice))
+
+    def run(text: str, nfe: int, seed: int) -> tuple[float, float]:
+        start = time.perf_counter()
+        first = None
+        samples = 0
+        for piece in eng.synthesize_stream(text, voice, SynthesisParams(seed=seed, nfe_step=nfe)):
+            first = time.perf_counter() - start if first is None else first
+            samples += len(piece.samples)
+        assert first is not None
+        return samples / eng.sample_rate, first
+
+    return run
+
+
+def _measure(args: argparse.Namespace, contenders: list[Contender]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for nfe in args.nfe:
+        for text_name in args.texts:
+            log.info(
+                "NFE %d, %s: %d rounds of %d variants",
+                nfe,
+                text_name,
+                args.repeats,
+                len(contenders),
+            )
+            rows += _measure_case(args, contenders, text_name, nfe)
+    return rows
+
+
+def _measure_case(
+    args: argparse.Namespace, contenders: list[Contender], text_name: str, nfe: int
+) -> list[list[Any]]:
+    import torch
+
+    cuda = args.device == "cuda"
+    results: dict[str, list[tuple[float, float | None]]] = {c.name: [] for c in contenders}
+
+    def call(c: Contender) -> None:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        results[c.name].append(c.run(TEXTS[text_name], nfe, args.seed))
+        if cuda:
+            torch.cuda.synchronize()
+            c.peak_gpu_gb.append(torch.cuda.max_memory_allocated() / 1024**3)
+
+    timings, _ = interleaved({c.name: (lambda c=c: call(c)) for c in contenders}, args.repeats)
+    base = timings["upstream"].median if "upstream" in timings else None
+    rows = []
+    for c in contenders:
+        audio_s = results[c.name][-1][0]
+        firsts = [f for _, f in results[c.name] if f is not None]
+        t = timings[c.name]
+        rows.append(
+            [
+                text_name,
+                nfe,
+                c.name,
+                round(audio_s, 2),
+                t.median,
+                t.spread,
+                t.median / audio_s,
+                f"{base / t.median:.2f}x" if base else "-",
+                f"{statistics.median(firsts):.3f}" if firsts else "-",
+                f"{max(c.peak_gpu_gb):.2f}" if c.peak_gpu_gb else "-",
+            ]
+        )
+    return rows
+
+
+def _report(
+    args: argparse.Namespace, model_dir: Path, contenders: list[Contender], rows: list[list[Any]]
+) -> None:
+    facts = machine_facts()
+    print()
+    print(f"model: {args.model} ({model_dir}), device: {args.device}, repeats: {args.repeats}")
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
+    print("load s: " + ", ".join(f"{c.name}={c.load_s:.1f}" for c in contenders))
+    print(f"peak RSS: {peak_rss_gb():.2f} GB")
+    print()
+    headers = [
+        "text",
+        "NFE",
+        "variant",
+        "audio s",
+        "median s",
+        "spread s",
+        "RTF",
+        "speed vs upstream",
+        "first audio s",
+        "peak GPU GB",
+    ]
+    print(table(headers, rows))
+    print()
+    print(f"reproduce: {command_line()}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
