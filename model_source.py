@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from config import Settings
+from config import DEMO_MODEL, Settings
 from errors import ModelError, StorageError
 from local_cache import check_model_name, model_lock, verify_local_copy
 from manifest import ManifestError, read_manifest
@@ -58,30 +58,37 @@ def prepare_model(settings: Settings, fetch: Fetch | None = None) -> PreparedMod
             return found
     local = settings.model_cache_dir / name
     with model_lock(settings.model_cache_dir, name):
-        # Checked under the lock: another process may have just fetched it.
-        if _complete(local):
-            origin = "local"
-        elif settings.is_demo:
-            _build_demo(local)
-            origin = "demo"
-        else:
-            try:
-                (fetch or _hub_fetch)(settings, local)
-            except StorageError as err:
-                if settings.s3_bucket:
-                    raise
-                log.warning(
-                    "model %s is not cached and the hub is unreachable (%s); serving the demo "
-                    "model instead, whose audio is noise",
-                    name,
-                    err.message,
-                )
-                return PreparedModel(
-                    ensure_demo_model(settings.model_cache_dir / "demo"), "demo-fallback"
-                )
-            origin = "hub"
+        origin = _ensure_local(settings, local, fetch or _hub_fetch)
+    if origin is None:
+        with model_lock(settings.model_cache_dir, DEMO_MODEL):
+            return PreparedModel(
+                ensure_demo_model(settings.model_cache_dir / DEMO_MODEL), "demo-fallback"
+            )
     upload = start_background_upload(settings, local) if settings.s3_bucket else None
     return PreparedModel(local, origin, upload)
+
+
+def _ensure_local(settings: Settings, local: Path, fetch: Fetch) -> str | None:
+    """Under the model lock: where the local copy came from, or None when the hub failed and
+    the caller should serve the demo model instead."""
+    if _complete(local):  # checked under the lock: another process may have just fetched it
+        return "local"
+    if settings.is_demo:
+        _build_demo(local)
+        return "demo"
+    try:
+        fetch(settings, local)
+    except StorageError as err:
+        if settings.s3_bucket:
+            raise
+        log.warning(
+            "model %s is not cached and the hub is unreachable (%s); serving the demo "
+            "model instead, whose audio is noise",
+            settings.model_name,
+            err.message,
+        )
+        return None
+    return "hub"
 
 
 def _from_s3(settings: Settings) -> PreparedModel | None:
