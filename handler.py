@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import sys
@@ -79,12 +80,11 @@ class Worker:
         self.engine = engine
         self.max_result_b64 = max_result_b64
         self.settings = settings
+        worker_s3 = _worker_s3(settings)
         self.voices = voices or VoiceLibrary(
-            settings.s3_bucket, settings.s3_prefix, client_factory=_worker_s3(settings)
+            settings.s3_bucket, settings.s3_prefix, client_factory=worker_s3
         )
-        self.fetcher = fetcher or RefAudioFetcher(
-            FetchPolicy(), s3_client_factory=_worker_s3(settings)
-        )
+        self.fetcher = fetcher or RefAudioFetcher(FetchPolicy(), s3_client_factory=worker_s3)
         self.store = store if store is not None else output_store(settings)
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_concurrency, thread_name_prefix="tts-job"
@@ -230,8 +230,8 @@ class Worker:
         }
 
     def _voice(self, req: TTSRequest) -> Voice:
-        if req.ref_audio is not None and req.ref_kind is not None:
-            data = self.fetcher.fetch(req.ref_audio, req.ref_kind)
+        if req.ref_audio is not None:
+            data = self.fetcher.fetch(req.ref_audio, req.ref_kind or "base64")
             return voice_from_bytes(data, req.ref_text or "")
         if req.voice is not None and req.voice != DEFAULT_VOICE:
             return self.voices.get(req.voice, fallback_to_default=req.voice_fallback)
@@ -272,8 +272,9 @@ class _Stage:
 
 
 def _worker_s3(settings: Settings) -> Callable[[], Any]:
-    """The worker's own S3 (voice library, s3:// references), built on first use."""
-    return lambda: make_client(settings.s3_endpoint_url, settings.aws_region)
+    """The worker's own S3 (voice library, s3:// references): one client, built on first use,
+    with the default credential chain (AWS_* variables, profile, instance role)."""
+    return functools.cache(lambda: make_client(settings.s3_endpoint_url, settings.aws_region))
 
 
 def output_store(settings: Settings) -> OutputStore | None:

@@ -68,7 +68,7 @@ FIELDS: tuple[Field, ...] = (
         str,
         None,
         "Reference voice: base64 audio (WAV, FLAC, OGG, MP3), an `https://` URL or "
-        "`s3://bucket/key`; at most 10 MB, the first 12 s of sound are used.",
+        "`s3://bucket/key`; at most 10 MB and 60 s, of which the first 12 s of sound are used.",
         max_len=MAX_REF_AUDIO_B64_CHARS,
     ),
     Field(
@@ -270,6 +270,8 @@ def fields_markdown() -> str:
             bounds = f"{_num(f.low)} .. {_num(f.high)}"
         elif f.max_len:
             bounds = f"<= {f.max_len} chars"
+        elif f.kind is bool:
+            bounds = "true, false"
         else:
             bounds = ""
         if f.required:

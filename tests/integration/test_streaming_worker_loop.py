@@ -180,3 +180,19 @@ def test_mid_stream_failure_in_the_sdks_job_runner(engine, monkeypatch):
     assert [part["output"]["chunk"] for part in sent["stream"]] == [0]
     [done] = sent["done"]
     assert done == {"error": "INTERNAL_ERROR: unexpected error; see the worker log"}
+
+
+def test_why_the_handler_never_raises():
+    """The SDK's answer to a generator that raises: its traceback becomes the job's error."""
+    from runpod.serverless.modules import rp_job
+
+    async def raising(_job):
+        yield {"chunk": 0}
+        raise RuntimeError("internal detail")
+
+    async def collect():
+        return [out async for out in rp_job.run_job_generator(raising, {"id": "r"})]
+
+    first, last = asyncio.run(collect())
+    assert first == {"output": {"chunk": 0}}
+    assert set(last) == {"error"} and "traceback" in last["error"]  # never for our handler
