@@ -53,5 +53,10 @@ build:
 container-test: venv
 	$(PY) scripts/container_test.py
 
+.PHONY: bench-s3
+# S3 model-cache sync vs aws s3 cp / s5cmd / a ranged-GET ceiling on SeaweedFS; ARGS="--size-mb 200".
+bench-s3: venv
+	$(PY) scripts/bench_s3_sync.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache
