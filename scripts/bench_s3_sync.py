@@ -79,6 +79,7 @@ def main() -> int:
 def orchestrate(args: argparse.Namespace, work: Path) -> int:
     from tests.integration.s3_servers import client_for, s3_env, seaweedfs
 
+    load_before = os.getloadavg()[0]
     src = make_file_set(work / "src", args.size_mb * MiB)
     total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
     with seaweedfs(work / "weed") as endpoint:
@@ -98,7 +99,7 @@ def orchestrate(args: argparse.Namespace, work: Path) -> int:
         finally:
             proxy[0].kill()
             proxy[0].wait()
-    print_table(rows, total, args)
+    print_table(rows, total, args, (load_before, os.getloadavg()[0]))
     return 0
 
 
@@ -209,12 +210,13 @@ def sweep(link: str, url: str, env, work: Path, runs: int) -> list:
     return [(link, name, t) for name, t in rounds(runs, dest, methods, env).items()]
 
 
-def print_table(rows: list, total: int, args: argparse.Namespace) -> None:
+def print_table(rows: list, total: int, args: argparse.Namespace, load: tuple) -> None:
     medians = {(link, name): statistics.median(times) for link, name, times in rows}
     print(
         f"\nS3 sync of {total / 1e6:.0f} MB ({total / MiB:.0f} MiB) from SeaweedFS on 127.0.0.1; "
         f"throttled = {args.rate_mb:g} MB/s per connection + {args.latency_ms:g} ms per request; "
-        f"{os.cpu_count()} CPUs (shared); wall time per process, median\n"
+        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} before / {load[1]:.1f} after; "
+        "wall time per process, median\n"
     )
     print("| link | method | runs | median s | MB/s | vs aws s3 cp | vs ceiling |")
     print("|---|---|---|---|---|---|---|")
