@@ -52,6 +52,9 @@ BUCKET = "container-test"
 READY_TIMEOUT_S = 300.0
 JOB_TIMEOUT_S = 300.0
 UPLOAD_TIMEOUT_S = 120.0
+# Measured peak of the work dir: 21 GB, while the 5 GB stand-in base is committed (the container,
+# the layer blob and the new layer exist at once). Check up front rather than fail mid-build.
+REQUIRED_FREE_GB = 25.0
 
 
 class Steps:
@@ -337,6 +340,11 @@ def main() -> int:
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
     ensure_tools()
+    free_gb = shutil.disk_usage("/var/tmp").free / 1e9
+    if free_gb < REQUIRED_FREE_GB:
+        raise SystemExit(
+            f"container-test needs {REQUIRED_FREE_GB:.0f} GB free in /var/tmp, has {free_gb:.1f}"
+        )
     work = Path(tempfile.mkdtemp(prefix="f5-container-test-", dir="/var/tmp"))
     (work / "tmp").mkdir()
     env = storage_env(work)
