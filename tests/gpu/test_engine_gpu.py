@@ -67,3 +67,17 @@ def test_compiled_engine_matches_eager(demo_model_dir: Path, gpu_engine):
     b = gpu_engine.synthesize(text, default_voice(), PARAMS).samples
     assert a.shape == b.shape
     assert np.abs(a - b).max() <= 2e-2 * np.abs(b).max()
+
+
+def test_sampling_one_chunk_never_waits_for_the_device(gpu_engine):
+    """Every length is known on the host, so the step loop queues work without a sync;
+    torch raises on any synchronising call in this mode."""
+    voice = default_voice()
+    ref = gpu_engine._reference(voice)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        mel, durations = gpu_engine._sample(ref, ["No syncs in here."], PARAMS, [1])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert mel.shape[1] == durations[0] and torch.isfinite(mel).all()

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Handler overhead: a job through RunPod's local API against a direct engine call.
+
+The worker is started exactly as `make run` starts it (model_cache_init.py, the SDK's local
+API on 127.0.0.1), serving the same model directory that this process loads directly. Each
+round sends the same request both ways, alternating, so load from other processes falls on
+both alike: POST /runsync (parse, synthesize, encode, base64, JSON, HTTP) against
+engine.synthesize() alone, and against engine.synthesize() + encode(). The goal is an
+overhead of at most 5% over the direct call.
+
+  .venv/bin/python scripts/bench_handler.py --nfe 32 --repeats 5
+  .venv/bin/python scripts/bench_handler.py --model full --nfe 4 --texts sentence --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench_common import (
+    REPO,
+    TEXTS,
+    build_full_arch_model,
+    command_line,
+    interleaved,
+    machine_facts,
+    table,
+)
+
+log = logging.getLogger("bench_handler")
+GOAL = 0.05  # at most 5% over the direct engine call
+
+
+def main() -> int:
+    args = _parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("engine").setLevel(logging.WARNING)
+    work = Path(tempfile.mkdtemp(prefix="bench-handler-"))
+    model_dir = _model_dir(args, work)
+    threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    engine = _load_engine(model_dir)
+    env = {
+        **threads,
+        "MODEL_NAME": "demo",
+        "MODEL_DIR": str(model_dir),
+        "MODEL_CACHE_DIR": str(work / "cache"),
+        "RUNPOD_LOG_LEVEL": "ERROR",
+        "LOG_LEVEL": "WARNING",
+    }
+    rows = []
+    with _running_worker(env, work / "worker.log") as url:
+        for nfe in args.nfe:
+            for name in args.texts:
+                rows.append(_measure(url, engine, TEXTS[name], name, nfe, args))
+    _report(args, rows)
+    return 0 if all(r[-1] != "no" for r in rows) else 1
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("demo", "full"), default="demo")
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "f5bench")
+    parser.add_argument("--nfe", type=int, nargs="+", default=[32])
+    parser.add_argument(
+        "--texts", nargs="+", choices=tuple(TEXTS), default=["sentence", "paragraph"]
+    )
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, help="torch threads in both processes (default: torch's)"
+    )
+    return parser.parse_args()
+
+
+def _model_dir(args: argparse.Namespace, work: Path) -> Path:
+    if args.model == "full":
+        return build_full_arch_model(args.work_dir / "full")
+    from demo_model import build_demo_model
+
+    return build_demo_model(work / "demo")
+
+
+def _load_engine(model_dir: Path) -> Any:
+    from engine import F5TTSEngine
+    from voices import default_voice
+
+    engine = F5TTSEngine.load(model_dir, device="auto")
+    engine.warm_up(default_voice())
+    return engine
+
+
+def _measure(url: str, engine: Any, text: str, name: str, nfe: int, args: argparse.Namespace):
+    from audio import encode
+    from engine import SynthesisParams
+    from voices import default_voice
+
+    voice, params = default_voice(), SynthesisParams(seed=args.seed, nfe_step=nfe)
+    payload = {"text": text, "seed": args.seed, "nfe_step": nfe, "format": "wav"}
+    # The first run of a new input shape is not timed on either side.
+    runsync(url, payload)
+    engine.synthesize(text, voice, params)
+    timings, last = interleaved(
+        {
+            "handler": lambda: runsync(url, payload),
+            "engine": lambda: engine.synthesize(text, voice, params),
+            "engine+encode": lambda: encode(engine.synthesize(text, voice, params), "wav"),
+        },
+        args.repeats,
+    )
+    served = _decode_wav(_audio_b64(last["handler"]))
+    if served.shape != last["engine"].samples.shape:
+        raise RuntimeError("the handler and the engine produced different audio lengths")
+    handler, direct = timings["handler"].median, timings["engine"].median
+    overhead = handler / direct - 1
+    return [
+        name,
+        nfe,
+        round(last["engine"].duration_s, 2),
+        direct,
+        timings["engine+encode"].median,
+        handler,
+        timings["handler"].spread,
+        f"{overhead * 100:+.1f}%",
+        "yes" if overhead <= GOAL else "no",
+    ]
+
+
+def runsync(url: str, payload: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{url}/runsync",
+        data=json.dumps({"input": payload}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = json.loads(response.read())
+    _audio_b64(body)  # fail loudly on an error instead of timing it
+    return body
+
+
+def _audio_b64(body: dict[str, Any]) -> str:
+    """The audio of a /runsync answer, whatever the handler's item shape (one dict, or the
+    list a generator handler's aggregated stream returns)."""
+    output = body.get("output")
+    items = output if isinstance(output, list) else [output]
+    for item in items:
+        if isinstance(item, dict) and "audio_base64" in item:
+            return str(item["audio_base64"])
+    raise RuntimeError(f"no audio in the answer: {json.dumps(body)[:500]}")
+
+
+def _decode_wav(b64: str) -> Any:
+    import soundfile as sf
+
+    samples, _ = sf.read(io.BytesIO(base64.b64decode(b64)), dtype="float32")
+    return samples
+
+
+@contextmanager
+def _running_worker(env: dict[str, str], log_path: Path, timeout: float = 300) -> Iterator[str]:
+    """`make run PORT=...`, as tests/integration/worker_process.py starts it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            ["make", "--no-print-directory", "run", f"PORT={port}"],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, url, timeout, log_path)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, timeout: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(f"{url}/docs", timeout=2).close()
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    raise TimeoutError(f"worker not ready after {timeout} s:\n{log_path.read_text()[-3000:]}")
+
+
+def _report(args: argparse.Namespace, rows: list[list[Any]]) -> None:
+    facts = machine_facts()
+    print()
+    print(f"model: {args.model}, repeats: {args.repeats}, median seconds")
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
+    print()
+    headers = [
+        "text",
+        "NFE",
+        "audio s",
+        "engine s",
+        "engine+encode s",
+        "handler via local API s",
+        "handler spread s",
+        "overhead vs engine",
+        f"<= {GOAL:.0%}",
+    ]
+    print(table(headers, rows))
+    print()
+    print(f"reproduce: {command_line()}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
