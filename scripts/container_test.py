@@ -4,8 +4,9 @@ No Docker engine runs on these machines and no registry is reachable, so:
 1. Debian's buildah and debootstrap are installed when missing (CI runs as root).
 2. A stand-in for the RunPod torch image is built (container/standin-base.sh): bookworm's
    Python 3.11 plus the PyPI torch 2.4.x from the local uv cache, committed under a local name.
-3. scripts/build.sh builds our Dockerfile on it (BASE_IMAGE, BAKE_MODEL=demo, no flash-attn
-   wheel: GitHub is unreachable and the stand-in has no GPU), stamping the git version.
+3. scripts/build.sh builds our Dockerfile on it (BASE_IMAGE, BAKE_MODEL=demo, and for
+   FLASH_ATTN_BAKE a stand-in flash-attn wheel served on 127.0.0.1, since GitHub is unreachable),
+   stamping the git version.
 4. The OCI labels and WORKER_VERSION are checked against git.
 5. The image's CMD runs with the local-API flags, the demo model on the CPU and a moto S3 server
    on 127.0.0.1 as the model cache; test_input.json is POSTed to /runsync and must come back as
@@ -21,6 +22,8 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
+import http.server
 import json
 import logging
 import os
@@ -42,6 +45,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from container.fake_flash_attn import F5_TTS_IMPORTS, GOOD_KERNEL, make_wheel  # noqa: E402
 from tests.integration.s3_servers import SECRET_KEY, client_for, moto_server, s3_env  # noqa: E402
 
 BASE_IMAGE = "localhost/standin-runpod-pytorch:2.4-py3.11"
@@ -49,6 +53,7 @@ IMAGE = "localhost/f5-tts-worker"
 APT_PACKAGES = ("buildah", "debootstrap")
 CA_BUNDLE = os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
 BUCKET = "container-test"
+FLASH_ATTN_WHEEL = "flash_attn-2.7.4.post1+cu12torch2.4cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"
 READY_TIMEOUT_S = 300.0
 JOB_TIMEOUT_S = 300.0
 UPLOAD_TIMEOUT_S = 120.0
@@ -168,15 +173,40 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
 
-def build(env: dict[str, str], uv_cache: str) -> str:
-    """scripts/build.sh on the stand-in; returns the tag it printed."""
+@contextlib.contextmanager
+def wheel_server(work: Path) -> Iterator[str]:
+    """Serves a stand-in flash-attn wheel on 127.0.0.1 (the build shares the host network)."""
+    root = work / "wheels"
+    root.mkdir()
+    make_wheel(root / FLASH_ATTN_WHEEL, GOOD_KERNEL, extra=F5_TTS_IMPORTS)
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{FLASH_ATTN_WHEEL}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def build(env: dict[str, str], uv_cache: str, wheel_url: str) -> str:
+    """scripts/build.sh on the stand-in; returns the tag it printed.
+
+    FLASH_ATTN_BAKE gets a stand-in wheel from 127.0.0.1 (GitHub is unreachable here), so the
+    Dockerfile's bake step installs and verifies it for real; f5-tts must still work with it.
+    """
     volumes = [
         f"{CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro",
         "/etc/resolv.conf:/etc/resolv.conf:ro",
         f"{uv_cache}:/uv-cache",
     ]
     extra = ["--pull=never", "--layers=false", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}"]
-    extra += ["--build-arg", "FLASH_ATTN_BAKE=none", "--build-arg", "BAKE_MODEL=demo"]
+    extra += ["--build-arg", f"FLASH_ATTN_BAKE={wheel_url}", "--build-arg", "BAKE_MODEL=demo"]
     for volume in volumes:
         extra += ["--volume", volume]
     cmd = ["scripts/build.sh", "--allow-dirty", "--image", IMAGE, "--", *extra]
@@ -310,7 +340,13 @@ def wait_for_upload(endpoint: str) -> int:
 
 def check_log(log: Path) -> None:
     text = log.read_text(errors="replace")
-    wanted = ("diag.worker_version=", "step flash_attn took", "ready: total=")
+    wanted = (
+        "diag.worker_version=",
+        "diag.pkg.flash-attn=2.7.4.post1",  # baked by the build
+        "flash-attn: skipped (DEVICE=cpu)",
+        "step flash_attn took",
+        "ready: total=",
+    )
     problems = [f"log lacks {w!r}" for w in wanted if w not in text]
     if SECRET_KEY in text:
         problems.append("the S3 secret key appears in the log")
@@ -359,8 +395,8 @@ def main() -> int:
                 base_env,
                 cwd=REPO,
             )
-        with steps.step("build the Dockerfile (scripts/build.sh)"):
-            tag = build(env, uv_cache)
+        with steps.step("build the Dockerfile (scripts/build.sh)"), wheel_server(work) as wheel:
+            tag = build(env, uv_cache, wheel)
             config = check_stamp(env, tag)
         version = tag.rsplit(":", 1)[1]
         with steps.step("start the CMD, answer a job, model lands in S3"), moto_server() as s3:

@@ -8,21 +8,24 @@ failure all run for real. The project venv is never modified.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
-import hashlib
 import http.server
 import logging
 import subprocess
 import sys
 import threading
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from container.fake_flash_attn import (
+    BROKEN_KERNEL,
+    F5_TTS_IMPORTS,
+    GOOD_KERNEL,
+    make_wheel,
+)
 from flash_attn_setup import (
     FlashAttnUnavailable,
     Pip,
@@ -35,37 +38,6 @@ pytestmark = pytest.mark.slow
 
 BUILD = TorchBuild("2.4.0+cu124", "12.4", False, "cp311", "linux_x86_64", cuda_available=True)
 SELECTED = "flash_attn-2.7.4.post1+cu12torch2.4cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"
-NEW_ABI_SYMBOL = (
-    "_ZN3c106detail14torchCheckFailEPKcS2_jRKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE"
-)
-GOOD_KERNEL = "def fwd():\n    return 'ok'\n"
-BROKEN_KERNEL = (
-    "raise ImportError('/usr/local/lib/python3.11/dist-packages/flash_attn_2_cuda.cpython-311-"
-    f"x86_64-linux-gnu.so: undefined symbol: {NEW_ABI_SYMBOL}')\n"
-)
-
-
-def make_wheel(path: Path, kernel: str, version: str = "2.7.4.post1") -> Path:
-    """A minimal valid wheel; like the real ones, its metadata version has no local part."""
-    dist = f"flash_attn-{version}.dist-info"
-    files = {
-        "flash_attn/__init__.py": f"__version__ = {version!r}\nimport flash_attn_2_cuda  # noqa\n",
-        "flash_attn_2_cuda.py": kernel,
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: flash_attn\nVersion: {version}\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\n"
-        "Tag: cp311-cp311-linux_x86_64\n",
-        f"{dist}/top_level.txt": "flash_attn\nflash_attn_2_cuda\n",
-    }
-    record = []
-    with zipfile.ZipFile(path, "w") as whl:
-        for name, text in files.items():
-            data = text.encode()
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-            record.append(f"{name},sha256={digest.decode()},{len(data)}")
-            whl.writestr(name, data)
-        record.append(f"{dist}/RECORD,,")
-        whl.writestr(f"{dist}/RECORD", "\n".join(record) + "\n")
-    return path
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -224,4 +196,16 @@ def test_bake_installs_the_wheel_for_the_image_torch(served, pip, venv):
     make_wheel(root / "v2.7.4.post1" / SELECTED, GOOD_KERNEL)
     no_gpu = TorchBuild("2.4.0+cu124", "12.4", False, "cp311", "linux_x86_64")
     assert bake("auto", pip=pip, probe=lambda: no_gpu, base_url=base + "/v{version}/{name}") == 0
+    assert pip.verify() is None
+
+
+def test_stand_in_wheel_offers_what_f5_tts_imports(tmp_path, pip, venv):
+    """The wheel `make container-test` bakes into its image: f5-tts must still import with it."""
+    wheel = make_wheel(tmp_path / SELECTED, GOOD_KERNEL, extra=F5_TTS_IMPORTS)
+    pip.install(str(wheel))
+    code = (
+        "from flash_attn import flash_attn_func, flash_attn_varlen_func\n"
+        "from flash_attn.bert_padding import pad_input, unpad_input\n"
+    )
+    assert subprocess.run([str(venv), "-c", code]).returncode == 0
     assert pip.verify() is None
