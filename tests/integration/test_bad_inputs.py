@@ -18,17 +18,17 @@ from fetch import FetchPolicy, RefAudioFetcher
 from handler import Worker
 from schema import MAX_TEXT_CHARS
 from tests.integration.worker_process import (
-    moto_server,
-    running_worker,
+    LIBRARY_BUCKET,
+    full_worker,
     runsync,
     s3_client,
-    s3_env,
+    shared,
 )
 from tests.unit.test_fetch import AudioServer, QuietServer
 from tests.unit.test_voices import noise, wav_b64, wav_bytes
 from voices import MAX_REF_BYTES, VoiceLibrary
 
-BUCKET = "worker"
+BUCKET = LIBRARY_BUCKET
 GOOD = {"text": "Still serving.", "nfe_step": 2, "seed": 1, "format": "mp3"}
 OK = {"text": "Hello.", "nfe_step": 2}
 
@@ -130,19 +130,14 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def s3_url() -> Iterator[str]:
-    with moto_server(BUCKET) as url:
-        client = s3_client(url)
-        client.put_object(Bucket=BUCKET, Key="notes.txt", Body=b"not audio at all")
-        for name, audio, text in [
-            ("silent", wav_bytes(np.zeros(48000, np.float32)), b"Silence."),
-            ("textless", wav_bytes(noise(2)), None),
-            ("anna", wav_bytes(noise(2)), b"I am Anna."),
-        ]:
-            client.put_object(Bucket=BUCKET, Key=f"f5-tts/voices/{name}/ref.wav", Body=audio)
-            if text is not None:
-                client.put_object(Bucket=BUCKET, Key=f"f5-tts/voices/{name}/ref.txt", Body=text)
-        yield url
+def full(request, demo_model_dir, tmp_path_factory) -> tuple[str, str]:
+    log = tmp_path_factory.mktemp("full") / "worker.log"
+    return shared(request, "full", lambda: full_worker(demo_model_dir, log))
+
+
+@pytest.fixture(scope="module")
+def s3_url(full) -> str:
+    return full[1]
 
 
 @pytest.fixture(scope="module")
@@ -258,11 +253,8 @@ API_CASES = [
 
 
 @pytest.fixture(scope="module")
-def api(demo_model_dir, s3_url, tmp_path_factory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("api") / "worker.log"
-    env = {"MODEL_DIR": str(demo_model_dir), "WORKER_VERSION": "api-1"}
-    with running_worker(env | s3_env(s3_url, BUCKET), log) as url:
-        yield url
+def api(full) -> str:
+    return full[0]
 
 
 @pytest.mark.slow

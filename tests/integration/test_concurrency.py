@@ -6,12 +6,11 @@ run alone afterwards, and its duration is the one its own text gives.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.worker_process import running_worker, runsync
+from tests.integration.worker_process import full_worker, runsync, shared
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +35,10 @@ JOBS = [
 
 
 @pytest.fixture(scope="module")
-def api(demo_model_dir, tmp_path_factory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("concurrency") / "worker.log"
-    env = {"MODEL_DIR": str(demo_model_dir), "MAX_CONCURRENCY": "4"}
-    with running_worker(env, log) as url:
-        yield url
+def api(request, demo_model_dir, tmp_path_factory) -> str:
+    """The session's fully configured worker (MAX_CONCURRENCY=4, voice library)."""
+    log = tmp_path_factory.mktemp("full") / "worker.log"
+    return shared(request, "full", lambda: full_worker(demo_model_dir, log))[0]
 
 
 def test_fifty_concurrent_jobs(api):

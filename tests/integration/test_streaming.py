@@ -16,7 +16,7 @@ import soundfile as sf
 from config import Settings
 from errors import VoiceNotFound
 from handler import Worker
-from tests.integration.worker_process import post, running_worker, runsync
+from tests.integration.worker_process import full_worker, post, runsync, shared
 from voices import default_voice
 
 LONG = (
@@ -124,10 +124,10 @@ def test_a_failure_before_the_first_chunk_is_the_only_item(worker, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def api(demo_model_dir, tmp_path_factory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("stream") / "worker.log"
-    with running_worker({"MODEL_DIR": str(demo_model_dir)}, log) as url:
-        yield url
+def api(request, demo_model_dir, tmp_path_factory) -> str:
+    """The session's fully configured worker (MAX_CONCURRENCY=4, voice library)."""
+    log = tmp_path_factory.mktemp("full") / "worker.log"
+    return shared(request, "full", lambda: full_worker(demo_model_dir, log))[0]
 
 
 @pytest.mark.slow

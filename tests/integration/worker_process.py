@@ -6,6 +6,9 @@
   API (job-take, job-take-batch, job-stream, job-done, job-stop), so the SDK's real worker loop
   (rp_scale.JobScaler, rp_job.handle_job) runs unchanged.
 - moto_server: an S3 server for voice libraries, s3:// references and output buckets.
+- full_worker + shared: one local-API worker with everything configured (voice library on moto,
+  MAX_CONCURRENCY=4), started once per session for the modules that need it: each start costs
+  15-40 s of a shared CPU.
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from tests.conftest import REPO
 
 S3_KEY, S3_SECRET = "test-key", "test-secret"
+LIBRARY_BUCKET = "worker"
+T = TypeVar("T")
+_SHARED: dict[str, Any] = {}
 
 
 def free_port() -> int:
@@ -272,3 +278,46 @@ def s3_env(url: str, bucket: str, output_bucket: str | None = None) -> dict[str,
             "BUCKET_SECRET_ACCESS_KEY": S3_SECRET,
         }
     return env
+
+
+# -- one fully configured worker per session ---------------------------------------------------
+
+
+def shared(request: Any, key: str, make: Callable[[], AbstractContextManager[T]]) -> T:
+    """Enter make() once per test session, whichever module asks first; exit at session end."""
+    if key not in _SHARED:
+        stack = ExitStack()
+        _SHARED[key] = stack.enter_context(make())
+        request.session.addfinalizer(lambda: (stack.close(), _SHARED.pop(key, None)))
+    return _SHARED[key]
+
+
+def seed_library(client: Any) -> None:
+    """The voice library and objects the tests refer to."""
+    from tests.unit.test_voices import noise, wav_bytes
+
+    client.put_object(Bucket=LIBRARY_BUCKET, Key="notes.txt", Body=b"not audio at all")
+    for name, audio, text in [
+        ("silent", wav_bytes(noise(2) * 0), b"Silence."),
+        ("textless", wav_bytes(noise(2)), None),
+        ("anna", wav_bytes(noise(2)), b"I am Anna."),
+    ]:
+        client.put_object(Bucket=LIBRARY_BUCKET, Key=f"f5-tts/voices/{name}/ref.wav", Body=audio)
+        if text is not None:
+            key = f"f5-tts/voices/{name}/ref.txt"
+            client.put_object(Bucket=LIBRARY_BUCKET, Key=key, Body=text)
+
+
+@contextmanager
+def full_worker(model_dir: Path, log_path: Path) -> Iterator[tuple[str, str]]:
+    """(local API URL, S3 URL): the demo model, a voice library, MAX_CONCURRENCY=4."""
+    with moto_server(LIBRARY_BUCKET) as s3_url:
+        seed_library(s3_client(s3_url))
+        env = {
+            "MODEL_DIR": str(model_dir),
+            "MAX_CONCURRENCY": "4",
+            "WORKER_VERSION": "api-1",
+            **s3_env(s3_url, LIBRARY_BUCKET),
+        }
+        with running_worker(env, log_path) as url:
+            yield url, s3_url
