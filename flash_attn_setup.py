@@ -67,8 +67,10 @@ class TorchBuild:
 
     @property
     def torch_minor(self) -> str:
-        major, minor = re.match(r"(\d+)\.(\d+)", self.torch).groups()  # type: ignore[union-attr]
-        return f"{major}.{minor}"
+        match = re.match(r"(\d+)\.(\d+)", self.torch)
+        if match is None:
+            raise NoMatchingWheel(f"cannot read a version from torch {self.torch!r}")
+        return f"{match[1]}.{match[2]}"
 
     @property
     def cuda_major(self) -> int | None:
@@ -322,10 +324,9 @@ def ensure_flash_attn(
     if present != "not installed":
         log.info("flash-attn: installed package does not load: %s", present.strip()[-300:])
     try:
-        wheel = parse_wheel_url(wheel_url) if wheel_url else select_wheel(build, base_url=base_url)
+        wheel, url = _choose(wheel_url, build, base_url)
     except NoMatchingWheel as exc:
         return _fallback(mode, "fallback", str(exc), started)
-    url = wheel_url or wheel.url  # type: ignore[union-attr]
     error = install_and_verify(url, wheel, build, pip or Pip())
     if error is not None:
         return _fallback(mode, "fallback", error, started)
@@ -334,6 +335,14 @@ def ensure_flash_attn(
     name = urllib.parse.unquote(url.rsplit("/", 1)[-1])
     log.info("flash-attn: installed %s in %.1f s", name, seconds)
     return Outcome("flash_attn", "installed", name, seconds)
+
+
+def _choose(override: str | None, build: TorchBuild, base_url: str) -> tuple[Wheel | None, str]:
+    """The wheel to install and its URL: the override as given, else the selection."""
+    if override:
+        return parse_wheel_url(override), override
+    wheel = select_wheel(build, base_url=base_url)
+    return wheel, wheel.url
 
 
 def install_and_verify(url: str, wheel: Wheel | None, build: TorchBuild, pip: Pip) -> str | None:
@@ -387,13 +396,10 @@ def bake(
         log.info("flash-attn bake: torch %s is a CPU build, nothing to bake", build.torch)
         return 0
     try:
-        wheel = (
-            select_wheel(build, base_url=base_url) if choice == "auto" else parse_wheel_url(choice)
-        )
+        wheel, url = _choose(None if choice == "auto" else choice, build, base_url)
     except NoMatchingWheel as exc:
         log.error("flash-attn bake: %s", exc)
         return 1
-    url = wheel.url if choice == "auto" else choice  # type: ignore[union-attr]
     error = install_and_verify(url, wheel, build, pip or Pip())
     if error is not None:
         log.error("flash-attn bake failed: %s", error)
