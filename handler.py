@@ -33,7 +33,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,6 @@ class _JobStats:
     chars: int = 0
     audio_s: float = 0.0
     items: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class Worker:
@@ -89,6 +88,8 @@ class Worker:
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_concurrency, thread_name_prefix="tts-job"
         )
+        # Called on a fatal error (GPU broken): start_sdk points it at the SDK's refresh flag.
+        self.on_fatal: Callable[[], None] = lambda: None
 
     # -- the SDK's entry points --------------------------------------------------------------
 
@@ -127,6 +128,8 @@ class Worker:
             yield from self._items(job.get("input"), job_id, stats)
         except WorkerError as err:
             log.warning("job %s failed: %s", job_id, err.code)
+            if err.fatal:
+                self.on_fatal()
             yield err.to_payload() | {"worker_version": self.settings.worker_version}
             return
         except Exception:
@@ -311,11 +314,17 @@ def sdk_can_stream(argv: list[str]) -> bool:
 
 
 def sdk_config(worker: Worker, settings: Settings, streaming: bool) -> dict[str, Any]:
-    return {
+    """The SDK's start config. A generator handler cannot ask for a refresh per job (only
+    run_job reads `refresh_worker` from a result), but the SDK reads config["refresh_worker"]
+    after every job, so a fatal error sets it: the SDK marks the job stopPod and stops taking
+    jobs, and RunPod replaces the worker."""
+    config: dict[str, Any] = {
         "handler": worker.handle if streaming else worker.handle_collected,
         "return_aggregate_stream": True,
         "concurrency_modifier": lambda _current: settings.max_concurrency,
     }
+    worker.on_fatal = lambda: config.__setitem__("refresh_worker", True)
+    return config
 
 
 def start_sdk(

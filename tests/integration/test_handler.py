@@ -217,6 +217,22 @@ def test_sdk_config(worker):
     assert plain == worker.handle_collected and inspect.iscoroutinefunction(plain)
 
 
+def test_only_a_fatal_error_asks_the_sdk_for_a_new_worker(engine, monkeypatch):
+    from errors import GPUError, InternalError
+
+    worker = Worker(engine, Settings())
+    config = sdk_config(worker, Settings(), streaming=True)
+    for error, refresh in ((InternalError("transient"), False), (GPUError("broken"), True)):
+
+        def fail(*_a, error=error, **_k):
+            raise error
+
+        monkeypatch.setattr(worker.engine, "synthesize", fail)
+        [payload] = list(worker.run(job(text="x")))
+        assert payload.get("refresh_worker", False) is refresh
+        assert config.get("refresh_worker", False) is refresh
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "expected"),
     [

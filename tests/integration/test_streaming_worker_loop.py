@@ -18,7 +18,8 @@ import pytest
 import soundfile as sf
 
 from config import Settings
-from handler import Worker
+from errors import GPUError
+from handler import Worker, sdk_config
 from tests.integration.worker_process import (
     FakeRunPod,
     moto_server,
@@ -147,23 +148,14 @@ def test_concurrent_jobs_none_lost_failed_or_mixed(runpod):
     assert durations == sorted(durations) and durations[0] < durations[2]
 
 
-# -- the SDK's job runner driven in process: a failure in the middle of a stream -------------
+# -- the SDK's job runner (rp_job.handle_job) driven in process ---------------------------------
 
 
-def test_mid_stream_failure_in_the_sdks_job_runner(engine, monkeypatch):
-    """rp_job.handle_job with our handler; its transport (send_result, stream_result) is
-    replaced by a recorder, everything else is the SDK's code."""
+@pytest.fixture
+def transport(monkeypatch) -> dict[str, list]:
+    """Replace only the SDK's HTTP transport (send_result, stream_result) by a recorder."""
     from runpod.serverless.modules import rp_job
 
-    worker = Worker(engine, Settings())
-    real = engine.synthesize_stream
-
-    def fails_after_one(text, voice, params):
-        pieces = real(text, voice, params)
-        yield next(pieces)
-        raise RuntimeError("secret detail")
-
-    monkeypatch.setattr(worker.engine, "synthesize_stream", fails_after_one)
     sent: dict[str, list] = {"stream": [], "done": []}
 
     async def stream_result(_session, data, _job):
@@ -174,12 +166,46 @@ def test_mid_stream_failure_in_the_sdks_job_runner(engine, monkeypatch):
 
     monkeypatch.setattr(rp_job, "stream_result", stream_result)
     monkeypatch.setattr(rp_job, "send_result", send_result)
-    config = {"handler": worker.handle, "return_aggregate_stream": True, "rp_args": {}}
-    job = {"id": "mid", "input": {"text": STREAM_TEXT, "nfe_step": 2, "stream": True}}
-    asyncio.run(rp_job.handle_job(None, config, job))
-    assert [part["output"]["chunk"] for part in sent["stream"]] == [0]
-    [done] = sent["done"]
-    assert done == {"error": "INTERNAL_ERROR: unexpected error; see the worker log"}
+    return sent
+
+
+def handle_job(worker: Worker, inp: dict) -> dict:
+    from runpod.serverless.modules import rp_job
+
+    config = sdk_config(worker, Settings(), streaming=True)
+    config["rp_args"] = {}  # in place, as runpod.serverless.start does
+    asyncio.run(rp_job.handle_job(None, config, {"id": "j", "input": inp}))
+    return config
+
+
+def test_mid_stream_failure_in_the_sdks_job_runner(engine, monkeypatch, transport):
+    worker = Worker(engine, Settings())
+    real = engine.synthesize_stream
+
+    def fails_after_one(text, voice, params):
+        pieces = real(text, voice, params)
+        yield next(pieces)
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(worker.engine, "synthesize_stream", fails_after_one)
+    config = handle_job(worker, {"text": STREAM_TEXT, "nfe_step": 2, "stream": True})
+    assert [part["output"]["chunk"] for part in transport["stream"]] == [0]
+    assert transport["done"] == [{"error": "INTERNAL_ERROR: unexpected error; see the worker log"}]
+    assert "refresh_worker" not in config
+
+
+def test_a_fatal_gpu_error_refreshes_the_worker(engine, monkeypatch, transport):
+    worker = Worker(engine, Settings())
+
+    def broken(*_a, **_k):
+        raise GPUError("GPU out of memory twice in a row")
+
+    monkeypatch.setattr(worker.engine, "synthesize", broken)
+    config = handle_job(worker, {"text": "Hello.", "nfe_step": 2})
+    assert transport["done"] == [
+        {"error": "GPU_ERROR: GPU out of memory twice in a row", "stopPod": True}
+    ]
+    assert config["refresh_worker"] is True  # rp_scale then stops taking jobs
 
 
 def test_why_the_handler_never_raises():
