@@ -32,6 +32,10 @@ class Settings:
     bucket_endpoint_url: str | None = None
     bucket_access_key_id: str | None = None
     bucket_secret_access_key: str | None = None
+    bucket_name: str | None = None
+    bucket_url_expiry_s: int = 3600
+    ref_audio_url_timeout_s: int = 20
+    voice_cache_size: int = 32
     flash_attn: str = "auto"
     flash_attn_wheel_url: str | None = None
     device: str = "auto"
@@ -40,6 +44,7 @@ class Settings:
     log_level: str = "INFO"
     sdk_log_level: str = "INFO"
     worker_version: str = "dev"
+    worker_git_sha: str = "unknown"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -57,6 +62,15 @@ class Settings:
             bucket_endpoint_url=_opt(env, "BUCKET_ENDPOINT_URL"),
             bucket_access_key_id=_opt(env, "BUCKET_ACCESS_KEY_ID"),
             bucket_secret_access_key=_opt(env, "BUCKET_SECRET_ACCESS_KEY"),
+            bucket_name=_opt(env, "BUCKET_NAME"),
+            # 604800 s is the longest a SigV4 presigned URL may live.
+            bucket_url_expiry_s=_int(
+                env, "BUCKET_URL_EXPIRY_S", cls.bucket_url_expiry_s, 60, 604800
+            ),
+            ref_audio_url_timeout_s=_int(
+                env, "REF_AUDIO_URL_TIMEOUT_S", cls.ref_audio_url_timeout_s, 1, 120
+            ),
+            voice_cache_size=_int(env, "VOICE_CACHE_SIZE", cls.voice_cache_size, 1, 1024),
             flash_attn=_choice(env, "FLASH_ATTN", cls.flash_attn, FLASH_ATTN_MODES),
             flash_attn_wheel_url=_opt(env, "FLASH_ATTN_WHEEL_URL"),
             device=_choice(env, "DEVICE", cls.device, DEVICES),
@@ -74,6 +88,7 @@ class Settings:
                 upper=True,
             ),
             worker_version=env.get("WORKER_VERSION", cls.worker_version).strip() or "dev",
+            worker_git_sha=_opt(env, "WORKER_GIT_SHA") or cls.worker_git_sha,
         )
 
     @property

@@ -77,7 +77,7 @@ def collect(
     for label, path in (("tmp", Path("/tmp")), ("cache_dir", settings.model_cache_dir)):
         facts[f"disk.{label}_free_gb"] = _free_gb(path)
     facts["worker_version"] = settings.worker_version
-    facts["git_sha"] = _git_sha(env)
+    facts["git_sha"] = _git_sha(settings.worker_git_sha)
     facts["env"] = " ".join(f"{k}={redact(k, env[k])}" for k in _REPORTED_ENV if k in env)
     for module, names in required.items():
         facts[f"functions.{module}"] = ",".join(missing_functions(module, names)) or "ok"
@@ -197,9 +197,8 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _git_sha(env: Mapping[str, str]) -> str:
+def _git_sha(stamped: str) -> str:
     """The build's stamp in an image (WORKER_GIT_SHA); the checkout's HEAD in development."""
-    stamped = env.get("WORKER_GIT_SHA", "").strip()
     if stamped and stamped != "unknown":
         return stamped
     try:

@@ -81,9 +81,13 @@ class Worker:
         self.settings = settings
         worker_s3 = _worker_s3(settings)
         self.voices = voices or VoiceLibrary(
-            settings.s3_bucket, settings.s3_prefix, client_factory=worker_s3
+            settings.s3_bucket,
+            settings.s3_prefix,
+            client_factory=worker_s3,
+            max_cached=settings.voice_cache_size,
         )
-        self.fetcher = fetcher or RefAudioFetcher(FetchPolicy(), s3_client_factory=worker_s3)
+        policy = FetchPolicy(total_timeout_s=float(settings.ref_audio_url_timeout_s))
+        self.fetcher = fetcher or RefAudioFetcher(policy, s3_client_factory=worker_s3)
         self.store = store if store is not None else output_store(settings)
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_concurrency, thread_name_prefix="tts-job"
@@ -286,7 +290,11 @@ def output_store(settings: Settings) -> OutputStore | None:
     key, secret = settings.bucket_access_key_id, settings.bucket_secret_access_key
     if not (endpoint and key and secret):
         return None
-    return OutputStore(lambda: make_output_client(endpoint, key, secret))
+    return OutputStore(
+        lambda: make_output_client(endpoint, key, secret),
+        settings.bucket_name,
+        settings.bucket_url_expiry_s,
+    )
 
 
 def build_worker(settings: Settings, model_dir: Path, attn_backend: str = "torch") -> Worker:

@@ -19,6 +19,10 @@ LIGHT = [
     "diagnostics",
     "model_source",
     "log_setup",
+    "flash_attn_setup",
+    "fetch",
+    "output",
+    "openai_compat",
 ]
 
 

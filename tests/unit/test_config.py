@@ -14,7 +14,9 @@ def test_defaults_from_empty_env():
     assert s.s3_bucket is None and s.s3_prefix == "f5-tts"
     assert (s.flash_attn, s.device, s.max_concurrency) == ("auto", "auto", 1)
     assert s.sdk_log_level == "INFO"
-    assert s.worker_version == "dev"
+    assert s.worker_version == "dev" and s.worker_git_sha == "unknown"
+    assert (s.bucket_name, s.bucket_url_expiry_s) == (None, 3600)
+    assert (s.ref_audio_url_timeout_s, s.voice_cache_size) == (20, 32)
 
 
 def test_values_are_read_and_normalised():
@@ -52,6 +54,10 @@ def test_values_are_read_and_normalised():
         ("LOG_FORMAT", "xml"),
         ("LOG_LEVEL", "LOUD"),
         ("RUNPOD_LOG_LEVEL", "TRACE"),
+        ("BUCKET_URL_EXPIRY_S", "10"),
+        ("BUCKET_URL_EXPIRY_S", "604801"),
+        ("REF_AUDIO_URL_TIMEOUT_S", "0"),
+        ("VOICE_CACHE_SIZE", "many"),
     ],
 )
 def test_bad_values_name_the_variable(name, value):

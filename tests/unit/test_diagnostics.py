@@ -107,7 +107,9 @@ def test_this_checkout_exposes_every_required_function():
 
 def test_report_facts_and_format(tmp_path):
     env = {"MODEL_NAME": "demo", "WORKER_GIT_SHA": "abc123", "AWS_SECRET_ACCESS_KEY": "hunter2"}
-    settings = Settings(model_cache_dir=tmp_path / "not-yet", worker_version="v9")
+    settings = Settings(
+        model_cache_dir=tmp_path / "not-yet", worker_version="v9", worker_git_sha="abc123"
+    )
     facts = diagnostics.collect(settings, env)
     for key in (
         "python",
@@ -133,7 +135,7 @@ def test_report_facts_and_format(tmp_path):
 
 
 def test_git_sha_from_the_checkout_when_not_stamped():
-    sha = diagnostics._git_sha({})
+    sha = diagnostics._git_sha("unknown")
     head = subprocess.run(
         ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True
     )
