@@ -69,15 +69,20 @@ def test_compiled_engine_matches_eager(demo_model_dir: Path, gpu_engine):
     assert np.abs(a - b).max() <= 2e-2 * np.abs(b).max()
 
 
-def test_sampling_one_chunk_never_waits_for_the_device(gpu_engine):
-    """Every length is known on the host, so the step loop queues work without a sync;
-    torch raises on any synchronising call in this mode."""
-    voice = default_voice()
-    ref = gpu_engine._reference(voice)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        mel, durations = gpu_engine._sample(ref, ["No syncs in here."], PARAMS, [1])
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    assert mel.shape[1] == durations[0] and torch.isfinite(mel).all()
+def test_sampling_loop_never_waits_for_the_device(gpu_engine, monkeypatch):
+    """Every length is known on the host before the Euler loop starts, so the loop only queues
+    work; torch raises on any synchronising call in this mode."""
+    loop = gpu_engine._euler
+    calls = []
+
+    def checked(*args, **kwargs):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return loop(*args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            calls.append(1)
+
+    monkeypatch.setattr(gpu_engine, "_euler", checked)
+    audio = gpu_engine.synthesize("No syncs in here.", default_voice(), PARAMS)
+    assert calls == [1] and np.isfinite(audio.samples).all()
