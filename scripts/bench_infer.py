@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from bench_common import (
     TEXTS,
     build_full_arch_model,
@@ -63,13 +64,23 @@ PLANS: dict[str, dict[str, Any] | None] = {
 }
 
 
+@dataclass(frozen=True)
+class Result:
+    samples: Any  # np.ndarray
+    sample_rate: int
+    first_audio_s: float | None  # streaming variants: time to the first piece
+
+    @property
+    def audio_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
 @dataclass
 class Contender:
-    """One variant, loaded once; run() speaks a text and returns (audio seconds, first audio
-    seconds or None)."""
+    """One variant, loaded (and warmed up) once; run(text, nfe, seed) speaks a text."""
 
     name: str
-    run: Callable[[str, int, int], tuple[float, float | None]]
+    run: Callable[[str, int, int], Result]
     load_s: float
     peak_gpu_gb: list[float] = field(default_factory=list)
 
@@ -80,9 +91,12 @@ def main() -> int:
     for noisy in ("f5_tts", "engine", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     model_dir = _model_dir(args)
-    contenders = _load_contenders(args, model_dir)
+    engines: dict[tuple[str, bool], Any] = {}  # variants with one dtype share one model
+    contenders = _load_contenders(args, model_dir, engines)
     rows = _measure(args, contenders)
     _report(args, model_dir, contenders, rows)
+    if engines:
+        print(_reference_cache_row(next(iter(engines.values()))))
     return 0
 
 
@@ -118,12 +132,13 @@ def _model_dir(args: argparse.Namespace) -> Path:
     return build_demo_model(args.work_dir / "demo")
 
 
-def _load_contenders(args: argparse.Namespace, model_dir: Path) -> list[Contender]:
+def _load_contenders(
+    args: argparse.Namespace, model_dir: Path, engines: dict[tuple[str, bool], Any]
+) -> list[Contender]:
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    engines: dict[tuple[str, bool], Any] = {}  # variants with one dtype share one model
     out = []
     for variant in args.variants:
         start = time.perf_counter()
@@ -135,7 +150,7 @@ def _load_contenders(args: argparse.Namespace, model_dir: Path) -> list[Contende
     return out
 
 
-def _upstream(model_dir: Path, device: str) -> Callable[[str, int, int], tuple[float, None]]:
+def _upstream(model_dir: Path, device: str) -> Callable[[str, int, int], Result]:
     from f5_tts.api import F5TTS
 
     from model_spec import ModelSpec
@@ -155,7 +170,7 @@ def _upstream(model_dir: Path, device: str) -> Callable[[str, int, int], tuple[f
             tts = _assemble_upstream(model_dir, spec, device)
     ref_file = str(default_voice_path())
 
-    def run(text: str, nfe: int, seed: int) -> tuple[float, None]:
+    def run(text: str, nfe: int, seed: int) -> Result:
         with contextlib.redirect_stdout(io.StringIO()):  # it prints the text and chunks
             wav, rate, _ = tts.infer(
                 ref_file,
@@ -166,7 +181,7 @@ def _upstream(model_dir: Path, device: str) -> Callable[[str, int, int], tuple[f
                 show_info=lambda *_: None,
                 progress=None,
             )
-        return len(wav) / rate, None
+        return Result(wav, rate, None)
 
     # The same one-off work as the engine's warm-up: first inference, reference preprocessing.
     run("Warm up.", 2, 0)
@@ -206,7 +221,7 @@ def _assemble_upstream(model_dir: Path, spec: Any, device: str) -> Any:
 
 def _ours(
     variant: str, model_dir: Path, device: str, engines: dict[tuple[str, bool], Any]
-) -> Callable[[str, int, int], tuple[float, float]]:
+) -> Callable[[str, int, int], Result]:
     from engine import BatchPlan, F5TTSEngine, SynthesisParams
     from voices import default_voice
 
@@ -222,15 +237,15 @@ def _ours(
     voice = default_voice()
     log.info("%s: plan %s, warm-up %.1f s", variant, plan, eng.warm_up(voice))
 
-    def run(text: str, nfe: int, seed: int) -> tuple[float, float]:
+    def run(text: str, nfe: int, seed: int) -> Result:
         start = time.perf_counter()
         first = None
-        samples = 0
+        pieces = []
         for piece in eng.synthesize_stream(text, voice, SynthesisParams(seed=seed, nfe_step=nfe)):
             first = time.perf_counter() - start if first is None else first
-            samples += len(piece.samples)
+            pieces.append(piece.samples)
         assert first is not None
-        return samples / eng.sample_rate, first
+        return Result(np.concatenate(pieces), eng.sample_rate, first)
 
     return run
 
@@ -256,7 +271,7 @@ def _measure_case(
     import torch
 
     cuda = args.device == "cuda"
-    results: dict[str, list[tuple[float, float | None]]] = {c.name: [] for c in contenders}
+    results: dict[str, list[Result]] = {c.name: [] for c in contenders}
 
     def call(c: Contender) -> None:
         if cuda:
@@ -269,25 +284,55 @@ def _measure_case(
     timings, _ = interleaved({c.name: (lambda c=c: call(c)) for c in contenders}, args.repeats)
     base = timings["upstream"].median if "upstream" in timings else None
     rows = []
+    reference = results["ours-seq"][-1].samples if "ours-seq" in results else None
     for c in contenders:
-        audio_s = results[c.name][-1][0]
-        firsts = [f for _, f in results[c.name] if f is not None]
+        last = results[c.name][-1]
+        firsts = [r.first_audio_s for r in results[c.name] if r.first_audio_s is not None]
         t = timings[c.name]
         rows.append(
             [
                 text_name,
                 nfe,
                 c.name,
-                round(audio_s, 2),
+                round(last.audio_s, 2),
                 t.median,
                 t.spread,
-                t.median / audio_s,
+                t.median / last.audio_s,
                 f"{base / t.median:.2f}x" if base else "-",
                 f"{statistics.median(firsts):.3f}" if firsts else "-",
+                _relative_difference(last.samples, reference),
                 f"{max(c.peak_gpu_gb):.2f}" if c.peak_gpu_gb else "-",
             ]
         )
     return rows
+
+
+def _relative_difference(samples: Any, reference: Any) -> str:
+    """RMS of the difference over RMS of the reference (ours-seq, one chunk per pass): how far a
+    batching plan moves the audio. '-' where there is no reference or the lengths differ."""
+    if reference is None or samples.shape != reference.shape:
+        return "-"
+    rms = float(np.sqrt(np.mean(np.square(reference, dtype=np.float64))))
+    diff = float(np.sqrt(np.mean(np.square(samples - reference, dtype=np.float64))))
+    return f"{diff / rms:.1e}" if rms > 0 else "-"
+
+
+def _reference_cache_row(engine: Any) -> str:
+    """Per-voice reference preparation (resample, loudness, mel) against a cache hit."""
+    from voices import default_voice
+
+    voice = default_voice()
+    timings, _ = interleaved(
+        {
+            "prepare": lambda: engine._prepare_reference(voice),  # the cache-miss path
+            "cached": lambda: engine._reference(voice),
+        },
+        20,
+    )
+    return (
+        f"reference preparation: {timings['prepare'].median * 1e3:.2f} ms uncached, "
+        f"{timings['cached'].median * 1e3:.2f} ms from the per-voice cache (median of 20)"
+    )
 
 
 def _report(
@@ -310,6 +355,7 @@ def _report(
         "RTF",
         "speed vs upstream",
         "first audio s",
+        "diff vs ours-seq",
         "peak GPU GB",
     ]
     print(table(headers, rows))
