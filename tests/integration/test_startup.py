@@ -99,10 +99,13 @@ def test_start_up_timeline_and_cpu_flash_attn_skip(tmp_path):
     positions = [
         next(i for i, line in enumerate(lines) if f"step {step} took " in line) for step in STEPS
     ]
-    assert positions == sorted(positions), "steps ran out of order"
+    # diagnostics first, engine last; the model step runs beside flash_attn and import.
+    assert positions[0] == min(positions) and positions[-1] == max(positions)
     [ready] = [line for line in lines if " ready: total=" in line]
     assert lines.index(ready) > positions[-1]
-    assert re.search(r"total=[\d.]+s diagnostics=[\d.]+s flash_attn=[\d.]+s model=", ready)
+    for step in STEPS:
+        assert re.search(rf" {step}=[\d.]+s", ready), step
+    assert re.search(r"total=[\d.]+s .* overlap_saved=[\d.]+s", ready)
     assert "attn=torch" in ready
     flash = [line for line in lines if " flash_attn_setup: " in line]
     assert len(flash) == 1 and " INFO " in flash[0] and "skipped" in flash[0]
