@@ -7,6 +7,7 @@ instead of surfacing at the first job.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ FLASH_ATTN_MODES = ("auto", "off", "require")
 DEVICES = ("auto", "cpu", "cuda")
 LOG_FORMATS = ("text", "json")
 DEMO_MODEL = "demo"
+# A model name becomes a directory and an S3 key segment, so it must be one safe component.
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class Settings:
         env = os.environ if env is None else env
         model_dir = _opt(env, "MODEL_DIR")
         return cls(
-            model_name=env.get("MODEL_NAME", cls.model_name).strip() or cls.model_name,
+            model_name=_model_name(env),
             model_dir=Path(model_dir) if model_dir else None,
             model_cache_dir=Path(env.get("MODEL_CACHE_DIR", str(cls.model_cache_dir))),
             hf_home=Path(env.get("HF_HOME", str(cls.hf_home))),
@@ -94,6 +97,15 @@ class Settings:
     @property
     def is_demo(self) -> bool:
         return self.model_name == DEMO_MODEL
+
+
+def _model_name(env: Mapping[str, str]) -> str:
+    name = env.get("MODEL_NAME", "").strip() or Settings.model_name
+    if not MODEL_NAME_PATTERN.fullmatch(name):
+        raise ConfigError(
+            f"MODEL_NAME={name!r} must be letters, digits, '.', '_' or '-' (one path component)"
+        )
+    return name
 
 
 def _opt(env: Mapping[str, str], name: str) -> str | None:

@@ -476,6 +476,13 @@ class F5TTSEngine:
         return InternalError("GPU out of memory; retry or send shorter text")
 
 
+def import_backend() -> None:
+    """Import f5-tts's inference modules now (about 15 s cold), so that start-up can pay for
+    them while the model syncs instead of inside load()."""
+    import f5_tts.infer.utils_infer
+    import f5_tts.model  # noqa: F401
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

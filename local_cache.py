@@ -20,13 +20,13 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from config import MODEL_NAME_PATTERN
 from errors import ConfigError, StorageError
 from manifest import FileEntry, Manifest, sha256_file, write_atomic
 
@@ -38,13 +38,12 @@ TEMP_SUFFIX = ".part"
 LOCK_TIMEOUT_S = 900.0
 # A temp file untouched this long belongs to a dead process (live downloads write continuously).
 STALE_TEMP_S = 120.0
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _LOCK_ERRNOS = (errno.EAGAIN, errno.EACCES)
 
 
 def check_model_name(name: str) -> str:
     """A model name becomes a directory and an S3 key segment, so it must be one safe component."""
-    if not _MODEL_NAME.fullmatch(name):
+    if not MODEL_NAME_PATTERN.fullmatch(name):
         raise ConfigError(
             f"MODEL_NAME={name!r} must be letters, digits, '.', '_' or '-' (one path component)"
         )

@@ -30,7 +30,7 @@ from config import Settings
 from errors import WorkerError
 from flash_attn_setup import ensure_flash_attn
 from log_setup import configure_logging
-from model_source import resolve_model_dir
+from model_source import prepare_model, resolve_model_dir
 
 log = logging.getLogger("model_cache_init")
 
@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.diagnose:
             return _diagnose(settings)
         if args.fetch_model:
-            log.info("model ready at %s", resolve_model_dir(settings))
+            prepared = prepare_model(settings)
+            if prepared.upload is not None:  # a daemon thread: wait, or the exit would kill it
+                prepared.upload.join()
+            log.info("model ready at %s", prepared.model_dir)
             return 0
         return _start(settings)
     except WorkerError as err:
@@ -113,7 +116,10 @@ def _start(settings: Settings) -> int:
                 settings.flash_attn, settings.flash_attn_wheel_url, settings.device
             )
         with timeline.step("import"):
-            import handler  # torch and f5-tts: the slow part of a cold start
+            import engine  # torch and f5-tts: the slow part of a cold start
+            import handler
+
+            engine.import_backend()
         model_dir = model_future.result()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -23,6 +23,9 @@ LIGHT = [
     "fetch",
     "output",
     "openai_compat",
+    "hub",
+    "local_cache",
+    "ranged_download",
 ]
 
 

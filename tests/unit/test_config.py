@@ -58,6 +58,8 @@ def test_values_are_read_and_normalised():
         ("BUCKET_URL_EXPIRY_S", "604801"),
         ("REF_AUDIO_URL_TIMEOUT_S", "0"),
         ("VOICE_CACHE_SIZE", "many"),
+        ("MODEL_NAME", "../etc"),
+        ("MODEL_NAME", "a/b"),
     ],
 )
 def test_bad_values_name_the_variable(name, value):
