@@ -14,10 +14,12 @@ per second of audio) and the ratio against upstream measured in the same run.
   .venv/bin/python scripts/bench_infer.py --model full --device cuda --nfe 16 32 \\
       --variants upstream ours ours:float32 ours-seq ours-all-batched
 
-Variants: `upstream`; `ours` (the device's default plan); `ours-seq` (one chunk per pass, as
-upstream); `ours-all-batched` (every chunk in one padded pass); `ours-first-alone` (first
-chunk alone, the rest in one pass); `ours-unmasked` (as first-alone, padding not masked);
-`ours-batch-vocoder` (as first-alone, one vocoder pass); `ours-compiled` (torch.compile).
+Variants: `upstream`; `ours` (the device's default plan); `ours-seq` (one chunk per pass);
+`ours-threads` (first chunk alone, then two chunks at a time side by side in threads, each
+alone: the CPU default); `ours-all-batched` (every chunk in one padded pass);
+`ours-first-alone` (first chunk alone, the rest in one padded pass: the CUDA default);
+`ours-unmasked` (as all-batched, padding not masked); `ours-batch-vocoder` (as all-batched,
+one vocoder pass); `ours-compiled` (torch.compile).
 A `:dtype` suffix (float16, bfloat16, float32) picks the engine's dtype; the default is
 upstream's choice (float16 on CUDA, float32 on CPU).
 
@@ -56,10 +58,11 @@ log = logging.getLogger("bench_infer")
 PLANS: dict[str, dict[str, Any] | None] = {
     "ours": None,  # the device's default
     "ours-seq": {"max_batch": 1},
+    "ours-threads": {"max_batch": 2, "concurrent": True},
     "ours-all-batched": {"max_batch": 8, "first_chunk_alone": False},
     "ours-first-alone": {"max_batch": 8, "first_chunk_alone": True},
-    "ours-unmasked": {"max_batch": 8, "first_chunk_alone": True, "mask_padding": False},
-    "ours-batch-vocoder": {"max_batch": 8, "first_chunk_alone": True, "batch_vocoder": True},
+    "ours-unmasked": {"max_batch": 8, "first_chunk_alone": False, "mask_padding": False},
+    "ours-batch-vocoder": {"max_batch": 8, "first_chunk_alone": False, "batch_vocoder": True},
     "ours-compiled": None,
 }
 

@@ -24,7 +24,7 @@ def batched_engine(demo_model_dir: Path) -> F5TTSEngine:
 def test_loads_the_demo_model_on_cpu(engine):
     assert engine.spec.name == "demo" and engine.device.type == "cpu"
     assert engine.sample_rate == 24000
-    assert engine.plan == BatchPlan(max_batch=1), "CPU default: chunk by chunk (measured)"
+    assert engine.plan == BatchPlan(max_batch=2, concurrent=True), "CPU default (measured)"
 
 
 def test_output_is_finite_mono_24k(engine):
@@ -59,15 +59,24 @@ def test_one_chunk_matches_upstream_infer_batch_process_bit_for_bit(engine):
     assert np.array_equal(ours.samples, theirs)
 
 
-@pytest.mark.parametrize("plan", ["sequential", "batched"])
+@pytest.mark.parametrize("plan", ["side by side", "batched"])
 def test_same_seed_same_samples_other_seed_other_samples(engine, batched_engine, plan):
-    eng = engine if plan == "sequential" else batched_engine
+    eng = engine if plan == "side by side" else batched_engine
     voice, params = default_voice(), SynthesisParams(seed=7, nfe_step=2)
     a = eng.synthesize(PAGE, voice, params)
     b = eng.synthesize(PAGE, voice, params)
     c = eng.synthesize(PAGE, voice, SynthesisParams(seed=8, nfe_step=2))
     assert np.array_equal(a.samples, b.samples)
     assert not np.array_equal(a.samples, c.samples)
+
+
+def test_chunks_side_by_side_are_exactly_chunks_one_at_a_time(engine):
+    """The CPU default runs two chunks at a time in threads; each is computed alone."""
+    voice = default_voice()
+    assert len(engine.split_text(PAGE, voice, 1.0)) >= 3
+    one_by_one = engine.with_plan(BatchPlan(max_batch=1)).synthesize(PAGE, voice, FAST)
+    side_by_side = engine.synthesize(PAGE, voice, FAST)
+    assert np.array_equal(side_by_side.samples, one_by_one.samples)
 
 
 def test_batched_chunks_sound_as_they_would_one_at_a_time(engine, batched_engine):
@@ -133,9 +142,9 @@ def test_bad_load_arguments_are_model_errors(tmp_path, demo_model_dir, model_dir
         F5TTSEngine.load(path, device="cpu", **kwargs)
 
 
-@pytest.mark.parametrize("plan", ["sequential", "batched"])
+@pytest.mark.parametrize("plan", ["side by side", "batched"])
 def test_stream_pieces_concatenate_to_the_full_utterance(engine, batched_engine, plan):
-    eng = engine if plan == "sequential" else batched_engine
+    eng = engine if plan == "side by side" else batched_engine
     voice = default_voice()
     params = SynthesisParams(seed=5, nfe_step=2)
     pieces = list(eng.synthesize_stream(PAGE, voice, params))
@@ -152,6 +161,7 @@ def test_stream_pieces_concatenate_to_the_full_utterance(engine, batched_engine,
         (BatchPlan(max_batch=8, first_chunk_alone=True), 5, [[0], [1, 2, 3, 4]]),
         (BatchPlan(max_batch=8, first_chunk_alone=False), 5, [[0, 1, 2, 3, 4]]),
         (BatchPlan(max_batch=2, first_chunk_alone=True), 6, [[0], [1, 2], [3, 4], [5]]),
+        (BatchPlan(max_batch=2, concurrent=True), 4, [[0], [1, 2], [3]]),
     ],
 )
 def test_batch_plan_groups(plan, chunks, groups):
