@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,13 @@ JOB = {"input": {"text": "The first job after a cold start.", "seed": 1, "nfe_st
 def main() -> int:
     args = _parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-cold-", dir=args.work_dir))
+    try:
+        return _run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # two 1.4 GB caches per repeat
+
+
+def _run(args: argparse.Namespace, work: Path) -> int:
     name = "F5TTS_v1_Base" if args.model == "full" else "demo"
     source = _build_model(args.model, args.model_dir or work / "src")
     rows: list[list[Any]] = []
