@@ -12,6 +12,7 @@ import logging
 import shutil
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -34,26 +35,33 @@ DEMO_ARCH = {
     "conv_layers": 1,
     "pe_attn_head": None,
 }
-DEMO_VOCOS = {
-    "feature_extractor": {
-        "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-        "init_args": {
-            "sample_rate": 24000,
-            "n_fft": 1024,
-            "hop_length": 256,
-            "n_mels": 100,
-            "padding": "center",
+
+
+def vocos_config(dim: int, intermediate_dim: int, num_layers: int) -> dict[str, Any]:
+    """A Vocos config.yaml in upstream's layout (charactr/vocos-mel-24khz is 512, 1536, 8)."""
+    mel = {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100}
+    return {
+        "feature_extractor": {
+            "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+            "init_args": {**mel, "padding": "center"},
         },
-    },
-    "backbone": {
-        "class_path": "vocos.models.VocosBackbone",
-        "init_args": {"input_channels": 100, "dim": 64, "intermediate_dim": 192, "num_layers": 2},
-    },
-    "head": {
-        "class_path": "vocos.heads.ISTFTHead",
-        "init_args": {"dim": 64, "n_fft": 1024, "hop_length": 256, "padding": "same"},
-    },
-}
+        "backbone": {
+            "class_path": "vocos.models.VocosBackbone",
+            "init_args": {
+                "input_channels": 100,
+                "dim": dim,
+                "intermediate_dim": intermediate_dim,
+                "num_layers": num_layers,
+            },
+        },
+        "head": {
+            "class_path": "vocos.heads.ISTFTHead",
+            "init_args": {"dim": dim, "n_fft": 1024, "hop_length": 256, "padding": "same"},
+        },
+    }
+
+
+DEMO_VOCOS = vocos_config(dim=64, intermediate_dim=192, num_layers=2)
 CHECKPOINT = "model_demo.safetensors"
 
 

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from errors import BadRefAudio, StorageError
+from s3_utils import read_object
 from voices import MAX_REF_BYTES
 
 URL_TOTAL_TIMEOUT_S = 20.0
@@ -122,11 +123,7 @@ class RefAudioFetcher:
         bucket, key = parse_s3_url(ref)
         limit = self.policy.max_bytes
         try:
-            obj = self._s3().get_object(Bucket=bucket, Key=key)
-            if int(obj.get("ContentLength", 0)) > limit:
-                raise BadRefAudio(f"ref_audio is larger than {limit} bytes")
-            with obj["Body"] as body:
-                data = body.read(limit + 1)
+            data = read_object(self._s3(), bucket, key, limit)
         except NoCredentialsError:
             raise BadRefAudio("this worker has no S3 credentials for s3:// references") from None
         except ClientError as exc:
@@ -137,7 +134,7 @@ class RefAudioFetcher:
         except BotoCoreError as exc:
             reason = type(exc).__name__
             raise StorageError(f"reading ref_audio from s3://{bucket} failed: {reason}") from None
-        if len(data) > limit:
+        if data is None:
             raise BadRefAudio(f"ref_audio is larger than {limit} bytes")
         return data
 

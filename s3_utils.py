@@ -205,6 +205,17 @@ def _commit(tmp: Path, dest: Path) -> None:
         raise StorageError(f"cannot write {dest}: {exc.strerror}") from exc
 
 
+def read_object(client: Any, bucket: str, key: str, limit: int) -> bytes | None:
+    """The object's bytes, or None when it is larger than `limit` (never more is read).
+    boto errors propagate so each caller can say what a missing object means to it."""
+    obj = client.get_object(Bucket=bucket, Key=key)
+    if int(obj.get("ContentLength", 0)) > limit:
+        return None
+    with obj["Body"] as body:
+        data = body.read(limit + 1)
+    return None if len(data) > limit else data
+
+
 def upload_to_s3(
     client: Any,
     path: Path,

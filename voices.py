@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from audio import Audio, decode
 from errors import BadRefAudio, StorageError, VoiceNotFound
+from s3_utils import read_object
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +159,7 @@ class VoiceLibrary:
     def _read(self, name: str, file: str, limit: int) -> bytes:
         key = self.key(name, file)
         try:
-            obj = self._s3().get_object(Bucket=self.bucket, Key=key)
-            if int(obj.get("ContentLength", 0)) > limit:
-                raise BadRefAudio(f"voice {name!r}: {file} is larger than {limit} bytes")
-            with obj["Body"] as body:
-                data = body.read(limit + 1)
+            data = read_object(self._s3(), self.bucket, key, limit)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in MISSING_CODES:
@@ -171,7 +168,7 @@ class VoiceLibrary:
         except BotoCoreError as exc:
             reason = type(exc).__name__
             raise StorageError(f"reading voice {name!r} ({file}) failed: {reason}") from None
-        if len(data) > limit:
+        if data is None:
             raise BadRefAudio(f"voice {name!r}: {file} is larger than {limit} bytes")
         return data
 

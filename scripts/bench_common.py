@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from demo_model import vocos_config  # noqa: E402  (needs REPO on sys.path)
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -52,31 +54,7 @@ TEXTS: dict[str, str] = {"sentence": SENTENCE, "paragraph": PARAGRAPH, "page": P
 
 # Upstream's released Vocos (charactr/vocos-mel-24khz) configuration: same compute, random
 # weights, since nothing can be downloaded here.
-FULL_VOCOS: dict[str, Any] = {
-    "feature_extractor": {
-        "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-        "init_args": {
-            "sample_rate": 24000,
-            "n_fft": 1024,
-            "hop_length": 256,
-            "n_mels": 100,
-            "padding": "center",
-        },
-    },
-    "backbone": {
-        "class_path": "vocos.models.VocosBackbone",
-        "init_args": {
-            "input_channels": 100,
-            "dim": 512,
-            "intermediate_dim": 1536,
-            "num_layers": 8,
-        },
-    },
-    "head": {
-        "class_path": "vocos.heads.ISTFTHead",
-        "init_args": {"dim": 512, "n_fft": 1024, "hop_length": 256, "padding": "same"},
-    },
-}
+FULL_VOCOS: dict[str, Any] = vocos_config(dim=512, intermediate_dim=1536, num_layers=8)
 FULL_CHECKPOINT = "model_random.safetensors"
 
 
