@@ -58,5 +58,14 @@ container-test: venv
 bench-s3: venv
 	$(PY) scripts/bench_s3_sync.py $(ARGS)
 
+.PHONY: bench-infer bench-handler
+# Engine vs upstream F5TTS.infer (demo model unless ARGS="--model full --nfe 4"); see docs/benchmarks.md.
+bench-infer: venv
+	$(PY) scripts/bench_infer.py $(ARGS)
+
+# A job through the local API vs a direct engine call (goal: <= 5% overhead).
+bench-handler: venv
+	$(PY) scripts/bench_handler.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache
