@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from manifest import read_manifest
-from tests.conftest import REPO
 from tests.integration.s3_servers import client_for, free_ports, moto_server, s3_env, seaweedfs
+from tests.integration.worker_process import spawn
 
 BUCKET = "startup-cycle"
 POINTER = "f5-tts/demo/latest.json"
@@ -48,26 +46,10 @@ def worker(
     port = free_ports(1)[0]
     args = [sys.executable, "model_cache_init.py", "--rp_serve_api"]
     args += ["--rp_api_port", str(port), "--rp_api_host", "127.0.0.1"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            args,
-            cwd=REPO,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
+    with spawn(args, env, log_path) as proc:
         wait_for(lambda: _answers(f"{url}/docs"), timeout, log_path, proc)
         yield url, proc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
 
 
 def _answers(url: str) -> bool:

@@ -46,7 +46,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def _process(cmd: list[str], env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+def spawn(cmd: list[str], env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+    """Run cmd from the repo in its own process group, logging to log_path; kill the group after."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             cmd,
@@ -70,7 +71,7 @@ def _process(cmd: list[str], env: Mapping[str, str], log_path: Path) -> Iterator
 def running_worker(env: Mapping[str, str], log_path: Path, timeout: float = 180) -> Iterator[str]:
     port = free_port()
     cmd = ["make", "--no-print-directory", "run", f"PORT={port}"]
-    with _process(cmd, env, log_path) as proc:
+    with spawn(cmd, env, log_path) as proc:
         url = f"http://127.0.0.1:{port}"
         _wait_ready(proc, url, timeout, log_path)
         yield url
@@ -226,7 +227,7 @@ def running_worker_loop(
     """The container's start command against the fake job API; ready once it polls for jobs."""
     cmd = [sys.executable, "model_cache_init.py"]
     full_env = {"HF_HUB_OFFLINE": "1", **fake.env(), **env}
-    with _process(cmd, full_env, log_path) as proc:
+    with spawn(cmd, full_env, log_path) as proc:
         deadline = time.monotonic() + timeout
         while not fake.polled.wait(0.5):
             _check_alive(proc, log_path)
