@@ -4,8 +4,10 @@ Models are built and loaded with upstream's own functions (load_model, load_voco
 split with upstream's chunk_text. Sampling is upstream's CFM.sample, restated so that it can
 serve a server better (docs/benchmarks.md has the measurements behind each choice):
 
-- the text chunks of a request go through the transformer as one padded batch instead of
-  upstream's one-chunk-per-thread loop, and the vocoder runs once over that batch;
+- the text chunks of a request are grouped by a BatchPlan (on CUDA: the first chunk alone for
+  a stream's first audio, the rest as padded batches with the padding masked out of
+  attention) instead of upstream's one thread per chunk;
+- all model work runs on one thread (torch_thread.py), which keeps CPU operators fast;
 - each chunk's starting noise comes from its own torch.Generator seeded with seed + index, so
   a seed fixes the output without touching the global RNG (upstream seeds the global RNG, which
   concurrent requests would race on, and gives every item of a batch the same noise);
@@ -39,6 +41,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
+import torch_thread
 from audio import Audio, cross_fade
 from errors import GPUError, InternalError, InvalidInput, ModelError
 from model_spec import SAMPLE_RATE, ModelSpec
@@ -193,9 +196,9 @@ class F5TTSEngine:
             for m in model.modules()
             if hasattr(getattr(m, "processor", None), "attn_mask_enabled")
         ]
-        # One job at a time on the model: GPU memory is sized for one batch, and the DiT's
-        # text-embedding cache lives on the module between the steps of one sample.
-        self._lock = threading.Lock()
+        # Model work runs on the one torch thread (torch_thread.py), so one job at a time is on
+        # the model: GPU memory is sized for one batch, and the DiT's text-embedding cache lives
+        # on the module between the steps of one sample.
         self._oom_in_a_row = 0
 
     @classmethod
@@ -215,7 +218,31 @@ class F5TTSEngine:
         dtype "auto" is upstream's choice: float16 on CUDA devices of compute capability 7 or
         newer, float32 elsewhere. compile=True wraps the transformer in torch.compile; the
         compilation happens during warm_up, so its cost lands in cold start, not in a job.
+        Loading runs on the torch thread, as all later model work does.
         """
+        return torch_thread.run(
+            cls._load,
+            model_dir,
+            device,
+            attn_backend,
+            dtype=dtype,
+            compile=compile,
+            plan=plan,
+            ref_cache_size=ref_cache_size,
+        )
+
+    @classmethod
+    def _load(
+        cls,
+        model_dir: Path,
+        device: str,
+        attn_backend: str,
+        *,
+        dtype: str,
+        compile: bool,
+        plan: BatchPlan | None,
+        ref_cache_size: int,
+    ) -> F5TTSEngine:
         import f5_tts.model
         from f5_tts.infer.utils_infer import load_model, load_vocoder
 
@@ -292,7 +319,7 @@ class F5TTSEngine:
         """Yield audio chunk by chunk, cross-faded: each piece holds back the fade-out tail that
         the next chunk fades into, so the pieces concatenate to exactly the full utterance."""
         chunks = self.split_text(text, voice, params.speed)
-        ref = self._reference(voice)
+        ref = torch_thread.run(self._reference, voice)
         fade = int(params.cross_fade_duration * self.sample_rate)
         tail = np.zeros(0, dtype=np.float32)
         for group in self.plan.groups(len(chunks)):
@@ -331,12 +358,12 @@ class F5TTSEngine:
         self, ref: _Reference, texts: Sequence[str], params: SynthesisParams, first_index: int
     ) -> list[np.ndarray]:
         seeds = [(params.seed + first_index + i) & SEED_MASK for i in range(len(texts))]
+        if self.plan.concurrent and len(texts) > 1:
+            work, args = self._generate_side_by_side, (ref, texts, params, seeds)
+        else:
+            work, args = self._generate, (ref, texts, params, seeds)
         try:
-            with self._lock:
-                if self.plan.concurrent and len(texts) > 1:
-                    waves = self._generate_side_by_side(ref, texts, params, seeds)
-                else:
-                    waves = self._generate(ref, texts, params, seeds)
+            waves = torch_thread.run(work, *args)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory() from None
         self._oom_in_a_row = 0
@@ -505,7 +532,12 @@ class F5TTSEngine:
 
 def import_backend() -> None:
     """Import f5-tts's inference modules now (about 15 s cold), so that start-up can pay for
-    them while the model syncs instead of inside load()."""
+    them while the model syncs instead of inside load(). On the torch thread: torchdiffeq runs
+    a torch operator when imported, which would give the importing thread an OpenMP team."""
+    torch_thread.run(_import_backend)
+
+
+def _import_backend() -> None:
     import f5_tts.infer.utils_infer
     import f5_tts.model  # noqa: F401
 

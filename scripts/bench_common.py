@@ -128,12 +128,14 @@ def machine_facts() -> dict[str, str]:
     """What the figures were taken on: enough to tell two tables apart."""
     import torch
 
+    import torch_thread
+
     facts = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": _cpu_model(),
         "cores": str(os.cpu_count()),
-        "torch_threads": str(torch.get_num_threads()),
+        "torch_threads": str(torch_thread.run(torch.get_num_threads)),
         "load_avg_1m": f"{os.getloadavg()[0]:.2f}",
     }
     if torch.cuda.is_available():

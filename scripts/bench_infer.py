@@ -53,6 +53,8 @@ from bench_common import (
     table,
 )
 
+import torch_thread
+
 log = logging.getLogger("bench_infer")
 
 PLANS: dict[str, dict[str, Any] | None] = {
@@ -93,7 +95,9 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("f5_tts", "engine", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    model_dir = _model_dir(args)
+    # Built on the torch thread, so that this process's torch work all runs on one thread
+    # (torch_thread.py): the engine's, upstream's, and the model builder's.
+    model_dir = torch_thread.run(_model_dir, args)
     engines: dict[tuple[str, bool], Any] = {}  # variants with one dtype share one model
     contenders = _load_contenders(args, model_dir, engines)
     rows = _measure(args, contenders)
@@ -141,7 +145,7 @@ def _load_contenders(
     import torch
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        torch_thread.run(torch.set_num_threads, args.threads)  # per OS thread in OpenMP
     out = []
     for variant in args.variants:
         start = time.perf_counter()
@@ -160,20 +164,23 @@ def _upstream(model_dir: Path, device: str) -> Callable[[str, int, int], Result]
     from voices import DEFAULT_VOICE_TEXT, default_voice_path
 
     spec = ModelSpec.load(model_dir)
-    with contextlib.redirect_stdout(io.StringIO()):  # upstream prints while loading
-        if _has_packaged_config(spec.name):
-            tts = F5TTS(
+
+    def build() -> Any:
+        with contextlib.redirect_stdout(io.StringIO()):  # upstream prints while loading
+            if not _has_packaged_config(spec.name):
+                return _assemble_upstream(model_dir, spec, device)
+            return F5TTS(
                 model=spec.name,
                 ckpt_file=str(model_dir / spec.checkpoint),
                 vocab_file=str(model_dir / spec.vocab),
                 vocoder_local_path=str(model_dir / spec.vocoder_dir),
                 device=device,
             )
-        else:
-            tts = _assemble_upstream(model_dir, spec, device)
+
+    tts = torch_thread.run(build)
     ref_file = str(default_voice_path())
 
-    def run(text: str, nfe: int, seed: int) -> Result:
+    def infer(text: str, nfe: int, seed: int) -> Result:
         with contextlib.redirect_stdout(io.StringIO()):  # it prints the text and chunks
             wav, rate, _ = tts.infer(
                 ref_file,
@@ -185,6 +192,11 @@ def _upstream(model_dir: Path, device: str) -> Callable[[str, int, int], Result]
                 progress=None,
             )
         return Result(wav, rate, None)
+
+    def run(text: str, nfe: int, seed: int) -> Result:
+        # Called from the torch thread, as the engine's work is: upstream's infer() still
+        # moves each chunk to a thread of its own, as it does in a server.
+        return torch_thread.run(infer, text, nfe, seed)
 
     # The same one-off work as the engine's warm-up: first inference, reference preprocessing.
     run("Warm up.", 2, 0)

@@ -34,6 +34,7 @@ log = logging.getLogger("bench_stream")
 def main() -> int:
     args = _parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    import torch_thread
     from config import Settings
     from engine import F5TTSEngine
     from handler import Worker
@@ -41,11 +42,11 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     if args.model == "full":
-        model_dir = build_full_arch_model(work / "full")
+        model_dir = torch_thread.run(build_full_arch_model, work / "full")
     else:
         from demo_model import build_demo_model
 
-        model_dir = build_demo_model(work / "demo")
+        model_dir = torch_thread.run(build_demo_model, work / "demo")
     engine = F5TTSEngine.load(model_dir, args.device)
     engine.warm_up(default_voice())
     worker = Worker(engine, Settings())

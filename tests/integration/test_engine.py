@@ -182,3 +182,30 @@ def test_bfloat16_runs_on_cpu(demo_model_dir):
     assert next(eng.model.parameters()).dtype == torch.bfloat16
     audio = eng.synthesize("Half precision.", default_voice(), FAST)
     assert audio.samples.dtype == np.float32 and np.isfinite(audio.samples).all()
+
+
+def test_model_work_runs_on_the_torch_thread(engine, monkeypatch):
+    """Job threads never run torch operators themselves (torch_thread.py): sampling and the
+    reference's mel happen on the torch thread, whoever calls."""
+    import threading
+
+    import engine as engine_module
+    import torch_thread
+
+    seen = []
+    for name in ("_sample", "_prepare_reference"):
+        original = getattr(engine_module.F5TTSEngine, name)
+
+        def spy(self, *args, _original=original, **kwargs):
+            seen.append(torch_thread.is_current())
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(engine_module.F5TTSEngine, name, spy)
+    voice = Voice(default_voice().audio, "A reference no other test has prepared.")
+    result = []
+    job = threading.Thread(
+        target=lambda: result.append(engine.synthesize("Spoken from a job thread.", voice, FAST))
+    )
+    job.start()
+    job.join()
+    assert result and seen == [True, True]

@@ -1,0 +1,42 @@
+"""torch_thread: one OS thread runs all torch work, whoever asks."""
+
+import threading
+
+import pytest
+
+import torch_thread
+
+
+def test_runs_on_one_thread_whichever_thread_asks():
+    seen: set[int] = set()
+
+    def ask() -> None:
+        seen.add(torch_thread.run(threading.get_ident))
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ask()
+    assert len(seen) == 1 and threading.get_ident() not in seen
+
+
+def test_passes_arguments_and_returns_the_result():
+    assert torch_thread.run(divmod, 17, 5) == (3, 2)
+    assert torch_thread.run(sorted, [3, 1, 2], reverse=True) == [3, 2, 1]
+
+
+def test_raises_the_callee_exception_and_keeps_serving():
+    with pytest.raises(ZeroDivisionError):
+        torch_thread.run(lambda: 1 / 0)
+    assert torch_thread.run(lambda: "still serving") == "still serving"
+
+
+def test_a_call_from_the_torch_thread_runs_inline_instead_of_deadlocking():
+    def outer() -> tuple[bool, int]:
+        return torch_thread.is_current(), torch_thread.run(threading.get_ident)
+
+    inside, ident = torch_thread.run(outer)
+    assert inside and ident == torch_thread.run(threading.get_ident)
+    assert not torch_thread.is_current()

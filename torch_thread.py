@@ -1,0 +1,39 @@
+"""One long-lived thread for all of the process's torch work.
+
+torch's CPU operators run on OpenMP, and libgomp gives every OS thread that runs a parallel
+region a team of worker threads of its own. Once a process holds more OpenMP threads than
+cores, libgomp shortens its spin-waits, so between the many small operators of a sampling
+step the workers fall asleep and every region pays a futex wake-up. A worker that imports and
+loads on its main thread and synthesizes on job threads holds two or more teams. Measured on 2
+cores (scripts/bench_threads.py, docs/benchmarks.md): a demo-model sentence takes 1.44x as long
+that way as when one thread does all the torch work, and no longer once intra-op threads are 1.
+
+So importing f5-tts, loading, warm-up and every synthesis run here, whichever thread asks. The
+engine's work is serial anyway (one model, one job on it at a time), so one thread costs nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
+_ident = _pool.submit(threading.get_ident).result()
+
+
+def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """fn(*args, **kwargs) on the torch thread: its result or its exception, as a direct call
+    would give. Called from the torch thread itself it runs inline (no self-deadlock)."""
+    if is_current():
+        return fn(*args, **kwargs)
+    return _pool.submit(fn, *args, **kwargs).result()
+
+
+def is_current() -> bool:
+    """Whether the caller is the torch thread."""
+    return threading.get_ident() == _ident
