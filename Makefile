@@ -58,7 +58,7 @@ container-test: venv
 bench-s3: venv
 	$(PY) scripts/bench_s3_sync.py $(ARGS)
 
-.PHONY: bench-infer bench-handler
+.PHONY: bench-infer bench-handler bench-threads
 # Engine vs upstream F5TTS.infer (demo model unless ARGS="--model full --nfe 4"); see docs/benchmarks.md.
 bench-infer: venv
 	$(PY) scripts/bench_infer.py $(ARGS)
@@ -66,6 +66,10 @@ bench-infer: venv
 # A job through the local API vs a direct engine call (goal: <= 5% overhead).
 bench-handler: venv
 	$(PY) scripts/bench_handler.py $(ARGS)
+
+# Which threads run torch: main / job thread / the engine's torch thread (CPU OpenMP teams).
+bench-threads: venv
+	$(PY) scripts/bench_threads.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -5,8 +5,9 @@ region a team of worker threads of its own. Once a process holds more OpenMP thr
 cores, libgomp shortens its spin-waits, so between the many small operators of a sampling
 step the workers fall asleep and every region pays a futex wake-up. A worker that imports and
 loads on its main thread and synthesizes on job threads holds two or more teams. Measured on 2
-cores (scripts/bench_threads.py, docs/benchmarks.md): a demo-model sentence takes 1.44x as long
-that way as when one thread does all the torch work, and no longer once intra-op threads are 1.
+cores (scripts/bench_threads.py, docs/benchmarks.md): a demo-model sentence takes 1.27-1.44x as
+long that way as when one thread does all the torch work; with one intra-op thread the gap
+mostly goes.
 
 So importing f5-tts, loading, warm-up and every synthesis run here, whichever thread asks. The
 engine's work is serial anyway (one model, one job on it at a time), so one thread costs nothing.
@@ -22,8 +23,16 @@ from typing import ParamSpec, TypeVar
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
-_ident = _pool.submit(threading.get_ident).result()
+_ident: int | None = None  # the torch thread's, once it has started
+
+
+def _started() -> None:
+    global _ident
+    _ident = threading.get_ident()
+
+
+# The thread starts with the first call, not at import.
+_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch", initializer=_started)
 
 
 def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
