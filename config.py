@@ -16,6 +16,7 @@ from errors import ConfigError
 
 FLASH_ATTN_MODES = ("auto", "off", "require")
 DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float16", "bfloat16", "float32")
 LOG_FORMATS = ("text", "json")
 DEMO_MODEL = "demo"
 # A model name becomes a directory and an S3 key segment, so it must be one safe component.
@@ -42,6 +43,8 @@ class Settings:
     flash_attn: str = "auto"
     flash_attn_wheel_url: str | None = None
     device: str = "auto"
+    dtype: str = "auto"
+    torch_compile: bool = False
     max_concurrency: int = 1
     log_format: str = "text"
     log_level: str = "INFO"
@@ -77,6 +80,8 @@ class Settings:
             flash_attn=_choice(env, "FLASH_ATTN", cls.flash_attn, FLASH_ATTN_MODES),
             flash_attn_wheel_url=_opt(env, "FLASH_ATTN_WHEEL_URL"),
             device=_choice(env, "DEVICE", cls.device, DEVICES),
+            dtype=_choice(env, "DTYPE", cls.dtype, DTYPES),
+            torch_compile=_bool(env, "TORCH_COMPILE", cls.torch_compile),
             max_concurrency=_int(env, "MAX_CONCURRENCY", cls.max_concurrency, 1, 64),
             log_format=_choice(env, "LOG_FORMAT", cls.log_format, LOG_FORMATS),
             log_level=_choice(
@@ -121,6 +126,17 @@ def _choice(
     if value not in allowed:
         raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -299,7 +299,13 @@ def output_store(settings: Settings) -> OutputStore | None:
 
 def build_worker(settings: Settings, model_dir: Path, attn_backend: str = "torch") -> Worker:
     """Load and warm the engine; only then is the worker ready for jobs."""
-    engine = F5TTSEngine.load(model_dir, settings.device, attn_backend)
+    engine = F5TTSEngine.load(
+        model_dir,
+        settings.device,
+        attn_backend,
+        dtype=settings.dtype,
+        compile=settings.torch_compile,
+    )
     log.info("warm-up took %.2f s", engine.warm_up(default_voice()))
     return Worker(engine, settings)
 

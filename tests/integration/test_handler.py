@@ -255,3 +255,16 @@ def test_sdk_worker_loop_mode_follows_the_sdks_own_flag(monkeypatch):
     assert sdk_can_stream([]) is True
     monkeypatch.setattr(worker_state, "IS_LOCAL_TEST", True)
     assert sdk_can_stream([]) is False
+
+
+def test_build_worker_loads_with_the_dtype_setting(demo_model_dir):
+    """DTYPE reaches the engine: the weights are in that dtype and a job still succeeds."""
+    import torch
+
+    from handler import build_worker
+
+    bf16 = build_worker(Settings(dtype="bfloat16", device="cpu"), demo_model_dir)
+    assert next(bf16.engine.model.parameters()).dtype == torch.bfloat16
+    assert not bf16.engine.compiled
+    items = list(bf16.run(job(text="Half precision weights.")))
+    assert items[0]["duration_s"] > 0.5

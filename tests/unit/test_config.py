@@ -17,6 +17,7 @@ def test_defaults_from_empty_env():
     assert s.worker_version == "dev" and s.worker_git_sha == "unknown"
     assert (s.bucket_name, s.bucket_url_expiry_s) == (None, 3600)
     assert (s.ref_audio_url_timeout_s, s.voice_cache_size) == (20, 32)
+    assert (s.dtype, s.torch_compile) == ("auto", False)
 
 
 def test_values_are_read_and_normalised():
@@ -48,6 +49,8 @@ def test_values_are_read_and_normalised():
     [
         ("FLASH_ATTN", "maybe"),
         ("DEVICE", "tpu"),
+        ("DTYPE", "float8"),
+        ("TORCH_COMPILE", "sometimes"),
         ("MAX_CONCURRENCY", "two"),
         ("MAX_CONCURRENCY", "0"),
         ("MAX_CONCURRENCY", "1000"),
@@ -66,6 +69,20 @@ def test_bad_values_name_the_variable(name, value):
     with pytest.raises(ConfigError) as info:
         Settings.from_env({name: value})
     assert name in info.value.message and value in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("env", "dtype", "compiled"),
+    [
+        ({"DTYPE": "BFloat16", "TORCH_COMPILE": "yes"}, "bfloat16", True),
+        ({"DTYPE": "float16", "TORCH_COMPILE": "1"}, "float16", True),
+        ({"DTYPE": "float32", "TORCH_COMPILE": "off"}, "float32", False),
+        ({"TORCH_COMPILE": ""}, "auto", False),
+    ],
+)
+def test_dtype_and_compile(env, dtype, compiled):
+    s = Settings.from_env(env)
+    assert (s.dtype, s.torch_compile) == (dtype, compiled)
 
 
 def test_settings_are_frozen():

@@ -29,6 +29,8 @@ FIELD = {
     "BUCKET_SECRET_ACCESS_KEY": "bucket_secret_access_key",
     "FLASH_ATTN": "flash_attn",
     "DEVICE": "device",
+    "DTYPE": "dtype",
+    "TORCH_COMPILE": "torch_compile",
     "MAX_CONCURRENCY": "max_concurrency",
     "LOG_LEVEL": "log_level",
     "LOG_FORMAT": "log_format",
