@@ -124,14 +124,14 @@ def _measure(url: str, engine: Any, text: str, name: str, nfe: int, args: argpar
     voice, params = default_voice(), SynthesisParams(seed=args.seed, nfe_step=nfe)
     payload = {"text": text, "seed": args.seed, "nfe_step": nfe, "format": "wav"}
 
-    def direct() -> Any:
+    def call_engine() -> Any:
         # From a job thread, as the worker calls the engine (which moves the work to its
         # torch thread).
         return job_thread.submit(engine.synthesize, text, voice, params).result()
 
     own: list[float] = []  # per handler run: its wall time minus the worker's synthesis
 
-    def served() -> dict[str, Any]:
+    def call_handler() -> dict[str, Any]:
         start = time.perf_counter()
         body = runsync(url, payload)
         inside = _synthesis_stage(body)
@@ -141,17 +141,17 @@ def _measure(url: str, engine: Any, text: str, name: str, nfe: int, args: argpar
 
     # The first run of a new input shape is not timed on either side.
     runsync(url, payload)
-    direct()
+    call_engine()
     timings, last = interleaved(
         {
-            "handler": served,
-            "engine": direct,
-            "engine+encode": lambda: encode(direct(), "wav"),
+            "handler": call_handler,
+            "engine": call_engine,
+            "engine+encode": lambda: encode(call_engine(), "wav"),
         },
         args.repeats,
     )
-    served = _decode_wav(_audio_item(last["handler"])["audio_base64"])
-    if served.shape != last["engine"].samples.shape:
+    served_audio = _decode_wav(_audio_item(last["handler"])["audio_base64"])
+    if served_audio.shape != last["engine"].samples.shape:
         raise RuntimeError("the handler and the engine produced different audio lengths")
     handler, direct = timings["handler"].median, timings["engine"].median
     overhead = handler / direct - 1
