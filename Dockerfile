@@ -41,10 +41,16 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # a normal start installs nothing. A CPU torch has nothing to bake; a wheel that does not load
 # fails the build.
 ARG FLASH_ATTN_BAKE=auto
-COPY errors.py flash_attn_setup.py ./
-RUN if [ "${FLASH_ATTN_BAKE}" != "none" ]; then python flash_attn_setup.py --bake "${FLASH_ATTN_BAKE}"; fi
+COPY f5worker/__init__.py f5worker/errors.py f5worker/
+COPY f5worker/startup/__init__.py f5worker/startup/flash_attn.py f5worker/startup/
+RUN if [ "${FLASH_ATTN_BAKE}" != "none" ]; then \
+      python -m f5worker.startup.flash_attn --bake "${FLASH_ATTN_BAKE}"; \
+    fi
 
+# The entry points (model_cache_init.py, handler.py, s3_utils.py) and the package; .dockerignore
+# leaves out f5worker/testing, which only tests and benchmarks use.
 COPY *.py test_input.json ./
+COPY f5worker/ f5worker/
 RUN python -m compileall -q /app
 
 # Optional: bake a model into MODEL_CACHE_DIR so a start needs neither S3 nor the hub.

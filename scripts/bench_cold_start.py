@@ -34,10 +34,11 @@ from bench_common import REPO, build_full_arch_model, command_line, machine_fact
 
 sys.path.insert(0, str(REPO))
 
-from config import Settings
-from demo_model import build_demo_model
-from s3_utils import make_client, upload_models_to_s3
-from tests.integration.s3_servers import free_ports, s3_env, seaweedfs
+from f5worker.config import Settings
+from f5worker.models.demo import build_demo_model
+from f5worker.models.s3_cache import upload_models_to_s3
+from f5worker.s3 import make_client
+from f5worker.testing.s3_servers import free_ports, s3_env, seaweedfs
 
 BUCKET = "bench-cold-start"
 STEPS = ("diagnostics", "flash_attn", "model", "import", "engine")

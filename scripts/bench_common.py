@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from demo_model import vocos_config  # noqa: E402  (needs REPO on sys.path)
+from f5worker.models.demo import vocos_config  # noqa: E402  (needs REPO on sys.path)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,7 +128,7 @@ def machine_facts() -> dict[str, str]:
     """What the figures were taken on: enough to tell two tables apart."""
     import torch
 
-    import torch_thread
+    from f5worker.engine import torch_thread
 
     facts = {
         "python": platform.python_version(),
@@ -172,9 +172,9 @@ def build_full_arch_model(out_dir: Path, seed: int = 0) -> Path:
     from safetensors.torch import save_file
     from vocos import Vocos
 
-    from demo_model import upstream_vocab
-    from manifest import build_manifest, write_manifest
-    from model_spec import MEL_SPEC, SPEC_NAME, ModelSpec
+    from f5worker.models.demo import upstream_vocab
+    from f5worker.models.manifest import build_manifest, write_manifest
+    from f5worker.models.spec import MEL_SPEC, SPEC_NAME, ModelSpec
 
     if (out_dir / SPEC_NAME).exists() and (out_dir / FULL_CHECKPOINT).exists():
         return out_dir

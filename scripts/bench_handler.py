@@ -47,7 +47,7 @@ from bench_common import (
     table,
 )
 
-import torch_thread
+from f5worker.engine import torch_thread
 
 log = logging.getLogger("bench_handler")
 GOAL = 0.05  # at most 5% over the direct engine call
@@ -102,14 +102,14 @@ def _parse_args() -> argparse.Namespace:
 def _model_dir(args: argparse.Namespace, work: Path) -> Path:
     if args.model == "full":
         return build_full_arch_model(args.work_dir / "full")
-    from demo_model import build_demo_model
+    from f5worker.models.demo import build_demo_model
 
     return build_demo_model(work / "demo")
 
 
 def _load_engine(model_dir: Path) -> Any:
-    from engine import F5TTSEngine
-    from voices import default_voice
+    from f5worker.engine.f5tts import F5TTSEngine
+    from f5worker.job.voices import default_voice
 
     engine = F5TTSEngine.load(model_dir, device="auto")
     engine.warm_up(default_voice())
@@ -117,9 +117,9 @@ def _load_engine(model_dir: Path) -> Any:
 
 
 def _measure(url: str, engine: Any, text: str, name: str, nfe: int, args: argparse.Namespace):
-    from audio import encode
-    from engine import SynthesisParams
-    from voices import default_voice
+    from f5worker.engine.f5tts import SynthesisParams
+    from f5worker.job.codecs import encode
+    from f5worker.job.voices import default_voice
 
     voice, params = default_voice(), SynthesisParams(seed=args.seed, nfe_step=nfe)
     payload = {"text": text, "seed": args.seed, "nfe_step": nfe, "format": "wav"}

@@ -53,7 +53,7 @@ from bench_common import (
     table,
 )
 
-import torch_thread
+from f5worker.engine import torch_thread
 
 log = logging.getLogger("bench_infer")
 
@@ -134,7 +134,7 @@ def _model_dir(args: argparse.Namespace) -> Path:
         return args.model_dir
     if args.model == "full":
         return build_full_arch_model(args.work_dir / "full")
-    from demo_model import build_demo_model
+    from f5worker.models.demo import build_demo_model
 
     return build_demo_model(args.work_dir / "demo")
 
@@ -160,8 +160,8 @@ def _load_contenders(
 def _upstream(model_dir: Path, device: str) -> Callable[[str, int, int], Result]:
     from f5_tts.api import F5TTS
 
-    from model_spec import ModelSpec
-    from voices import DEFAULT_VOICE_TEXT, default_voice_path
+    from f5worker.job.voices import DEFAULT_VOICE_TEXT, default_voice_path
+    from f5worker.models.spec import ModelSpec
 
     spec = ModelSpec.load(model_dir)
 
@@ -237,8 +237,8 @@ def _assemble_upstream(model_dir: Path, spec: Any, device: str) -> Any:
 def _ours(
     variant: str, model_dir: Path, device: str, engines: dict[tuple[str, bool], Any]
 ) -> Callable[[str, int, int], Result]:
-    from engine import BatchPlan, F5TTSEngine, SynthesisParams
-    from voices import default_voice
+    from f5worker.engine.f5tts import BatchPlan, F5TTSEngine, SynthesisParams
+    from f5worker.job.voices import default_voice
 
     name, _, dtype = variant.partition(":")
     compiled = name == "ours-compiled"
@@ -334,7 +334,7 @@ def _relative_difference(samples: Any, reference: Any) -> str:
 
 def _reference_cache_row(engine: Any) -> str:
     """Per-voice reference preparation (resample, loudness, mel) against a cache hit."""
-    from voices import default_voice
+    from f5worker.job.voices import default_voice
 
     voice = default_voice()
     timings, _ = interleaved(

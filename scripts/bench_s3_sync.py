@@ -77,7 +77,7 @@ def main() -> int:
 
 
 def orchestrate(args: argparse.Namespace, work: Path) -> int:
-    from tests.integration.s3_servers import client_for, s3_env, seaweedfs
+    from f5worker.testing.s3_servers import client_for, s3_env, seaweedfs
 
     load_before = os.getloadavg()[0]
     src = make_file_set(work / "src", args.size_mb * MiB)
@@ -105,7 +105,7 @@ def orchestrate(args: argparse.Namespace, work: Path) -> int:
 
 def make_file_set(src: Path, size: int) -> Path:
     """One checkpoint (96 %), a vocoder (4 %) and the small files, like F5TTS_v1_Base."""
-    from manifest import build_manifest, write_manifest
+    from f5worker.models.manifest import build_manifest, write_manifest
 
     big, vocoder = int(size * 0.96), int(size * 0.04)
     files = {
@@ -128,8 +128,8 @@ def make_file_set(src: Path, size: int) -> Path:
 
 
 def publish(src: Path, endpoint: str, client) -> str:
-    from config import Settings
-    from s3_utils import upload_models_to_s3
+    from f5worker.config import Settings
+    from f5worker.models.s3_cache import upload_models_to_s3
 
     client.create_bucket(Bucket=BUCKET)
     settings = Settings(model_name=MODEL, s3_bucket=BUCKET, model_cache_dir=src.parent / "up")
@@ -238,7 +238,7 @@ def print_table(rows: list, total: int, args: argparse.Namespace, load: tuple) -
 
 
 def run_child(args: argparse.Namespace) -> int:
-    from s3_utils import make_client
+    from f5worker.s3 import make_client
 
     started = time.perf_counter()
     client = make_client(args.endpoint, "us-east-1", max_pool_connections=64)
@@ -257,8 +257,8 @@ def run_child(args: argparse.Namespace) -> int:
 def child_ours(client, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from config import Settings
-    from s3_utils import SYNC_RANGES, sync_models_from_s3
+    from f5worker.config import Settings
+    from f5worker.models.s3_cache import SYNC_RANGES, sync_models_from_s3
 
     ranges = SYNC_RANGES
     if args.chunk_mb:
@@ -272,7 +272,7 @@ def child_ours(client, args: argparse.Namespace) -> int:
 
 
 def _remote_files(client) -> tuple[str, list]:
-    from s3_utils import find_latest
+    from f5worker.models.s3_cache import find_latest
 
     version, manifest = find_latest(client, BUCKET, f"f5-tts/{MODEL}/")
     return f"f5-tts/{MODEL}/{version}/", list(manifest.files)
@@ -305,7 +305,7 @@ def child_s3transfer(client, args: argparse.Namespace) -> int:
     """boto3's transfer manager (16 MiB parts, 16 threads) into the same hashing sink."""
     from boto3.s3.transfer import TransferConfig, create_transfer_manager
 
-    from ranged_download import HashingSink
+    from f5worker.models.ranged import HashingSink
 
     prefix, entries = _remote_files(client)
     config = TransferConfig(
@@ -336,7 +336,7 @@ def child_posthash(client, args: argparse.Namespace) -> int:
     """boto3's download_file (parallel ranged GETs into the file) and sha256 afterwards."""
     from boto3.s3.transfer import TransferConfig
 
-    from manifest import sha256_file
+    from f5worker.models.manifest import sha256_file
 
     prefix, entries = _remote_files(client)
     config = TransferConfig(
@@ -381,7 +381,7 @@ def child_ceiling(client, args: argparse.Namespace) -> int:
 
 
 def serve_proxy(upstream: str, rate: float, latency: float) -> int:
-    from tests.integration.s3_servers import TcpProxy
+    from f5worker.testing.s3_servers import TcpProxy
 
     proxy = TcpProxy(upstream, rate=rate, latency=latency)
     print(proxy.url, flush=True)

@@ -34,17 +34,17 @@ log = logging.getLogger("bench_stream")
 def main() -> int:
     args = _parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    import torch_thread
-    from config import Settings
-    from engine import F5TTSEngine
-    from handler import Worker
-    from voices import default_voice
+    from f5worker.config import Settings
+    from f5worker.engine import torch_thread
+    from f5worker.engine.f5tts import F5TTSEngine
+    from f5worker.job.voices import default_voice
+    from f5worker.job.worker import Worker
 
     work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     if args.model == "full":
         model_dir = torch_thread.run(build_full_arch_model, work / "full")
     else:
-        from demo_model import build_demo_model
+        from f5worker.models.demo import build_demo_model
 
         model_dir = torch_thread.run(build_demo_model, work / "demo")
     engine = F5TTSEngine.load(model_dir, args.device)

@@ -69,7 +69,7 @@ def _parse_args() -> argparse.Namespace:
 
 
 def _demo_model() -> Path:
-    from demo_model import build_demo_model
+    from f5worker.models.demo import build_demo_model
 
     return build_demo_model(Path(tempfile.mkdtemp(prefix="bench-threads-")) / "demo")
 
@@ -101,12 +101,12 @@ def _ask(proc: subprocess.Popen[str]) -> float:
 
 def _child(name: str, model_dir: Path, nfe: int) -> int:
     """Load, then time one synthesis per line read."""
-    import torch_thread
+    from f5worker.engine import torch_thread
 
     if not name.startswith("torch-thread"):
         torch_thread.run = _in_place  # type: ignore[assignment]
-    from engine import F5TTSEngine, SynthesisParams, import_backend
-    from voices import default_voice
+    from f5worker.engine.f5tts import F5TTSEngine, SynthesisParams, import_backend
+    from f5worker.job.voices import default_voice
 
     voice, params = default_voice(), SynthesisParams(seed=1, nfe_step=nfe)
     import_backend()

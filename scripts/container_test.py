@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from container.fake_flash_attn import F5_TTS_IMPORTS, GOOD_KERNEL, make_wheel  # noqa: E402
-from tests.integration.s3_servers import SECRET_KEY, client_for, moto_server, s3_env  # noqa: E402
+from f5worker.testing.s3_servers import SECRET_KEY, client_for, moto_server, s3_env  # noqa: E402
 
 BASE_IMAGE = "localhost/standin-runpod-pytorch:2.4-py3.11"
 IMAGE = "localhost/f5-tts-worker"

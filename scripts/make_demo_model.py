@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from demo_model import build_demo_model
-from manifest import read_manifest
+from f5worker.models.demo import build_demo_model
+from f5worker.models.manifest import read_manifest
 
 
 def main() -> int:

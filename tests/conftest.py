@@ -15,18 +15,17 @@ settings.load_profile("shared-ci")
 
 # A missed local path must fail in seconds instead of waiting on the hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from demo_model import build_demo_model
+    from f5worker.models.demo import build_demo_model
 
     return build_demo_model(tmp_path_factory.mktemp("models") / "demo")
 
 
 @pytest.fixture(scope="session")
 def engine(demo_model_dir: Path):
-    from engine import F5TTSEngine
+    from f5worker.engine.f5tts import F5TTSEngine
 
     return F5TTSEngine.load(demo_model_dir, device="cpu")

@@ -21,6 +21,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def gpu_engine(demo_model_dir: Path):
-    from engine import F5TTSEngine
+    from f5worker.engine.f5tts import F5TTSEngine
 
     return F5TTSEngine.load(demo_model_dir, device="cuda")

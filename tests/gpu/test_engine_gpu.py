@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine import BatchPlan, F5TTSEngine, SynthesisParams
-from voices import default_voice
+from f5worker.engine.f5tts import BatchPlan, F5TTSEngine, SynthesisParams
+from f5worker.job.voices import default_voice
 
 PARAMS = SynthesisParams(seed=3, nfe_step=4)
 PAGE = " ".join(["A GPU speaks this page in several chunks of speech."] * 8)

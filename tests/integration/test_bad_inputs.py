@@ -7,26 +7,20 @@ reference URLs (an HTTP server on 127.0.0.1), then a subset through the SDK's re
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from config import Settings
-from fetch import FetchPolicy, RefAudioFetcher
-from handler import Worker
-from schema import MAX_TEXT_CHARS
-from tests.integration.worker_process import (
-    LIBRARY_BUCKET,
-    full_worker,
-    runsync,
-    s3_client,
-    shared,
-)
-from tests.unit.test_fetch import AudioServer, QuietServer
-from tests.unit.test_voices import noise, wav_b64, wav_bytes
-from voices import MAX_REF_BYTES, VoiceLibrary
+from f5worker.config import Settings
+from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
+from f5worker.job.schema import MAX_TEXT_CHARS
+from f5worker.job.voices import MAX_REF_BYTES, VoiceLibrary
+from f5worker.job.worker import Worker
+from f5worker.testing.audio import noise, wav_b64, wav_bytes
+from f5worker.testing.s3_servers import client_for
+from f5worker.testing.web import audio_server
+from f5worker.testing.worker import LIBRARY_BUCKET, full_worker, runsync, shared
 
 BUCKET = LIBRARY_BUCKET
 GOOD = {"text": "Still serving.", "nfe_step": 2, "seed": 1, "format": "mp3"}
@@ -142,10 +136,8 @@ def s3_url(full) -> str:
 
 @pytest.fixture(scope="module")
 def http_url() -> Iterator[str]:
-    httpd = QuietServer(("127.0.0.1", 0), AudioServer)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with audio_server(wav_bytes(noise(0.5)), 64 * 1024) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +145,10 @@ def worker(engine, s3_url) -> Worker:
     return Worker(
         engine,
         Settings(worker_version="bad-1"),
-        voices=VoiceLibrary(BUCKET, "f5-tts", client_factory=lambda: s3_client(s3_url)),
+        voices=VoiceLibrary(BUCKET, "f5-tts", client_factory=lambda: client_for(s3_url)),
         fetcher=RefAudioFetcher(
             FetchPolicy(max_bytes=64 * 1024, total_timeout_s=2, allow_http_loopback=True),
-            s3_client_factory=lambda: s3_client(s3_url),
+            s3_client_factory=lambda: client_for(s3_url),
         ),
         max_result_b64=64 * 1024,  # so that one sentence of WAV is OUTPUT_TOO_LARGE
     )
@@ -200,7 +192,7 @@ def test_bad_input_then_a_good_job(worker, http_url, monkeypatch, inp, code):
 
 
 def test_storage_down_is_retryable_and_the_worker_keeps_serving(engine):
-    dead = lambda: s3_client("http://127.0.0.1:9")  # noqa: E731
+    dead = lambda: client_for("http://127.0.0.1:9")  # noqa: E731
     worker = Worker(
         engine,
         Settings(),
@@ -215,7 +207,7 @@ def test_storage_down_is_retryable_and_the_worker_keeps_serving(engine):
 
 
 def test_library_voice_and_s3_reference_work(worker, s3_url):
-    client = s3_client(s3_url)
+    client = client_for(s3_url)
     client.put_object(Bucket=BUCKET, Key="refs/anna.wav", Body=wav_bytes(noise(1, 16000), 16000))
     for inp in ({**OK, "voice": "anna"}, ref(f"s3://{BUCKET}/refs/anna.wav")):
         [item] = list(worker.run({"id": "ok", "input": {**inp, "format": "mp3"}}))

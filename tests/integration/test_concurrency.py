@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.worker_process import full_worker, runsync, shared
+from f5worker.testing.worker import full_worker, runsync, shared
 
 pytestmark = pytest.mark.slow
 

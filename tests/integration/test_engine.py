@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine import BatchPlan, F5TTSEngine, SynthesisParams
-from errors import InvalidInput, ModelError
-from voices import Voice, default_voice
+from f5worker.audio import Voice
+from f5worker.engine.f5tts import BatchPlan, F5TTSEngine, SynthesisParams
+from f5worker.errors import InvalidInput, ModelError
+from f5worker.job.voices import default_voice
 
 FAST = SynthesisParams(seed=7, nfe_step=4)
 PAGE = " ".join(["Streaming splits this page into several chunks of speech."] * 8)
@@ -189,8 +190,8 @@ def test_model_work_runs_on_the_torch_thread(engine, monkeypatch):
     reference's mel happen on the torch thread, whoever calls."""
     import threading
 
-    import engine as engine_module
-    import torch_thread
+    from f5worker.engine import f5tts as engine_module
+    from f5worker.engine import torch_thread
 
     seen = []
     for name in ("_sample", "_prepare_reference"):

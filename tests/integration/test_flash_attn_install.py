@@ -26,7 +26,7 @@ from container.fake_flash_attn import (
     GOOD_KERNEL,
     make_wheel,
 )
-from flash_attn_setup import (
+from f5worker.startup.flash_attn import (
     FlashAttnUnavailable,
     Pip,
     TorchBuild,
@@ -101,7 +101,7 @@ def warnings_of(caplog) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "flash_attn_setup" and r.levelno == logging.WARNING
+        if r.name == "f5worker.startup.flash_attn" and r.levelno == logging.WARNING
     ]
 
 

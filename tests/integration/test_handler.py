@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from config import Settings
-from handler import Worker, sdk_can_stream, sdk_config, start_sdk
-from tests.unit.test_voices import noise, wav_b64
+from f5worker.config import Settings
+from f5worker.job.runpod_queue import sdk_can_stream, sdk_config, start_sdk
+from f5worker.job.worker import Worker
+from f5worker.testing.audio import noise, wav_b64
 
 FAST = {"nfe_step": 2}
 
@@ -218,7 +219,7 @@ def test_sdk_config(worker):
 
 
 def test_only_a_fatal_error_asks_the_sdk_for_a_new_worker(engine, monkeypatch):
-    from errors import GPUError, InternalError
+    from f5worker.errors import GPUError, InternalError
 
     worker = Worker(engine, Settings())
     config = sdk_config(worker, Settings(), streaming=True)
@@ -261,7 +262,7 @@ def test_build_worker_loads_with_the_dtype_setting(demo_model_dir):
     """DTYPE reaches the engine: the weights are in that dtype and a job still succeeds."""
     import torch
 
-    from handler import build_worker
+    from f5worker.job.worker import build_worker
 
     bf16 = build_worker(Settings(dtype="bfloat16", device="cpu"), demo_model_dir)
     assert next(bf16.engine.model.parameters()).dtype == torch.bfloat16

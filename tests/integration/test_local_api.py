@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.integration.worker_process import running_worker, runsync
+from f5worker.testing.worker import running_worker, runsync
 
 pytestmark = pytest.mark.slow
 

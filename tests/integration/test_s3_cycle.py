@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-import model_source
-from config import Settings
-from errors import StorageError
-from hub import fetch_from_hub
-from manifest import build_manifest, write_manifest
-from model_source import prepare_model
-from tests.conftest import REPO
-from tests.integration.s3_servers import (
+from f5worker.config import Settings
+from f5worker.errors import StorageError
+from f5worker.models import source as model_source
+from f5worker.models.hub import fetch_from_hub
+from f5worker.models.manifest import build_manifest, write_manifest
+from f5worker.models.source import prepare_model
+from f5worker.testing import REPO
+from f5worker.testing.s3_servers import (
     REGION,
     FakeHub,
     client_for,
@@ -44,8 +44,8 @@ REPOS = {
 CHILD = """
 import json, logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-from config import Settings
-from model_source import prepare_model
+from f5worker.config import Settings
+from f5worker.models.source import prepare_model
 prepared = prepare_model(Settings.from_env())
 if prepared.upload is not None:
     prepared.upload.join(120)
@@ -186,7 +186,7 @@ def test_without_s3_an_unreachable_hub_serves_the_demo_with_one_warning(
     tmp_path, caplog, monkeypatch
 ):
     built = []
-    monkeypatch.setattr(model_source, "_build_demo", lambda path: built.append(path) or path)
+    monkeypatch.setattr(model_source, "_build_demo", lambda path, _wait: built.append(path) or path)
     with caplog.at_level(logging.WARNING):
         prepared = prepare_model(settings_for(tmp_path, None, None))
     assert prepared.origin == "demo-fallback" and built == [tmp_path / "models" / "demo"]

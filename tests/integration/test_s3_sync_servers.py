@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from config import Settings
-from errors import StorageError
-from manifest import build_manifest, read_manifest, write_manifest
-from ranged_download import RangedConfig
-from s3_utils import manifest_version, sync_models_from_s3, upload_models_to_s3
-from tests.integration.s3_servers import REGION, client_for, moto_server, seaweedfs
+from f5worker.config import Settings
+from f5worker.errors import StorageError
+from f5worker.models.manifest import build_manifest, read_manifest, write_manifest
+from f5worker.models.ranged import RangedConfig
+from f5worker.models.s3_cache import manifest_version, sync_models_from_s3, upload_models_to_s3
+from f5worker.testing.s3_servers import REGION, client_for, moto_server, seaweedfs
 
 MiB = 1024 * 1024
 FILES = {

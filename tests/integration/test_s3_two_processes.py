@@ -13,19 +13,19 @@ import sys
 import time
 from pathlib import Path
 
-from config import Settings
-from manifest import build_manifest, write_manifest
-from s3_utils import upload_models_to_s3
-from tests.conftest import REPO
-from tests.integration.s3_servers import TcpProxy, client_for, moto_server, s3_env
+from f5worker.config import Settings
+from f5worker.models.manifest import build_manifest, write_manifest
+from f5worker.models.s3_cache import upload_models_to_s3
+from f5worker.testing import REPO
+from f5worker.testing.s3_servers import TcpProxy, client_for, moto_server, s3_env
 
 BUCKET = "shared-volume"
 FILES = {"model.safetensors": os.urandom(2 * 1024 * 1024), "model.json": b"{}\n"}
 CHILD = """
 import json, logging, sys
-from config import Settings
-from ranged_download import RangedConfig
-from s3_utils import sync_models_from_s3
+from f5worker.config import Settings
+from f5worker.models.ranged import RangedConfig
+from f5worker.models.s3_cache import sync_models_from_s3
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 parts = RangedConfig(part_size=1 << 20, concurrency=2)
 result = sync_models_from_s3(Settings.from_env(), ranges=parts)

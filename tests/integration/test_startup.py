@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.integration.worker_process import running_worker
+from f5worker.testing import REPO
+from f5worker.testing.worker import running_worker
 
 pytestmark = pytest.mark.slow
 

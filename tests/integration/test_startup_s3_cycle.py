@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from manifest import read_manifest
-from tests.integration.s3_servers import client_for, free_ports, moto_server, s3_env, seaweedfs
-from tests.integration.worker_process import spawn
+from f5worker.models.manifest import read_manifest
+from f5worker.testing.s3_servers import client_for, moto_server, s3_env, seaweedfs
+from f5worker.testing.worker import running_worker
 
 BUCKET = "startup-cycle"
 POINTER = "f5-tts/demo/latest.json"
@@ -39,35 +37,10 @@ def endpoint(request, tmp_path_factory) -> Iterator[str]:
 
 
 @contextmanager
-def worker(
-    env: dict[str, str], log_path: Path, timeout: float = 300
-) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`python model_cache_init.py --rp_serve_api` on a free port; yields URL and process."""
-    port = free_ports(1)[0]
-    args = [sys.executable, "model_cache_init.py", "--rp_serve_api"]
-    args += ["--rp_api_port", str(port), "--rp_api_host", "127.0.0.1"]
-    url = f"http://127.0.0.1:{port}"
-    with spawn(args, env, log_path) as proc:
-        wait_for(lambda: _answers(f"{url}/docs"), timeout, log_path, proc)
-        yield url, proc
-
-
-def _answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=2).close()
-        return True
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
-def wait_for(ready, timeout: float, log_path: Path, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up after {timeout} s:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.5)
+def worker(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """`python model_cache_init.py --rp_serve_api` on a free port; yields its URL."""
+    with running_worker(env, log_path, timeout=300, via_make=False) as url:
+        yield url
 
 
 def runsync(url: str) -> dict:
@@ -109,8 +82,11 @@ def test_demo_model_miss_upload_then_hit_through_the_real_start_up(endpoint, tmp
 
     first_log = tmp_path / "first.log"
     first_cache = tmp_path / "first-cache"
-    with worker({**base, "MODEL_CACHE_DIR": str(first_cache)}, first_log) as (url, proc):
-        wait_for(pointer_landed, 120, first_log, proc)
+    with worker({**base, "MODEL_CACHE_DIR": str(first_cache)}, first_log) as url:
+        deadline = time.monotonic() + 120
+        while not pointer_landed() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert pointer_landed(), first_log.read_text()[-3000:]
         first_audio = runsync(url)
     text = first_log.read_text()
     assert "S3 cache miss: no manifest under s3://startup-cycle/f5-tts/demo/" in text
@@ -118,7 +94,7 @@ def test_demo_model_miss_upload_then_hit_through_the_real_start_up(endpoint, tmp
 
     second_log = tmp_path / "second.log"
     second_cache = tmp_path / "second-cache"
-    with worker({**base, "MODEL_CACHE_DIR": str(second_cache)}, second_log) as (url, _):
+    with worker({**base, "MODEL_CACHE_DIR": str(second_cache)}, second_log) as url:
         second_audio = runsync(url)
     text = second_log.read_text()
     count = len(read_manifest(first_cache / "demo").files)

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from config import Settings
-from errors import VoiceNotFound
-from handler import Worker
-from tests.integration.worker_process import full_worker, post, runsync, shared
-from voices import default_voice
+from f5worker.config import Settings
+from f5worker.errors import VoiceNotFound
+from f5worker.job.voices import default_voice
+from f5worker.job.worker import Worker
+from f5worker.testing.worker import full_worker, post, runsync, shared
 
 LONG = (
     "The first sentence sets the scene in a quiet town by the sea. "

@@ -17,17 +17,13 @@ from collections.abc import Iterator
 import pytest
 import soundfile as sf
 
-from config import Settings
-from errors import GPUError
-from handler import Worker, sdk_config
-from tests.integration.worker_process import (
-    FakeRunPod,
-    moto_server,
-    running_worker_loop,
-    s3_client,
-    s3_env,
-)
-from tests.unit.test_voices import noise, wav_bytes
+from f5worker.config import Settings
+from f5worker.errors import GPUError
+from f5worker.job.runpod_queue import sdk_config
+from f5worker.job.worker import Worker
+from f5worker.testing.audio import noise, wav_bytes
+from f5worker.testing.s3_servers import client_for, moto_server, s3_env
+from f5worker.testing.worker import FakeRunPod, running_worker_loop
 
 pytestmark = pytest.mark.slow
 
@@ -55,14 +51,14 @@ STREAM_TEXT = " ".join(
 def runpod(demo_model_dir, tmp_path_factory) -> Iterator[FakeRunPod]:
     log = tmp_path_factory.mktemp("loop") / "worker.log"
     with moto_server(BUCKET, OUTPUT_BUCKET) as s3_url:
-        s3 = s3_client(s3_url)
+        s3 = client_for(s3_url)
         s3.put_object(Bucket=BUCKET, Key="f5-tts/voices/anna/ref.wav", Body=wav_bytes(noise(2)))
         s3.put_object(Bucket=BUCKET, Key="f5-tts/voices/anna/ref.txt", Body=b"I am Anna.")
         env = {
             "MODEL_DIR": str(demo_model_dir),
             "MAX_CONCURRENCY": "4",
             "WORKER_VERSION": "loop-1",
-            **s3_env(s3_url, BUCKET, output_bucket=OUTPUT_BUCKET),
+            **s3_env(s3_url, BUCKET, output_bucket=True),
         }
         with FakeRunPod() as fake, running_worker_loop(fake, env, log):
             yield fake

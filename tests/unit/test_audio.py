@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio import Audio, StreamResampler, cross_fade, decode, encode, resample, shorten_pauses
-from errors import BadRefAudio, UnsupportedFormat
+from f5worker.audio import Audio, cross_fade
+from f5worker.errors import BadRefAudio, UnsupportedFormat
+from f5worker.job.codecs import StreamResampler, decode, encode, resample, shorten_pauses
 
 RATE = 24000
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from config import Settings
-from errors import ConfigError
+from f5worker.config import Settings
+from f5worker.errors import ConfigError
 
 
 def test_defaults_from_empty_env():

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import diagnostics
-from config import Settings
-from tests.conftest import REPO
+from f5worker.config import Settings
+from f5worker.startup import diagnostics
+from f5worker.testing import REPO
 
 
 @pytest.mark.parametrize(
@@ -144,10 +144,13 @@ def test_git_sha_from_the_checkout_when_not_stamped():
 
 def test_collect_imports_neither_handler_nor_f5_tts(tmp_path):
     code = textwrap.dedent(f"""
-        import pathlib, sys, config, diagnostics
-        settings = config.Settings(model_cache_dir=pathlib.Path({str(tmp_path)!r}))
+        import pathlib, sys
+        from f5worker.config import Settings
+        from f5worker.startup import diagnostics
+        settings = Settings(model_cache_dir=pathlib.Path({str(tmp_path)!r}))
         diagnostics.collect(settings, {{}})
-        print(",".join(m for m in ("handler", "engine", "f5_tts") if m in sys.modules))
+        heavy = ("handler", "f5worker.job.worker", "f5worker.engine.f5tts", "f5_tts")
+        print(",".join(m for m in heavy if m in sys.modules))
     """)
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

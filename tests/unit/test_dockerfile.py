@@ -5,7 +5,6 @@ The full build runs in `make container-test` (buildah); these are the fast, stat
 
 from __future__ import annotations
 
-import fnmatch
 import importlib.metadata
 import re
 import subprocess
@@ -13,8 +12,8 @@ import sys
 
 import pytest
 
-from flash_attn_setup import TorchBuild, select_wheel
-from tests.conftest import REPO
+from f5worker.startup.flash_attn import TorchBuild, select_wheel
+from f5worker.testing import REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 LINES = DOCKERFILE.replace("\\\n", " ").splitlines()  # continuation lines joined
@@ -148,15 +147,27 @@ def test_stamp_cmd_and_no_heredocs():
     assert "HEALTHCHECK" not in DOCKERFILE  # RunPod does not use it
 
 
+def _glob(pattern: str) -> re.Pattern[str]:
+    """Go's filepath.Match, as Docker uses it: `*` and `?` stay within one path segment."""
+    out = ""
+    for token in re.split(r"(\*\*|\*|\?)", pattern):
+        out += {"**": ".*", "*": "[^/]*", "?": "[^/]"}.get(token, re.escape(token))
+    return re.compile(out)
+
+
 def dockerignored(path: str) -> bool:
-    """Docker's rule: the last matching pattern wins; `!` re-includes."""
+    """Docker's rule: a pattern matches the path or any directory above it; the last matching
+    pattern wins; `!` re-includes."""
     excluded = False
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
     for raw in (REPO / ".dockerignore").read_text().splitlines():
         pattern = raw.strip()
         if not pattern or pattern.startswith("#"):
             continue
         negate = pattern.startswith("!")
-        if fnmatch.fnmatchcase(path, pattern.lstrip("!")):
+        regex = _glob(pattern.lstrip("!").strip("/"))
+        if any(regex.fullmatch(prefix) for prefix in prefixes):
             excluded = not negate
     return excluded
 
@@ -173,6 +184,11 @@ def dockerignored(path: str) -> bool:
         ("tests", True),
         ("requirements-dev.txt", True),
         ("__pycache__", True),
+        ("f5worker/config.py", False),
+        ("f5worker/job/worker.py", False),
+        ("f5worker/testing/worker.py", True),
+        ("f5worker/job/__pycache__/worker.cpython-311.pyc", True),
+        ("scripts/build.sh", True),
     ],
 )
 def test_build_context_holds_only_what_the_image_needs(path, ignored):
@@ -182,6 +198,6 @@ def test_build_context_holds_only_what_the_image_needs(path, ignored):
 def test_every_copied_file_is_in_the_context():
     for line in (i for i in INSTRUCTIONS if i.startswith("COPY ")):
         for source in line.split()[1:-1]:
-            matches = [p.name for p in REPO.glob(source)]
+            matches = [p.relative_to(REPO).as_posix() for p in REPO.glob(source.rstrip("/"))]
             assert matches, source
             assert not any(dockerignored(m) for m in matches), source

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from f5worker.testing import REPO
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "t",

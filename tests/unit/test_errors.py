@@ -1,6 +1,6 @@
 import pytest
 
-from errors import (
+from f5worker.errors import (
     BadRefAudio,
     ConfigError,
     GPUError,

@@ -3,111 +3,27 @@
 from __future__ import annotations
 
 import base64
-import gzip
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from moto import mock_aws
 
-from errors import BadRefAudio, StorageError
-from fetch import FetchPolicy, RefAudioFetcher, decode_base64, parse_s3_url
-from s3_utils import make_client
-from tests.unit.test_voices import noise, wav_bytes
+from f5worker.errors import BadRefAudio, StorageError
+from f5worker.job.fetch import FetchPolicy, RefAudioFetcher, decode_base64, parse_s3_url
+from f5worker.s3 import make_client
+from f5worker.testing.audio import noise, wav_bytes
+from f5worker.testing.web import audio_server
 
 LIMIT = 64 * 1024
 AUDIO = wav_bytes(noise(0.5))  # 24 KB
 POLICY = FetchPolicy(max_bytes=LIMIT, total_timeout_s=1.0, allow_http_loopback=True)
 
 
-class AudioServer(BaseHTTPRequestHandler):
-    """Each path is one behaviour a reference URL can have in the wild."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        route = {
-            "/ref.wav": lambda: self._send(200, AUDIO),
-            "/page.html": lambda: self._send(200, b"<html>not audio</html>", "text/html"),
-            "/missing.wav": lambda: self._send(404, b"no"),
-            "/error.wav": lambda: self._send(500, b"boom"),
-            "/declared-big.wav": lambda: self._send(200, b"x" * (LIMIT + 1)),
-            "/chunked-big.wav": self._chunked_big,
-            "/gzip-bomb.wav": self._gzip_bomb,
-            "/drip.wav": self._drip,
-            "/silent-hang.wav": lambda: time.sleep(3),
-            "/redirect": lambda: self._redirect("/ref.wav"),
-            "/redirect-loop": lambda: self._redirect("/redirect-loop"),
-        }.get(self.path.split("?")[0])
-        if route is None:
-            self._send(404, b"")
-        else:
-            route()
-
-    def _send(self, status: int, body: bytes, ctype: str = "audio/wav") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _redirect(self, to: str) -> None:
-        self.send_response(302)
-        self.send_header("Location", to)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def _chunked_big(self) -> None:
-        """No Content-Length: only counting the bytes read catches it."""
-        self.send_response(200)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for _ in range(LIMIT // 4096 + 2):
-            self.wfile.write(b"1000\r\n" + b"x" * 4096 + b"\r\n")
-        self.wfile.write(b"0\r\n\r\n")
-
-    def _gzip_bomb(self) -> None:
-        """64 KB on the wire that decode to 10 MB."""
-        body = gzip.compress(b"\0" * 10_000_000)
-        self.send_response(200)
-        self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _drip(self) -> None:
-        """A byte every 50 ms: each read succeeds, the whole never ends in time."""
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(AUDIO)))
-        self.end_headers()
-        try:
-            for i in range(len(AUDIO)):
-                self.wfile.write(AUDIO[i : i + 1])
-                self.wfile.flush()
-                time.sleep(0.05)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def log_message(self, *_args: object) -> None:
-        pass
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address) -> None:
-        """Clients that give up mid-response are the point of several tests."""
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = QuietServer(("127.0.0.1", 0), AudioServer)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with audio_server(AUDIO, LIMIT) as url:
+        yield url
 
 
 @pytest.fixture
@@ -283,7 +199,7 @@ def test_s3_without_credentials(monkeypatch, tmp_path):
     fetcher = RefAudioFetcher(s3_client_factory=lambda: make_client("http://127.0.0.1:9", "x"))
     with pytest.raises(BadRefAudio) as info:
         fetcher.fetch("s3://refs/a.wav", "s3")
-    assert "no S3 credentials" in info.value.message
+    assert "no credentials" in info.value.message
 
 
 def test_unreachable_s3_is_a_retryable_storage_error():

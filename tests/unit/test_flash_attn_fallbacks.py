@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from flash_attn_setup import FlashAttnUnavailable, TorchBuild, bake, ensure_flash_attn
+from f5worker.startup.flash_attn import FlashAttnUnavailable, TorchBuild, bake, ensure_flash_attn
 
 GPU_BUILD = TorchBuild("2.4.0+cu124", "12.4", False, "cp311", "linux_x86_64", cuda_available=True)
 NO_GPU = TorchBuild("2.4.0+cu124", "12.4", False, "cp311", "linux_x86_64", cuda_available=False)
@@ -59,12 +59,14 @@ def absent() -> str:
 
 
 def records(caplog, level):
-    return [r for r in caplog.records if r.name == "flash_attn_setup" and r.levelno == level]
+    return [
+        r for r in caplog.records if r.name == "f5worker.startup.flash_attn" and r.levelno == level
+    ]
 
 
 @pytest.fixture(autouse=True)
 def _capture(caplog):
-    caplog.set_level(logging.INFO, logger="flash_attn_setup")
+    caplog.set_level(logging.INFO, logger="f5worker.startup.flash_attn")
 
 
 def test_off_skips_everything(caplog):

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from flash_attn_setup import (
+from f5worker.startup.flash_attn import (
     BASE_WHEEL_URL,
     RELEASES,
     NoMatchingWheel,

@@ -9,13 +9,13 @@ from importlib.resources import files
 import pytest
 import yaml
 
-import local_cache
-from config import Settings
-from errors import StorageError
-from hub import fetch_from_hub
-from local_cache import verify_local_copy
-from manifest import read_manifest
-from tests.integration.s3_servers import FakeHub, free_ports
+from f5worker.config import Settings
+from f5worker.errors import StorageError
+from f5worker.models import local_cache
+from f5worker.models.hub import fetch_from_hub
+from f5worker.models.local_cache import verify_local_copy
+from f5worker.models.manifest import read_manifest
+from f5worker.testing.s3_servers import FakeHub, free_ports
 
 TOKEN = "hf_test_token_never_shown"
 CKPT = os.urandom(300_000)

@@ -1,6 +1,6 @@
 import pytest
 
-from manifest import (
+from f5worker.models.manifest import (
     FileEntry,
     Manifest,
     ManifestError,

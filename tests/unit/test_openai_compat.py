@@ -2,8 +2,8 @@
 
 import pytest
 
-from errors import InvalidInput
-from schema import TTSRequest, parse_request
+from f5worker.errors import InvalidInput
+from f5worker.job.schema import TTSRequest, parse_request
 
 ROUTE = "/v1/audio/speech"
 

@@ -7,10 +7,9 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from moto.server import ThreadedMotoServer
 
-from errors import InvalidInput, OutputTooLarge, StorageError
-from output import (
+from f5worker.errors import InvalidInput, OutputTooLarge, StorageError
+from f5worker.job.output import (
     MAX_RESULT_B64_BYTES,
     Delivery,
     OutputStore,
@@ -18,21 +17,15 @@ from output import (
     make_output_client,
     region_from_endpoint,
 )
-from s3_utils import make_client
-from tests.integration.worker_process import free_port
+from f5worker.testing.s3_servers import moto_server
 
 BUCKET = "outputs"
 
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    make_client(url, "us-east-1", "key", "secret").create_bucket(Bucket=BUCKET)
-    yield url
-    server.stop()
+    with moto_server(BUCKET) as url:
+        yield url
 
 
 @pytest.fixture

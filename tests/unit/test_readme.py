@@ -1,7 +1,7 @@
 """The README's promises: its first commands, and an input table generated from the schema."""
 
-from schema import fields_markdown
-from tests.conftest import REPO
+from f5worker.job.schema import fields_markdown
+from f5worker.testing import REPO
 
 README = (REPO / "README.md").read_text()
 

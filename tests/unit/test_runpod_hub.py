@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from config import Settings
-from errors import ConfigError
-from schema import parse_request
-from tests.conftest import REPO
+from f5worker.config import Settings
+from f5worker.errors import ConfigError
+from f5worker.job.schema import parse_request
+from f5worker.testing import REPO
 
 HUB = json.loads((REPO / ".runpod" / "hub.json").read_text())
 TESTS = json.loads((REPO / ".runpod" / "tests.json").read_text())
@@ -51,7 +51,9 @@ def test_every_env_input_is_read_by_the_worker(entry):
     assert spec["type"] in ("string", "number", "boolean")
     if key in LIBRARY_ENV:
         return
-    assert f'"{key}"' in (REPO / "config.py").read_text(), f"config.py never reads {key}"
+    assert f'"{key}"' in (REPO / "f5worker" / "config.py").read_text(), (
+        f"config.py never reads {key}"
+    )
     assert key in FIELD, f"map {key} to its Settings field in this test"
 
 

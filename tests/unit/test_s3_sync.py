@@ -10,18 +10,20 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
-import local_cache
-import s3_utils
-from config import Settings
-from errors import ConfigError, StorageError
-from manifest import FileEntry, Manifest, build_manifest, read_manifest, write_manifest
-from ranged_download import RangedConfig
-from s3_utils import (
-    make_client,
-    manifest_version,
-    sync_models_from_s3,
-    upload_models_to_s3,
+from f5worker.config import Settings
+from f5worker.errors import ConfigError, StorageError
+from f5worker.models import local_cache
+from f5worker.models import s3_cache as s3_utils
+from f5worker.models.manifest import (
+    FileEntry,
+    Manifest,
+    build_manifest,
+    read_manifest,
+    write_manifest,
 )
+from f5worker.models.ranged import RangedConfig
+from f5worker.models.s3_cache import manifest_version, sync_models_from_s3, upload_models_to_s3
+from f5worker.s3 import make_client
 
 BUCKET = "models"
 SECRET = "moto-secret-never-shown"
@@ -234,7 +236,7 @@ def test_s3_unreachable_uses_a_complete_local_copy_with_a_warning(tmp_path, s3, 
     settings = published(tmp_path, s3)
     sync(settings, s3)
     dead = make_client("http://127.0.0.1:9", "us-east-1", "k", SECRET, max_attempts=1)
-    with caplog.at_level(logging.WARNING, logger="s3_utils"):
+    with caplog.at_level(logging.WARNING, logger="f5worker.models.s3_cache"):
         result = sync(settings, dead)
     assert result.status == "local" and result.reused_files == len(FILES)
     [record] = caplog.records
@@ -304,10 +306,10 @@ def test_second_uploader_loses_the_manifest_race_cleanly(tmp_path, s3, monkeypat
     second = make_model(tmp_path / "b", uploader="B")
     assert upload_models_to_s3(settings_for(tmp_path), first, client=s3).committed
     # B checked for the manifest before A committed it, so it goes on to upload.
-    real_exists = s3_utils._exists
+    real_exists = s3_utils.exists
     monkeypatch.setattr(
         s3_utils,
-        "_exists",
+        "exists",
         lambda c, b, k: False if k.endswith("manifest.json") else real_exists(c, b, k),
     )
     result = upload_models_to_s3(settings_for(tmp_path), second, client=s3)

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from errors import StorageError
-from local_cache import (
+from f5worker.errors import StorageError
+from f5worker.models.local_cache import (
     check_free_space,
     inspect,
     load_record,
@@ -22,8 +22,8 @@ from local_cache import (
     record_all,
     remove_stale_temps,
 )
-from manifest import build_manifest
-from ranged_download import HashingSink
+from f5worker.models.manifest import build_manifest
+from f5worker.models.ranged import HashingSink
 
 DATA = bytes(range(256)) * 40  # 10240 bytes
 
@@ -98,7 +98,7 @@ def test_lock_excludes_a_second_holder_then_times_out_to_unlocked(tmp_path, capl
             os.close(fd)
         started = time.monotonic()
         with (
-            caplog.at_level(logging.INFO, logger="local_cache"),
+            caplog.at_level(logging.INFO, logger="f5worker.models.local_cache"),
             model_lock(tmp_path, "m", timeout=0.3, poll=0.05) as second,
         ):
             assert second is False

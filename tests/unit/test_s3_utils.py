@@ -6,8 +6,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from errors import StorageError
-from s3_utils import download_from_s3, make_client, upload_to_s3
+from f5worker.errors import StorageError
+from f5worker.s3 import download_from_s3, make_client, upload_to_s3
 
 BUCKET = "models"
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from errors import InvalidInput
-from schema import (
+from f5worker.errors import InvalidInput
+from f5worker.job.schema import (
     FIELDS,
     MAX_REF_AUDIO_B64_CHARS,
     MAX_REF_TEXT_CHARS,

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-import torch_thread
+from f5worker.engine import torch_thread
 
 
 def test_runs_on_one_thread_whichever_thread_asks():

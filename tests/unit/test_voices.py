@@ -8,10 +8,9 @@ import pytest
 import soundfile as sf
 from moto import mock_aws
 
-from audio import Audio
-from errors import BadRefAudio, StorageError, VoiceNotFound
-from s3_utils import make_client
-from voices import (
+from f5worker.audio import Audio
+from f5worker.errors import BadRefAudio, StorageError, VoiceNotFound
+from f5worker.job.voices import (
     MAX_REF_BYTES,
     MAX_REF_SECONDS,
     VoiceLibrary,
@@ -19,6 +18,7 @@ from voices import (
     prepare_reference,
     voice_from_bytes,
 )
+from f5worker.s3 import make_client
 
 BUCKET = "worker-bucket"
 

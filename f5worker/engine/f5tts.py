@@ -1,22 +1,19 @@
 """F5TTSEngine: load a model directory, warm up, synthesize. The only torch / f5_tts user.
 
 Models are built and loaded with upstream's own functions (load_model, load_vocoder) and text is
-split with upstream's chunk_text. Sampling is upstream's CFM.sample, restated so that it can
-serve a server better (docs/benchmarks.md has the measurements behind each choice):
+split with upstream's chunk_text. Sampling is upstream's CFM.sample, restated in sampler.py as
+plain functions; this module decides how a request's chunks reach it (docs/benchmarks.md has the
+measurements behind each choice):
 
 - the text chunks of a request are grouped by a BatchPlan (on CUDA: the first chunk alone for
   a stream's first audio, the rest as padded batches with the padding masked out of
   attention) instead of upstream's one thread per chunk;
 - all model work runs on one thread (torch_thread.py), which keeps CPU operators fast;
-- each chunk's starting noise comes from its own torch.Generator seeded with seed + index, so
-  a seed fixes the output without touching the global RNG (upstream seeds the global RNG, which
-  concurrent requests would race on, and gives every item of a batch the same noise);
-- the Euler loop runs on the device without the per-step host syncs of torchdiffeq's grid
-  solver and without keeping the whole trajectory in memory;
+- each chunk is seeded with seed + its index, so a seed fixes the whole utterance;
 - the reference's mel spectrogram is computed once per voice (a bounded LRU);
 - optionally the transformer is compiled with torch.compile (off by default).
 
-For a single chunk the result is bit-identical to CFM.sample with the same seed (a test checks).
+For a single chunk the result is bit-identical to upstream with the same seed (a test checks).
 Upstream's habits that do not fit a server are left out: it prints user text and needs its
 reference as a file on disk.
 """
@@ -38,20 +35,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchaudio
 
-import torch_thread
-from audio import Audio, cross_fade
-from errors import GPUError, InternalError, InvalidInput, ModelError
-from model_spec import SAMPLE_RATE, ModelSpec
-from voices import Voice
+from f5worker.audio import Audio, Voice, cross_fade
+from f5worker.engine import sampler, torch_thread
+from f5worker.errors import GPUError, InternalError, InvalidInput, ModelError
+from f5worker.models.spec import SAMPLE_RATE, ModelSpec
 
 log = logging.getLogger(__name__)
 
 TARGET_RMS = 0.1  # upstream's loudness target for the reference
 MAX_GENERATION_S = 22.0  # upstream's budget for reference + generated audio per chunk
-MAX_FRAMES = 65536  # upstream's cap on one item's mel frames
 BACKBONES = ("DiT", "MMDiT", "UNetT")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 SEED_MASK = 2**63 - 1  # torch seeds are unsigned 64-bit; stay in the positive int64 range
@@ -334,7 +328,7 @@ class F5TTSEngine:
         """Upstream's chunking: as many characters as fit in about 22 s with this reference."""
         from f5_tts.infer.utils_infer import chunk_text
 
-        ref_bytes = len(_normalise_ref_text(voice.text).encode())
+        ref_bytes = len(sampler.normalise_ref_text(voice.text).encode())
         ref_seconds = voice.audio.duration_s
         max_chars = int(ref_bytes / ref_seconds * (MAX_GENERATION_S - ref_seconds) * speed)
         chunks = [c for c in chunk_text(text, max_chars=max(max_chars, 1)) if c.strip()]
@@ -404,14 +398,9 @@ class F5TTSEngine:
             audio = torchaudio.functional.resample(audio, voice.audio.sample_rate, self.sample_rate)
         audio = audio.to(self.device)
         mel = self.model.mel_spec(audio).permute(0, 2, 1).to(self._dtype)
-        return _Reference(mel, rms, _model_ref_text(voice.text), audio.shape[-1] // self._hop)
-
-    def _frames(self, ref: _Reference, gen_text: str, speed: float) -> int:
-        """Upstream's duration estimate: the reference's frames per byte of text."""
-        # Upstream slows very short texts down so they are not swallowed.
-        speed = 0.3 if len(gen_text.encode()) < 10 else speed
-        ref_bytes = len(ref.text.encode())
-        return ref.audio_frames + int(ref.audio_frames / ref_bytes * len(gen_text.encode()) / speed)
+        return _Reference(
+            mel, rms, sampler.model_ref_text(voice.text), audio.shape[-1] // self._hop
+        )
 
     @torch.inference_mode()
     def _generate(
@@ -439,70 +428,30 @@ class F5TTSEngine:
         from f5_tts.model.utils import convert_char_to_pinyin, list_str_to_idx
 
         cfm = self.model
-        batch = len(texts)
-        dev, dtype = self.device, self._dtype
         ref_len = ref.mel.shape[1]
         tokens = convert_char_to_pinyin([ref.text + t for t in texts])
-        # As CFM.sample: at least the prompt (text or reference) plus one frame, at most 64 Ki.
         durations = [
-            min(max(max(len(tok), ref_len) + 1, self._frames(ref, t, params.speed)), MAX_FRAMES)
+            sampler.clamp_duration(
+                sampler.estimate_frames(ref.audio_frames, ref.text, t, params.speed),
+                len(tok),
+                ref_len,
+            )
             for tok, t in zip(tokens, texts, strict=True)
         ]
-        longest = max(durations)
-        text_ids = list_str_to_idx(tokens, cfm.vocab_char_map).to(dev)
-        cond = F.pad(ref.mel, (0, 0, 0, longest - ref_len)).expand(batch, -1, -1)
-        cond_mask = (torch.arange(longest, device=dev) < ref_len)[None, :, None]
-        if len(set(durations)) > 1:
-            mask = torch.arange(longest, device=dev)[None, :] < torch.tensor(
-                durations, device=dev
-            ).unsqueeze(1)
+        text_ids = list_str_to_idx(tokens, cfm.vocab_char_map).to(self.device)
+        cond, cond_mask, mask = sampler.conditioning(ref.mel, durations, self.device)
+        if mask is not None:
             for proc in self._attn_processors:
                 proc.attn_mask_enabled = self.plan.mask_padding
-        else:
-            mask = None  # equal lengths: no padding, and upstream's unmasked fast path
-        noise = torch.zeros(batch, longest, cfm.num_channels, device=dev, dtype=dtype)
-        for i, (seed, frames) in enumerate(zip(seeds, durations, strict=True)):
-            gen = torch.Generator(device=dev).manual_seed(seed)
-            noise[i, :frames] = torch.randn(
-                frames, cfm.num_channels, generator=gen, device=dev, dtype=dtype
-            )
-        y = self._euler(noise, cond, text_ids, mask, self._timesteps(params), params.cfg_strength)
-        return torch.where(cond_mask, cond, y), durations
-
-    def _timesteps(self, params: SynthesisParams) -> torch.Tensor:
-        from f5_tts.model.utils import get_epss_timesteps
-
-        t = get_epss_timesteps(params.nfe_step, device=self.device, dtype=self._dtype)
-        coef = params.sway_sampling_coef
-        return t + coef * (torch.cos(torch.pi / 2 * t) - 1 + t)
-
-    def _euler(
-        self,
-        y: torch.Tensor,
-        cond: torch.Tensor,
-        text: torch.Tensor,
-        mask: torch.Tensor | None,
-        t: torch.Tensor,
-        cfg: float,
-    ) -> torch.Tensor:
-        """torchdiffeq's fixed-grid Euler, arithmetic for arithmetic (y += (t1 - t0) * f),
-        minus its three host-side comparisons of device tensors per step (and its stored
-        trajectory): nothing in this loop waits for the device."""
-        dit = self._transformer
+        noise = sampler.initial_noise(seeds, durations, cfm.num_channels, self.device, self._dtype)
+        t = sampler.timesteps(params.nfe_step, params.sway_sampling_coef, self.device, self._dtype)
         try:
-            for i in range(len(t) - 1):
-                if cfg < 1e-5:
-                    pred = dit(x=y, cond=cond, text=text, time=t[i], mask=mask, cache=True)
-                else:
-                    both = dit(
-                        x=y, cond=cond, text=text, time=t[i], mask=mask, cfg_infer=True, cache=True
-                    )
-                    pred, null_pred = torch.chunk(both, 2, dim=0)
-                    pred = pred + (pred - null_pred) * cfg
-                y = y + (t[i + 1] - t[i]) * pred
+            y = sampler.euler(
+                self._transformer, noise, cond, text_ids, mask, t, params.cfg_strength
+            )
         finally:
-            self.model.transformer.clear_cache()
-        return y
+            cfm.transformer.clear_cache()
+        return torch.where(cond_mask, cond, y), durations
 
     def _vocode(
         self, ref: _Reference, mel: torch.Tensor, durations: Sequence[int]
@@ -548,19 +497,3 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelError("DEVICE=cuda but CUDA is not available")
     return torch.device(device)
-
-
-def _normalise_ref_text(text: str) -> str:
-    """Upstream's preprocess_ref_audio_text: the transcript ends with '. ' (or '。') so the
-    model hears a sentence break. Chunk sizes are computed from this form."""
-    text = text.strip()
-    if not text.endswith((".", "。")):
-        text += "."
-    return text + " " if text.endswith(".") else text
-
-
-def _model_ref_text(text: str) -> str:
-    """What upstream's infer_batch_process puts before each chunk: one more space after a
-    single-byte final character, so English references end in '.  '."""
-    text = _normalise_ref_text(text)
-    return text + " " if len(text[-1].encode()) == 1 else text

@@ -4,7 +4,7 @@ It answers "what is this container?" before the first job: interpreter, torch bu
 ABI, GPU and driver, free disk, library versions, worker version and git sha, the flash-attn
 wheel this torch needs, and whether our modules define the functions start-up relies on (an image
 built from old code once lacked sync_models_from_s3). That last check reads the modules' source
-(find_spec + ast) instead of importing them: importing `handler` alone costs torch and f5-tts,
+(find_spec + ast) instead of importing them: importing the job path alone costs torch and f5-tts,
 about 16 s cold, just to learn that a name exists.
 """
 
@@ -22,15 +22,15 @@ import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
-from config import Settings
+from f5worker.config import Settings
 
 log = logging.getLogger(__name__)
 
 # module -> functions start-up relies on; a missing one fails start-up with its name.
 REQUIRED_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "s3_utils": ("download_from_s3", "upload_to_s3", "sync_models_from_s3", "upload_models_to_s3"),
-    "model_source": ("resolve_model_dir",),
-    "flash_attn_setup": ("ensure_flash_attn",),
+    "f5worker.models.source": ("resolve_model_dir",),
+    "f5worker.startup.flash_attn": ("ensure_flash_attn",),
     "handler": ("build_worker", "start_sdk"),
 }
 PACKAGES = ("torchaudio", "f5-tts", "runpod", "boto3", "flash-attn")
@@ -173,7 +173,7 @@ def _torch_facts() -> dict[str, str]:
 
 
 def _flash_attn_wheel() -> str:
-    from flash_attn_setup import NoMatchingWheel, probe_torch, select_wheel
+    from f5worker.startup.flash_attn import NoMatchingWheel, probe_torch, select_wheel
 
     try:
         return select_wheel(probe_torch()).name

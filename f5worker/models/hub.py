@@ -22,11 +22,11 @@ from typing import Any
 
 import yaml
 
-from config import Settings
-from errors import StorageError
-from local_cache import TEMP_SUFFIX, check_model_name, record_all
-from manifest import MANIFEST_NAME, build_manifest, write_manifest
-from model_spec import SPEC_NAME, ModelSpec
+from f5worker.config import Settings
+from f5worker.errors import StorageError
+from f5worker.models.local_cache import TEMP_SUFFIX, check_model_name, record_all
+from f5worker.models.manifest import MANIFEST_NAME, build_manifest, write_manifest
+from f5worker.models.spec import SPEC_NAME, ModelSpec
 
 log = logging.getLogger(__name__)
 

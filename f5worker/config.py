@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from errors import ConfigError
+from f5worker.errors import ConfigError
 
 FLASH_ATTN_MODES = ("auto", "off", "require")
 DEVICES = ("auto", "cpu", "cuda")

@@ -24,11 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from boto3.exceptions import Boto3Error
-from botocore.exceptions import BotoCoreError, ClientError
-
-from audio import MIME_TYPES
-from errors import InvalidInput, OutputTooLarge, StorageError
+from f5worker.errors import InvalidInput, OutputTooLarge, StorageError
+from f5worker.job.codecs import MIME_TYPES
+from f5worker.s3 import S3_ERRORS, storage_error
 
 MAX_RESULT_B64_BYTES = 15 * 1024 * 1024  # RunPod's /runsync cap is about 20 MB
 DEFAULT_URL_EXPIRY_S = 3600
@@ -75,8 +73,9 @@ class OutputStore:
                     ExpiresIn=self.url_expiry_s,
                 )
             )
-        except (Boto3Error, BotoCoreError, ClientError) as exc:
-            raise StorageError(f"upload to the output bucket failed: {_reason(exc)}") from None
+        except S3_ERRORS as exc:
+            reason = storage_error("upload", bucket, key, exc).reason
+            raise StorageError(f"upload to the output bucket failed: {reason}") from exc
 
     def _s3(self) -> Any:
         if self._client is None:
@@ -177,12 +176,3 @@ class Delivery:
         key = f"{self._prefix}/{self._run}-{index:03d}.{self.fmt}"
         url = self.store.put(key, data, MIME_TYPES[self.fmt])
         return {"audio_url": url, "url_expires_in": self.store.url_expiry_s}
-
-
-def _reason(exc: BaseException) -> str:
-    cause: BaseException | None = exc
-    while cause is not None:  # boto3 wraps upload errors in S3UploadFailedError
-        if isinstance(cause, ClientError):
-            return str(cause.response.get("Error", {}).get("Code", "ClientError"))
-        cause = cause.__cause__ or cause.__context__
-    return type(exc).__name__

@@ -5,7 +5,7 @@
   (`python model_cache_init.py`), taking jobs from and posting results to a fake of RunPod's job
   API (job-take, job-take-batch, job-stream, job-done, job-stop), so the SDK's real worker loop
   (rp_scale.JobScaler, rp_job.handle_job) runs unchanged.
-- moto_server: an S3 server for voice libraries, s3:// references and output buckets.
+- wait_until: poll a started worker until something is true, failing with its log's tail.
 - full_worker + shared: one local-API worker with everything configured (voice library on moto,
   MAX_CONCURRENCY=4), started once per session for the modules that need it: each start costs
   15-40 s of a shared CPU.
@@ -17,7 +17,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,18 +30,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from tests.conftest import REPO
+from f5worker.testing import REPO
+from f5worker.testing.audio import noise, wav_bytes
+from f5worker.testing.s3_servers import client_for, free_port, moto_server, s3_env
 
-S3_KEY, S3_SECRET = "test-key", "test-secret"
 LIBRARY_BUCKET = "worker"
 T = TypeVar("T")
 _SHARED: dict[str, Any] = {}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -68,25 +62,42 @@ def spawn(cmd: list[str], env: Mapping[str, str], log_path: Path) -> Iterator[su
 
 
 @contextmanager
-def running_worker(env: Mapping[str, str], log_path: Path, timeout: float = 180) -> Iterator[str]:
+def running_worker(
+    env: Mapping[str, str], log_path: Path, timeout: float = 180, via_make: bool = True
+) -> Iterator[str]:
+    """The worker's local API on a free port, as `make run` starts it (or, with via_make=False,
+    as `python model_cache_init.py --rp_serve_api`); yields its URL once it answers."""
     port = free_port()
-    cmd = ["make", "--no-print-directory", "run", f"PORT={port}"]
+    if via_make:
+        cmd = ["make", "--no-print-directory", "run", f"PORT={port}"]
+    else:
+        cmd = [sys.executable, "model_cache_init.py", "--rp_serve_api"]
+        cmd += ["--rp_api_port", str(port), "--rp_api_host", "127.0.0.1"]
     with spawn(cmd, env, log_path) as proc:
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(proc, url, timeout, log_path)
+        wait_until(lambda: _answers(f"{url}/docs"), proc, log_path, timeout)
         yield url
 
 
-def _wait_ready(proc: subprocess.Popen, url: str, timeout: float, log_path: Path) -> None:
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+        return True
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def wait_until(
+    ready: Callable[[], bool], proc: subprocess.Popen, log_path: Path, timeout: float
+) -> None:
+    """Poll ready() until it is true; fail with the log's tail if the process dies first or
+    the timeout passes."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while not ready():
         _check_alive(proc, log_path)
-        try:
-            urllib.request.urlopen(f"{url}/docs", timeout=2).close()
-            return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    raise TimeoutError(f"worker not ready after {timeout} s:\n{log_path.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout} s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
 
 
 def _check_alive(proc: subprocess.Popen, log_path: Path) -> None:
@@ -228,57 +239,8 @@ def running_worker_loop(
     cmd = [sys.executable, "model_cache_init.py"]
     full_env = {"HF_HUB_OFFLINE": "1", **fake.env(), **env}
     with spawn(cmd, full_env, log_path) as proc:
-        deadline = time.monotonic() + timeout
-        while not fake.polled.wait(0.5):
-            _check_alive(proc, log_path)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"worker never polled:\n{log_path.read_text()[-3000:]}")
+        wait_until(lambda: fake.polled.wait(0.5), proc, log_path, timeout)
         yield proc
-
-
-# -- S3 ---------------------------------------------------------------------------------------
-
-
-@contextmanager
-def moto_server(*buckets: str) -> Iterator[str]:
-    """A moto S3 server on a free port with these buckets; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    client = s3_client(url)
-    for bucket in buckets:
-        client.create_bucket(Bucket=bucket)
-    try:
-        yield url
-    finally:
-        server.stop()
-
-
-def s3_client(url: str) -> Any:
-    from s3_utils import make_client
-
-    return make_client(url, "us-east-1", S3_KEY, S3_SECRET)
-
-
-def s3_env(url: str, bucket: str, output_bucket: str | None = None) -> dict[str, str]:
-    """Worker settings for a voice library (and an output bucket) on a moto server."""
-    env = {
-        "S3_BUCKET": bucket,
-        "S3_ENDPOINT_URL": url,
-        "AWS_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": S3_KEY,
-        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
-    }
-    if output_bucket:
-        env |= {
-            "BUCKET_ENDPOINT_URL": url,
-            "BUCKET_ACCESS_KEY_ID": S3_KEY,
-            "BUCKET_SECRET_ACCESS_KEY": S3_SECRET,
-        }
-    return env
 
 
 # -- one fully configured worker per session ---------------------------------------------------
@@ -295,8 +257,6 @@ def shared(request: Any, key: str, make: Callable[[], AbstractContextManager[T]]
 
 def seed_library(client: Any) -> None:
     """The voice library and objects the tests refer to."""
-    from tests.unit.test_voices import noise, wav_bytes
-
     client.put_object(Bucket=LIBRARY_BUCKET, Key="notes.txt", Body=b"not audio at all")
     for name, audio, text in [
         ("silent", wav_bytes(noise(2) * 0), b"Silence."),
@@ -313,7 +273,7 @@ def seed_library(client: Any) -> None:
 def full_worker(model_dir: Path, log_path: Path) -> Iterator[tuple[str, str]]:
     """(local API URL, S3 URL): the demo model, a voice library, MAX_CONCURRENCY=4."""
     with moto_server(LIBRARY_BUCKET) as s3_url:
-        seed_library(s3_client(s3_url))
+        seed_library(client_for(s3_url))
         env = {
             "MODEL_DIR": str(model_dir),
             "MAX_CONCURRENCY": "4",

@@ -26,14 +26,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from config import MODEL_NAME_PATTERN
-from errors import ConfigError, StorageError
-from manifest import FileEntry, Manifest, sha256_file, write_atomic
+from f5worker.config import MODEL_NAME_PATTERN
+from f5worker.errors import ConfigError, StorageError
+from f5worker.files import TEMP_SUFFIX, sha256_file, write_atomic
+from f5worker.models.manifest import FileEntry, Manifest
 
 log = logging.getLogger(__name__)
 
 RECORD_NAME = ".verified.json"
-TEMP_SUFFIX = ".part"
 # Long enough for a 1.4 GB download on a slow link; after it a waiter proceeds unlocked.
 LOCK_TIMEOUT_S = 900.0
 # A temp file untouched this long belongs to a dead process (live downloads write continuously).

@@ -25,20 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-from errors import BadRefAudio, StorageError
-from s3_utils import read_object
-from voices import MAX_REF_BYTES
+from f5worker.errors import BadRefAudio, StorageError
+from f5worker.job.voices import MAX_REF_BYTES
+from f5worker.s3 import AccessDenied, ObjectMissing, read_object
 
 URL_TOTAL_TIMEOUT_S = 20.0
 URL_CONNECT_TIMEOUT_S = 5.0
 URL_MAX_REDIRECTS = 3
 READ_CHUNK = 64 * 1024
-# S3 error codes the requester can fix (a wrong bucket or key); anything else is the store's.
-S3_CLIENT_CODES = frozenset(
-    {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403", "InvalidBucketName"}
-)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _WHITESPACE = re.compile(rb"\s+")
 _DATA_URL = re.compile(rb"^data:[\w/+.-]*(;[\w=.-]+)*;base64,")
@@ -124,16 +118,12 @@ class RefAudioFetcher:
         limit = self.policy.max_bytes
         try:
             data = read_object(self._s3(), bucket, key, limit)
-        except NoCredentialsError:
-            raise BadRefAudio("this worker has no S3 credentials for s3:// references") from None
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
-            if code in S3_CLIENT_CODES:
-                raise BadRefAudio(f"ref_audio s3 object cannot be read: {code}") from None
-            raise StorageError(f"reading ref_audio from s3://{bucket} failed: {code}") from None
-        except BotoCoreError as exc:
-            reason = type(exc).__name__
-            raise StorageError(f"reading ref_audio from s3://{bucket} failed: {reason}") from None
+        except (ObjectMissing, AccessDenied) as exc:  # the requester's to fix
+            raise BadRefAudio(f"ref_audio s3 object cannot be read: {exc.reason}") from exc
+        except StorageError as exc:
+            raise StorageError(
+                f"reading ref_audio from s3://{bucket} failed: {exc.reason}"
+            ) from exc
         if data is None:
             raise BadRefAudio(f"ref_audio is larger than {limit} bytes")
         return data

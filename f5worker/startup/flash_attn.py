@@ -12,7 +12,7 @@ field is read from the installed torch (`torch.version.cuda`, `torch._C._GLIBCXX
 never from an image tag: RunPod's torch 2.4.0 tag has carried different torch builds over time.
 
 `FLASH_ATTN=auto` falls back to torch attention with one WARNING, `require` fails start-up,
-`off` skips. `python flash_attn_setup.py --bake auto|URL` installs the wheel at image build time,
+`off` skips. `python -m f5worker.startup.flash_attn --bake auto|URL` installs the wheel at image build time,
 so a normal start installs nothing and this check costs one import.
 """
 
@@ -33,7 +33,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from errors import WorkerError
+from f5worker.errors import WorkerError
 
 log = logging.getLogger(__name__)
 

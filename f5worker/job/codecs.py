@@ -1,4 +1,4 @@
-"""Waveforms in and out: decode reference audio, cross-fade chunks, resample, encode results.
+"""Waveforms in and out: decode reference audio, resample, shorten pauses, encode results.
 
 All codecs go through soundfile (libsndfile): no ffmpeg subprocess, no temp files. Resampling is
 soxr (the resampler librosa uses), whose streaming mode makes chunk-by-chunk output identical to
@@ -8,13 +8,13 @@ resampling the whole utterance. Pure numpy; never imports torch.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from errors import BadRefAudio, UnsupportedFormat
+from f5worker.audio import Audio
+from f5worker.errors import BadRefAudio, UnsupportedFormat
 
 # format -> (libsndfile container, subtype); pcm is headerless little-endian int16.
 _CODECS: dict[str, tuple[str, str]] = {
@@ -37,18 +37,6 @@ OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 MAX_DECODED_SECONDS = 60.0  # a longer reference is a mistake, not a voice sample
 MIN_RATE, MAX_RATE = 8000, 192000
 PAUSE_THRESHOLD_DBFS = -50.0  # upstream's remove_silence threshold
-
-
-@dataclass(frozen=True)
-class Audio:
-    """Mono float32 samples in [-1, 1] and their rate."""
-
-    samples: np.ndarray
-    sample_rate: int
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.samples) / self.sample_rate
 
 
 def encode(audio: Audio, fmt: str) -> bytes:
@@ -91,22 +79,6 @@ def decode(data: bytes, max_seconds: float = MAX_DECODED_SECONDS) -> Audio:
     if not np.isfinite(mono).all():
         raise BadRefAudio("reference audio contains invalid samples")
     return Audio(mono, rate)
-
-
-def cross_fade(chunks: list[np.ndarray], sample_rate: int, seconds: float) -> np.ndarray:
-    """Join chunks with a linear cross-fade, as upstream's infer_batch_process does."""
-    if not chunks:
-        return np.zeros(0, dtype=np.float32)
-    out = chunks[0]
-    for nxt in chunks[1:]:
-        n = min(int(seconds * sample_rate), len(out), len(nxt))
-        if n <= 0:
-            out = np.concatenate([out, nxt])
-            continue
-        fade = np.linspace(0.0, 1.0, n, dtype=np.float32)
-        mixed = out[-n:] * (1.0 - fade) + nxt[:n] * fade
-        out = np.concatenate([out[:-n], mixed, nxt[n:]])
-    return out.astype(np.float32, copy=False)
 
 
 def resample(audio: Audio, rate: int) -> Audio:

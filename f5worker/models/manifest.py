@@ -2,21 +2,19 @@
 
 A model directory is complete when its manifest.json exists and every file matches it; the
 manifest is always written last, so its presence is the commit marker (locally and in S3).
-Standard library only.
+Standard library only (and f5worker.files).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from f5worker.files import sha256_file, write_atomic
+
 MANIFEST_NAME = "manifest.json"
-_CHUNK = 8 * 1024 * 1024
 
 
 class ManifestError(ValueError):
@@ -69,14 +67,6 @@ def safe_relpath(path: str) -> str:
     return str(p)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build_manifest(model_dir: Path, model: str, source: dict[str, Any]) -> Manifest:
     """Hash every regular file under model_dir (hidden files and the manifest excluded)."""
     entries = []
@@ -90,22 +80,6 @@ def build_manifest(model_dir: Path, model: str, source: dict[str, Any]) -> Manif
             continue
         entries.append(FileEntry(rel, path.stat().st_size, sha256_file(path)))
     return Manifest(model, tuple(entries), source)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a unique temp file beside `path`, fsync, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other users of a volume
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_manifest(model_dir: Path, manifest: Manifest) -> None:

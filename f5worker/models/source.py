@@ -18,15 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from config import DEMO_MODEL, Settings
-from errors import ModelError, StorageError
-from local_cache import check_model_name, model_lock, verify_local_copy
-from manifest import ManifestError, read_manifest
-from model_spec import SPEC_NAME
+from f5worker.config import DEMO_MODEL, Settings
+from f5worker.errors import ModelError, StorageError
+from f5worker.models.local_cache import check_model_name, model_lock, verify_local_copy
+from f5worker.models.manifest import ManifestError, read_manifest
+from f5worker.models.spec import SPEC_NAME
 
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[Settings, Path], Path]
+
+
+def _ready() -> None:
+    """The default wait_for_backend: nothing else is importing torch."""
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,18 @@ class PreparedModel:
     upload: threading.Thread | None = None
 
 
-def resolve_model_dir(settings: Settings) -> Path:
-    return prepare_model(settings).model_dir
+def resolve_model_dir(settings: Settings, wait_for_backend: Callable[[], None] = _ready) -> Path:
+    return prepare_model(settings, wait_for_backend=wait_for_backend).model_dir
 
 
-def prepare_model(settings: Settings, fetch: Fetch | None = None) -> PreparedModel:
-    """Find or fetch the model; `fetch` replaces the hub download (tests, other sources)."""
+def prepare_model(
+    settings: Settings,
+    fetch: Fetch | None = None,
+    wait_for_backend: Callable[[], None] = _ready,
+) -> PreparedModel:
+    """Find or fetch the model; `fetch` replaces the hub download (tests, other sources).
+    `wait_for_backend` is called before the demo generator imports torch and f5-tts, so
+    start-up can tell waiting for its own import of them apart from work."""
     if settings.model_dir is not None:
         if not (settings.model_dir / SPEC_NAME).is_file():
             raise ModelError(f"MODEL_DIR={settings.model_dir} has no {SPEC_NAME}")
@@ -58,23 +68,26 @@ def prepare_model(settings: Settings, fetch: Fetch | None = None) -> PreparedMod
             return found
     local = settings.model_cache_dir / name
     with model_lock(settings.model_cache_dir, name):
-        origin = _ensure_local(settings, local, fetch or _hub_fetch)
+        origin = _ensure_local(settings, local, fetch or _hub_fetch, wait_for_backend)
     if origin is None:
         with model_lock(settings.model_cache_dir, DEMO_MODEL):
             return PreparedModel(
-                ensure_demo_model(settings.model_cache_dir / DEMO_MODEL), "demo-fallback"
+                ensure_demo_model(settings.model_cache_dir / DEMO_MODEL, wait_for_backend),
+                "demo-fallback",
             )
     upload = start_background_upload(settings, local) if settings.s3_bucket else None
     return PreparedModel(local, origin, upload)
 
 
-def _ensure_local(settings: Settings, local: Path, fetch: Fetch) -> str | None:
+def _ensure_local(
+    settings: Settings, local: Path, fetch: Fetch, wait_for_backend: Callable[[], None]
+) -> str | None:
     """Under the model lock: where the local copy came from, or None when the hub failed and
     the caller should serve the demo model instead."""
     if _complete(local):  # checked under the lock: another process may have just fetched it
         return "local"
     if settings.is_demo:
-        _build_demo(local)
+        _build_demo(local, wait_for_backend)
         return "demo"
     try:
         fetch(settings, local)
@@ -93,7 +106,7 @@ def _ensure_local(settings: Settings, local: Path, fetch: Fetch) -> str | None:
 
 def _from_s3(settings: Settings) -> PreparedModel | None:
     """A served model on a hit (or S3 down but a complete local copy); None on a miss."""
-    from s3_utils import sync_models_from_s3
+    from f5worker.models.s3_cache import sync_models_from_s3
 
     try:
         result = sync_models_from_s3(settings)
@@ -116,14 +129,15 @@ def _complete(model_dir: Path) -> bool:
 
 
 def _hub_fetch(settings: Settings, dest: Path) -> Path:
-    from hub import fetch_from_hub
+    from f5worker.models.hub import fetch_from_hub
 
     return fetch_from_hub(settings, dest)
 
 
-def _build_demo(path: Path) -> Path:
-    from demo_model import build_demo_model
-    from local_cache import record_all
+def _build_demo(path: Path, wait_for_backend: Callable[[], None] = _ready) -> Path:
+    wait_for_backend()
+    from f5worker.models.demo import build_demo_model
+    from f5worker.models.local_cache import record_all
 
     out = build_demo_model(path)
     manifest = read_manifest(out)
@@ -132,10 +146,10 @@ def _build_demo(path: Path) -> Path:
     return out
 
 
-def ensure_demo_model(path: Path) -> Path:
+def ensure_demo_model(path: Path, wait_for_backend: Callable[[], None] = _ready) -> Path:
     if _complete(path):
         return path
-    return _build_demo(path)
+    return _build_demo(path, wait_for_backend)
 
 
 def start_background_upload(settings: Settings, model_dir: Path) -> threading.Thread:
@@ -148,7 +162,7 @@ def start_background_upload(settings: Settings, model_dir: Path) -> threading.Th
 
 
 def _upload_logged(settings: Settings, model_dir: Path) -> None:
-    from s3_utils import upload_models_to_s3
+    from f5worker.models.s3_cache import upload_models_to_s3
 
     try:
         upload_models_to_s3(settings, model_dir)

@@ -62,6 +62,7 @@ class StorageError(WorkerError, OSError):
 
     code = "STORAGE_ERROR"
     retryable = True
+    reason: str = ""  # the S3 error code or exception type, where one is known
 
 
 class ConfigError(WorkerError, ValueError):

@@ -14,18 +14,17 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from botocore.exceptions import BotoCoreError, ClientError
 
-from audio import Audio, decode
-from errors import BadRefAudio, StorageError, VoiceNotFound
-from s3_utils import read_object
+from f5worker.audio import Audio, Voice
+from f5worker.errors import BadRefAudio, StorageError, VoiceNotFound
+from f5worker.job.codecs import decode
+from f5worker.s3 import ObjectMissing, read_object
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +37,6 @@ TAIL_SILENCE_S = 0.05  # upstream appends 50 ms of silence
 MAX_REF_BYTES = 10 * 1024 * 1024  # encoded reference audio, from any source
 MAX_REF_TEXT_BYTES = 4096
 MAX_CACHED_VOICES = 32
-# S3 error codes that mean "no such voice" rather than "storage is down".
-MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})
-
-
-@dataclass(frozen=True)
-class Voice:
-    audio: Audio
-    text: str
-    name: str = "custom"
 
 
 def default_voice_path() -> Path:
@@ -160,14 +150,11 @@ class VoiceLibrary:
         key = self.key(name, file)
         try:
             data = read_object(self._s3(), self.bucket, key, limit)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in MISSING_CODES:
-                raise VoiceNotFound(f"voice {name!r} not found in the voice library") from None
-            raise StorageError(f"reading voice {name!r} ({file}) failed: {code}") from None
-        except BotoCoreError as exc:
-            reason = type(exc).__name__
-            raise StorageError(f"reading voice {name!r} ({file}) failed: {reason}") from None
+        except ObjectMissing as exc:
+            raise VoiceNotFound(f"voice {name!r} not found in the voice library") from exc
+        except StorageError as exc:  # AccessDenied included: the operator's to fix, not a miss
+            error = type(exc)(f"reading voice {name!r} ({file}) failed: {exc.reason}")
+            raise error from exc
         if data is None:
             raise BadRefAudio(f"voice {name!r}: {file} is larger than {limit} bytes")
         return data

@@ -18,8 +18,8 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from manifest import build_manifest, write_manifest
-from model_spec import MEL_SPEC, SPEC_NAME, ModelSpec
+from f5worker.models.manifest import build_manifest, write_manifest
+from f5worker.models.spec import MEL_SPEC, SPEC_NAME, ModelSpec
 
 log = logging.getLogger(__name__)
 

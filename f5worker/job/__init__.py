@@ -1,0 +1,1 @@
+"""The job path: one request from JSON input to result items, and its RunPod adapter."""

@@ -1,0 +1,1 @@
+"""The model store: where a model directory comes from and how it is kept whole."""

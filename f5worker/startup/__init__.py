@@ -1,0 +1,1 @@
+"""Start-up: the timeline of the image's CMD, the diagnostics report, flash-attn."""
