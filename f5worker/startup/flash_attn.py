@@ -12,8 +12,8 @@ field is read from the installed torch (`torch.version.cuda`, `torch._C._GLIBCXX
 never from an image tag: RunPod's torch 2.4.0 tag has carried different torch builds over time.
 
 `FLASH_ATTN=auto` falls back to torch attention with one WARNING, `require` fails start-up,
-`off` skips. `python -m f5worker.startup.flash_attn --bake auto|URL` installs the wheel at image build time,
-so a normal start installs nothing and this check costs one import.
+`off` skips. `python -m f5worker.startup.flash_attn --bake auto|URL` installs the wheel at image
+build time, so a normal start installs nothing and this check costs one import.
 """
 
 from __future__ import annotations

@@ -43,6 +43,13 @@ def run_init(args: list[str], env: dict[str, str], cwd: Path = REPO, timeout: fl
     )
 
 
+def copy_worker(dest: Path) -> None:
+    """The entry points and the package, as the image holds them."""
+    for source in REPO.glob("*.py"):
+        shutil.copy(source, dest)
+    shutil.copytree(REPO / "f5worker", dest / "f5worker", ignore=shutil.ignore_patterns("testing"))
+
+
 def test_diagnose_prints_the_report_and_never_a_secret(tmp_path):
     done = run_init(["--diagnose"], {**FAKE_SECRETS, "MODEL_CACHE_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-2000:]
@@ -57,8 +64,7 @@ def test_diagnose_prints_the_report_and_never_a_secret(tmp_path):
 
 def test_code_from_an_old_build_fails_fast_naming_what_is_missing(tmp_path):
     """The seed: an image built from old code lacked sync_models_from_s3."""
-    for source in REPO.glob("*.py"):
-        shutil.copy(source, tmp_path)
+    copy_worker(tmp_path)
     (tmp_path / "s3_utils.py").write_text(
         textwrap.dedent("""
             def download_from_s3(client, bucket, key, dest): ...
@@ -77,8 +83,7 @@ def test_code_from_an_old_build_fails_fast_naming_what_is_missing(tmp_path):
 
 
 def test_diagnose_exits_1_on_missing_functions(tmp_path):
-    for source in REPO.glob("*.py"):
-        shutil.copy(source, tmp_path)
+    copy_worker(tmp_path)
     (tmp_path / "handler.py").write_text("def build_worker(): ...\n")
     done = run_init(["--diagnose"], {"MODEL_CACHE_DIR": str(tmp_path / "m")}, cwd=tmp_path)
     assert done.returncode == 1
@@ -105,9 +110,12 @@ def test_start_up_timeline_and_cpu_flash_attn_skip(tmp_path):
     assert lines.index(ready) > positions[-1]
     for step in STEPS:
         assert re.search(rf" {step}=[\d.]+s", ready), step
-    assert re.search(r"total=[\d.]+s .* overlap_saved=[\d.]+s", ready)
+    # The demo model's step waits for the f5-tts import the main thread does: nothing really
+    # ran side by side, and the line must not claim otherwise.
+    saved = re.search(r"total=[\d.]+s .* overlap_saved=([\d.]+)s", ready)
+    assert saved and float(saved.group(1)) < 1.0, ready
     assert "attn=torch" in ready
-    flash = [line for line in lines if " flash_attn_setup: " in line]
+    flash = [line for line in lines if " f5worker.startup.flash_attn: " in line]
     assert len(flash) == 1 and " INFO " in flash[0] and "skipped" in flash[0]
     text = "\n".join(lines)
     for secret in SECRET_VALUES:
