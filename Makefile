@@ -17,7 +17,7 @@ IMAGE_OWNED := torch torchaudio triton nvidia-cublas-cu12 nvidia-cuda-cupti-cu12
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run test lint lock clean
+.PHONY: venv run test test-fast lint lock clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ run: venv
 
 test: venv lint
 	$(PY) -m pytest
+
+# The inner loop: every test that starts no subprocess, worker or S3 server and loads no model
+# (under 60 s here). `make test` runs everything.
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not model"
 
 lint: venv
 	$(VENV)/bin/ruff check .

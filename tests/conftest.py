@@ -29,3 +29,11 @@ def engine(demo_model_dir: Path):
     from f5worker.engine.f5tts import F5TTSEngine
 
     return F5TTSEngine.load(demo_model_dir, device="cpu")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the demo model import torch and f5-tts and build it (about 30 s here):
+    marked `model`, so `make test-fast` can leave them out."""
+    for item in items:
+        if "demo_model_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.model)

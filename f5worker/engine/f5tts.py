@@ -395,7 +395,10 @@ class F5TTSEngine:
         if rms < TARGET_RMS:
             audio = audio * TARGET_RMS / rms
         if voice.audio.sample_rate != self.sample_rate:
-            audio = torchaudio.functional.resample(audio, voice.audio.sample_rate, self.sample_rate)
+            # The transform, as upstream uses it: its precomputed kernel rounds differently
+            # from torchaudio.functional.resample's.
+            resampler = torchaudio.transforms.Resample(voice.audio.sample_rate, self.sample_rate)
+            audio = resampler(audio)
         audio = audio.to(self.device)
         mel = self.model.mel_spec(audio).permute(0, 2, 1).to(self._dtype)
         return _Reference(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from f5worker.audio import Voice
+from f5worker.audio import Audio, Voice
 from f5worker.engine.f5tts import BatchPlan, F5TTSEngine, SynthesisParams
 from f5worker.errors import InvalidInput, ModelError
 from f5worker.job.voices import default_voice
@@ -35,13 +35,41 @@ def test_output_is_finite_mono_24k(engine):
     assert 0.5 < audio.duration_s < 10
 
 
-def test_one_chunk_matches_upstream_infer_batch_process_bit_for_bit(engine):
-    """The restated sampler (own RNG, own Euler loop, cached reference) computes exactly what
-    upstream's pipeline computes for the same seed."""
+def resampled_voice(rate: int) -> Voice:
+    """The default voice as a reference recorded at another sample rate."""
+    import soxr
+
+    voice = default_voice()
+    samples = soxr.resample(voice.audio.samples, voice.audio.sample_rate, rate).astype(np.float32)
+    return Voice(Audio(samples, rate), voice.text, "resampled")
+
+
+def quiet_voice() -> Voice:
+    """Below upstream's target loudness (RMS 0.1): normalised in, scaled back out."""
+    voice = default_voice()
+    return Voice(Audio(voice.audio.samples * 0.05, voice.audio.sample_rate), voice.text, "quiet")
+
+
+UPSTREAM_CASES = {
+    "defaults": ({}, default_voice),
+    "cfg 0": ({"cfg_strength": 0.0}, default_voice),
+    "speed 1.6": ({"speed": 1.6}, default_voice),
+    "speed 0.7, sway 0": ({"speed": 0.7, "sway_sampling_coef": 0.0}, default_voice),
+    "16 kHz reference": ({}, lambda: resampled_voice(16000)),
+    "quiet reference": ({}, quiet_voice),
+}
+
+
+@pytest.mark.parametrize("case", list(UPSTREAM_CASES))
+def test_one_chunk_matches_upstream_infer_batch_process_bit_for_bit(engine, case):
+    """The restated sampler (sampler.py: own RNG, own Euler loop, cached reference) computes
+    exactly what upstream's pipeline computes for the same seed and settings."""
     from f5_tts.infer.utils_infer import infer_batch_process
 
-    voice, text, seed = default_voice(), "Exactly what upstream computes.", 11
-    ours = engine.synthesize(text, voice, SynthesisParams(seed=seed, nfe_step=4))
+    overrides, make_voice = UPSTREAM_CASES[case]
+    voice, text, seed = make_voice(), "Exactly what upstream computes.", 11
+    params = SynthesisParams(seed=seed, nfe_step=4, **overrides)
+    ours = engine.synthesize(text, voice, params)
     torch.manual_seed(seed)  # upstream draws its noise from the global RNG
     ref = (torch.from_numpy(voice.audio.samples).unsqueeze(0), voice.audio.sample_rate)
     theirs, rate, _ = next(
@@ -51,7 +79,10 @@ def test_one_chunk_matches_upstream_infer_batch_process_bit_for_bit(engine):
             [text],
             engine.model,
             engine.vocoder,
-            nfe_step=4,
+            nfe_step=params.nfe_step,
+            cfg_strength=params.cfg_strength,
+            sway_sampling_coef=params.sway_sampling_coef,
+            speed=params.speed,
             progress=None,
             device="cpu",
         )

@@ -30,6 +30,8 @@ from f5worker.testing.s3_servers import (
     s3_env,
 )
 
+pytestmark = pytest.mark.slow  # starts a server or a Python process
+
 MODEL = "F5TTS_v1_Base"
 REPOS = {
     "SWivid/F5-TTS": {
@@ -176,7 +178,8 @@ def test_a_failing_background_upload_is_logged_and_serving_goes_on(
     assert prepared.origin == "hub" and (prepared.model_dir / "manifest.json").is_file()
     messages = [(r.levelname, r.threadName, r.getMessage()) for r in caplog.records]
     assert [m[0] for m in messages] == ["WARNING", "ERROR"]
-    assert messages[0][2].startswith("S3 model cache unavailable (read s3://no-such-bucket/")
+    assert messages[0][2].startswith("S3 model cache unavailable (list s3://no-such-bucket/")
+    assert "NoSuchBucket" in messages[0][2]
     assert messages[1][1] == "s3-cache-upload"
     assert messages[1][2].startswith("background S3 upload failed; serving continues: upload ")
     assert "NoSuchBucket" in messages[1][2]
@@ -185,6 +188,7 @@ def test_a_failing_background_upload_is_logged_and_serving_goes_on(
 def test_without_s3_an_unreachable_hub_serves_the_demo_with_one_warning(
     tmp_path, caplog, monkeypatch
 ):
+
     built = []
     monkeypatch.setattr(model_source, "_build_demo", lambda path, _wait: built.append(path) or path)
     with caplog.at_level(logging.WARNING):

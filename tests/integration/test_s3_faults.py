@@ -14,6 +14,8 @@ from f5worker.models.ranged import RangedConfig
 from f5worker.models.s3_cache import sync_models_from_s3, upload_models_to_s3
 from f5worker.testing.s3_servers import REGION, TcpProxy, client_for, moto_server
 
+pytestmark = pytest.mark.slow  # starts a server or a Python process
+
 BUCKET = "fault-models"
 MiB = 1024 * 1024
 # moto reads the whole object for every ranged GET, so the objects stay small.

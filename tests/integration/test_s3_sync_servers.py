@@ -22,6 +22,8 @@ from f5worker.models.ranged import RangedConfig
 from f5worker.models.s3_cache import manifest_version, sync_models_from_s3, upload_models_to_s3
 from f5worker.testing.s3_servers import REGION, client_for, moto_server, seaweedfs
 
+pytestmark = pytest.mark.slow  # starts a server or a Python process
+
 MiB = 1024 * 1024
 FILES = {
     "model.safetensors": os.urandom(2 * MiB + 5),

@@ -13,11 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from f5worker.config import Settings
 from f5worker.models.manifest import build_manifest, write_manifest
 from f5worker.models.s3_cache import upload_models_to_s3
 from f5worker.testing import REPO
 from f5worker.testing.s3_servers import TcpProxy, client_for, moto_server, s3_env
+
+pytestmark = pytest.mark.slow  # starts a server or a Python process
 
 BUCKET = "shared-volume"
 FILES = {"model.safetensors": os.urandom(2 * 1024 * 1024), "model.json": b"{}\n"}

@@ -22,6 +22,8 @@ from f5worker.models.manifest import read_manifest
 from f5worker.testing.s3_servers import client_for, moto_server, s3_env, seaweedfs
 from f5worker.testing.worker import running_worker
 
+pytestmark = pytest.mark.slow  # starts a server or a Python process
+
 BUCKET = "startup-cycle"
 POINTER = "f5-tts/demo/latest.json"
 

@@ -46,12 +46,14 @@ def test_the_package_has_one_place_per_stage():
     assert top_level == sorted(ENTRY_POINTS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", LIGHT)
 def test_light_modules_never_import_torch(module):
     result = run_python(f"import sys, {module}; sys.exit(1 if 'torch' in sys.modules else 0)")
     assert result.returncode == 0, f"{module} imports torch\n{result.stderr[-2000:]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["f5worker.engine.f5tts", "f5worker.engine.sampler"])
 def test_the_engine_imports_no_s3_code(module):
     code = f"import sys, {module}; sys.exit(1 if {{'boto3', 'botocore'}} & set(sys.modules) else 0)"
@@ -59,6 +61,7 @@ def test_the_engine_imports_no_s3_code(module):
     assert result.returncode == 0, f"{module} imports boto3\n{result.stderr[-2000:]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", [*ENTRY_POINTS, "f5worker.startup.main"])
 def test_the_worker_never_imports_its_test_support(module):
     code = f"import sys, {module}; sys.exit(1 if 'f5worker.testing' in sys.modules else 0)"
@@ -119,6 +122,7 @@ def check_import(module: str, cwd: Path, root: Path, tmp_path: Path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", [*MODULES, *ENTRY_POINTS])
 def test_imports_do_no_work(module, tmp_path):
     """Importing reads no environment variable and writes nothing."""
@@ -129,6 +133,7 @@ def test_imports_do_no_work(module, tmp_path):
         assert result.returncode == 0, result.stderr[-2000:]
     assert not [p for p in tmp_path.iterdir() if p.name != ".cache"]
 
+@pytest.mark.slow
 
 def test_the_import_check_catches_an_environment_read(tmp_path):
     pkg = tmp_path / "planted"

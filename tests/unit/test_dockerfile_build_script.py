@@ -18,6 +18,8 @@ import pytest
 
 from f5worker.testing import REPO
 
+pytestmark = pytest.mark.slow  # starts a server or a Python process
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "t",
     "GIT_AUTHOR_EMAIL": "t@example.com",

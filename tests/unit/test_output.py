@@ -19,6 +19,8 @@ from f5worker.job.output import (
 )
 from f5worker.testing.s3_servers import moto_server
 
+pytestmark = pytest.mark.slow  # starts a server or a Python process
+
 BUCKET = "outputs"
 
 
