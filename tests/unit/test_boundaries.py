@@ -133,8 +133,8 @@ def test_imports_do_no_work(module, tmp_path):
         assert result.returncode == 0, result.stderr[-2000:]
     assert not [p for p in tmp_path.iterdir() if p.name != ".cache"]
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_the_import_check_catches_an_environment_read(tmp_path):
     pkg = tmp_path / "planted"
     pkg.mkdir()

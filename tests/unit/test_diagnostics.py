@@ -141,8 +141,8 @@ def test_git_sha_from_the_checkout_when_not_stamped():
     )
     assert sha == (head.stdout.strip() if head.returncode == 0 else "unknown")
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_collect_imports_neither_handler_nor_f5_tts(tmp_path):
     code = textwrap.dedent(f"""
         import pathlib, sys

@@ -32,8 +32,8 @@ def pins(path: str) -> dict[str, str]:
     text = (REPO / path).read_text()
     return {m[0].lower(): m[1] for m in re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", text, re.M)}
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_hadolint_passes():
     done = subprocess.run(
         [str(REPO / ".venv/bin/hadolint"), "Dockerfile"], cwd=REPO, capture_output=True, text=True
@@ -69,8 +69,8 @@ def test_flash_attn_selection_for_the_image_is_a_torch_24_cu12_wheel():
         "-linux_x86_64.whl"
     )
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_requirements_resolve_with_the_image_torch_as_a_constraint(tmp_path):
     """The Dockerfile's install, resolved here: it can never replace the image's torch."""
     done = subprocess.run(
@@ -110,8 +110,8 @@ def test_requirements_resolve_with_the_image_torch_as_a_constraint(tmp_path):
     changed = {p: (v, resolved.get(p)) for p, v in locked.items() if resolved.get(p) != v}
     assert not changed, f"the lock does not resolve as locked: {changed}"
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_install_step_reads_torch_from_the_installed_packages():
     """The constraint comes from the image's installed torch (its tag has carried other builds)."""
     snippet = re.search(r'python -c "(import importlib\.metadata as m;[^"]+)"', DOCKERFILE).group(1)
