@@ -46,6 +46,7 @@ class Settings:
     dtype: str = "auto"
     torch_compile: bool = False
     max_concurrency: int = 1
+    max_audio_s: int = 1200
     log_format: str = "text"
     log_level: str = "INFO"
     sdk_log_level: str = "INFO"
@@ -83,6 +84,8 @@ class Settings:
             dtype=_choice(env, "DTYPE", cls.dtype, DTYPES),
             torch_compile=_bool(env, "TORCH_COMPILE", cls.torch_compile),
             max_concurrency=_int(env, "MAX_CONCURRENCY", cls.max_concurrency, 1, 64),
+            # The longest audio one request may ask for; it bounds a job's time and memory.
+            max_audio_s=_int(env, "MAX_AUDIO_SECONDS", cls.max_audio_s, 10, 1200),
             log_format=_choice(env, "LOG_FORMAT", cls.log_format, LOG_FORMATS),
             log_level=_choice(
                 env, "LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True

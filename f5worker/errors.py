@@ -7,17 +7,39 @@ Subclasses also derive from the matching builtin so callers can catch them idiom
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
+
+MAX_MESSAGE_CHARS = 400  # an error travels in a RunPod result and a log line: keep it short
+MAX_NAMES_SHOWN = 5
+MAX_NAME_CHARS = 40
+
+
+def safe_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Bounded and valid UTF-8: lone surrogates (legal in JSON, not in UTF-8) become escapes,
+    so the SDK can always serialise the message, and nothing sent can make it megabytes long."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_names(names: Iterable[object]) -> str:
+    """A few names a client sent (unknown fields, say), each cut short, the rest counted: the
+    error names the mistake without echoing any amount of input."""
+    shown = sorted({safe_text(str(n), MAX_NAME_CHARS) for n in names})
+    extra = f" and {len(shown) - MAX_NAMES_SHOWN} more" if len(shown) > MAX_NAMES_SHOWN else ""
+    return ", ".join(shown[:MAX_NAMES_SHOWN]) + extra
 
 
 class WorkerError(Exception):
-    """Base of all coded errors. `message` must never contain user text or secrets."""
+    """Base of all coded errors. `message` must never contain user text or secrets; it is made
+    safe to serialise and bounded here, whatever a caller passes."""
 
     code: ClassVar[str] = "INTERNAL_ERROR"
     retryable: ClassVar[bool] = False
     fatal: ClassVar[bool] = False
 
     def __init__(self, message: str) -> None:
+        message = safe_text(str(message))
         super().__init__(message)
         self.message = message
 
@@ -75,6 +97,12 @@ class ModelError(WorkerError):
     """The model directory is missing, incomplete or does not load."""
 
     code = "MODEL_ERROR"
+
+
+class SynthesisFailed(WorkerError):
+    """The model could not synthesize this input; the same input fails the same way."""
+
+    code = "SYNTHESIS_FAILED"
 
 
 class InternalError(WorkerError):

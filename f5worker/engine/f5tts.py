@@ -39,13 +39,26 @@ import torchaudio
 
 from f5worker.audio import Audio, Voice, cross_fade
 from f5worker.engine import sampler, torch_thread
-from f5worker.errors import GPUError, InternalError, InvalidInput, ModelError
+from f5worker.engine.chunking import bound_chunks, cap_combining_marks
+from f5worker.errors import (
+    GPUError,
+    InternalError,
+    InvalidInput,
+    ModelError,
+    SynthesisFailed,
+    TextTooLong,
+)
 from f5worker.models.spec import SAMPLE_RATE, ModelSpec
 
 log = logging.getLogger(__name__)
 
 TARGET_RMS = 0.1  # upstream's loudness target for the reference
 MAX_GENERATION_S = 22.0  # upstream's budget for reference + generated audio per chunk
+# New audio in one chunk is at most this long. Upstream aims at 22 s minus the reference; only a
+# transcript far too short for its audio (upstream slows texts under 10 bytes to speed 0.3)
+# would ask for more, and without a bound one chunk could take minutes and gigabytes.
+MAX_CHUNK_AUDIO_S = 30.0
+MAX_AUDIO_S = 1200.0  # default bound on one request's audio (setting MAX_AUDIO_SECONDS)
 BACKBONES = ("DiT", "MMDiT", "UNetT")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 SEED_MASK = 2**63 - 1  # torch seeds are unsigned 64-bit; stay in the positive int64 range
@@ -165,6 +178,7 @@ class F5TTSEngine:
         plan: BatchPlan | None = None,
         ref_cache_size: int = 16,
         compile: bool = False,
+        max_audio_s: float = MAX_AUDIO_S,
     ) -> None:
         # Upstream's CFM.sample switches to eval mode on every call; this engine samples
         # without it, so dropout must be off from the start.
@@ -175,6 +189,7 @@ class F5TTSEngine:
         self.sample_rate = SAMPLE_RATE
         self.plan = plan or BatchPlan.for_device(device)
         self.compiled = compile
+        self.max_audio_s = max_audio_s
         self._hop = int(spec.mel_spec["hop_length"])
         # Shapes change with every request, so the graph is compiled for dynamic lengths.
         self._transformer = (
@@ -206,6 +221,7 @@ class F5TTSEngine:
         compile: bool = False,
         plan: BatchPlan | None = None,
         ref_cache_size: int = 16,
+        max_audio_s: float = MAX_AUDIO_S,
     ) -> F5TTSEngine:
         """Load any model directory that carries a model.json, without touching the network.
 
@@ -223,6 +239,7 @@ class F5TTSEngine:
             compile=compile,
             plan=plan,
             ref_cache_size=ref_cache_size,
+            max_audio_s=max_audio_s,
         )
 
     @classmethod
@@ -236,6 +253,7 @@ class F5TTSEngine:
         compile: bool,
         plan: BatchPlan | None,
         ref_cache_size: int,
+        max_audio_s: float,
     ) -> F5TTSEngine:
         import f5_tts.model
         from f5_tts.infer.utils_infer import load_model, load_vocoder
@@ -290,6 +308,7 @@ class F5TTSEngine:
             plan=plan,
             ref_cache_size=ref_cache_size,
             compile=compile,
+            max_audio_s=max_audio_s,
         )
 
     def warm_up(self, voice: Voice) -> float:
@@ -325,16 +344,47 @@ class F5TTSEngine:
                 yield Audio(joined[: len(joined) - keep], self.sample_rate)
 
     def split_text(self, text: str, voice: Voice, speed: float) -> list[str]:
-        """Upstream's chunking: as many characters as fit in about 22 s with this reference."""
+        """Upstream's chunking (as many bytes as fit in about 22 s with this reference), with
+        every chunk bounded even where upstream's punctuation rule finds nowhere to split
+        (chunking.py), and the whole request refused with TEXT_TOO_LONG, before any model
+        work, when its audio would pass max_audio_s."""
         from f5_tts.infer.utils_infer import chunk_text
 
+        text = cap_combining_marks(text)
         ref_bytes = len(sampler.normalise_ref_text(voice.text).encode())
         ref_seconds = voice.audio.duration_s
         max_chars = int(ref_bytes / ref_seconds * (MAX_GENERATION_S - ref_seconds) * speed)
-        chunks = [c for c in chunk_text(text, max_chars=max(max_chars, 1)) if c.strip()]
+        budget = max(max_chars, 1)
+        chunks = bound_chunks(chunk_text(text, max_chars=budget), budget)
         if not chunks:
             raise InvalidInput("text has nothing to speak")
+        seconds = self.estimate_seconds(chunks, voice, speed)
+        if seconds > self.max_audio_s:
+            raise TextTooLong(
+                f"this text would make about {seconds:.0f} s of audio with this voice and "
+                f"speed; this worker's limit is {self.max_audio_s:g} s"
+            )
         return chunks
+
+    def estimate_seconds(self, chunks: Sequence[str], voice: Voice, speed: float) -> float:
+        """The audio the chunks will make: upstream's duration rule, as _sample applies it."""
+        ref_frames = round(voice.audio.samples.size * self.sample_rate / voice.audio.sample_rate)
+        ref_frames //= self._hop
+        ref_text = sampler.model_ref_text(voice.text)
+        frames = sum(
+            min(
+                sampler.estimate_frames(ref_frames, ref_text, chunk, speed),
+                ref_frames + self.max_chunk_frames,
+            )
+            - ref_frames
+            for chunk in chunks
+        )
+        return frames * self._hop / self.sample_rate
+
+    @property
+    def max_chunk_frames(self) -> int:
+        """The most new frames one chunk may have (MAX_CHUNK_AUDIO_S)."""
+        return int(MAX_CHUNK_AUDIO_S * self.sample_rate / self._hop)
 
     def with_plan(self, plan: BatchPlan) -> F5TTSEngine:
         """The same loaded model (and lock, caches, compiled graph) with another batching plan,
@@ -360,6 +410,12 @@ class F5TTSEngine:
             waves = torch_thread.run(work, *args)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory() from None
+        except RuntimeError as exc:
+            if _is_cuda_failure(exc):
+                raise GPUError("the GPU failed; this worker will be replaced") from exc
+            raise _synthesis_failed(exc) from exc
+        except (IndexError, ValueError, KeyError, TypeError) as exc:
+            raise _synthesis_failed(exc) from exc
         self._oom_in_a_row = 0
         return waves
 
@@ -438,6 +494,7 @@ class F5TTSEngine:
                 sampler.estimate_frames(ref.audio_frames, ref.text, t, params.speed),
                 len(tok),
                 ref_len,
+                ref.audio_frames + self.max_chunk_frames,
             )
             for tok, t in zip(tokens, texts, strict=True)
         ]
@@ -480,6 +537,19 @@ class F5TTSEngine:
         if self._oom_in_a_row >= 2:
             return GPUError("GPU out of memory twice in a row")
         return InternalError("GPU out of memory; retry or send shorter text")
+
+
+def _is_cuda_failure(exc: RuntimeError) -> bool:
+    """An error of the device itself (illegal access, ECC, a lost device), not of the input."""
+    text = str(exc)
+    return any(m in text for m in ("CUDA error", "CUBLAS_STATUS", "cuDNN error", "NCCL error"))
+
+
+def _synthesis_failed(exc: Exception) -> SynthesisFailed:
+    """The same input would fail the same way: not retryable. Logged with its traceback for
+    operators; the client learns only that this text could not be synthesized."""
+    log.error("synthesis failed (%s)", type(exc).__name__, exc_info=exc)
+    return SynthesisFailed("this text could not be synthesized; change the text or settings")
 
 
 def import_backend() -> None:

@@ -50,9 +50,12 @@ def estimate_frames(ref_frames: int, ref_text: str, gen_text: str, speed: float)
     return ref_frames + int(ref_frames / ref_bytes * len(gen_text.encode()) / speed)
 
 
-def clamp_duration(frames: int, prompt_tokens: int, ref_len: int) -> int:
-    """CFM.sample: at least the prompt (text or reference) plus one frame, at most MAX_FRAMES."""
-    return min(max(max(prompt_tokens, ref_len) + 1, frames), MAX_FRAMES)
+def clamp_duration(
+    frames: int, prompt_tokens: int, ref_len: int, max_frames: int = MAX_FRAMES
+) -> int:
+    """CFM.sample: at least the prompt (text or reference) plus one frame, at most MAX_FRAMES
+    (the engine passes a lower bound of its own: see F5TTSEngine.max_chunk_frames)."""
+    return min(max(max(prompt_tokens, ref_len) + 1, frames), max_frames, MAX_FRAMES)
 
 
 def timesteps(

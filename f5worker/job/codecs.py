@@ -36,6 +36,8 @@ MIME_TYPES = {
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 MAX_DECODED_SECONDS = 60.0  # a longer reference is a mistake, not a voice sample
 MIN_RATE, MAX_RATE = 8000, 192000
+MAX_CHANNELS = 8  # 7.1; a voice sample is mono or stereo, and FLAC stops at 8 too
+DECODE_BLOCK_S = 0.5  # decoded frames x channels held at once, before the downmix
 PAUSE_THRESHOLD_DBFS = -50.0  # upstream's remove_silence threshold
 
 
@@ -55,30 +57,45 @@ def encode(audio: Audio, fmt: str) -> bytes:
 def decode(data: bytes, max_seconds: float = MAX_DECODED_SECONDS) -> Audio:
     """Decode reference audio of any container libsndfile reads; mono float32.
 
-    Reads at most max_seconds (plus one frame, to tell "too long" apart), so a small compressed
-    upload cannot expand into gigabytes of samples.
+    A few kilobytes of compressed audio can declare any rate, channel count and length, so what
+    decoding may allocate is bounded before it allocates: the rate and channel count are checked
+    from the header, and frames are decoded in blocks of DECODE_BLOCK_S, each downmixed to mono
+    at once, stopping one frame past max_seconds. Peak memory is the mono result (at most
+    max_seconds x MAX_RATE x 4 bytes, 46 MB) plus one block (at most 6 MB), whatever the file.
     """
     if not data:
         raise BadRefAudio("reference audio is empty")
-    samples = None
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            rate = int(f.samplerate)
-            limit = int(max_seconds * rate)
-            if MIN_RATE <= rate <= MAX_RATE:  # checked first: the rate sizes the read buffer
-                samples = f.read(limit + 1, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+            rate, channels = int(f.samplerate), int(f.channels)
+            _check_header(rate, channels)
+            mono = _read_mono(f, int(max_seconds * rate) + 1, max(1, int(DECODE_BLOCK_S * rate)))
+    except BadRefAudio:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, MemoryError):
         raise BadRefAudio("reference audio could not be decoded (WAV, FLAC, OGG or MP3)") from None
-    if samples is None:
-        raise BadRefAudio(f"reference sample rate must be {MIN_RATE} to {MAX_RATE} Hz")
-    if len(samples) > limit:
+    if mono.size > max_seconds * rate:
         raise BadRefAudio(f"reference audio is longer than {max_seconds:g} s; send 3 to 12 s")
-    mono = samples.mean(axis=1)
     if mono.size == 0:
         raise BadRefAudio("reference audio has no samples")
     if not np.isfinite(mono).all():
         raise BadRefAudio("reference audio contains invalid samples")
     return Audio(mono, rate)
+
+
+def _check_header(rate: int, channels: int) -> None:
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise BadRefAudio(f"reference sample rate must be {MIN_RATE} to {MAX_RATE} Hz")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise BadRefAudio(f"reference audio must have 1 to {MAX_CHANNELS} channels")
+
+
+def _read_mono(f: sf.SoundFile, max_frames: int, block: int) -> np.ndarray:
+    """At most max_frames frames, averaged over channels one block at a time."""
+    pieces = []
+    for frames in f.blocks(block, frames=max_frames, dtype="float32", always_2d=True):
+        pieces.append(frames.mean(axis=1, dtype=np.float32))
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
 def resample(audio: Audio, rate: int) -> Audio:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from f5worker.errors import InvalidInput, UnsupportedFormat
+from f5worker.errors import InvalidInput, UnsupportedFormat, describe_names
 
 SPEECH_ROUTE = "/v1/audio/speech"
 ROUTE_KEYS = ("openai_route", "openai_input")
@@ -50,9 +50,9 @@ def is_openai(raw: Mapping[str, Any]) -> bool:
 
 def to_native(raw: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     """Translate the OpenAI shape; return (native input, voice falls back to default)."""
-    unknown = sorted(str(k)[:40] for k in raw if k not in ROUTE_KEYS)
+    unknown = [k for k in raw if k not in ROUTE_KEYS]
     if unknown:
-        raise InvalidInput(f"unknown field(s) beside openai_route: {', '.join(unknown)}")
+        raise InvalidInput(f"unknown field(s) beside openai_route: {describe_names(unknown)}")
     route = raw.get("openai_route")
     if not isinstance(route, str):
         raise InvalidInput("openai_route must be a string")
@@ -61,9 +61,9 @@ def to_native(raw: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     body = raw.get("openai_input")
     if not isinstance(body, Mapping):
         raise InvalidInput("openai_input must be a JSON object")
-    unknown = sorted(str(k)[:40] for k in body if k not in _ACCEPTED)
+    unknown = [k for k in body if k not in _ACCEPTED]
     if unknown:
-        raise InvalidInput(f"unsupported openai_input field(s): {', '.join(unknown)}")
+        raise InvalidInput(f"unsupported openai_input field(s): {describe_names(unknown)}")
     model = body.get("model")
     if model is not None and (not isinstance(model, str) or len(model) > 100):
         raise InvalidInput("model must be a string of at most 100 characters")

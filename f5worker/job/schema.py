@@ -18,7 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from f5worker.errors import BadRefAudio, InvalidInput, TextTooLong, UnsupportedFormat
+from f5worker.errors import (
+    BadRefAudio,
+    InvalidInput,
+    TextTooLong,
+    UnsupportedFormat,
+    describe_names,
+)
 from f5worker.job import openai_compat
 
 MAX_TEXT_CHARS = 5000
@@ -172,9 +178,9 @@ def parse_request(raw: Any) -> TTSRequest:
     voice_fallback = False
     if openai_compat.is_openai(raw):
         raw, voice_fallback = openai_compat.to_native(raw)
-    unknown = sorted(str(k)[:40] for k in raw if k not in _BY_NAME)
+    unknown = [k for k in raw if k not in _BY_NAME]
     if unknown:
-        raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
+        raise InvalidInput(f"unknown field(s): {describe_names(unknown)}")
     values = {f.key: _field_value(f, raw) for f in FIELDS}
     req = TTSRequest(**values, voice_fallback=voice_fallback)
     _check_combinations(req)
@@ -226,16 +232,31 @@ def _coerce(f: Field, value: Any) -> Any:
     if f.kind is str:
         if not isinstance(value, str):
             raise InvalidInput(f"{f.name} must be a string")
+        if not _is_unicode(value):
+            raise InvalidInput(f"{f.name} is not valid Unicode text (a lone surrogate)")
         return value
     if isinstance(value, str):
         raise InvalidInput(f"{f.name} must be {_type_name(f.kind)}")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(f"{f.name} must be a finite number")
     if f.kind is int:
         if isinstance(value, float) and not value.is_integer():
             raise InvalidInput(f"{f.name} must be an integer")
         return int(value)
-    return float(value)
+    try:
+        return float(value)  # a JSON integer of any size arrives here as a Python int
+    except OverflowError:
+        raise InvalidInput(f"{f.name} must be between {_num(f.low)} and {_num(f.high)}") from None
+
+
+def _is_unicode(value: str) -> bool:
+    """JSON may carry lone UTF-16 surrogates (\\ud800); they cannot be encoded as UTF-8, so no
+    tokenizer, log or result could hold them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_bounds(f: Field, value: Any) -> None:

@@ -300,6 +300,7 @@ def build_worker(settings: Settings, model_dir: Path, attn_backend: str = "torch
         attn_backend,
         dtype=settings.dtype,
         compile=settings.torch_compile,
+        max_audio_s=settings.max_audio_s,
     )
     log.info("warm-up took %.2f s", engine.warm_up(default_voice()))
     return Worker(engine, settings)

@@ -7,6 +7,7 @@ reference URLs (an HTTP server on 127.0.0.1), then a subset through the SDK's re
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -70,6 +71,14 @@ CASES = [
     ("seed-huge", {**OK, "seed": 2**40}, "INVALID_INPUT"),
     ("rate-odd", {**OK, "sample_rate": 11025}, "INVALID_INPUT"),
     ("return-unknown", {**OK, "return": "email"}, "INVALID_INPUT"),
+    # numbers and strings JSON allows that Python cannot hold as a float or as UTF-8
+    ("speed-int-overflow", {**OK, "speed": 10**400}, "INVALID_INPUT"),
+    ("cfg-int-overflow", {**OK, "cfg_strength": -(10**400)}, "INVALID_INPUT"),
+    ("nfe-int-huge", {**OK, "nfe_step": 10**400}, "INVALID_INPUT"),
+    ("text-lone-surrogate", {**OK, "text": "Hello \ud800 there."}, "INVALID_INPUT"),
+    ("ref-text-lone-surrogate", {**ref(wav_b64(noise(1))), "ref_text": "\udfff"}, "INVALID_INPUT"),
+    ("unknown-field-surrogate", {**OK, "\udcff": 1}, "INVALID_INPUT"),
+    ("unknown-fields-many", {**OK, **{f"field{i}" * 20: 1 for i in range(20000)}}, "INVALID_INPUT"),
     # unknown fields, impossible combinations
     ("unknown-field", {**OK, "voice_id": "x"}, "INVALID_INPUT"),
     ("misspelt-text", {"txt": "Hello."}, "INVALID_INPUT"),
@@ -80,6 +89,7 @@ CASES = [
     # huge text, formats, output size
     ("text-too-long", {**OK, "text": "a" * (MAX_TEXT_CHARS + 1)}, "TEXT_TOO_LONG"),
     ("text-megabyte", {**OK, "text": "word " * 200_000}, "TEXT_TOO_LONG"),
+    ("audio-over-limit", {**OK, "text": "Hello there. " * 384, "speed": 0.3}, "TEXT_TOO_LONG"),
     ("format-aac", {**OK, "format": "aac"}, "UNSUPPORTED_FORMAT"),
     ("opus-44k", {**OK, "format": "opus", "sample_rate": 44100}, "UNSUPPORTED_FORMAT"),
     ("too-large", {**OK, "text": "A longer sentence.", "return": "base64"}, "OUTPUT_TOO_LARGE"),
@@ -90,6 +100,11 @@ CASES = [
     ("ref-header-only", ref(b64(wav_bytes(noise(1))[:44])), "BAD_REF_AUDIO"),
     ("ref-silent", ref(wav_b64(np.zeros(48000, np.float32))), "BAD_REF_AUDIO"),
     ("ref-ultra-short", ref(wav_b64(noise(0.1))), "BAD_REF_AUDIO"),
+    (
+        "ref-255-channels",
+        ref(b64(wav_bytes(np.full((4800, 255), 0.01, np.float32), 48000, "OGG"))),
+        "BAD_REF_AUDIO",
+    ),
     ("ref-too-long", ref(b64(wav_bytes(noise(61, rate=8000), rate=8000))), "BAD_REF_AUDIO"),
     ("ref-4khz", ref(b64(wav_bytes(noise(2, rate=4000), rate=4000))), "BAD_REF_AUDIO"),
     ("ref-oversized", ref(b64(b"\0" * (MAX_REF_BYTES + 1))), "BAD_REF_AUDIO"),
@@ -187,6 +202,9 @@ def test_bad_input_then_a_good_job(worker, http_url, monkeypatch, inp, code):
     assert error["error_code"] == code, error
     assert error["error"].startswith(f"{code}: ") and "Traceback" not in error["error"]
     assert error["retryable"] is False and error["worker_version"] == "bad-1"
+    # bounded, and serialisable as the UTF-8 JSON the SDK sends
+    assert len(error["error"]) <= 500
+    json.dumps(error, ensure_ascii=False).encode("utf-8")
     [good] = list(worker.run({"id": "good", "input": GOOD}))
     assert "error" not in good and good["duration_s"] > 0
 
@@ -240,6 +258,11 @@ API_CASES = [
         "voice-silent",
         "openai-chat-route",
         "url-without-bucket",
+        "speed-int-overflow",
+        "text-lone-surrogate",
+        "unknown-field-surrogate",
+        "unknown-fields-many",
+        "audio-over-limit",
     }
 ]
 

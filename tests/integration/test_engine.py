@@ -241,3 +241,48 @@ def test_model_work_runs_on_the_torch_thread(engine, monkeypatch):
     job.start()
     job.join()
     assert result and seen == [True, True]
+
+
+# -- text upstream's chunker cannot split, and the bound on one request's audio ---------------
+
+UNSPLITTABLE = {
+    "no punctuation": " ".join(["word"] * 300),
+    "no spaces": "a" * 1200,
+    "CJK without punctuation": "中文没有标点符号" * 50,
+    "combining marks": "e" + "\u0301" * 3000 + " and more words",
+    "one long URL": "https://example.com/" + "path/" * 250,
+}
+
+
+@pytest.mark.parametrize("case", list(UNSPLITTABLE))
+def test_text_upstream_cannot_split_is_spoken_in_bounded_chunks(engine, case):
+    voice, text = default_voice(), UNSPLITTABLE[case]
+    chunks = engine.split_text(text, voice, 1.0)
+    per_chunk = [engine.estimate_seconds([c], voice, 1.0) for c in chunks]
+    assert max(per_chunk) < 22, "a chunk longer than upstream's generation budget"
+    audio = engine.synthesize(text, voice, SynthesisParams(seed=1, nfe_step=1))
+    assert np.isfinite(audio.samples).all()
+    fades = (len(chunks) - 1) * 0.15
+    assert audio.duration_s == pytest.approx(sum(per_chunk) - fades, abs=0.05 * len(chunks))
+
+
+def test_audio_over_the_limit_is_refused_before_any_model_work(engine):
+    """MAX_AUDIO_SECONDS bounds a job's time and memory; the refusal is not retryable."""
+    import copy
+    import time
+
+    from f5worker.errors import TextTooLong
+
+    limited = copy.copy(engine)
+    limited.max_audio_s = 30
+    started = time.perf_counter()
+    with pytest.raises(TextTooLong, match="limit is 30 s") as info:
+        limited.synthesize("A sentence of ordinary length. " * 20, default_voice(), FAST)
+    assert time.perf_counter() - started < 1 and info.value.retryable is False
+
+
+def test_a_transcript_far_too_short_for_its_audio_cannot_make_a_huge_chunk(engine):
+    """Upstream's rule would give one letter of a one-letter transcript minutes of audio."""
+    voice = Voice(default_voice().audio, "A", "sparse")
+    chunks = engine.split_text("Hello there, how are you today?", voice, 3.0)
+    assert all(engine.estimate_seconds([c], voice, 3.0) <= 30.0 for c in chunks)

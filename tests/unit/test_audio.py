@@ -1,5 +1,7 @@
 import io
 import itertools
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -153,3 +155,53 @@ def test_decode_limits(make, fragment):
     with pytest.raises(BadRefAudio) as info:
         decode(make())
     assert fragment in info.value.message
+
+
+# -- decompression bombs: what decoding may allocate is bounded before it allocates -----------
+
+
+def many_channels(channels: int, seconds: float, fmt: str = "OGG", rate: int = 48000) -> bytes:
+    buf = io.BytesIO()
+    frames = np.full((int(seconds * rate), channels), 0.01, dtype=np.float32)
+    subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
+    sf.write(buf, frames, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("channels", "fmt"), [(9, "WAV"), (64, "OGG"), (255, "OGG")])
+def test_too_many_channels_are_refused_before_decoding(channels, fmt):
+    data = many_channels(channels, 0.5, fmt)
+    started = time.perf_counter()
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadRefAudio, match="1 to 8 channels"):
+            decode(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 2
+    assert peak < 1_000_000, f"{peak} bytes allocated to refuse a header"
+
+
+def test_a_long_multichannel_reference_decodes_in_blocks():
+    """8 channels x 50 s at 48 kHz: decoding all of it at once would take 77 MB of frames;
+    block by block the peak is the mono result (9.6 MB) plus one block."""
+    data = many_channels(8, 50, "WAV")
+    tracemalloc.start()
+    try:
+        audio = decode(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    mono_bytes = audio.samples.nbytes
+    assert audio.duration_s == pytest.approx(50) and audio.sample_rate == 48000
+    assert peak < 2.5 * mono_bytes + 8_000_000, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_a_bomb_that_declares_a_long_stream_stops_at_the_limit():
+    """A short file claiming more than the limit costs only the limit's worth of work."""
+    data = many_channels(2, 61, "OGG", rate=8000)
+    started = time.perf_counter()
+    with pytest.raises(BadRefAudio, match="longer than 60 s"):
+        decode(data)
+    assert time.perf_counter() - started < 5
