@@ -32,6 +32,7 @@ FIELD = {
     "DTYPE": "dtype",
     "TORCH_COMPILE": "torch_compile",
     "MAX_CONCURRENCY": "max_concurrency",
+    "MAX_AUDIO_SECONDS": "max_audio_s",
     "LOG_LEVEL": "log_level",
     "LOG_FORMAT": "log_format",
 }
