@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,18 +62,58 @@ def spawn(cmd: list[str], env: Mapping[str, str], log_path: Path) -> Iterator[su
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@dataclass(frozen=True)
+class LiveWorker:
+    """A started worker: its local API, its process and its log."""
+
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def memory_kb(self) -> tuple[int, int]:
+        """(resident now, peak resident) of the worker process, from /proc, in KiB."""
+        fields = dict(
+            line.split(":", 1)
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+            if ":" in line
+        )
+        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+    def reset_peak(self) -> None:
+        """Start a new peak-resident measurement (Linux: `5` to clear_refs resets VmHWM)."""
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+@contextmanager
+def live_worker(
+    env: Mapping[str, str], log_path: Path, timeout: float = 180
+) -> Iterator[LiveWorker]:
+    """`python model_cache_init.py --rp_serve_api` on a free port: the worker process itself
+    (not make's), so tests can read its memory from /proc."""
+    port = free_port()
+    cmd = [sys.executable, "model_cache_init.py", "--rp_serve_api"]
+    cmd += ["--rp_api_port", str(port), "--rp_api_host", "127.0.0.1"]
+    with spawn(cmd, env, log_path) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(f"{url}/docs"), proc, log_path, timeout)
+        yield LiveWorker(url, proc, log_path)
+
+
 @contextmanager
 def running_worker(
     env: Mapping[str, str], log_path: Path, timeout: float = 180, via_make: bool = True
 ) -> Iterator[str]:
     """The worker's local API on a free port, as `make run` starts it (or, with via_make=False,
     as `python model_cache_init.py --rp_serve_api`); yields its URL once it answers."""
+    if not via_make:
+        with live_worker(env, log_path, timeout) as worker:
+            yield worker.url
+        return
     port = free_port()
-    if via_make:
-        cmd = ["make", "--no-print-directory", "run", f"PORT={port}"]
-    else:
-        cmd = [sys.executable, "model_cache_init.py", "--rp_serve_api"]
-        cmd += ["--rp_api_port", str(port), "--rp_api_host", "127.0.0.1"]
+    cmd = ["make", "--no-print-directory", "run", f"PORT={port}"]
     with spawn(cmd, env, log_path) as proc:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _answers(f"{url}/docs"), proc, log_path, timeout)

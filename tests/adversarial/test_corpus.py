@@ -1,0 +1,165 @@
+"""The adversarial corpus (#11) thrown at a live worker: the demo model behind the SDK's local
+API, a voice library on moto, a reference-audio server that misbehaves, fake secrets in the
+environment. Each case must give valid audio or a coded, bounded, non-retryable error (or a
+retryable STORAGE_ERROR for an outage), within a time and memory bound measured from the worker
+process, and the worker must answer a good job afterwards. At the end the worker's log must hold
+no secret and no user text. `pytest tests/adversarial -s` prints the per-class figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from f5worker.testing.audio import noise, wav_bytes
+from f5worker.testing.s3_servers import client_for, moto_server, s3_env
+from f5worker.testing.web import audio_server
+from f5worker.testing.worker import LiveWorker, live_worker, runsync
+from tests.adversarial.corpus import CANARY, corpus
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "adversarial"
+URL_TIMEOUT_S = 2
+MAX_JOB_S = 90.0  # the demo model on 2 shared cores; an unbounded job takes far longer
+MAX_JOB_GROWTH_MB = 600.0  # resident memory a single job may add to the worker
+SECRETS = {
+    "AWS_SECRET_ACCESS_KEY": "adversarial-aws-secret-never-logged",
+    "BUCKET_SECRET_ACCESS_KEY": "adversarial-bucket-secret-never-logged",
+    "HF_TOKEN": "hf_adversarialTokenNeverLogged",
+    "FLASH_ATTN_WHEEL_URL": "https://example.com/fa.whl?X-Amz-Signature=sigNeverLogged0123",
+}
+CODES = {
+    "INVALID_INPUT",
+    "TEXT_TOO_LONG",
+    "UNSUPPORTED_FORMAT",
+    "BAD_REF_AUDIO",
+    "VOICE_NOT_FOUND",
+    "OUTPUT_TOO_LARGE",
+    "SYNTHESIS_FAILED",
+}
+CASES = corpus()
+
+
+@dataclass
+class Figures:
+    tried: dict[str, int] = field(default_factory=dict)
+    slowest: tuple[float, str] = (0.0, "")
+    hungriest: tuple[float, str] = (0.0, "")
+    peak_mb: float = 0.0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+FIGURES = Figures()
+
+
+@pytest.fixture(scope="module")
+def live(demo_model_dir: Path, tmp_path_factory) -> Iterator[tuple[LiveWorker, str]]:
+    log_path = tmp_path_factory.mktemp("adversarial") / "worker.log"
+    with moto_server(BUCKET) as s3_url:
+        s3 = client_for(s3_url)
+        s3.put_object(Bucket=BUCKET, Key="private/recording.wav", Body=wav_bytes(noise(2)))
+        s3.put_object(Bucket=BUCKET, Key="f5-tts/voices/anna/ref.wav", Body=wav_bytes(noise(2)))
+        s3.put_object(Bucket=BUCKET, Key="f5-tts/voices/anna/ref.txt", Body=b"I am Anna.")
+        s3.put_object(Bucket=BUCKET, Key="f5-tts/voices/notes.txt", Body=b"not audio")
+        env = {
+            **s3_env(s3_url, BUCKET),
+            **SECRETS,
+            "MODEL_DIR": str(demo_model_dir),
+            "REF_AUDIO_URL_TIMEOUT_S": str(URL_TIMEOUT_S),
+            "MAX_AUDIO_SECONDS": "600",
+            "FLASH_ATTN": "off",
+            "LOG_LEVEL": "INFO",
+            # The SSRF guard's escape hatch: the misbehaving server is on 127.0.0.1.
+            "RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS": "true",
+        }
+        with (
+            audio_server(wav_bytes(noise(0.5)), 10 * 1024 * 1024) as http_url,
+            live_worker(env, log_path) as worker,
+        ):
+            yield worker, http_url
+            _check_log(worker.log_path.read_text())
+    _report()
+
+
+def fill(value, http_url: str):
+    if isinstance(value, str):
+        return value.replace("{http}", http_url).replace("{bucket}", BUCKET)
+    if isinstance(value, dict):
+        return {fill(k, http_url): fill(v, http_url) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, http_url) for v in value]
+    return value
+
+
+@pytest.mark.parametrize(("kind", "case", "inp"), CASES, ids=[f"{c[0]}:{c[1]}" for c in CASES])
+def test_hostile_input(live, kind, case, inp):
+    worker, http_url = live
+    before_kb, _ = worker.memory_kb()
+    worker.reset_peak()
+    started = time.perf_counter()
+    reply = runsync(worker.url, fill(inp, http_url), timeout=MAX_JOB_S * 2)
+    elapsed = time.perf_counter() - started
+    _, peak_kb = worker.memory_kb()  # this job's peak, since reset_peak
+    _record(kind, case, elapsed, (peak_kb - before_kb) / 1024, peak_kb / 1024)
+    assert worker.alive(), "the worker died"
+    assert reply["status"] == "COMPLETED", reply
+    outcome = _check_output(reply["output"])
+    FIGURES.outcomes[outcome] = FIGURES.outcomes.get(outcome, 0) + 1
+    assert elapsed < MAX_JOB_S, f"{case} took {elapsed:.1f} s"
+    assert (peak_kb - before_kb) / 1024 < MAX_JOB_GROWTH_MB
+    good = runsync(worker.url, {"text": "Still serving.", "nfe_step": 1, "seed": 2})
+    assert "audio_base64" in good["output"][0], good
+
+
+def _check_output(items: list) -> str:
+    """Valid audio items, or a coded error as the last item; returns the outcome's name."""
+    assert isinstance(items, list) and items
+    last = items[-1]
+    if "error" in last:
+        assert last["error_code"] in CODES or last["error_code"] == "STORAGE_ERROR", last
+        assert last["retryable"] is (last["error_code"] == "STORAGE_ERROR"), last
+        assert last["error"].startswith(last["error_code"] + ": ")
+        assert len(last["error"]) <= 500 and CANARY not in last["error"]
+        json.dumps(last, ensure_ascii=False).encode("utf-8")
+        return last["error_code"]
+    for item in items:
+        data, rate = sf.read(io.BytesIO(base64.b64decode(item["audio_base64"])), dtype="float32")
+        assert rate == item["sample_rate"] and len(data) > 0
+    return "audio"
+
+
+def _record(kind: str, case: str, seconds: float, growth_mb: float, peak_mb: float) -> None:
+    FIGURES.tried[kind] = FIGURES.tried.get(kind, 0) + 1
+    FIGURES.slowest = max(FIGURES.slowest, (seconds, case))
+    FIGURES.hungriest = max(FIGURES.hungriest, (growth_mb, case))
+    FIGURES.peak_mb = max(FIGURES.peak_mb, peak_mb)
+
+
+def _check_log(text: str) -> None:
+    for name, secret in SECRETS.items():
+        assert secret not in text, f"{name} reached the log"
+    assert "sigNeverLogged0123" not in text
+    info = [line for line in text.splitlines() if " DEBUG " not in line]
+    assert not [line for line in info if CANARY in line], "user text reached the log"
+
+
+def _report() -> None:
+    tried = ", ".join(f"{k} {v}" for k, v in sorted(FIGURES.tried.items()))
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(FIGURES.outcomes.items()))
+    lines = [
+        f"adversarial: {sum(FIGURES.tried.values())} inputs ({tried})",
+        f"adversarial: outcomes: {outcomes}",
+        f"adversarial: slowest {FIGURES.slowest[1]} {FIGURES.slowest[0]:.2f} s; "
+        f"most memory {FIGURES.hungriest[1]} +{FIGURES.hungriest[0]:.0f} MB; "
+        f"worker peak RSS {FIGURES.peak_mb:.0f} MB",
+    ]
+    Path("adversarial-figures.txt").write_text("\n".join(lines) + "\n")
