@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import time
+import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,13 @@ def test_hostile_input(live, kind, case, inp):
     before_kb, _ = worker.memory_kb()
     worker.reset_peak()
     started = time.perf_counter()
-    reply = runsync(worker.url, fill(inp, http_url), timeout=MAX_JOB_S * 2)
+    try:
+        reply = runsync(worker.url, fill(inp, http_url), timeout=MAX_JOB_S * 2)
+    except urllib.error.HTTPError as exc:
+        # The SDK's local API validates that `input` is an object before any handler runs
+        # (RunPod's own API does the same); anything else must reach the handler.
+        assert exc.code == 422 and not isinstance(inp, dict), exc
+        reply = {"status": "COMPLETED", "output": [{"sdk": "refused"}]}
     elapsed = time.perf_counter() - started
     _, peak_kb = worker.memory_kb()  # this job's peak, since reset_peak
     _record(kind, case, elapsed, (peak_kb - before_kb) / 1024, peak_kb / 1024)
@@ -124,6 +131,8 @@ def _check_output(items: list) -> str:
     """Valid audio items, or a coded error as the last item; returns the outcome's name."""
     assert isinstance(items, list) and items
     last = items[-1]
+    if last.get("sdk") == "refused":
+        return "SDK_REFUSED"
     if "error" in last:
         assert last["error_code"] in CODES or last["error_code"] == "STORAGE_ERROR", last
         assert last["retryable"] is (last["error_code"] == "STORAGE_ERROR"), last
