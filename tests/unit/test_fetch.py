@@ -114,6 +114,26 @@ def test_a_name_is_resolved_in_a_thread_that_is_gone_afterwards(server, loopback
     assert threading.active_count() <= before
 
 
+def test_a_slow_name_lookup_ends_at_the_deadline(server, loopback_allowed, monkeypatch):
+    """getaddrinfo cannot be cancelled: the fetch stops waiting for it at the deadline."""
+    real = socket.getaddrinfo
+
+    def slow(*args, **kwargs):
+        time.sleep(1.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    started = time.monotonic()
+    with pytest.raises(BadRefAudio) as info:
+        RefAudioFetcher(POLICY).fetch(server.replace("127.0.0.1", "localhost"), "url")
+    elapsed = time.monotonic() - started
+    for thread in threading.enumerate():  # the lookup ends on its own; not the next test's
+        if thread.name == "ref-audio-dns":
+            thread.join(2)
+    assert info.value.message == "ref_audio URL did not finish within 1 s"
+    assert elapsed < WITHIN
+
+
 BAD_URLS = [
     ("/missing.wav", "answered HTTP 404"),
     ("/error.wav", "answered HTTP 500"),
