@@ -21,6 +21,22 @@ LOG_FORMATS = ("text", "json")
 DEMO_MODEL = "demo"
 # A model name becomes a directory and an S3 key segment, so it must be one safe component.
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# S3's bucket naming rules (lower case, 3..63 characters), as s3:// references must spell them.
+S3_BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# The RunPod SDK's own switch for job URLs on private networks, read as the SDK reads it.
+PRIVATE_URLS_ENV = "RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS"
+REF_AUDIO_S3_ALLOW_ENV = "REF_AUDIO_S3_ALLOW"
+
+
+@dataclass(frozen=True)
+class S3Scope:
+    """A bucket, or the keys under one prefix of it, that s3:// references may name."""
+
+    bucket: str
+    prefix: str = ""  # "" is the whole bucket; otherwise whole path segments, ending in "/"
+
+    def covers(self, bucket: str, key: str) -> bool:
+        return bucket == self.bucket and key.startswith(self.prefix)
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,8 @@ class Settings:
     bucket_name: str | None = None
     bucket_url_expiry_s: int = 3600
     ref_audio_url_timeout_s: int = 20
+    ref_audio_s3_allow: tuple[S3Scope, ...] = ()  # besides the voice library, see fetch.py
+    allow_private_download_urls: bool = False
     voice_cache_size: int = 32
     flash_attn: str = "auto"
     flash_attn_wheel_url: str | None = None
@@ -77,6 +95,8 @@ class Settings:
             ref_audio_url_timeout_s=_int(
                 env, "REF_AUDIO_URL_TIMEOUT_S", cls.ref_audio_url_timeout_s, 1, 120
             ),
+            ref_audio_s3_allow=_s3_scopes(env, REF_AUDIO_S3_ALLOW_ENV),
+            allow_private_download_urls=private_download_urls_allowed(env),
             voice_cache_size=_int(env, "VOICE_CACHE_SIZE", cls.voice_cache_size, 1, 1024),
             flash_attn=_choice(env, "FLASH_ATTN", cls.flash_attn, FLASH_ATTN_MODES),
             flash_attn_wheel_url=_opt(env, "FLASH_ATTN_WHEEL_URL"),
@@ -114,6 +134,42 @@ def _model_name(env: Mapping[str, str]) -> str:
             f"MODEL_NAME={name!r} must be letters, digits, '.', '_' or '-' (one path component)"
         )
     return name
+
+
+def private_download_urls_allowed(env: Mapping[str, str] | None = None) -> bool:
+    """RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS as runpod.serverless.utils.rp_ssrf reads it: only
+    "1", "true" or "yes" switch the guard off, anything else keeps it on (never an error, so a
+    typo can only make the worker stricter)."""
+    env = os.environ if env is None else env
+    return env.get(PRIVATE_URLS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _s3_scopes(env: Mapping[str, str], name: str) -> tuple[S3Scope, ...]:
+    """Comma-separated `bucket` or `bucket/prefix` entries (an `s3://` in front is allowed).
+
+    A prefix is matched by whole path segments ("refs" covers refs/a.wav, not refs-old/a.wav);
+    empty, "." and ".." segments are refused, as a store that normalises paths would read them
+    as another prefix.
+    """
+    scopes: list[S3Scope] = []
+    for entry in (e.strip() for e in env.get(name, "").split(",")):
+        if not entry:
+            continue
+        rest = entry.removeprefix("s3://")
+        bucket, _, prefix = rest.partition("/")
+        prefix = prefix.strip("/")
+        if not S3_BUCKET_PATTERN.fullmatch(bucket) or (prefix and not is_clean_s3_key(prefix)):
+            raise ConfigError(
+                f"{name} entry {entry[:100]!r} is not `bucket` or `bucket/prefix` "
+                "(a lower-case S3 bucket name; no empty, '.' or '..' path segments)"
+            )
+        scopes.append(S3Scope(bucket, f"{prefix}/" if prefix else ""))
+    return tuple(scopes)
+
+
+def is_clean_s3_key(key: str) -> bool:
+    """No empty, "." or ".." segments and no control characters: a key means what it says."""
+    return all(s not in ("", ".", "..") for s in key.split("/")) and key.isprintable()
 
 
 def _opt(env: Mapping[str, str], name: str) -> str | None:

@@ -45,7 +45,7 @@ from f5worker.job.output import (
     make_output_client,
 )
 from f5worker.job.schema import DEFAULT_VOICE, MAX_SEED, TTSRequest, parse_request
-from f5worker.job.voices import VoiceLibrary, default_voice, voice_from_bytes
+from f5worker.job.voices import VoiceLibrary, default_voice
 from f5worker.s3 import make_client
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Worker:
             client_factory=worker_s3,
             max_cached=settings.voice_cache_size,
         )
-        policy = FetchPolicy(total_timeout_s=float(settings.ref_audio_url_timeout_s))
+        policy = FetchPolicy.from_settings(settings)
         self.fetcher = fetcher or RefAudioFetcher(policy, s3_client_factory=worker_s3)
         self.store = store if store is not None else output_store(settings)
         self._pool = ThreadPoolExecutor(
@@ -233,8 +233,7 @@ class Worker:
 
     def _voice(self, req: TTSRequest) -> Voice:
         if req.ref_audio is not None:
-            data = self.fetcher.fetch(req.ref_audio, req.ref_kind or "base64")
-            return voice_from_bytes(data, req.ref_text or "")
+            return self.fetcher.voice(req.ref_audio, req.ref_kind or "base64", req.ref_text or "")
         if req.voice is not None and req.voice != DEFAULT_VOICE:
             return self.voices.get(req.voice, fallback_to_default=req.voice_fallback)
         return default_voice()

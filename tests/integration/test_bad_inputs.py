@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from f5worker.config import Settings
-from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
+from f5worker.config import S3Scope, Settings
+from f5worker.job.fetch import S3_UNUSABLE, FetchPolicy, RefAudioFetcher
 from f5worker.job.schema import MAX_TEXT_CHARS
 from f5worker.job.voices import MAX_REF_BYTES, VoiceLibrary
 from f5worker.job.worker import Worker
@@ -24,6 +24,8 @@ from f5worker.testing.web import audio_server
 from f5worker.testing.worker import LIBRARY_BUCKET, full_worker, runsync, shared
 
 BUCKET = LIBRARY_BUCKET
+# What the worker's Settings give (its voice library), and refs/ as if from REF_AUDIO_S3_ALLOW.
+S3_ALLOW = (S3Scope(BUCKET, "f5-tts/voices/"), S3Scope(BUCKET, "refs/"))
 GOOD = {"text": "Still serving.", "nfe_step": 2, "seed": 1, "format": "mp3"}
 OK = {"text": "Hello.", "nfe_step": 2}
 
@@ -115,11 +117,14 @@ CASES = [
     ("url-too-big", ref("{http}/chunked-big.wav"), "BAD_REF_AUDIO"),
     ("url-plain-http", ref("http://example.com/ref.wav"), "BAD_REF_AUDIO"),
     ("url-metadata", ref("https://169.254.169.254/latest/meta-data/"), "BAD_REF_AUDIO"),
-    ("s3-missing-key", ref("s3://{s3}/nope.wav"), "BAD_REF_AUDIO"),
+    ("s3-missing-key", ref("s3://{s3}/f5-tts/voices/nope.wav"), "BAD_REF_AUDIO"),
     ("s3-missing-bucket", ref("s3://no-such-bucket-here/a.wav"), "BAD_REF_AUDIO"),
+    ("s3-outside-library", ref("s3://{s3}/notes.txt"), "BAD_REF_AUDIO"),
+    ("s3-dot-segments", ref("s3://{s3}/f5-tts/voices/../notes.txt"), "BAD_REF_AUDIO"),
     ("s3-bad-bucket-name", ref("s3://Bad_Bucket/a.wav"), "BAD_REF_AUDIO"),
     ("s3-no-key", ref("s3://{s3}"), "BAD_REF_AUDIO"),
-    ("s3-not-audio", ref("s3://{s3}/notes.txt"), "BAD_REF_AUDIO"),
+    ("s3-not-audio", ref("s3://{s3}/f5-tts/voices/silent/ref.txt"), "BAD_REF_AUDIO"),
+    ("s3-silent", ref("s3://{s3}/f5-tts/voices/silent/ref.wav"), "BAD_REF_AUDIO"),
     # named voices
     ("voice-unknown", {**OK, "voice": "nobody"}, "VOICE_NOT_FOUND"),
     ("voice-path", {**OK, "voice": "../f5-tts"}, "INVALID_INPUT"),
@@ -162,7 +167,9 @@ def worker(engine, s3_url) -> Worker:
         Settings(worker_version="bad-1"),
         voices=VoiceLibrary(BUCKET, "f5-tts", client_factory=lambda: client_for(s3_url)),
         fetcher=RefAudioFetcher(
-            FetchPolicy(max_bytes=64 * 1024, total_timeout_s=2, allow_http_loopback=True),
+            FetchPolicy(
+                max_bytes=64 * 1024, total_timeout_s=2, allow_http_loopback=True, s3_allow=S3_ALLOW
+            ),
             s3_client_factory=lambda: client_for(s3_url),
         ),
         max_result_b64=64 * 1024,  # so that one sentence of WAV is OUTPUT_TOO_LARGE
@@ -215,13 +222,31 @@ def test_storage_down_is_retryable_and_the_worker_keeps_serving(engine):
         engine,
         Settings(),
         voices=VoiceLibrary(BUCKET, "f5-tts", client_factory=dead),
-        fetcher=RefAudioFetcher(s3_client_factory=dead),
+        fetcher=RefAudioFetcher(FetchPolicy(s3_allow=S3_ALLOW), s3_client_factory=dead),
     )
-    for inp in ({**OK, "voice": "anna"}, ref(f"s3://{BUCKET}/a.wav")):
+    for inp in ({**OK, "voice": "anna"}, ref(f"s3://{BUCKET}/f5-tts/voices/a.wav")):
         [error] = list(worker.run({"id": "s3-down", "input": inp}))
         assert error["error_code"] == "STORAGE_ERROR" and error["retryable"] is True
         [good] = list(worker.run({"id": "good", "input": GOOD}))
         assert "error" not in good
+
+
+UNUSABLE_S3 = {
+    "s3-missing-key",
+    "s3-missing-bucket",
+    "s3-outside-library",
+    "s3-dot-segments",
+    "s3-not-audio",
+    "s3-silent",
+}
+
+
+def test_unusable_s3_objects_all_read_the_same(worker, http_url):
+    """Missing, elsewhere, not allowed or not audio: the caller cannot tell which."""
+    inputs = [fill(inp, http_url) for name, inp, _ in CASES if name in UNUSABLE_S3]
+    assert len(inputs) == len(UNUSABLE_S3)
+    errors = {list(worker.run({"id": "s3", "input": inp}))[-1]["error"] for inp in inputs}
+    assert errors == {f"BAD_REF_AUDIO: {S3_UNUSABLE}"}
 
 
 def test_library_voice_and_s3_reference_work(worker, s3_url):

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from f5worker.config import Settings
+from f5worker.config import S3Scope, Settings
 from f5worker.errors import ConfigError
 
 
@@ -63,6 +63,12 @@ def test_values_are_read_and_normalised():
         ("VOICE_CACHE_SIZE", "many"),
         ("MODEL_NAME", "../etc"),
         ("MODEL_NAME", "a/b"),
+        ("REF_AUDIO_S3_ALLOW", "Bad_Bucket"),
+        ("REF_AUDIO_S3_ALLOW", "x"),
+        ("REF_AUDIO_S3_ALLOW", "bucket/a/../b"),
+        ("REF_AUDIO_S3_ALLOW", "bucket/a//b"),
+        ("REF_AUDIO_S3_ALLOW", "bucket/./b"),
+        ("REF_AUDIO_S3_ALLOW", "*"),
     ],
 )
 def test_bad_values_name_the_variable(name, value):
@@ -88,3 +94,28 @@ def test_dtype_and_compile(env, dtype, compiled):
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         Settings().model_name = "x"  # type: ignore[misc]
+
+
+def test_ref_audio_s3_allow():
+    assert Settings.from_env({}).ref_audio_s3_allow == ()
+    s = Settings.from_env({"REF_AUDIO_S3_ALLOW": " refs , s3://shared/voices/en/ ,, team/a "})
+    assert s.ref_audio_s3_allow == (
+        S3Scope("refs"),
+        S3Scope("shared", "voices/en/"),
+        S3Scope("team", "a/"),
+    )
+    whole, under = S3Scope("refs"), S3Scope("team", "a/")
+    assert whole.covers("refs", "x.wav") and not whole.covers("refs2", "x.wav")
+    assert under.covers("team", "a/x.wav") and not under.covers("team", "ab/x.wav")
+    with pytest.raises(ConfigError) as info:  # one bad entry among good ones
+        Settings.from_env({"REF_AUDIO_S3_ALLOW": "refs, UPPER"})
+    assert "REF_AUDIO_S3_ALLOW" in info.value.message and "'UPPER'" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [("", False), ("true", True), ("1", True), (" YES ", True), ("on", False), ("no", False)],
+)
+def test_private_download_urls_read_as_the_sdk_reads_them(value, allowed):
+    env = {"RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS": value}
+    assert Settings.from_env(env).allow_private_download_urls is allowed
