@@ -164,17 +164,20 @@ def _torch_facts() -> dict[str, str]:
             f"mem_gb={props.total_memory / 1e9:.1f} cc={props.major}.{props.minor}"
         )
         facts["driver"] = _nvidia_driver()
-    facts["flash_attn.wheel"] = _flash_attn_wheel()
+    facts.update(_flash_attn_wheel())
     return facts
 
 
-def _flash_attn_wheel() -> str:
+def _flash_attn_wheel() -> dict[str, str]:
+    """The release wheel this torch needs and its pin: without one it is never installed here."""
     from f5worker.startup.flash_attn import NoMatchingWheel, probe_torch, select_wheel
 
     try:
-        return select_wheel(probe_torch()).name
+        wheel = select_wheel(probe_torch())
     except NoMatchingWheel as exc:
-        return f"none ({exc})"
+        return {"flash_attn.wheel": f"none ({exc})"}
+    pin = wheel.sha256 or "none (not installable at run time; bake it or pin it)"
+    return {"flash_attn.wheel": wheel.name, "flash_attn.wheel_sha256": pin}
 
 
 def _nvidia_driver() -> str:
