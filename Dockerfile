@@ -3,7 +3,8 @@
 #   docker build --build-arg WORKER_VERSION="$(git describe --tags --always --dirty)" -t f5-tts-worker .
 # Build args (none is a secret; an HF token, if ever needed, goes in as a build secret `hf_token`):
 #   BASE_IMAGE        the torch image; its own torch/torchaudio are kept, whatever its tag says
-#   FLASH_ATTN_BAKE   auto (the release wheel matching the image's torch) | none | a wheel URL
+#   FLASH_ATTN_BAKE   auto (the pinned release wheel matching the image's torch) | none |
+#                     an https wheel URL or a wheel file, with FLASH_ATTN_BAKE_SHA256 (its sha256)
 #   BAKE_MODEL        empty, or a MODEL_NAME to download into the image at build time
 #   WORKER_VERSION, GIT_SHA, BUILD_DATE, SOURCE_URL   the version stamp (env + OCI labels)
 ARG BASE_IMAGE=runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04
@@ -38,13 +39,17 @@ RUN --mount=type=cache,target=/root/.cache/uv \
  && python -c "import f5_tts.infer.utils_infer, runpod, boto3"
 
 # flash-attn: the release wheel for the image's torch/CUDA/C++ ABI/Python, proven to import, so
-# a normal start installs nothing. A CPU torch has nothing to bake; a wheel that does not load
-# fails the build.
+# a normal start installs nothing. Only a wheel whose sha256 is known is installed: auto needs its
+# pin in flash_attn_wheels.json, a URL or file needs FLASH_ATTN_BAKE_SHA256. A CPU torch has
+# nothing to bake; an unpinned, mismatching or non-loading wheel fails the build.
 ARG FLASH_ATTN_BAKE=auto
-COPY f5worker/__init__.py f5worker/errors.py f5worker/
-COPY f5worker/startup/__init__.py f5worker/startup/flash_attn.py f5worker/startup/
+ARG FLASH_ATTN_BAKE_SHA256=""
+COPY f5worker/__init__.py f5worker/errors.py f5worker/redact.py f5worker/
+COPY f5worker/startup/__init__.py f5worker/startup/flash_attn.py \
+     f5worker/startup/flash_attn_wheels.json f5worker/startup/
 RUN if [ "${FLASH_ATTN_BAKE}" != "none" ]; then \
-      python -m f5worker.startup.flash_attn --bake "${FLASH_ATTN_BAKE}"; \
+      python -m f5worker.startup.flash_attn --bake "${FLASH_ATTN_BAKE}" \
+        --sha256 "${FLASH_ATTN_BAKE_SHA256}"; \
     fi
 
 # The entry points (model_cache_init.py, handler.py, s3_utils.py) and the package; .dockerignore

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from f5worker.errors import ConfigError
+from f5worker.startup.flash_attn import check_custom_wheel, check_sha256
 
 FLASH_ATTN_MODES = ("auto", "off", "require")
 DEVICES = ("auto", "cpu", "cuda")
@@ -60,6 +61,7 @@ class Settings:
     voice_cache_size: int = 32
     flash_attn: str = "auto"
     flash_attn_wheel_url: str | None = None
+    flash_attn_wheel_sha256: str | None = None
     device: str = "auto"
     dtype: str = "auto"
     torch_compile: bool = False
@@ -100,6 +102,7 @@ class Settings:
             voice_cache_size=_int(env, "VOICE_CACHE_SIZE", cls.voice_cache_size, 1, 1024),
             flash_attn=_choice(env, "FLASH_ATTN", cls.flash_attn, FLASH_ATTN_MODES),
             flash_attn_wheel_url=_opt(env, "FLASH_ATTN_WHEEL_URL"),
+            flash_attn_wheel_sha256=_wheel_sha256(env),
             device=_choice(env, "DEVICE", cls.device, DEVICES),
             dtype=_choice(env, "DTYPE", cls.dtype, DTYPES),
             torch_compile=_bool(env, "TORCH_COMPILE", cls.torch_compile),
@@ -170,6 +173,17 @@ def _s3_scopes(env: Mapping[str, str], name: str) -> tuple[S3Scope, ...]:
 def is_clean_s3_key(key: str) -> bool:
     """No empty, "." or ".." segments and no control characters: a key means what it says."""
     return all(s not in ("", ".", "..") for s in key.split("/")) and key.isprintable()
+
+
+def _wheel_sha256(env: Mapping[str, str]) -> str | None:
+    """The operator's sha256 for FLASH_ATTN_WHEEL_URL; the URL must be an https .whl and the
+    hash is required with it, since that wheel is installed (its code run) at start-up."""
+    url, digest = _opt(env, "FLASH_ATTN_WHEEL_URL"), _opt(env, "FLASH_ATTN_WHEEL_SHA256")
+    if url:
+        return check_custom_wheel(url, digest, "FLASH_ATTN_WHEEL_URL", "FLASH_ATTN_WHEEL_SHA256")
+    if digest:
+        return check_sha256(digest, "FLASH_ATTN_WHEEL_SHA256", "FLASH_ATTN_WHEEL_URL")
+    return None
 
 
 def _opt(env: Mapping[str, str], name: str) -> str | None:

@@ -5,7 +5,8 @@ No Docker engine runs on these machines and no registry is reachable, so:
 2. A stand-in for the RunPod torch image is built (container/standin-base.sh): bookworm's
    Python 3.11 plus the PyPI torch 2.4.x from the local uv cache, committed under a local name.
 3. scripts/build.sh builds our Dockerfile on it (BASE_IMAGE, BAKE_MODEL=demo, and for
-   FLASH_ATTN_BAKE a stand-in flash-attn wheel served on 127.0.0.1, since GitHub is unreachable),
+   FLASH_ATTN_BAKE a stand-in flash-attn wheel mounted into the build with its sha256, since
+   GitHub is unreachable),
    stamping the git version.
 4. The OCI labels and WORKER_VERSION are checked against git.
 5. The image's CMD runs with the local-API flags, the demo model on the CPU and a moto S3 server
@@ -22,8 +23,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import functools
-import http.server
+import hashlib
 import json
 import logging
 import os
@@ -173,40 +173,35 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
 
-@contextlib.contextmanager
-def wheel_server(work: Path) -> Iterator[str]:
-    """Serves a stand-in flash-attn wheel on 127.0.0.1 (the build shares the host network)."""
+def stand_in_wheel(work: Path) -> tuple[Path, str]:
+    """A stand-in flash-attn wheel and its sha256, mounted into the build (no network needed).
+
+    The bake step installs only a wheel with a known sha256, and a custom URL only over https;
+    a local file with FLASH_ATTN_BAKE_SHA256 goes through the same checks.
+    """
     root = work / "wheels"
     root.mkdir()
-    make_wheel(root / FLASH_ATTN_WHEEL, GOOD_KERNEL, extra=F5_TTS_IMPORTS)
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/{FLASH_ATTN_WHEEL}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    wheel = make_wheel(root / FLASH_ATTN_WHEEL, GOOD_KERNEL, extra=F5_TTS_IMPORTS)
+    return wheel, hashlib.sha256(wheel.read_bytes()).hexdigest()
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        return
-
-
-def build(env: dict[str, str], uv_cache: str, wheel_url: str) -> str:
+def build(env: dict[str, str], uv_cache: str, wheel: Path, wheel_sha256: str) -> str:
     """scripts/build.sh on the stand-in; returns the tag it printed.
 
-    FLASH_ATTN_BAKE gets a stand-in wheel from 127.0.0.1 (GitHub is unreachable here), so the
-    Dockerfile's bake step installs and verifies it for real; f5-tts must still work with it.
+    FLASH_ATTN_BAKE gets a stand-in wheel mounted at /flash-attn-wheels (GitHub is unreachable
+    here), so the Dockerfile's bake step checks its sha256, installs and verifies it for real;
+    f5-tts must still work with it.
     """
     volumes = [
         f"{CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro",
         "/etc/resolv.conf:/etc/resolv.conf:ro",
         f"{uv_cache}:/uv-cache",
+        f"{wheel.parent}:/flash-attn-wheels:ro",
     ]
     extra = ["--pull=never", "--layers=false", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}"]
-    extra += ["--build-arg", f"FLASH_ATTN_BAKE={wheel_url}", "--build-arg", "BAKE_MODEL=demo"]
+    extra += ["--build-arg", f"FLASH_ATTN_BAKE=/flash-attn-wheels/{wheel.name}"]
+    extra += ["--build-arg", f"FLASH_ATTN_BAKE_SHA256={wheel_sha256}"]
+    extra += ["--build-arg", "BAKE_MODEL=demo"]
     for volume in volumes:
         extra += ["--volume", volume]
     cmd = ["scripts/build.sh", "--allow-dirty", "--image", IMAGE, "--", *extra]
@@ -395,8 +390,8 @@ def main() -> int:
                 base_env,
                 cwd=REPO,
             )
-        with steps.step("build the Dockerfile (scripts/build.sh)"), wheel_server(work) as wheel:
-            tag = build(env, uv_cache, wheel)
+        with steps.step("build the Dockerfile (scripts/build.sh)"):
+            tag = build(env, uv_cache, *stand_in_wheel(work))
             config = check_stamp(env, tag)
         version = tag.rsplit(":", 1)[1]
         with steps.step("start the CMD, answer a job, model lands in S3"), moto_server() as s3:

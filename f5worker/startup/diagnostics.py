@@ -18,11 +18,11 @@ import platform
 import re
 import shutil
 import subprocess
-import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
 from f5worker.config import Settings
+from f5worker.redact import redact_urls
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ _REPORTED_ENV = (
     "BUCKET_SECRET_ACCESS_KEY",
     "FLASH_ATTN",
     "FLASH_ATTN_WHEEL_URL",
+    "FLASH_ATTN_WHEEL_SHA256",
     "DEVICE",
     "MAX_CONCURRENCY",
     "LOG_LEVEL",
@@ -90,27 +91,22 @@ def missing_required(facts: Mapping[str, str]) -> list[str]:
 
 
 def log_report(facts: Mapping[str, str]) -> None:
+    """One INFO line per fact; URLs are cut again here, whichever fact they came in by."""
     for key, value in facts.items():
-        log.info("diag.%s=%s", key, value)
+        log.info("diag.%s=%s", key, redact_urls(value))
 
 
 def format_report(facts: Mapping[str, str]) -> str:
-    return "".join(f"diag.{key}={value}\n" for key, value in facts.items())
+    return "".join(f"diag.{key}={redact_urls(value)}\n" for key, value in facts.items())
 
 
 def redact(name: str, value: str) -> str:
-    """Secret-named variables show only whether they are set; URLs lose any user:password."""
+    """Secret-named variables show only whether they are set; any URL in a value shows only
+    scheme, host(:port) and path, since userinfo, query (presigned signatures) and fragment
+    (`#access_token=`) carry credentials and this report goes to the logs on every start."""
     if any(marker in name.upper() for marker in _SECRET_MARKERS):
         return "<redacted>" if value else "<empty>"
-    return _strip_userinfo(value)
-
-
-def _strip_userinfo(value: str) -> str:
-    parts = urllib.parse.urlsplit(value)
-    if not parts.netloc or "@" not in parts.netloc:
-        return value
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"<redacted>@{host}"))
+    return redact_urls(value)
 
 
 def missing_functions(module: str, names: tuple[str, ...]) -> list[str]:
@@ -168,17 +164,20 @@ def _torch_facts() -> dict[str, str]:
             f"mem_gb={props.total_memory / 1e9:.1f} cc={props.major}.{props.minor}"
         )
         facts["driver"] = _nvidia_driver()
-    facts["flash_attn.wheel"] = _flash_attn_wheel()
+    facts.update(_flash_attn_wheel())
     return facts
 
 
-def _flash_attn_wheel() -> str:
+def _flash_attn_wheel() -> dict[str, str]:
+    """The release wheel this torch needs and its pin: without one it is never installed here."""
     from f5worker.startup.flash_attn import NoMatchingWheel, probe_torch, select_wheel
 
     try:
-        return select_wheel(probe_torch()).name
+        wheel = select_wheel(probe_torch())
     except NoMatchingWheel as exc:
-        return f"none ({exc})"
+        return {"flash_attn.wheel": f"none ({exc})"}
+    pin = wheel.sha256 or "none (not installable at run time; bake it or pin it)"
+    return {"flash_attn.wheel": wheel.name, "flash_attn.wheel_sha256": pin}
 
 
 def _nvidia_driver() -> str:

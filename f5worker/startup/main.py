@@ -28,6 +28,7 @@ from f5worker.config import Settings
 from f5worker.errors import WorkerError
 from f5worker.log_setup import configure_logging
 from f5worker.models.source import prepare_model, resolve_model_dir
+from f5worker.redact import redact_urls
 from f5worker.startup import diagnostics
 from f5worker.startup.flash_attn import ensure_flash_attn
 from f5worker.startup.timeline import Timeline
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(os.environ)
     except WorkerError as err:
         configure_logging()
-        log.error("start-up failed: %s: %s", err.code, err.message)
+        log.error("start-up failed: %s: %s", err.code, redact_urls(err.message))
         return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return _start(settings)
     except WorkerError as err:
-        log.error("start-up failed: %s: %s", err.code, err.message)
+        log.error("start-up failed: %s: %s", err.code, redact_urls(err.message))
         return 1
 
 
@@ -89,7 +90,10 @@ def _start(settings: Settings) -> int:
         try:
             with timeline.step("flash_attn"):
                 attn = ensure_flash_attn(
-                    settings.flash_attn, settings.flash_attn_wheel_url, settings.device
+                    settings.flash_attn,
+                    settings.flash_attn_wheel_url,
+                    settings.device,
+                    wheel_sha256=settings.flash_attn_wheel_sha256,
                 )
             with timeline.step("import"):
                 # torch and f5-tts: the slow part of a cold start

@@ -57,7 +57,7 @@ def test_diagnose_prints_the_report_and_never_a_secret(tmp_path):
     assert facts["diag.functions.s3_utils"] == "ok"
     assert facts["diag.torch"].startswith("2.4")
     assert "AWS_SECRET_ACCESS_KEY=<redacted>" in facts["diag.env"]
-    assert "S3_ENDPOINT_URL=https://<redacted>@127.0.0.1:9" in facts["diag.env"]
+    assert "S3_ENDPOINT_URL=https://127.0.0.1:9 " in facts["diag.env"] + " "
     for secret in SECRET_VALUES:
         assert secret not in done.stdout and secret not in done.stderr
 

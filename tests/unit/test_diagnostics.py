@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -10,8 +11,16 @@ from pathlib import Path
 import pytest
 
 from f5worker.config import Settings
+from f5worker.redact import redact_urls
 from f5worker.startup import diagnostics
 from f5worker.testing import REPO
+
+SIGNATURE = "f00dfeedc0ffee5ecret5ignature"
+PRESIGNED = (
+    "https://wheels.s3.eu-west-1.amazonaws.com/fa/flash_attn-2.7.4.post1.whl"
+    "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLE%2F20250101%2Fs3"
+    f"&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Signature={SIGNATURE}"
+)
 
 
 @pytest.mark.parametrize(
@@ -24,17 +33,99 @@ from f5worker.testing import REPO
         ("HF_TOKEN", "", "<empty>"),
         ("S3_BUCKET", "my-models", "my-models"),
         ("S3_ENDPOINT_URL", "https://r2.example.com", "https://r2.example.com"),
-        (
-            "S3_ENDPOINT_URL",
-            "https://key:pass@minio.local:9000/x",
-            "https://<redacted>@minio.local:9000/x",
-        ),
-        ("BUCKET_ENDPOINT_URL", "https://tok@host/b", "https://<redacted>@host/b"),
+        ("S3_ENDPOINT_URL", "https://key:pass@minio.local:9000/x", "https://minio.local:9000/x"),
+        ("BUCKET_ENDPOINT_URL", "https://tok@host/b", "https://host/b"),
+        ("FLASH_ATTN_WHEEL_URL", PRESIGNED, PRESIGNED.split("?")[0]),
+        ("S3_ENDPOINT_URL", "https://gw.example/s3?token=abc123", "https://gw.example/s3"),
+        ("BUCKET_ENDPOINT_URL", "https://host/cb#access_token=abc123", "https://host/cb"),
         ("MODEL_NAME", "F5TTS_v1_Base", "F5TTS_v1_Base"),
+        ("MODEL_DIR", "/runpod-volume/models/a b", "/runpod-volume/models/a b"),
     ],
 )
 def test_redact(name, value, shown):
     assert diagnostics.redact(name, value) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (PRESIGNED, PRESIGNED.split("?")[0]),
+        ("https://host/p?token=abc123&x=1", "https://host/p"),
+        ("https://host/p#access_token=abc123", "https://host/p"),
+        ("https://host#access_token=abc123", "https://host"),
+        ("https://host?token=abc123", "https://host"),
+        ("https://user:abc123@host:8443/p?q=1#f", "https://host:8443/p"),
+        ("https://abc123@host/p", "https://host/p"),
+        ("s3://bucket/models/x.bin?versionId=abc123", "s3://bucket/models/x.bin"),
+        ("S3://AKIA:abc123@bucket/key", "S3://bucket/key"),
+        ("redis://:abc123@cache:6379/0", "redis://cache:6379/0"),
+        ("postgresql+psycopg://u:abc123@db/app?sslpassword=abc123", "postgresql+psycopg://db/app"),
+        ("jdbc:postgresql://u:abc123@db/app?password=abc123", "jdbc:postgresql://db/app"),
+        ("https://[::1]:8080/p?token=abc123", "https://[::1]:8080/p"),
+        ("file:///etc/x?token=abc123", "file:///etc/x"),
+        # A URL inside a longer value, and two in one value.
+        ("mirror=https://h/x.whl?token=abc123 fallback", "mirror=https://h/x.whl fallback"),
+        ('{"url": "https://h/p?sig=abc123"}', '{"url": "https://h/p"}'),
+        ("https://a/x?sig=abc123,https://u:abc123@b/y#t=abc123", "https://a/x,https://b/y"),
+        ("https://a/login?next=https://u:abc123@b/cb", "https://a/loginhttps://b/cb"),
+        ("(see https://h/p?token=abc123).", "(see https://h/p)."),
+        ("https://h/p?token=abc123);", "https://h/p);"),
+        # Malformed userinfo fails closed: an unencoded `/` (AWS secrets have them) or `?`.
+        ("https://AKIA:wJalr/abc123@minio:9000/bucket", "https://minio:9000/bucket"),
+        ("https://user:ab?c123@host/p", "https://<redacted>"),
+        ("https://u:p@ss@host/p", "https://host/p"),
+        # Not URLs: unchanged.
+        ("F5TTS_v1_Base", "F5TTS_v1_Base"),
+        ("/tmp/models?x=1#y", "/tmp/models?x=1#y"),
+        ("host:9000/path?token=1", "host:9000/path?token=1"),
+        ("auto", "auto"),
+        ("", ""),
+        ("a b  c", "a b  c"),
+    ],
+)
+def test_redact_urls_keeps_scheme_host_and_path_only(value, shown):
+    assert redact_urls(value) == shown
+    assert "abc123" not in redact_urls(value)
+    assert diagnostics.redact("ANY_URL", value) == shown
+
+
+def test_start_up_report_never_logs_a_url_secret(tmp_path, caplog):
+    """collect + log_report, as start-up runs them, with every kind of URL secret in the env."""
+    env = {
+        "FLASH_ATTN_WHEEL_URL": PRESIGNED,
+        "S3_ENDPOINT_URL": "https://minio.local:9000/?token=tok-in-query",
+        "BUCKET_ENDPOINT_URL": "https://user:pw-in-userinfo@bucket.example/b#access_token=tok-frag",
+        "MODEL_DIR": "/models note=https://x.example/m?sig=sig-in-longer-value",
+        "HF_TOKEN": "hf_in_token_variable",
+        "AWS_SECRET_ACCESS_KEY": "aws/secret+key",
+    }
+    secrets = (
+        SIGNATURE,
+        "AKIAEXAMPLE",
+        "tok-in-query",
+        "pw-in-userinfo",
+        "tok-frag",
+        "sig-in-longer-value",
+        "hf_in_token_variable",
+        "aws/secret+key",
+    )
+    caplog.set_level(logging.INFO, logger="f5worker.startup.diagnostics")
+    facts = diagnostics.collect(Settings(model_cache_dir=tmp_path), env)
+    diagnostics.log_report(facts)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "diag.env=" in logged and "https://bucket.example/b" in logged
+    assert PRESIGNED.split("?")[0] in logged and "https://x.example/m" in logged
+    for secret in secrets:
+        assert secret not in logged, secret
+        assert secret not in diagnostics.format_report(facts), secret
+
+
+def test_log_report_cuts_urls_in_any_fact(caplog):
+    caplog.set_level(logging.INFO, logger="f5worker.startup.diagnostics")
+    diagnostics.log_report({"flash_attn.wheel": "none (https://h/x.whl?X-Amz-Signature=abc123)"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "diag.flash_attn.wheel=none (https://h/x.whl)"
+    ]
 
 
 @pytest.mark.parametrize(

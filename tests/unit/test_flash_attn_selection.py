@@ -1,20 +1,36 @@
-"""flash-attn wheel selection, named the way flash-attn's own setup.py names its release wheels."""
+"""flash-attn wheel selection, named the way flash-attn's own setup.py names its release wheels,
+and the pins and settings that decide whether a wheel may be installed at all."""
 
+import ast
+import hashlib
+import importlib.util
 import itertools
+import json
+import re
 
 import pytest
 
+from f5worker.config import Settings
+from f5worker.errors import ConfigError
+from f5worker.startup import flash_attn
 from f5worker.startup.flash_attn import (
     BASE_WHEEL_URL,
+    PINS_FILE,
     RELEASES,
     NoMatchingWheel,
+    NotPinned,
     TorchBuild,
     demangle,
     explain_load_error,
+    load_pins,
     parse_wheel_url,
+    pinned_sha256,
+    require_pin,
     select_wheel,
+    wheel_file_name,
     wheel_name,
 )
+from f5worker.testing import REPO
 
 
 def build(torch, cuda, abi=False, python="cp311", plat="linux_x86_64"):
@@ -236,3 +252,169 @@ def test_load_errors_are_explained(error, wheel, running, expected):
         assert part in message
     if "undefined symbol" not in error:
         assert "mismatch" not in message
+
+
+IMAGE_WHEEL = "flash_attn-2.7.4.post1+cu12torch2.4cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"
+DIGEST = "ab" * 32
+
+
+def test_selection_carries_the_pin_or_none():
+    image = build("2.4.0+cu124", "12.4")
+    pinned = select_wheel(image, pins={IMAGE_WHEEL: DIGEST})
+    assert pinned.sha256 == DIGEST and require_pin(pinned) == DIGEST
+    unpinned = select_wheel(image, pins={})
+    assert unpinned.name == IMAGE_WHEEL and unpinned.sha256 is None
+    with pytest.raises(NotPinned) as info:
+        require_pin(unpinned)
+    message = str(info.value)
+    assert isinstance(info.value, NoMatchingWheel)  # the same fallback path as "no wheel"
+    assert f"{IMAGE_WHEEL} has no pinned sha256, so it is not installed at run time" in message
+    assert "FLASH_ATTN_WHEEL_SHA256" in message and "\n" not in message
+
+
+def test_shipped_pin_table_is_well_formed_and_only_pins_selectable_wheels():
+    """Every entry is a release wheel the selection can pick, with a 64-hex sha256."""
+    pins = load_pins(PINS_FILE)
+    assert pins == dict(pinned_sha256())
+    for name, digest in pins.items():
+        wheel = parse_wheel_url(name)
+        assert wheel is not None and re.fullmatch(r"[0-9a-f]{64}", digest), name
+        release = next(r for r in RELEASES if r.version == wheel.version)
+        assert wheel.torch_minor in release.torch_minors, name
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ([], "expected an object"),
+        ({"flash_attn-2.7.4.post1.tar.gz": DIGEST}, "not a release wheel file name"),
+        ({IMAGE_WHEEL: "AB" * 32}, "not 64 lowercase hex"),
+        ({IMAGE_WHEEL: "ab" * 31}, "not 64 lowercase hex"),
+        ({IMAGE_WHEEL: None}, "not 64 lowercase hex"),
+    ],
+)
+def test_malformed_pin_tables_are_errors(tmp_path, table, says):
+    path = tmp_path / "pins.json"
+    path.write_text(json.dumps(table))
+    with pytest.raises(ValueError, match=says):
+        load_pins(path)
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        (f"https://h/v/{IMAGE_WHEEL}?X-Amz-Signature=abc", IMAGE_WHEEL),
+        (f"https://h/v/{IMAGE_WHEEL}#sha256=abc", IMAGE_WHEEL),
+        (f"https://h/v/{IMAGE_WHEEL.replace('+', '%2B')}", IMAGE_WHEEL),
+        (f"/wheels/{IMAGE_WHEEL}", IMAGE_WHEEL),
+    ],
+)
+def test_wheel_file_name_ignores_query_and_fragment(url, name):
+    assert wheel_file_name(url) == name
+    assert parse_wheel_url(url).name == name
+
+
+GOOD_URL = f"https://mirror.example/wheels/{IMAGE_WHEEL}"
+
+
+@pytest.mark.parametrize(
+    ("env", "var", "says"),
+    [
+        ({"FLASH_ATTN_WHEEL_URL": GOOD_URL}, "FLASH_ATTN_WHEEL_SHA256", "required"),
+        (
+            {"FLASH_ATTN_WHEEL_URL": GOOD_URL, "FLASH_ATTN_WHEEL_SHA256": "abc"},
+            "FLASH_ATTN_WHEEL_SHA256",
+            "64 hex",
+        ),
+        ({"FLASH_ATTN_WHEEL_SHA256": "z" * 64}, "FLASH_ATTN_WHEEL_SHA256", "64 hex"),
+        (
+            {
+                "FLASH_ATTN_WHEEL_URL": GOOD_URL.replace("https", "http"),
+                "FLASH_ATTN_WHEEL_SHA256": DIGEST,
+            },
+            "FLASH_ATTN_WHEEL_URL",
+            "https",
+        ),
+        (
+            {
+                "FLASH_ATTN_WHEEL_URL": "https://h/flash_attn-2.7.4.post1.tar.gz",
+                "FLASH_ATTN_WHEEL_SHA256": DIGEST,
+            },
+            "FLASH_ATTN_WHEEL_URL",
+            ".whl",
+        ),
+        (
+            {"FLASH_ATTN_WHEEL_URL": "https:///x.whl", "FLASH_ATTN_WHEEL_SHA256": DIGEST},
+            "FLASH_ATTN_WHEEL_URL",
+            "https",
+        ),
+    ],
+)
+def test_wheel_settings_are_config_errors_naming_the_variable(env, var, says):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"FLASH_ATTN": "off", **env})
+    assert info.value.code == "CONFIG_ERROR"
+    assert var in info.value.message and says in info.value.message
+
+
+def test_wheel_settings_accepted_and_normalised():
+    s = Settings.from_env(
+        {"FLASH_ATTN_WHEEL_URL": GOOD_URL, "FLASH_ATTN_WHEEL_SHA256": f" {DIGEST.upper()} "}
+    )
+    assert (s.flash_attn_wheel_url, s.flash_attn_wheel_sha256) == (GOOD_URL, DIGEST)
+    assert Settings.from_env({}).flash_attn_wheel_sha256 is None
+
+
+def test_config_error_for_a_signed_url_does_not_echo_its_signature():
+    signed = "http://h/x.whl?X-Amz-Signature=s3cr3tsig"
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"FLASH_ATTN_WHEEL_URL": signed, "FLASH_ATTN_WHEEL_SHA256": DIGEST})
+    assert "s3cr3tsig" not in info.value.message and "http://h/x.whl" in info.value.message
+
+
+def test_the_image_build_copies_what_the_bake_step_imports():
+    """The Dockerfile copies only a few files before `--bake`; each module flash_attn imports
+    from this repo, and the pin table, must be among them."""
+    dockerfile = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    bake_at = dockerfile.index("f5worker.startup.flash_attn --bake")
+    copied = set()
+    for line in dockerfile[:bake_at].splitlines():
+        if line.startswith("COPY "):
+            sources, dest = line.split()[1:-1], line.split()[-1]
+            copied |= {f"{dest.rstrip('/')}/{src.rsplit('/', 1)[-1]}" for src in sources}
+    tree = ast.parse((REPO / "f5worker/startup/flash_attn.py").read_text())
+    ours = {
+        node.module.replace(".", "/") + ".py"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("f5worker")
+    }
+    needed = ours | {"f5worker/startup/flash_attn.py", f"f5worker/startup/{PINS_FILE.name}"}
+    assert needed <= copied, needed - copied
+    assert '--sha256 "${FLASH_ATTN_BAKE_SHA256}"' in dockerfile
+    assert flash_attn.BAKE_SHA_VAR == "FLASH_ATTN_BAKE_SHA256"
+
+
+def _pin_script():
+    spec = importlib.util.spec_from_file_location(
+        "pin_flash_attn_wheels", REPO / "scripts" / "pin_flash_attn_wheels.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pin_script_lists_what_the_selection_picks_and_never_changes_a_pin(tmp_path):
+    script = _pin_script()
+    urls = script.selectable_urls("linux_x86_64")
+    assert select_wheel(build("2.4.0+cu124", "12.4"), pins={}).url in urls
+    assert all(parse_wheel_url(url) is not None for url in urls)
+    assert len(urls) == len(set(urls))
+    wheel = tmp_path / IMAGE_WHEEL
+    wheel.write_bytes(b"stand-in bytes")
+    name, digest = script.pin(str(wheel))
+    assert (name, digest) == (IMAGE_WHEEL, hashlib.sha256(b"stand-in bytes").hexdigest())
+    assert script.merge({}, {name: digest}) == {name: digest}
+    with pytest.raises(ValueError, match="refusing to change existing pins"):
+        script.merge({name: DIGEST}, {name: digest})
+    with pytest.raises(ValueError, match="not a flash-attn release wheel"):
+        script.pin(str(tmp_path / "flash_attn-2.7.4.post1.tar.gz"))
