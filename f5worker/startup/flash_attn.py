@@ -673,8 +673,10 @@ def bake(
 
     `choice` is "auto" (the pinned selection for the installed torch), an https wheel URL or a
     local wheel file, the last two with `sha256` (FLASH_ATTN_BAKE_SHA256): the same checks as at
-    run time. A CPU torch has nothing to bake and succeeds; any other failure, an unpinned wheel
-    included, fails the build, so neither an unverified nor a broken wheel ever ships.
+    run time. A CPU torch has nothing to bake and succeeds. With "auto" and no pin for the
+    selected wheel the build goes on without flash-attn, with one WARNING (the image then serves
+    with torch attention): the default build must work where no pin has been added yet, and an
+    unverified wheel never ships. Any other failure fails the build.
     """
     build = probe()
     if build.cuda is None:
@@ -682,6 +684,12 @@ def bake(
         return 0
     try:
         wheel, source, digest = _bake_plan(choice, sha256 or None, build, base_url, pins)
+    except NotPinned as exc:
+        if choice != "auto":
+            log.error("flash-attn bake: %s", redact_urls(str(exc)))
+            return 1
+        log.warning("flash-attn bake skipped, the image uses torch attention: %s", exc)
+        return 0
     except (NoMatchingWheel, ConfigError) as exc:
         log.error("flash-attn bake: %s", redact_urls(str(exc)))
         return 1
