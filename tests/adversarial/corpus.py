@@ -195,7 +195,10 @@ def _wav_header(rate: int, channels: int, data_bytes: int) -> bytes:
 def urls(rng: random.Random) -> Iterator[Case]:
     paths = [
         "/drip-headers.wav",
-        "/slow-redirects",
+        "/slow-chain/3",
+        "/chain/4",
+        "/deflate-bomb.wav",
+        "/brotli.wav",
         "/drip.wav",
         "/silent-hang.wav",
         "/redirect-loop",
