@@ -38,6 +38,7 @@ SECRETS = {
     "HF_TOKEN": "hf_adversarialTokenNeverLogged",
     "FLASH_ATTN_WHEEL_URL": "https://example.com/fa.whl?X-Amz-Signature=sigNeverLogged0123",
 }
+WHEEL_SHA256 = "0" * 64  # required with FLASH_ATTN_WHEEL_URL; FLASH_ATTN=off never uses it
 CODES = {
     "INVALID_INPUT",
     "TEXT_TOO_LONG",
@@ -74,6 +75,7 @@ def live(demo_model_dir: Path, tmp_path_factory) -> Iterator[tuple[LiveWorker, s
         env = {
             **s3_env(s3_url, BUCKET),
             **SECRETS,
+            "FLASH_ATTN_WHEEL_SHA256": WHEEL_SHA256,
             "MODEL_DIR": str(demo_model_dir),
             "REF_AUDIO_URL_TIMEOUT_S": str(URL_TIMEOUT_S),
             "MAX_AUDIO_SECONDS": "600",
