@@ -103,4 +103,6 @@ def test_second_process_waits_for_the_first_then_downloads_nothing(tmp_path):
     assert first_result == {"status": "hit", "downloaded": total, "reused": 0}
     assert second_result == {"status": "hit", "downloaded": 0, "reused": len(FILES)}
     assert "another process holds" in second_log and "acquired after waiting" in second_log
-    assert (cache / "m1" / "model.safetensors").read_bytes() == FILES["model.safetensors"]
+    version = (cache / "m1" / "current").read_text().strip()
+    model_dir = cache / "m1" / "versions" / version
+    assert (model_dir / "model.safetensors").read_bytes() == FILES["model.safetensors"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -209,15 +210,34 @@ def test_manifest_path_escaping_the_cache_dir_is_rejected(tmp_path, s3, path):
 def test_manifest_path_through_a_symlink_out_of_the_cache_is_rejected(tmp_path, s3):
     outside = tmp_path / "outside"
     outside.mkdir()
-    model_dir = tmp_path / "cache" / "m1"
-    model_dir.mkdir(parents=True)
-    (model_dir / "sub").symlink_to(outside)
+    version_dir = tmp_path / "cache" / "m1" / "versions" / "v1"
+    version_dir.mkdir(parents=True)
+    (version_dir / "sub").symlink_to(outside)
     s3.put_object(Bucket=BUCKET, Key="f5-tts/m1/v1/sub/x.bin", Body=b"x")
     put_manifest(s3, Manifest("m1", (FileEntry("sub/x.bin", 1, "0" * 64),)))
     with pytest.raises(StorageError) as info:
         sync(settings_for(tmp_path / "cache"), s3)
-    assert info.value.message == f"manifest path 'sub/x.bin' escapes {model_dir}"
+    assert info.value.message == f"manifest path 'sub/x.bin' escapes {version_dir}"
     assert list(outside.iterdir()) == []
+
+
+def test_a_symlink_in_the_flat_layout_of_older_workers_is_never_followed(tmp_path, s3):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.bin").write_bytes(b"x")
+    flat = tmp_path / "cache" / "m1"
+    flat.mkdir(parents=True)
+    (flat / "sub").symlink_to(outside)
+    entry = FileEntry("sub/x.bin", 1, hashlib.sha256(b"x").hexdigest())
+    write_manifest(flat, Manifest("m1", (entry,)))
+    s3.put_object(Bucket=BUCKET, Key="f5-tts/m1/v1/sub/x.bin", Body=b"x")
+    put_manifest(s3, Manifest("m1", (entry,)))
+    result = sync(settings_for(tmp_path / "cache"), s3)
+    assert result.downloaded_bytes == 1  # not linked from outside the cache
+    assert (result.model_dir / "sub").is_dir() and not (result.model_dir / "sub").is_symlink()
+    assert os.stat(outside / "x.bin").st_nlink == 1 and list(outside.iterdir()) == [
+        outside / "x.bin"
+    ]
 
 
 def test_not_enough_disk_fails_before_any_byte_is_written(tmp_path, s3):
@@ -255,9 +275,10 @@ def test_s3_unreachable_without_a_local_copy_is_a_coded_error(tmp_path):
     assert SECRET not in str(info.value)
 
 
-def test_new_version_downloads_only_changed_files_and_drops_stale_ones(tmp_path, s3):
+def test_new_version_downloads_only_changed_files_into_its_own_directory(tmp_path, s3):
     settings = published(tmp_path, s3)
-    model_dir = sync(settings, s3).model_dir
+    old_dir = sync(settings, s3).model_dir
+    old_tree = tree(old_dir)
     files = {k: v for k, v in FILES.items() if k != "vocab.txt"}
     files["vocos/config.yaml"] = b"sample_rate: 22050\n"
     upload_models_to_s3(
@@ -265,10 +286,17 @@ def test_new_version_downloads_only_changed_files_and_drops_stale_ones(tmp_path,
     )
     result = sync(settings, s3)
     assert result.downloaded_bytes == len(files["vocos/config.yaml"])
-    assert tree(model_dir) == {
+    assert result.model_dir == tmp_path / "cache" / "m1" / "versions" / result.version
+    # The new version holds no stale file; the old one, still held, lost nothing.
+    assert tree(result.model_dir) == {
         **files,
         "manifest.json": (tmp_path / "src2/manifest.json").read_bytes(),
     }
+    assert tree(old_dir) == old_tree
+    # Unchanged files are hard links, not copies.
+    old, new = old_dir / "model.safetensors", result.model_dir / "model.safetensors"
+    assert os.stat(old).st_ino == os.stat(new).st_ino
+    assert (tmp_path / "cache" / "m1" / "current").read_text() == f"{result.version}\n"
 
 
 def test_pointer_missing_or_stale_falls_back_to_the_newest_listed_version(tmp_path, s3):
