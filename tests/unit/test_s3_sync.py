@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from boto3.s3.transfer import TransferConfig
 from moto import mock_aws
 
 from f5worker.config import Settings
@@ -24,6 +25,7 @@ from f5worker.models.manifest import (
 )
 from f5worker.models.ranged import RangedConfig
 from f5worker.models.s3_cache import manifest_version, sync_models_from_s3, upload_models_to_s3
+from f5worker.models.store import release_all_holds
 from f5worker.s3 import make_client
 
 BUCKET = "models"
@@ -38,6 +40,14 @@ FILES = {
     "vocos/pytorch_model.bin": os.urandom(200 * KiB),
     "model.json": b"{}\n",
 }
+
+
+@pytest.fixture(autouse=True)
+def fresh_holds():
+    """Each test is a fresh process as far as version holds go."""
+    release_all_holds()
+    yield
+    release_all_holds()
 
 
 @pytest.fixture
@@ -380,3 +390,98 @@ def test_empty_prefix_puts_models_at_the_bucket_root(tmp_path, s3):
     upload_models_to_s3(settings, make_model(tmp_path / "src"), client=s3)
     assert "m1/latest.json" in keys(s3)
     assert sync(settings, s3).hit
+
+
+# --- an upload sends exactly the bytes that were hashed ---------------------------------------
+
+MiB = 1024 * 1024
+# Parts of S3's minimum size, so a 12 MiB file goes up in three.
+PARTS = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=2)
+
+
+def assert_nothing_committed(s3) -> None:
+    assert [k for k in keys(s3) if k.endswith(("manifest.json", "latest.json"))] == []
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_a_file_replaced_between_hash_and_upload_is_not_committed(
+    tmp_path, s3, monkeypatch, caplog
+):
+    model_dir = make_model(tmp_path / "src")
+    real_verify = s3_utils.verify_local_copy
+
+    def verify_then_replace(directory, manifest):
+        ok = real_verify(directory, manifest)
+        replacement = directory / ".replacement"
+        replacement.write_bytes(b"z" * len(FILES["vocab.txt"]))
+        os.replace(replacement, directory / "vocab.txt")  # the same size, other bytes
+        return ok
+
+    monkeypatch.setattr(s3_utils, "verify_local_copy", verify_then_replace)
+    with (
+        caplog.at_level(logging.ERROR, logger="f5worker.models.s3_cache"),
+        pytest.raises(StorageError) as info,
+    ):
+        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3)
+    version = manifest_version(read_manifest(model_dir))
+    key = f"f5-tts/m1/{version}/vocab.txt"
+    assert info.value.message == (
+        f"upload s3://{BUCKET}/{key} aborted: {model_dir / 'vocab.txt'} no longer matches its "
+        "manifest (changed after it was hashed); nothing committed"
+    )
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert key not in keys(s3)  # the replaced bytes never reached S3
+    assert_nothing_committed(s3)
+
+
+def test_a_file_rewritten_during_a_multipart_upload_is_aborted_and_not_committed(
+    tmp_path, s3, monkeypatch
+):
+    big = os.urandom(12 * MiB)
+    model_dir = make_model(tmp_path / "src", {**FILES, "model.safetensors": big})
+    real_read = s3_utils._read
+    reads = []
+
+    def read_then_rewrite(fd, size):
+        data = real_read(fd, size)
+        if size != PARTS.multipart_chunksize:
+            return data  # a whole small file
+        reads.append(len(data))
+        if len(reads) == 1:  # rewritten in place once its first part has been read and sent
+            with open(model_dir / "model.safetensors", "r+b") as fh:
+                fh.seek(11 * MiB)
+                fh.write(b"\0" * 1024)
+        return data
+
+    monkeypatch.setattr(s3_utils, "_read", read_then_rewrite)
+    with pytest.raises(StorageError, match="no longer matches its manifest"):
+        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3, transfer=PARTS)
+    version = manifest_version(read_manifest(model_dir))
+    assert reads[:3] == [5 * MiB, 5 * MiB, 2 * MiB]  # read in parts, the first sent unchanged
+    assert f"f5-tts/m1/{version}/model.safetensors" not in keys(s3)
+    assert_nothing_committed(s3)
+
+
+def test_a_multipart_upload_round_trips(tmp_path, s3):
+    files = {**FILES, "model.safetensors": os.urandom(12 * MiB + 3)}
+    model_dir = make_model(tmp_path / "src", files)
+    result = upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3, transfer=PARTS)
+    assert result.committed and result.uploaded_bytes == sum(map(len, files.values()))
+    synced = sync(settings_for(tmp_path / "cache"), s3)
+    assert tree(synced.model_dir) == tree(model_dir)
+
+
+def test_a_file_that_grew_after_it_was_hashed_is_not_uploaded(tmp_path, s3, monkeypatch):
+    model_dir = make_model(tmp_path / "src")
+    real_verify = s3_utils.verify_local_copy
+
+    def verify_then_append(directory, manifest):
+        ok = real_verify(directory, manifest)
+        with open(directory / "model.json", "ab") as fh:
+            fh.write(b" ")
+        return ok
+
+    monkeypatch.setattr(s3_utils, "verify_local_copy", verify_then_append)
+    with pytest.raises(StorageError, match=r"model\.json no longer matches its manifest"):
+        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3)
+    assert_nothing_committed(s3)
