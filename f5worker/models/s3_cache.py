@@ -469,7 +469,13 @@ def _upload_files(
     single_max = max(int(transfer.multipart_threshold), part_size)
     workers = max(1, int(transfer.max_concurrency))
     slots = threading.BoundedSemaphore(workers)
+    failed = threading.Event()  # a request failed: read no further, finish() raises it
     pool = ThreadPoolExecutor(workers, thread_name_prefix="s3-cache-upload")
+
+    def done(future: Future[Any]) -> None:
+        slots.release()
+        if future.cancelled() or future.exception() is not None:
+            failed.set()
 
     def submit(fn: Callable[..., Any], *args: Any) -> Future[Any]:
         slots.acquire()
@@ -478,15 +484,17 @@ def _upload_files(
         except BaseException:
             slots.release()
             raise
-        future.add_done_callback(lambda _: slots.release())
+        future.add_done_callback(done)
         return future
 
     uploads: list[_FileUpload] = []
     try:
         for entry in manifest.files:
+            if failed.is_set():
+                break
             upload = _FileUpload(client, bucket, version_prefix + entry.path, entry)
             uploads.append(upload)
-            upload.send(model_dir, single_max, part_size, submit)
+            upload.send(model_dir, single_max, part_size, submit, failed)
         for upload in uploads:
             upload.finish()
     except BaseException:
@@ -508,6 +516,7 @@ class _FileUpload:
     entry: FileEntry
     upload_id: str | None = None
     futures: list[Future[Any]] = field(default_factory=list)
+    verified: bool = False  # every byte was read, hashed and matched the manifest
     done: bool = False
 
     def send(
@@ -516,8 +525,10 @@ class _FileUpload:
         single_max: int,
         part_size: int,
         submit: Callable[..., Future[Any]],
+        failed: threading.Event,
     ) -> None:
-        """Read the file once, hashing each buffer and sending that same buffer."""
+        """Read the file once, hashing each buffer and sending that same buffer; stops early
+        (unverified, so never completed) once another request has failed."""
         path = inside(model_dir, self.entry.path)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -531,17 +542,22 @@ class _FileUpload:
                 data = _read(fd, self.entry.size + 1)  # one byte more reveals a grown file
                 digest.update(data)
                 self._check(path, len(data), digest)
+                self.verified = True
                 self.futures.append(submit(self._put, data))
                 return
             self.upload_id = self._call(
                 "upload", self.client.create_multipart_upload, Bucket=self.bucket, Key=self.key
             )["UploadId"]
-            sent = 0
-            while sent <= self.entry.size and (data := _read(fd, part_size)):
+            read = 0
+            while not failed.is_set() and (data := _read(fd, part_size)):
                 digest.update(data)
-                sent += len(data)
+                read += len(data)
+                if read > self.entry.size:
+                    break  # it grew: never sent past the manifest's size
                 self.futures.append(submit(self._part, len(self.futures) + 1, data))
-            self._check(path, sent, digest)
+            if not failed.is_set():
+                self._check(path, read, digest)
+                self.verified = True
         finally:
             os.close(fd)
 
@@ -553,6 +569,8 @@ class _FileUpload:
                 results.append(future.result())
             except Exception as exc:  # any transfer failure, wrapped as the error it is
                 raise storage_error("upload", self.bucket, self.key, exc) from exc
+        if not self.verified:  # cut short by another file's failure, which was raised first
+            raise StorageError(f"upload s3://{self.bucket}/{self.key} stopped unfinished")
         if self.upload_id is not None:
             self._call(
                 "upload",

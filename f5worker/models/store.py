@@ -742,10 +742,12 @@ def serve_local(store: ModelStore, *, locked: bool) -> Path | None:
     workers made a version (hashes verified); None when neither is complete."""
     version = store.pointer()
     if version and store.has_version(version):
+        held_before = store.holds(version)
         vdir = store.hold(version)
         if complete(vdir, store.name):
             return vdir
-        store.release(version)
+        if not held_before:
+            store.release(version)
     return _adopt_flat(store, locked=locked)
 
 

@@ -485,3 +485,22 @@ def test_a_file_that_grew_after_it_was_hashed_is_not_uploaded(tmp_path, s3, monk
     with pytest.raises(StorageError, match=r"model\.json no longer matches its manifest"):
         upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3)
     assert_nothing_committed(s3)
+
+
+def test_a_failed_part_aborts_the_multipart_upload_and_commits_nothing(tmp_path, s3, monkeypatch):
+    model_dir = make_model(tmp_path / "src", {**FILES, "model.safetensors": os.urandom(12 * MiB)})
+    real_upload_part = s3.upload_part
+
+    def failing_part(**kwargs):
+        if kwargs["PartNumber"] == 2:
+            raise ConnectionResetError("reset by the test")
+        return real_upload_part(**kwargs)
+
+    monkeypatch.setattr(s3, "upload_part", failing_part)
+    with pytest.raises(StorageError) as info:
+        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3, transfer=PARTS)
+    version = manifest_version(read_manifest(model_dir))
+    key = f"f5-tts/m1/{version}/model.safetensors"
+    assert info.value.message == f"upload s3://{BUCKET}/{key} failed: ConnectionResetError"
+    assert key not in keys(s3)
+    assert_nothing_committed(s3)
