@@ -403,7 +403,11 @@ def upload_models_to_s3(
     transfer: TransferConfig = UPLOAD_TRANSFER,
 ) -> UploadResult:
     """Publish model_dir as a new cache entry: data files first, manifest last (IfNoneMatch="*"),
-    then latest.json. A second uploader of the same version loses the manifest race cleanly."""
+    then latest.json. A second uploader of the same version loses the manifest race cleanly.
+
+    The files are verified against the manifest first, then hashed again as they are sent
+    (_upload_files): a file that no longer matches aborts the upload with an ERROR log and
+    commits nothing."""
     bucket = _bucket(settings)
     name = check_model_name(settings.model_name)
     try:
@@ -415,7 +419,9 @@ def upload_models_to_s3(
     if manifest.model != name:
         raise StorageError(f"{model_dir} holds model {manifest.model!r}, not {name!r}")
     if not verify_local_copy(model_dir, manifest):
-        raise StorageError(f"{model_dir} does not match its manifest; not uploading it")
+        message = f"{model_dir} does not match its manifest; not uploading it"
+        log.error("%s", message)
+        raise StorageError(message)
     client = _client(settings, client)
     prefix = model_prefix(settings)
     version = manifest_version(manifest)
