@@ -73,7 +73,9 @@ from f5worker.models.ranged import (
     download_ranges,
 )
 from f5worker.models.store import (
+    CURRENT,
     VERSION_PATTERN,
+    Filled,
     ModelStore,
     complete,
     fill_version,
@@ -108,6 +110,7 @@ UPLOAD_TRANSFER = TransferConfig(
     max_concurrency=8,
 )
 MIN_PART_SIZE = 5 * MiB  # S3's smallest part but the last
+Record = dict[str, dict[str, object]]
 
 
 # --- the model cache ------------------------------------------------------------------------
@@ -274,7 +277,7 @@ def sync_models_from_s3(
             free_bytes=free_bytes,
             make_room=(lambda: store.prune(keep=0)) if locked else None,
         )
-        store.point(version, "current", pointer)
+        store.point(version, CURRENT, pointer)
         if locked:
             store.prune()
     _log_sync(manifest, version, filled, time.perf_counter() - started)
@@ -283,10 +286,7 @@ def sync_models_from_s3(
     )
 
 
-Record = dict[str, dict[str, object]]
-
-
-def _log_sync(manifest: Manifest, version: str, filled: Any, seconds: float) -> None:
+def _log_sync(manifest: Manifest, version: str, filled: Filled, seconds: float) -> None:
     if not filled.changed:
         log.info(
             "S3 cache hit: model %s version %s already complete in %s (%d files, %.2f s)",

@@ -173,7 +173,9 @@ class ModelStore:
     def pointer(self, name: str = CURRENT) -> str | None:
         """The version a pointer file names; None when it is missing, not a plain file or bad."""
         try:
-            fd = os.open(self.home / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = os.open(
+                self.home / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            )
         except OSError:
             return None
         try:
