@@ -9,7 +9,15 @@ The record (`.verified.json`, hidden so manifests ignore it) remembers, per file
 was verified against together with the size, mtime, ctime and inode it had then. A file whose
 stat still matches is trusted without re-hashing, so a warm restart reads no model bytes; any
 write to the file (even at the same size, even with its mtime forged back) changes its ctime and
-forces a re-hash. Standard library only.
+forces a re-hash.
+
+Trust. The default cache root, /tmp/models, sits in world-writable /tmp, and a volume may be
+writable by other users, so every directory the cache writes into or deletes from (the root,
+`<model>/` and what the version store makes below it) must be a real directory (lstat: never a
+symlink) owned by the worker's uid, or it is refused with a StorageError. The root's parents
+may be symlinks: an operator's MODEL_CACHE_DIR may live under a mount point they link to.
+Files are created with O_EXCL or O_NOFOLLOW, so a planted symlink is never followed.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +50,62 @@ STALE_TEMP_S = 120.0
 _LOCK_ERRNOS = (errno.EAGAIN, errno.EACCES)
 
 
+def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """os.open that refuses to follow a symlink at path (ELOOP becomes a StorageError)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StorageError(f"{path} is a symlink; refusing to follow it") from None
+        raise StorageError(f"cannot open {path}: {exc.strerror}") from exc
+
+
+def owned_dir(path: Path, what: str, *, create: bool = False) -> bool:
+    """Whether path is a real directory owned by this uid: False when absent (and not created).
+
+    A symlink, or a directory another user owns, could redirect every file the cache writes or
+    deletes (see the module docstring), so either is a StorageError that says what to fix.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            return False
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            pass  # made by someone else just now: checked below like any other
+        except OSError as exc:
+            raise StorageError(f"cannot create {what} {path}: {exc.strerror}") from exc
+        st = os.lstat(path)
+    except OSError as exc:
+        raise StorageError(f"cannot inspect {what} {path}: {exc.strerror}") from exc
+    uid = os.geteuid()
+    if stat.S_ISLNK(st.st_mode):
+        raise StorageError(
+            f"{what} {path} is a symlink; refusing it: the model cache needs a real directory "
+            f"owned by uid {uid}"
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise StorageError(f"{what} {path} is not a directory")
+    if st.st_uid != uid:
+        raise StorageError(
+            f"{what} {path} is owned by uid {st.st_uid}, not by this worker's uid {uid}; "
+            "refusing it"
+        )
+    return True
+
+
+def ensure_cache_root(root: Path) -> Path:
+    """Create MODEL_CACHE_DIR if needed and check it (its parents are the operator's)."""
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create MODEL_CACHE_DIR {root}: {exc.strerror}") from exc
+    owned_dir(root, "MODEL_CACHE_DIR", create=True)
+    return root
+
+
 def check_model_name(name: str) -> str:
     """A model name becomes a directory and an S3 key segment, so it must be one safe component."""
     if not MODEL_NAME_PATTERN.fullmatch(name):
@@ -58,11 +123,12 @@ def model_lock(
 
     flock is released by the kernel when its process dies, so a crashed holder never blocks
     the next start. On filesystems without flock, or after `timeout`, it logs a WARNING and
-    proceeds without the lock (best effort, see the module docstring).
+    proceeds without the lock (best effort, see the module docstring); whoever proceeds
+    unlocked must not delete anything (the version store prunes only when this yields True).
     """
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    ensure_cache_root(cache_dir)
     path = cache_dir / f".{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
     try:
         locked = _acquire(fd, path, timeout, poll)
         try:
@@ -134,6 +200,11 @@ def _stamp(path: Path) -> dict[str, int] | None:
         st = path.stat()
     except OSError:
         return None
+    return stamp_of(st)
+
+
+def stamp_of(st: os.stat_result) -> dict[str, int]:
+    """What the record keeps of a file's stat: any write changes at least its ctime."""
     return {
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,

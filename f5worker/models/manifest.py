@@ -7,6 +7,7 @@ Standard library only (and f5worker.files).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -57,6 +58,14 @@ class Manifest:
             return cls(str(data["model"]), files, dict(data.get("source") or {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"malformed manifest: {exc}") from None
+
+
+def manifest_version(manifest: Manifest) -> str:
+    """Content address of a model: the same files always give the same version."""
+    digest = hashlib.sha256()
+    for entry in sorted(manifest.files, key=lambda f: f.path):
+        digest.update(f"{entry.path}\0{entry.size}\0{entry.sha256}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def safe_relpath(path: str) -> str:

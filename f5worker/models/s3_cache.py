@@ -12,10 +12,19 @@ for the same manifest key, where `IfNoneMatch="*"` lets exactly one win. A reade
 latest.json; when it is missing or stale (an uploader died between manifest and pointer) it lists
 the versions and takes the newest committed manifest.
 
-Model files arrive by parallel ranged GETs (models/ranged.py) into unique temp files beside
-their targets, hashed while they arrive, and are renamed into place only after their size and
-sha256 check out, so a failed or corrupt transfer never leaves a partial file where a good one is
-expected. The S3 calls and their error mapping are f5worker.s3's. Never imports torch.
+Locally each version gets its own directory, `<MODEL_CACHE_DIR>/<model>/versions/<version>/`,
+held by the process that serves it and never changed under it (models/store.py): two endpoints
+on one volume following different prefixes, or a rollout moving latest.json, cannot touch the
+files another worker is about to load. Model files arrive by parallel ranged GETs
+(models/ranged.py) into unique temp files beside their targets, hashed while they arrive, and are
+renamed into place only after their size and sha256 check out, so a failed or corrupt transfer
+never leaves a partial file where a good one is expected.
+
+An upload sends exactly the bytes it hashed: each file is read once from one descriptor, every
+buffer hashed and that same buffer sent, and a file's object is created (its PUT sent, or its
+multipart upload completed) only after all its bytes matched the manifest. A file replaced or
+rewritten after it was verified is never published under a manifest it does not match. The S3
+calls and their error mapping are f5worker.s3's. Never imports torch.
 """
 
 from __future__ import annotations
@@ -25,31 +34,26 @@ import hashlib
 import json
 import logging
 import os
-import re
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from boto3.s3.transfer import TransferConfig
 
 from f5worker.config import Settings
 from f5worker.errors import StorageError
-from f5worker.files import TEMP_SUFFIX, fsync_dir
+from f5worker.files import TEMP_SUFFIX
 from f5worker.models.local_cache import (
     LOCK_TIMEOUT_S,
-    check_free_space,
     check_model_name,
     disk_free,
-    inspect,
-    load_record,
     model_lock,
     remember,
-    remove_stale_temps,
-    save_record,
     verify_local_copy,
 )
 from f5worker.models.manifest import (
@@ -57,8 +61,8 @@ from f5worker.models.manifest import (
     FileEntry,
     Manifest,
     ManifestError,
+    manifest_version,
     read_manifest,
-    write_manifest,
 )
 from f5worker.models.ranged import (
     HashingSink,
@@ -67,6 +71,16 @@ from f5worker.models.ranged import (
     RangeMismatch,
     Target,
     download_ranges,
+)
+from f5worker.models.store import (
+    CURRENT,
+    VERSION_PATTERN,
+    Filled,
+    ModelStore,
+    complete,
+    fill_version,
+    inside,
+    source_pointer,
 )
 from f5worker.s3 import (
     S3_ERRORS,
@@ -85,15 +99,18 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 JSON = "application/json"
 POINTER_NAME = "latest.json"
-_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_VERSION = VERSION_PATTERN
 # Chosen by scripts/bench_s3_sync.py --sweep (JOURNAL.md).
 SYNC_RANGES = RangedConfig(part_size=16 * MiB, concurrency=16, read_size=1 * MiB)
+# Files up to multipart_threshold go up in one PUT, longer ones in parts of multipart_chunksize;
+# at most max_concurrency buffers (here 8 x 16 MiB) are in memory at once.
 UPLOAD_TRANSFER = TransferConfig(
-    multipart_threshold=64 * MiB,
-    multipart_chunksize=64 * MiB,
+    multipart_threshold=16 * MiB,
+    multipart_chunksize=16 * MiB,
     max_concurrency=8,
-    preferred_transfer_client="classic",
 )
+MIN_PART_SIZE = 5 * MiB  # S3's smallest part but the last
+Record = dict[str, dict[str, object]]
 
 
 # --- the model cache ------------------------------------------------------------------------
@@ -103,9 +120,10 @@ UPLOAD_TRANSFER = TransferConfig(
 class ModelPaths:
     """Where the model is and how the S3 cache answered.
 
-    status: "hit" (the directory now matches the newest version in S3), "miss" (S3 holds no
-    entry; model_dir is where the source should put it), "local" (S3 failed, and the complete
-    local copy in model_dir is used instead).
+    status: "hit" (model_dir, a version directory this process now holds, matches the newest
+    version in S3), "miss" (S3 holds no entry; model_dir is the model's directory in the cache,
+    where the source's version will go), "local" (S3 failed, and the complete local version in
+    model_dir, held too, is used instead).
     """
 
     model_dir: Path
@@ -124,14 +142,6 @@ class UploadResult:
     version: str
     committed: bool  # False: the entry already existed or another uploader won the race
     uploaded_bytes: int = 0
-
-
-def manifest_version(manifest: Manifest) -> str:
-    """Content address of a model: the same files always give the same version."""
-    digest = hashlib.sha256()
-    for entry in sorted(manifest.files, key=lambda f: f.path):
-        digest.update(f"{entry.path}\0{entry.size}\0{entry.sha256}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def model_prefix(settings: Settings) -> str:
@@ -225,142 +235,102 @@ def sync_models_from_s3(
     free_bytes: Callable[[Path], int] = disk_free,
     lock_timeout: float = LOCK_TIMEOUT_S,
 ) -> ModelPaths:
-    """Make `<MODEL_CACHE_DIR>/<MODEL_NAME>` match the newest version in S3.
+    """Make `<MODEL_CACHE_DIR>/<MODEL_NAME>/versions/<version>` the newest version in S3.
 
-    Files already present and verified are kept; the rest are downloaded in parallel, verified
-    and renamed into place; the local manifest is written last. When S3 fails but a complete
-    local copy exists, that copy is used with a WARNING.
+    Files already present and verified are kept, files of other local versions with the same
+    bytes linked, the rest downloaded in parallel, verified and renamed into place; a new
+    version's directory appears complete, by one rename. The returned directory is held by this
+    process until it exits, so no other sync prunes it. When S3 fails but a complete local
+    copy exists, that copy is used with a WARNING. An unsafe cache root or model directory (a
+    symlink, or another user's) is refused before anything else.
     """
     bucket = _bucket(settings)
-    name = check_model_name(settings.model_name)
-    model_dir = settings.model_cache_dir / name
+    store = ModelStore.checked(settings.model_cache_dir, settings.model_name)
     prefix = model_prefix(settings)
     client = _client(settings, client)
+    pointer = source_pointer(f"s3://{bucket}/{prefix}")
     try:
         found = find_latest(client, bucket, prefix)
     except StorageError as err:
-        return _local_fallback(model_dir, err)
+        return _local_fallback(store, pointer, err)
     if found is None:
         log.info("S3 cache miss: no manifest under s3://%s/%s", bucket, prefix)
-        return ModelPaths(model_dir, "miss")
+        return ModelPaths(store.home, "miss")
     version, manifest = found
-    if manifest.model != name:
+    if manifest.model != store.name:
         raise StorageError(
             f"s3://{bucket}/{prefix}{version}/{MANIFEST_NAME} describes model "
-            f"{manifest.model!r}, not {name!r}"
+            f"{manifest.model!r}, not {store.name!r}"
         )
-    with model_lock(settings.model_cache_dir, name, lock_timeout):
-        return _sync_locked(
-            client,
-            bucket,
-            f"{prefix}{version}/",
+    store.version_dir(version)  # a bad name fails before the lock
+    with model_lock(settings.model_cache_dir, store.name, lock_timeout) as locked:
+        started = time.perf_counter()
+
+        def download(entries: tuple[FileEntry, ...], target: Path, record: Record) -> None:
+            _download_files(client, bucket, f"{prefix}{version}/", entries, target, ranges, record)
+
+        filled = fill_version(
+            store,
             version,
             manifest,
-            model_dir,
-            ranges,
-            free_bytes,
+            download,
+            free_bytes=free_bytes,
+            make_room=(lambda: store.prune(keep=0)) if locked else None,
         )
-
-
-def _local_fallback(model_dir: Path, err: StorageError) -> ModelPaths:
-    try:
-        manifest = read_manifest(model_dir)
-    except ManifestError:
-        manifest = None
-    if manifest is None or not verify_local_copy(model_dir, manifest):
-        raise err
-    log.warning(
-        "S3 model cache unavailable (%s); starting from the complete local copy in %s",
-        err.message,
-        model_dir,
+        store.point(version, CURRENT, pointer)
+        if locked:
+            store.prune()
+    _log_sync(manifest, version, filled, time.perf_counter() - started)
+    return ModelPaths(
+        filled.model_dir, "hit", version, filled.downloaded_bytes, filled.kept + filled.linked
     )
-    return ModelPaths(model_dir, "local", manifest_version(manifest), 0, len(manifest.files))
 
 
-def _sync_locked(
-    client: Any,
-    bucket: str,
-    version_prefix: str,
-    version: str,
-    manifest: Manifest,
-    model_dir: Path,
-    ranges: RangedConfig,
-    free_bytes: Callable[[Path], int],
-) -> ModelPaths:
-    started = time.perf_counter()
-    model_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(model_dir)
-    for entry in manifest.files:
-        _dest_path(model_dir, entry.path)  # reject an escaping path before touching anything
-    record = load_record(model_dir)
-    recorded = dict(record)
-    state = inspect(model_dir, manifest.files, record)
-    try:
-        local_manifest = read_manifest(model_dir)
-    except ManifestError:
-        local_manifest = None
-    if not state.missing and local_manifest == manifest:
-        if record != recorded:
-            save_record(model_dir, record)
+def _log_sync(manifest: Manifest, version: str, filled: Filled, seconds: float) -> None:
+    if not filled.changed:
         log.info(
             "S3 cache hit: model %s version %s already complete in %s (%d files, %.2f s)",
             manifest.model,
             version,
-            model_dir,
-            len(state.valid),
-            time.perf_counter() - started,
+            filled.model_dir,
+            filled.kept,
+            seconds,
         )
-        return ModelPaths(model_dir, "hit", version, 0, len(state.valid))
-    stale = _stale_files(model_dir, manifest)
-    check_free_space(
-        model_dir,
-        state.missing_bytes,
-        lambda p: free_bytes(p) + sum(f.stat().st_size for f in stale),
-    )
-    # From here until the new manifest lands the directory is not a complete copy.
-    (model_dir / MANIFEST_NAME).unlink(missing_ok=True)
-    for path in stale:
-        path.unlink(missing_ok=True)
-    try:
-        _download_files(client, bucket, version_prefix, state.missing, model_dir, ranges, record)
-    finally:
-        save_record(model_dir, record)
-    for directory in {model_dir, *((model_dir / e.path).parent for e in state.missing)}:
-        fsync_dir(directory)
-    write_manifest(model_dir, manifest)
-    seconds = time.perf_counter() - started
+        return
     log.info(
         "S3 cache hit: model %s version %s: downloaded %d files (%.1f MB) in %.2f s "
-        "(%.0f MB/s), kept %d verified files",
+        "(%.0f MB/s), kept %d verified files, linked %d from other versions, into %s",
         manifest.model,
         version,
-        len(state.missing),
-        state.missing_bytes / 1e6,
+        filled.downloaded,
+        filled.downloaded_bytes / 1e6,
         seconds,
-        state.missing_bytes / 1e6 / max(seconds, 1e-9),
-        len(state.valid),
+        filled.downloaded_bytes / 1e6 / max(seconds, 1e-9),
+        filled.kept,
+        filled.linked,
+        filled.model_dir,
     )
-    return ModelPaths(model_dir, "hit", version, state.missing_bytes, len(state.valid))
 
 
-def _dest_path(model_dir: Path, rel: str) -> Path:
-    """model_dir/rel, refusing anything that resolves outside model_dir (e.g. via a symlink)."""
-    dest = model_dir / rel
-    if not dest.resolve().is_relative_to(model_dir.resolve()):
-        raise StorageError(f"manifest path {rel!r} escapes {model_dir}")
-    return dest
-
-
-def _stale_files(model_dir: Path, manifest: Manifest) -> list[Path]:
-    """Visible files the manifest does not name (an older version's leftovers)."""
-    wanted = {f.path for f in manifest.files} | {MANIFEST_NAME}
-    return [
-        p
-        for p in model_dir.rglob("*")
-        if p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(model_dir).parts)
-        and p.relative_to(model_dir).as_posix() not in wanted
-    ]
+def _local_fallback(store: ModelStore, pointer: str, err: StorageError) -> ModelPaths:
+    """S3 failed: serve the version this S3 location last gave, else `current`, if complete."""
+    for version in dict.fromkeys(v for v in (store.pointer(pointer), store.pointer()) if v):
+        if not store.has_version(version):
+            continue
+        held_before = store.holds(version)
+        model_dir = store.hold(version)
+        if complete(model_dir, store.name):
+            manifest = read_manifest(model_dir)
+            files = len(manifest.files) if manifest else 0
+            log.warning(
+                "S3 model cache unavailable (%s); starting from the complete local copy in %s",
+                err.message,
+                model_dir,
+            )
+            return ModelPaths(model_dir, "local", version, 0, files)
+        if not held_before:
+            store.release(version)
+    raise err
 
 
 def _download_files(
@@ -392,7 +362,7 @@ def _download_files(
 
     try:
         for entry in entries:
-            dest = _dest_path(model_dir, entry.path)
+            dest = inside(model_dir, entry.path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=TEMP_SUFFIX, dir=dest.parent)
             key = version_prefix + entry.path
@@ -433,7 +403,11 @@ def upload_models_to_s3(
     transfer: TransferConfig = UPLOAD_TRANSFER,
 ) -> UploadResult:
     """Publish model_dir as a new cache entry: data files first, manifest last (IfNoneMatch="*"),
-    then latest.json. A second uploader of the same version loses the manifest race cleanly."""
+    then latest.json. A second uploader of the same version loses the manifest race cleanly.
+
+    The files are verified against the manifest first, then hashed again as they are sent
+    (_upload_files): a file that no longer matches aborts the upload with an ERROR log and
+    commits nothing."""
     bucket = _bucket(settings)
     name = check_model_name(settings.model_name)
     try:
@@ -445,7 +419,9 @@ def upload_models_to_s3(
     if manifest.model != name:
         raise StorageError(f"{model_dir} holds model {manifest.model!r}, not {name!r}")
     if not verify_local_copy(model_dir, manifest):
-        raise StorageError(f"{model_dir} does not match its manifest; not uploading it")
+        message = f"{model_dir} does not match its manifest; not uploading it"
+        log.error("%s", message)
+        raise StorageError(message)
     client = _client(settings, client)
     prefix = model_prefix(settings)
     version = manifest_version(manifest)
@@ -489,16 +465,167 @@ def _upload_files(
     manifest: Manifest,
     transfer: TransferConfig,
 ) -> None:
-    with create_transfer_manager(client, transfer) as manager:
-        pending = [
-            (
-                version_prefix + e.path,
-                manager.upload(str(model_dir / e.path), bucket, version_prefix + e.path),
-            )
-            for e in manifest.files
-        ]
-        for key, future in pending:
+    """Upload every manifest file, each object created only from bytes that matched the manifest.
+
+    Files are read in manifest order on this thread, buffers sent by a pool; a full pool makes
+    the reader wait, which bounds memory to max_concurrency buffers. The first failure in
+    manifest order is raised; a mismatch aborts everything at once.
+    """
+    part_size = max(int(transfer.multipart_chunksize), MIN_PART_SIZE)
+    single_max = max(int(transfer.multipart_threshold), part_size)
+    workers = max(1, int(transfer.max_concurrency))
+    slots = threading.BoundedSemaphore(workers)
+    failed = threading.Event()  # a request failed: read no further, finish() raises it
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="s3-cache-upload")
+
+    def done(future: Future[Any]) -> None:
+        slots.release()
+        if future.cancelled() or future.exception() is not None:
+            failed.set()
+
+    def submit(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        slots.acquire()
+        try:
+            future = pool.submit(fn, *args)
+        except BaseException:
+            slots.release()
+            raise
+        future.add_done_callback(done)
+        return future
+
+    uploads: list[_FileUpload] = []
+    try:
+        for entry in manifest.files:
+            if failed.is_set():
+                break
+            upload = _FileUpload(client, bucket, version_prefix + entry.path, entry)
+            uploads.append(upload)
+            upload.send(model_dir, single_max, part_size, submit, failed)
+        for upload in uploads:
+            upload.finish()
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for upload in uploads:
+            upload.abort()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+@dataclass
+class _FileUpload:
+    """One file going up: a single PUT, or a multipart upload completed only once verified."""
+
+    client: Any
+    bucket: str
+    key: str
+    entry: FileEntry
+    upload_id: str | None = None
+    futures: list[Future[Any]] = field(default_factory=list)
+    verified: bool = False  # every byte was read, hashed and matched the manifest
+    done: bool = False
+
+    def send(
+        self,
+        model_dir: Path,
+        single_max: int,
+        part_size: int,
+        submit: Callable[..., Future[Any]],
+        failed: threading.Event,
+    ) -> None:
+        """Read the file once, hashing each buffer and sending that same buffer; stops early
+        (unverified, so never completed) once another request has failed."""
+        path = inside(model_dir, self.entry.path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StorageError(
+                f"upload s3://{self.bucket}/{self.key} failed: cannot read {path}: {exc.strerror}"
+            ) from exc
+        try:
+            digest = hashlib.sha256()
+            if self.entry.size <= single_max:
+                data = _read(fd, self.entry.size + 1)  # one byte more reveals a grown file
+                digest.update(data)
+                self._check(path, len(data), digest)
+                self.verified = True
+                self.futures.append(submit(self._put, data))
+                return
+            self.upload_id = self._call(
+                "upload", self.client.create_multipart_upload, Bucket=self.bucket, Key=self.key
+            )["UploadId"]
+            read = 0
+            while not failed.is_set() and (data := _read(fd, part_size)):
+                digest.update(data)
+                read += len(data)
+                if read > self.entry.size:
+                    break  # it grew: never sent past the manifest's size
+                self.futures.append(submit(self._part, len(self.futures) + 1, data))
+            if not failed.is_set():
+                self._check(path, read, digest)
+                self.verified = True
+        finally:
+            os.close(fd)
+
+    def finish(self) -> None:
+        """Wait for the file's requests; complete its multipart upload."""
+        results = []
+        for future in self.futures:
             try:
-                future.result()
+                results.append(future.result())
             except Exception as exc:  # any transfer failure, wrapped as the error it is
-                raise storage_error("upload", bucket, key, exc) from exc
+                raise storage_error("upload", self.bucket, self.key, exc) from exc
+        if not self.verified:  # cut short by another file's failure, which was raised first
+            raise StorageError(f"upload s3://{self.bucket}/{self.key} stopped unfinished")
+        if self.upload_id is not None:
+            self._call(
+                "upload",
+                self.client.complete_multipart_upload,
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": results},
+            )
+        self.done = True
+
+    def abort(self) -> None:
+        """Drop an unfinished multipart upload, so its parts never become an object."""
+        if self.upload_id is not None and not self.done:
+            with contextlib.suppress(*S3_ERRORS):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+                )
+
+    def _check(self, path: Path, size: int, digest: Any) -> None:
+        if size == self.entry.size and digest.hexdigest() == self.entry.sha256:
+            return
+        message = (
+            f"upload s3://{self.bucket}/{self.key} aborted: {path} no longer matches its "
+            "manifest (changed after it was hashed); nothing committed"
+        )
+        log.error("%s", message)
+        raise StorageError(message)
+
+    def _put(self, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.key, Body=data)
+
+    def _part(self, number: int, data: bytes) -> dict[str, Any]:
+        reply = self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
+        )
+        return {"PartNumber": number, "ETag": reply["ETag"]}
+
+    def _call(self, action: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except S3_ERRORS as exc:
+            raise storage_error(action, self.bucket, self.key, exc) from exc
+
+
+def _read(fd: int, size: int) -> bytes:
+    """Up to size bytes from fd (fewer only at the end of the file)."""
+    chunks = []
+    while size > 0 and (chunk := os.read(fd, min(size, 8 * MiB))):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)

@@ -7,6 +7,12 @@ that S3 lacks, is uploaded to S3 by a daemon thread while the worker serves; its
 logged and never stop serving. With no S3 cache configured and the hub unreachable the worker
 serves the demo model, with one WARNING. With an S3 cache configured the operator asked for a
 real model, so an unreachable hub on a miss fails start-up instead of serving noise.
+
+Whatever comes from the cache is a version directory, `<MODEL_CACHE_DIR>/<model>/versions/<v>/`
+(models/store.py), held by this process until it exits: the engine loads it after the model
+lock is released, and no other worker on the volume changes or prunes it meanwhile. A source
+writes into a private staging directory that becomes the version only once complete. An unsafe
+cache root or model directory (a symlink, another user's) fails start-up before anything else.
 Never imports torch (the demo generator is imported only when it runs).
 """
 
@@ -20,9 +26,10 @@ from pathlib import Path
 
 from f5worker.config import DEMO_MODEL, Settings
 from f5worker.errors import ModelError, StorageError
-from f5worker.models.local_cache import check_model_name, model_lock, verify_local_copy
-from f5worker.models.manifest import ManifestError, read_manifest
+from f5worker.models.local_cache import check_model_name, model_lock
+from f5worker.models.manifest import read_manifest
 from f5worker.models.spec import SPEC_NAME
+from f5worker.models.store import ModelStore, add_built_version, serve_local
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +42,9 @@ def _ready() -> None:
 
 @dataclass(frozen=True)
 class PreparedModel:
-    """model_dir to serve; origin says where it came from; upload is the background S3 upload
-    thread when one was started (join it to wait for the entry to land)."""
+    """model_dir to serve (a version directory held for the process's life, or MODEL_DIR);
+    origin says where it came from; upload is the background S3 upload thread when one was
+    started (join it to wait for the entry to land)."""
 
     model_dir: Path
     origin: str  # model_dir | s3 | local | hub | demo | demo-fallback
@@ -52,45 +60,53 @@ def prepare_model(
     fetch: Fetch | None = None,
     wait_for_backend: Callable[[], None] = _ready,
 ) -> PreparedModel:
-    """Find or fetch the model; `fetch` replaces the hub download (tests, other sources).
-    `wait_for_backend` is called before the demo generator imports torch and f5-tts, so
-    start-up can tell waiting for its own import of them apart from work."""
+    """Find or fetch the model; `fetch` replaces the hub download (tests, other sources): it
+    writes the model and its manifest into the directory it is given. `wait_for_backend` is
+    called before the demo generator imports torch and f5-tts, so start-up can tell waiting for
+    its own import of them apart from work."""
     if settings.model_dir is not None:
         if not (settings.model_dir / SPEC_NAME).is_file():
             raise ModelError(f"MODEL_DIR={settings.model_dir} has no {SPEC_NAME}")
         return PreparedModel(settings.model_dir, "model_dir")
     name = check_model_name(settings.model_name)
+    store = ModelStore.checked(settings.model_cache_dir, name)
     if settings.is_demo:
         log.warning("MODEL_NAME=demo: serving the demo model, whose audio is noise")
     if settings.s3_bucket:
         found = _from_s3(settings)
         if found is not None:
             return found
-    local = settings.model_cache_dir / name
-    with model_lock(settings.model_cache_dir, name):
-        origin = _ensure_local(settings, local, fetch or _hub_fetch, wait_for_backend)
-    if origin is None:
-        with model_lock(settings.model_cache_dir, DEMO_MODEL):
+    with model_lock(settings.model_cache_dir, name) as locked:
+        local = _ensure_local(settings, store, locked, fetch or _hub_fetch, wait_for_backend)
+    if local is None:
+        demo = ModelStore.checked(settings.model_cache_dir, DEMO_MODEL)
+        with model_lock(settings.model_cache_dir, DEMO_MODEL) as locked:
             return PreparedModel(
-                ensure_demo_model(settings.model_cache_dir / DEMO_MODEL, wait_for_backend),
-                "demo-fallback",
+                ensure_demo_model(demo, wait_for_backend, locked=locked), "demo-fallback"
             )
-    upload = start_background_upload(settings, local) if settings.s3_bucket else None
-    return PreparedModel(local, origin, upload)
+    origin, model_dir = local
+    upload = start_background_upload(settings, model_dir) if settings.s3_bucket else None
+    return PreparedModel(model_dir, origin, upload)
 
 
 def _ensure_local(
-    settings: Settings, local: Path, fetch: Fetch, wait_for_backend: Callable[[], None]
-) -> str | None:
-    """Under the model lock: where the local copy came from, or None when the hub failed and
-    the caller should serve the demo model instead."""
-    if _complete(local):  # checked under the lock: another process may have just fetched it
-        return "local"
+    settings: Settings,
+    store: ModelStore,
+    locked: bool,
+    fetch: Fetch,
+    wait_for_backend: Callable[[], None],
+) -> tuple[str, Path] | None:
+    """Under the model lock: where the local copy came from and its held version directory, or
+    None when the hub failed and the caller should serve the demo model instead."""
+    served = serve_local(store, locked=locked)  # under the lock: another may have just fetched
+    if served is not None:
+        return "local", served
     if settings.is_demo:
-        _build_demo(local, wait_for_backend)
-        return "demo"
+        return "demo", add_built_version(
+            store, lambda d: _build_demo(d, wait_for_backend), locked=locked
+        )
     try:
-        fetch(settings, local)
+        model_dir = add_built_version(store, lambda d: fetch(settings, d), locked=locked)
     except StorageError as err:
         if settings.s3_bucket:
             raise
@@ -101,7 +117,7 @@ def _ensure_local(
             err.message,
         )
         return None
-    return "hub"
+    return "hub", model_dir
 
 
 def _from_s3(settings: Settings) -> PreparedModel | None:
@@ -118,14 +134,6 @@ def _from_s3(settings: Settings) -> PreparedModel | None:
     if result.status == "miss":
         return None
     return PreparedModel(result.model_dir, "s3" if result.hit else "local")
-
-
-def _complete(model_dir: Path) -> bool:
-    try:
-        manifest = read_manifest(model_dir)
-    except ManifestError:
-        return False
-    return manifest is not None and verify_local_copy(model_dir, manifest)
 
 
 def _hub_fetch(settings: Settings, dest: Path) -> Path:
@@ -146,10 +154,14 @@ def _build_demo(path: Path, wait_for_backend: Callable[[], None] = _ready) -> Pa
     return out
 
 
-def ensure_demo_model(path: Path, wait_for_backend: Callable[[], None] = _ready) -> Path:
-    if _complete(path):
-        return path
-    return _build_demo(path, wait_for_backend)
+def ensure_demo_model(
+    store: ModelStore, wait_for_backend: Callable[[], None] = _ready, *, locked: bool = False
+) -> Path:
+    """The demo model's held version directory, built first when there is none."""
+    served = serve_local(store, locked=locked)
+    if served is not None:
+        return served
+    return add_built_version(store, lambda d: _build_demo(d, wait_for_backend), locked=locked)
 
 
 def start_background_upload(settings: Settings, model_dir: Path) -> threading.Thread:

@@ -150,7 +150,13 @@ def test_miss_with_a_complete_local_copy_serves_it_and_uploads_it(
     write_manifest(local, build_manifest(local, "m1", {"kind": "test"}))
     settings = settings_for(tmp_path, bucket, s3_url, model_name="m1")
     prepared = prepare_model(settings, fetch=lambda s, d: pytest.fail("fetched"))
-    assert prepared.origin == "local" and prepared.model_dir == local
+    # The flat copy an older worker left is served as a version of its own (hard links).
+    assert prepared.origin == "local" and prepared.model_dir.parent == local / "versions"
+    assert tree(prepared.model_dir) == {
+        "model.json": b"{}",
+        "manifest.json": (local / "manifest.json").read_bytes(),
+    }
+    assert (local / "model.json").stat().st_ino == (prepared.model_dir / "model.json").stat().st_ino
     prepared.upload.join(60)
     assert (
         prepare_model(settings_for(tmp_path / "b", bucket, s3_url, model_name="m1")).origin == "s3"
@@ -190,10 +196,19 @@ def test_without_s3_an_unreachable_hub_serves_the_demo_with_one_warning(
 ):
 
     built = []
-    monkeypatch.setattr(model_source, "_build_demo", lambda path, _wait: built.append(path) or path)
+
+    def build(path: Path, _wait) -> Path:
+        built.append(path)
+        (path / "model.json").write_text("{}")
+        write_manifest(path, build_manifest(path, "demo", {"kind": "demo"}))
+        return path
+
+    monkeypatch.setattr(model_source, "_build_demo", build)
     with caplog.at_level(logging.WARNING):
         prepared = prepare_model(settings_for(tmp_path, None, None))
-    assert prepared.origin == "demo-fallback" and built == [tmp_path / "models" / "demo"]
+    assert prepared.origin == "demo-fallback" and len(built) == 1
+    assert built[0].parent == prepared.model_dir.parent == tmp_path / "models/demo/versions"
+    assert (prepared.model_dir / "model.json").is_file() and not built[0].exists()
     assert prepared.upload is None
     [record] = caplog.records
     assert record.levelname == "WARNING"

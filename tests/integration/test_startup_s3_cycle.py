@@ -59,6 +59,11 @@ def runsync(url: str) -> dict:
     return item
 
 
+def served(model_home: Path) -> Path:
+    """The version directory `current` names under a model's cache directory."""
+    return model_home / "versions" / (model_home / "current").read_text().strip()
+
+
 def files(model_dir: Path) -> dict[str, bytes]:
     return {
         p.relative_to(model_dir).as_posix(): p.read_bytes()
@@ -99,10 +104,11 @@ def test_demo_model_miss_upload_then_hit_through_the_real_start_up(endpoint, tmp
     with worker({**base, "MODEL_CACHE_DIR": str(second_cache)}, second_log) as url:
         second_audio = runsync(url)
     text = second_log.read_text()
-    count = len(read_manifest(first_cache / "demo").files)
+    first_dir, second_dir = served(first_cache / "demo"), served(second_cache / "demo")
+    count = len(read_manifest(first_dir).files)
     assert "S3 cache hit: model demo version" in text and f"downloaded {count} files" in text
     assert "S3 cache miss" not in text and "demo model written" not in text
-    assert files(second_cache / "demo") == files(first_cache / "demo")
+    assert files(second_dir) == files(first_dir) and second_dir.name == first_dir.name
     # Same weights, same seed: the second worker speaks exactly like the first.
     assert first_audio["seed"] == second_audio["seed"] == 3
     assert base64.b64decode(second_audio["audio_base64"]) == base64.b64decode(

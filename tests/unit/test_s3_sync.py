@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 from pathlib import Path
 
 import pytest
+from boto3.s3.transfer import TransferConfig
 from moto import mock_aws
 
 from f5worker.config import Settings
@@ -23,6 +25,7 @@ from f5worker.models.manifest import (
 )
 from f5worker.models.ranged import RangedConfig
 from f5worker.models.s3_cache import manifest_version, sync_models_from_s3, upload_models_to_s3
+from f5worker.models.store import release_all_holds
 from f5worker.s3 import make_client
 
 BUCKET = "models"
@@ -37,6 +40,14 @@ FILES = {
     "vocos/pytorch_model.bin": os.urandom(200 * KiB),
     "model.json": b"{}\n",
 }
+
+
+@pytest.fixture(autouse=True)
+def fresh_holds():
+    """Each test is a fresh process as far as version holds go."""
+    release_all_holds()
+    yield
+    release_all_holds()
 
 
 @pytest.fixture
@@ -209,15 +220,34 @@ def test_manifest_path_escaping_the_cache_dir_is_rejected(tmp_path, s3, path):
 def test_manifest_path_through_a_symlink_out_of_the_cache_is_rejected(tmp_path, s3):
     outside = tmp_path / "outside"
     outside.mkdir()
-    model_dir = tmp_path / "cache" / "m1"
-    model_dir.mkdir(parents=True)
-    (model_dir / "sub").symlink_to(outside)
+    version_dir = tmp_path / "cache" / "m1" / "versions" / "v1"
+    version_dir.mkdir(parents=True)
+    (version_dir / "sub").symlink_to(outside)
     s3.put_object(Bucket=BUCKET, Key="f5-tts/m1/v1/sub/x.bin", Body=b"x")
     put_manifest(s3, Manifest("m1", (FileEntry("sub/x.bin", 1, "0" * 64),)))
     with pytest.raises(StorageError) as info:
         sync(settings_for(tmp_path / "cache"), s3)
-    assert info.value.message == f"manifest path 'sub/x.bin' escapes {model_dir}"
+    assert info.value.message == f"manifest path 'sub/x.bin' escapes {version_dir}"
     assert list(outside.iterdir()) == []
+
+
+def test_a_symlink_in_the_flat_layout_of_older_workers_is_never_followed(tmp_path, s3):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.bin").write_bytes(b"x")
+    flat = tmp_path / "cache" / "m1"
+    flat.mkdir(parents=True)
+    (flat / "sub").symlink_to(outside)
+    entry = FileEntry("sub/x.bin", 1, hashlib.sha256(b"x").hexdigest())
+    write_manifest(flat, Manifest("m1", (entry,)))
+    s3.put_object(Bucket=BUCKET, Key="f5-tts/m1/v1/sub/x.bin", Body=b"x")
+    put_manifest(s3, Manifest("m1", (entry,)))
+    result = sync(settings_for(tmp_path / "cache"), s3)
+    assert result.downloaded_bytes == 1  # not linked from outside the cache
+    assert (result.model_dir / "sub").is_dir() and not (result.model_dir / "sub").is_symlink()
+    assert os.stat(outside / "x.bin").st_nlink == 1 and list(outside.iterdir()) == [
+        outside / "x.bin"
+    ]
 
 
 def test_not_enough_disk_fails_before_any_byte_is_written(tmp_path, s3):
@@ -255,9 +285,10 @@ def test_s3_unreachable_without_a_local_copy_is_a_coded_error(tmp_path):
     assert SECRET not in str(info.value)
 
 
-def test_new_version_downloads_only_changed_files_and_drops_stale_ones(tmp_path, s3):
+def test_new_version_downloads_only_changed_files_into_its_own_directory(tmp_path, s3):
     settings = published(tmp_path, s3)
-    model_dir = sync(settings, s3).model_dir
+    old_dir = sync(settings, s3).model_dir
+    old_tree = tree(old_dir)
     files = {k: v for k, v in FILES.items() if k != "vocab.txt"}
     files["vocos/config.yaml"] = b"sample_rate: 22050\n"
     upload_models_to_s3(
@@ -265,10 +296,17 @@ def test_new_version_downloads_only_changed_files_and_drops_stale_ones(tmp_path,
     )
     result = sync(settings, s3)
     assert result.downloaded_bytes == len(files["vocos/config.yaml"])
-    assert tree(model_dir) == {
+    assert result.model_dir == tmp_path / "cache" / "m1" / "versions" / result.version
+    # The new version holds no stale file; the old one, still held, lost nothing.
+    assert tree(result.model_dir) == {
         **files,
         "manifest.json": (tmp_path / "src2/manifest.json").read_bytes(),
     }
+    assert tree(old_dir) == old_tree
+    # Unchanged files are hard links, not copies.
+    old, new = old_dir / "model.safetensors", result.model_dir / "model.safetensors"
+    assert os.stat(old).st_ino == os.stat(new).st_ino
+    assert (tmp_path / "cache" / "m1" / "current").read_text() == f"{result.version}\n"
 
 
 def test_pointer_missing_or_stale_falls_back_to_the_newest_listed_version(tmp_path, s3):
@@ -352,3 +390,117 @@ def test_empty_prefix_puts_models_at_the_bucket_root(tmp_path, s3):
     upload_models_to_s3(settings, make_model(tmp_path / "src"), client=s3)
     assert "m1/latest.json" in keys(s3)
     assert sync(settings, s3).hit
+
+
+# --- an upload sends exactly the bytes that were hashed ---------------------------------------
+
+MiB = 1024 * 1024
+# Parts of S3's minimum size, so a 12 MiB file goes up in three.
+PARTS = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=2)
+
+
+def assert_nothing_committed(s3) -> None:
+    assert [k for k in keys(s3) if k.endswith(("manifest.json", "latest.json"))] == []
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_a_file_replaced_between_hash_and_upload_is_not_committed(
+    tmp_path, s3, monkeypatch, caplog
+):
+    model_dir = make_model(tmp_path / "src")
+    real_verify = s3_utils.verify_local_copy
+
+    def verify_then_replace(directory, manifest):
+        ok = real_verify(directory, manifest)
+        replacement = directory / ".replacement"
+        replacement.write_bytes(b"z" * len(FILES["vocab.txt"]))
+        os.replace(replacement, directory / "vocab.txt")  # the same size, other bytes
+        return ok
+
+    monkeypatch.setattr(s3_utils, "verify_local_copy", verify_then_replace)
+    with (
+        caplog.at_level(logging.ERROR, logger="f5worker.models.s3_cache"),
+        pytest.raises(StorageError) as info,
+    ):
+        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3)
+    version = manifest_version(read_manifest(model_dir))
+    key = f"f5-tts/m1/{version}/vocab.txt"
+    assert info.value.message == (
+        f"upload s3://{BUCKET}/{key} aborted: {model_dir / 'vocab.txt'} no longer matches its "
+        "manifest (changed after it was hashed); nothing committed"
+    )
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert key not in keys(s3)  # the replaced bytes never reached S3
+    assert_nothing_committed(s3)
+
+
+def test_a_file_rewritten_during_a_multipart_upload_is_aborted_and_not_committed(
+    tmp_path, s3, monkeypatch
+):
+    big = os.urandom(12 * MiB)
+    model_dir = make_model(tmp_path / "src", {**FILES, "model.safetensors": big})
+    real_read = s3_utils._read
+    reads = []
+
+    def read_then_rewrite(fd, size):
+        data = real_read(fd, size)
+        if size != PARTS.multipart_chunksize:
+            return data  # a whole small file
+        reads.append(len(data))
+        if len(reads) == 1:  # rewritten in place once its first part has been read and sent
+            with open(model_dir / "model.safetensors", "r+b") as fh:
+                fh.seek(11 * MiB)
+                fh.write(b"\0" * 1024)
+        return data
+
+    monkeypatch.setattr(s3_utils, "_read", read_then_rewrite)
+    with pytest.raises(StorageError, match="no longer matches its manifest"):
+        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3, transfer=PARTS)
+    version = manifest_version(read_manifest(model_dir))
+    assert reads[:3] == [5 * MiB, 5 * MiB, 2 * MiB]  # read in parts, the first sent unchanged
+    assert f"f5-tts/m1/{version}/model.safetensors" not in keys(s3)
+    assert_nothing_committed(s3)
+
+
+def test_a_multipart_upload_round_trips(tmp_path, s3):
+    files = {**FILES, "model.safetensors": os.urandom(12 * MiB + 3)}
+    model_dir = make_model(tmp_path / "src", files)
+    result = upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3, transfer=PARTS)
+    assert result.committed and result.uploaded_bytes == sum(map(len, files.values()))
+    synced = sync(settings_for(tmp_path / "cache"), s3)
+    assert tree(synced.model_dir) == tree(model_dir)
+
+
+def test_a_file_that_grew_after_it_was_hashed_is_not_uploaded(tmp_path, s3, monkeypatch):
+    model_dir = make_model(tmp_path / "src")
+    real_verify = s3_utils.verify_local_copy
+
+    def verify_then_append(directory, manifest):
+        ok = real_verify(directory, manifest)
+        with open(directory / "model.json", "ab") as fh:
+            fh.write(b" ")
+        return ok
+
+    monkeypatch.setattr(s3_utils, "verify_local_copy", verify_then_append)
+    with pytest.raises(StorageError, match=r"model\.json no longer matches its manifest"):
+        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3)
+    assert_nothing_committed(s3)
+
+
+def test_a_failed_part_aborts_the_multipart_upload_and_commits_nothing(tmp_path, s3, monkeypatch):
+    model_dir = make_model(tmp_path / "src", {**FILES, "model.safetensors": os.urandom(12 * MiB)})
+    real_upload_part = s3.upload_part
+
+    def failing_part(**kwargs):
+        if kwargs["PartNumber"] == 2:
+            raise ConnectionResetError("reset by the test")
+        return real_upload_part(**kwargs)
+
+    monkeypatch.setattr(s3, "upload_part", failing_part)
+    with pytest.raises(StorageError) as info:
+        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3, transfer=PARTS)
+    version = manifest_version(read_manifest(model_dir))
+    key = f"f5-tts/m1/{version}/model.safetensors"
+    assert info.value.message == f"upload s3://{BUCKET}/{key} failed: ConnectionResetError"
+    assert key not in keys(s3)
+    assert_nothing_committed(s3)
