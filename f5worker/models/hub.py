@@ -22,10 +22,10 @@ from typing import Any
 import yaml
 
 from f5worker.config import Settings
-from f5worker.errors import StorageError
+from f5worker.errors import ModelError, StorageError
 from f5worker.models.local_cache import TEMP_SUFFIX, check_model_name, record_all
 from f5worker.models.manifest import MANIFEST_NAME, build_manifest, write_manifest
-from f5worker.models.reference import KNOWN_MODELS, HubModel
+from f5worker.models.reference import ARCH_FILE_SUFFIX, KNOWN_MODELS, HubModel
 from f5worker.models.spec import SPEC_NAME, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -74,12 +74,20 @@ def fetch_from_hub(
         path = hub.download(VOCODER.repo, filename, vocoder_commit)
         _place(path, dest / VOCODER_DIR / filename)
 
-    (dest / SPEC_NAME).write_text(model_spec(name, model.config, checkpoint).to_json())
+    config_text = None
+    if model.config.endswith(ARCH_FILE_SUFFIX):
+        config_text = hub.download(model.repo, model.config, commit).read_text()
+    spec = model_spec(name, model.config, checkpoint, config_text)
+    (dest / SPEC_NAME).write_text(spec.to_json())
     source = {
         "kind": "hub",
         "repo": model.repo,
         "revision": commit,
-        "files": [model.checkpoint, *([model.vocab] if model.vocab else [])],
+        "files": [
+            model.checkpoint,
+            *([model.vocab] if model.vocab else []),
+            *([model.config] if config_text is not None else []),
+        ],
         "vocoder_repo": VOCODER.repo,
         "vocoder_revision": vocoder_commit,
     }
@@ -97,10 +105,19 @@ def fetch_from_hub(
     return dest
 
 
-def model_spec(name: str, config: str, checkpoint: str) -> ModelSpec:
-    """model.json for a released model: backbone, arch and mel settings from upstream's yaml."""
-    text = files("f5_tts").joinpath(f"configs/{config}.yaml").read_text()
-    model = yaml.safe_load(text)["model"]
+def model_spec(name: str, config: str, checkpoint: str, text: str | None = None) -> ModelSpec:
+    """model.json: backbone, arch and mel settings from upstream's yaml for `config`, or from
+    `text`, a yaml in upstream's layout that a repo ships (arch=PATH.yaml)."""
+    if text is None:
+        text = files("f5_tts").joinpath(f"configs/{config}.yaml").read_text()
+    try:
+        model = yaml.safe_load(text)["model"]
+        str(model["backbone"]), dict(model["arch"]), dict(model["mel_spec"])
+    except Exception as exc:  # any malformed yaml: the model cannot be described
+        raise ModelError(
+            f"model {name}: {config} is not an F5-TTS config (model.backbone, model.arch, "
+            f"model.mel_spec): {type(exc).__name__}"
+        ) from None
     return ModelSpec(
         name=name,
         backbone=str(model["backbone"]),

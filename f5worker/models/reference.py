@@ -7,8 +7,9 @@ A reference is one of:
 - a hub checkpoint, one compact string:
   `hf://OWNER/REPO/PATH/TO/CHECKPOINT.safetensors?vocab=PATH/vocab.txt&arch=F5TTS_v1_Base&revision=SHA`
   (`.pt` too; `vocab` is a path in the same repo, default upstream's vocab.txt; `arch` is one of
-  upstream's config names in f5_tts/configs, default F5TTS_v1_Base; `revision` a branch, tag or
-  commit, default main);
+  upstream's config names in f5_tts/configs, default F5TTS_v1_Base, or the path of a `.yaml`
+  in the repo in upstream's config layout (`model.backbone`, `model.arch`, `model.mel_spec`),
+  as fine-tunes of other sizes ship it; `revision` a branch, tag or commit, default main);
 - a local directory holding a model.json (an absolute path), served as is;
 - any other plain name (letters, digits, '.', '_', '-'): a model with no source of its own whose
   files are published in the S3 cache (or already in MODEL_CACHE_DIR) under that name.
@@ -39,6 +40,7 @@ DEMO = "demo"
 DEFAULT_ARCH = "F5TTS_v1_Base"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt")
 HUB_SCHEME = "hf://"
+ARCH_FILE_SUFFIX = ".yaml"  # arch=PATH.yaml: a config in upstream's layout, shipped in the repo
 QUERY_KEYS = ("vocab", "arch", "revision")
 # Hugging Face repo ids: owner/name, letters, digits, '-', '_', '.' (at most 96 each).
 _REPO_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
@@ -56,7 +58,7 @@ class HubModel:
 
     repo: str
     checkpoint: str  # path inside the repo
-    config: str  # f5_tts/configs/<config>.yaml holds backbone, arch and mel settings
+    config: str  # f5_tts/configs/<config>.yaml, or a .yaml path in the repo: backbone, arch, mel
     vocab: str | None = None  # None: the vocab.txt shipped in the f5-tts wheel (upstream's default)
     revision: str = "main"
 
@@ -202,8 +204,13 @@ def _parse_hub(text: str, variable: str) -> HubModel:
         vocab = _repo_path(vocab, bad, "vocab")
     arch = options.get("arch", DEFAULT_ARCH)
     known = arch_names()
-    if arch not in known:
-        raise bad(f"arch={arch[:60]!r} is not one of upstream's configs: {', '.join(known)}")
+    if arch.endswith(ARCH_FILE_SUFFIX):
+        arch = _repo_path(arch, bad, "arch")
+    elif arch not in known:
+        raise bad(
+            f"arch={arch[:60]!r} is not one of upstream's configs ({', '.join(known)}) "
+            f"nor a {ARCH_FILE_SUFFIX} file in the repo"
+        )
     revision = options.get("revision", "main")
     if not _REVISION.fullmatch(revision) or ".." in revision:
         raise bad("revision must be a branch, tag or commit")

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from f5worker.config import Settings
 from f5worker.models.hub import VOCODER, VOCODER_DIR, VOCODER_FILES, _Hub, model_spec
-from f5worker.models.reference import ModelRef
+from f5worker.models.reference import ARCH_FILE_SUFFIX, ModelRef
 from f5worker.models.spec import SPEC_NAME
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ def serve_from_runpod_cache(settings: Settings, ref: ModelRef) -> Path | None:
     hub = ref.hub
     if hub is None or not settings.runpod_hf_cache_dir.is_dir():
         return None
-    wanted = [hub.checkpoint, *([hub.vocab] if hub.vocab else [])]
+    arch_file = hub.config if hub.config.endswith(ARCH_FILE_SUFFIX) else None
+    wanted = [p for p in (hub.checkpoint, hub.vocab, arch_file) if p]
     snapshot = find_snapshot(settings.runpod_hf_cache_dir, hub.repo, hub.revision, wanted)
     if snapshot is None:
         return None
@@ -87,7 +88,8 @@ def serve_from_runpod_cache(settings: Settings, ref: ModelRef) -> Path | None:
     (out / VOCODER_DIR).mkdir()
     for filename in VOCODER_FILES:
         (out / VOCODER_DIR / filename).symlink_to((vocoder / filename).resolve())
-    (out / SPEC_NAME).write_text(model_spec(ref.key, hub.config, checkpoint).to_json())
+    text = (snapshot / arch_file).read_text() if arch_file else None
+    (out / SPEC_NAME).write_text(model_spec(ref.key, hub.config, checkpoint, text).to_json())
     log.info(
         "model %s read in place from RunPod's cache (snapshot %s)", ref.key, snapshot.name[:12]
     )
