@@ -150,3 +150,61 @@ def test_reference_keys_never_collide():
     a = parse_reference(SAFET, "MODELS")
     b = parse_reference(SAFET + "&revision=" + "a" * 40, "MODELS")
     assert a.key != b.key and a.key.startswith("hf--") and np.char.count(a.key, "--") == 3
+
+
+def _child_env(tmp_path, hub_url: str, model: str) -> dict[str, str]:
+    import os
+
+    return {
+        **os.environ,
+        "MODEL_NAME": model,
+        "MODEL_CACHE_DIR": str(tmp_path / "volume"),
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_ENDPOINT": hub_url,
+        "HF_HUB_OFFLINE": "0",
+        "RUNPOD_HF_CACHE_DIR": str(tmp_path / "none"),
+        "DEVICE": "cpu",
+        "FLASH_ATTN": "off",
+    }
+
+
+@pytest.mark.slow
+def test_two_processes_fetch_one_hub_finetune_into_one_cache_dir(tmp_path, hub):
+    import subprocess
+    import sys
+
+    from f5worker.testing import REPO
+
+    env = _child_env(tmp_path, hub.url, SAFET)
+    cmd = [sys.executable, "model_cache_init.py", "--fetch-model"]
+    procs = [
+        subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    logs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    outcomes = sorted("local/source hub" in log for log in logs)
+    assert outcomes == [False, True], logs  # one fetched, the other found its copy
+    checkpoint_gets = [p for m, p in hub.requests if m == "GET" and "model_1000.safetensors" in p]
+    assert len(checkpoint_gets) == 1
+
+
+@pytest.mark.slow
+def test_start_up_with_a_mismatched_vocab_fails_cleanly(tmp_path, hub):
+    import subprocess
+    import sys
+
+    from f5worker.testing import REPO
+
+    env = _child_env(tmp_path, hub.url, finetune.reference("model_1000.pt", vocab=False))
+    proc = subprocess.run(
+        [sys.executable, "model_cache_init.py"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert "start-up failed: MODEL_ERROR: checkpoint model_1000.pt" in proc.stderr
+    assert "vocab of 180 symbols" in proc.stderr and "Traceback" not in proc.stderr
