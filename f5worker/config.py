@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from f5worker.errors import ConfigError
+from f5worker.models.reference import ModelRef, parse_models, parse_reference
 from f5worker.startup.flash_attn import check_custom_wheel, check_sha256
 
 FLASH_ATTN_MODES = ("auto", "off", "require")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 LOG_FORMATS = ("text", "json")
+PRELOAD_MODES = ("default", "all")
+RUNPOD_HF_CACHE = Path("/runpod-volume/huggingface-cache/hub")
 DEMO_MODEL = "demo"
 # A model name becomes a directory and an S3 key segment, so it must be one safe component.
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -42,8 +45,12 @@ class S3Scope:
 
 @dataclass(frozen=True)
 class Settings:
-    model_name: str = "F5TTS_v1_Base"
+    model_name: str = "F5TTS_v1_Base"  # the default model's storage key (models/reference.py)
     model_dir: Path | None = None
+    models: tuple[ModelRef, ...] = ()  # MODELS (or MODEL_NAME); empty: model_name alone
+    models_preload: str = "default"
+    max_resident_models: int = 2
+    runpod_hf_cache_dir: Path = RUNPOD_HF_CACHE
     model_cache_dir: Path = Path("/tmp/models")
     hf_home: Path = Path("/tmp/hf-home")
     s3_bucket: str | None = None
@@ -77,9 +84,16 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         model_dir = _opt(env, "MODEL_DIR")
+        models = _models(env)
         return cls(
-            model_name=_model_name(env),
+            model_name=models[0].key,
             model_dir=Path(model_dir) if model_dir else None,
+            models=models,
+            models_preload=_choice(env, "MODELS_PRELOAD", cls.models_preload, PRELOAD_MODES),
+            max_resident_models=_int(env, "MAX_RESIDENT_MODELS", cls.max_resident_models, 1, 16),
+            runpod_hf_cache_dir=Path(
+                env.get("RUNPOD_HF_CACHE_DIR", "").strip() or str(cls.runpod_hf_cache_dir)
+            ),
             model_cache_dir=Path(env.get("MODEL_CACHE_DIR", str(cls.model_cache_dir))),
             hf_home=Path(env.get("HF_HOME", str(cls.hf_home))),
             s3_bucket=_opt(env, "S3_BUCKET"),
@@ -129,14 +143,29 @@ class Settings:
     def is_demo(self) -> bool:
         return self.model_name == DEMO_MODEL
 
+    @property
+    def model_refs(self) -> tuple[ModelRef, ...]:
+        """The models this worker may serve, the default first."""
+        if self.models:
+            return self.models
+        try:
+            return (parse_reference(self.model_name, "MODEL_NAME"),)
+        except ConfigError:  # a name set in code (tests): a cache-only model of that name
+            return (ModelRef(self.model_name, self.model_name, self.model_name),)
 
-def _model_name(env: Mapping[str, str]) -> str:
-    name = env.get("MODEL_NAME", "").strip() or Settings.model_name
-    if not MODEL_NAME_PATTERN.fullmatch(name):
-        raise ConfigError(
-            f"MODEL_NAME={name!r} must be letters, digits, '.', '_' or '-' (one path component)"
-        )
-    return name
+    @property
+    def default_model(self) -> ModelRef:
+        return self.model_refs[0]
+
+
+def _models(env: Mapping[str, str]) -> tuple[ModelRef, ...]:
+    """MODELS when set, else MODEL_NAME as a list of one (MODEL_NAME is then ignored)."""
+    listed = env.get("MODELS", "").strip()
+    if listed:
+        return parse_models(listed, "MODELS")
+    return (
+        parse_reference(env.get("MODEL_NAME", "").strip() or Settings.model_name, "MODEL_NAME"),
+    )
 
 
 def private_download_urls_allowed(env: Mapping[str, str] | None = None) -> bool:

@@ -75,6 +75,12 @@ class VoiceNotFound(WorkerError, LookupError):
     code = "VOICE_NOT_FOUND"
 
 
+class ModelNotFound(WorkerError, LookupError):
+    """A job asked for a model this worker does not serve; the message lists the ones it does."""
+
+    code = "MODEL_NOT_FOUND"
+
+
 class OutputTooLarge(WorkerError):
     code = "OUTPUT_TOO_LARGE"
 

@@ -6,7 +6,9 @@ sent. Only the speech route exists for a TTS model; any other route is a coded I
 a chat client pointed here by mistake gets a clear answer instead of a crash.
 
 Mapping: `input` -> text, `voice` -> voice, `response_format` -> format (OpenAI's default mp3),
-`speed` -> speed (our bounds apply), `model` is accepted and ignored (the worker serves one model).
+`speed` -> speed (our bounds apply), `model` -> model, except OpenAI's own model names (tts-1,
+tts-1-hd, gpt-4o-mini-tts) and `f5-tts`, which mean the worker's default model, so an unmodified
+OpenAI client works.
 OpenAI's stock voice names ("alloy", ...) use a library voice of that name when there is one and
 the default voice otherwise, so an unmodified OpenAI client works on a worker without a library.
 """
@@ -40,6 +42,8 @@ OPENAI_VOICES = frozenset(
 # OpenAI response_format -> our format; aac has no libsndfile encoder.
 OPENAI_FORMATS = {"mp3": "mp3", "opus": "opus", "wav": "wav", "flac": "flac", "pcm": "pcm"}
 OPENAI_DEFAULT_FORMAT = "mp3"
+# OpenAI's model names and our generic one: the worker's default model.
+DEFAULT_MODEL_NAMES = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "f5-tts"})
 _MAPPING = {"input": "text", "voice": "voice", "response_format": "format", "speed": "speed"}
 _ACCEPTED = ("model", *_MAPPING)
 
@@ -65,9 +69,11 @@ def to_native(raw: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     if unknown:
         raise InvalidInput(f"unsupported openai_input field(s): {describe_names(unknown)}")
     model = body.get("model")
-    if model is not None and (not isinstance(model, str) or len(model) > 100):
-        raise InvalidInput("model must be a string of at most 100 characters")
+    if model is not None and (not isinstance(model, str) or len(model) > 300):
+        raise InvalidInput("model must be a string of at most 300 characters")
     native = {ours: body[theirs] for theirs, ours in _MAPPING.items() if theirs in body}
+    if model is not None and model.strip().lower() not in DEFAULT_MODEL_NAMES:
+        native["model"] = model
     native["format"] = _format(body.get("response_format", OPENAI_DEFAULT_FORMAT))
     voice = native.get("voice")
     fallback = isinstance(voice, str) and voice.strip().lower() in OPENAI_VOICES

@@ -31,6 +31,7 @@ MAX_TEXT_CHARS = 5000
 MAX_REF_AUDIO_B64_CHARS = 14_000_000  # about 10 MB of audio once decoded
 MAX_REF_TEXT_CHARS = 1000
 MAX_SEED = 2**31 - 1
+MAX_MODEL_CHARS = 300  # a hub reference written in full is a name too
 FORMATS = ("wav", "flac", "mp3", "ogg", "opus", "pcm")
 SAMPLE_RATES = (8000, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # what the Opus codec itself supports
@@ -133,6 +134,14 @@ FIELDS: tuple[Field, ...] = (
         False,
         "Yield one audio item per text chunk as soon as it is ready.",
     ),
+    Field(
+        "model",
+        str,
+        None,
+        "Which of the worker's models (`MODELS`) speaks; unset or `default` = the first one. "
+        "An unknown name fails with `MODEL_NOT_FOUND`, which lists the available ones.",
+        max_len=MAX_MODEL_CHARS,
+    ),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
 _TOO_LONG: dict[str, type[InvalidInput]] = {"text": TextTooLong, "ref_audio": BadRefAudio}
@@ -155,6 +164,7 @@ class TTSRequest:
     remove_silence: bool = False
     return_mode: str = "auto"
     stream: bool = False
+    model: str | None = None
     # Set by the OpenAI route: an OpenAI voice name ("alloy") missing from the library falls
     # back to the default voice, so stock OpenAI clients work without a voice library.
     voice_fallback: bool = False

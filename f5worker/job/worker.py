@@ -25,7 +25,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +33,11 @@ from typing import Any
 
 from f5worker.audio import Audio, Voice
 from f5worker.config import Settings
-from f5worker.engine.f5tts import F5TTSEngine, SynthesisParams
+from f5worker.engine.f5tts import F5TTSEngine, SynthesisParams, free_memory
 from f5worker.errors import InternalError, WorkerError
 from f5worker.job.codecs import MIME_TYPES, StreamResampler, encode, resample, shorten_pauses
 from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
+from f5worker.job.models import ModelPool
 from f5worker.job.output import (
     MAX_RESULT_B64_BYTES,
     Delivery,
@@ -46,6 +47,7 @@ from f5worker.job.output import (
 )
 from f5worker.job.schema import DEFAULT_VOICE, MAX_SEED, TTSRequest, parse_request
 from f5worker.job.voices import VoiceLibrary, default_voice
+from f5worker.models.reference import ModelRef
 from f5worker.s3 import make_client
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,13 @@ class Worker:
         fetcher: RefAudioFetcher | None = None,
         store: OutputStore | None = None,
         max_result_b64: int = MAX_RESULT_B64_BYTES,
+        models: ModelPool[F5TTSEngine] | None = None,
     ) -> None:
-        self.engine = engine
+        self.engine = engine  # the default model's
+        if models is None:
+            models = ModelPool([settings.default_model], _no_load, 1)
+            models.add(settings.default_model, engine)
+        self.models = models
         self.max_result_b64 = max_result_b64
         self.settings = settings
         worker_s3 = _worker_s3(settings)
@@ -151,6 +158,9 @@ class Worker:
     def _items(self, raw: Any, job_id: str, stats: _JobStats) -> Iterator[dict[str, Any]]:
         clock = _Clock()
         req = parse_request(raw)
+        ref, engine, load_s = self.models.get(req.model)
+        if load_s is not None:
+            clock.stages["model_load"] = load_s
         stats.chars = len(req.text)
         budget = ResultBudget(self.max_result_b64)
         deliver = Delivery(req.return_mode, req.format, job_id, self.store, budget)
@@ -166,16 +176,21 @@ class Worker:
             cross_fade_duration=req.cross_fade_duration,
         )
         if req.stream:
-            items = self._stream(req, voice, params, deliver, clock)
+            items = self._stream(engine, req, voice, params, deliver, clock)
         else:
-            items = self._whole(req, voice, params, deliver, clock)
+            items = self._whole(engine, req, voice, params, deliver, clock)
         for item in items:
             stats.items += 1
             stats.audio_s += item["duration_s"]
-            yield item | {"seed": seed, "worker_version": self.settings.worker_version}
+            yield item | {
+                "seed": seed,
+                "model": ref.name,
+                "worker_version": self.settings.worker_version,
+            }
 
     def _whole(
         self,
+        engine: F5TTSEngine,
         req: TTSRequest,
         voice: Voice,
         params: SynthesisParams,
@@ -183,7 +198,7 @@ class Worker:
         clock: _Clock,
     ) -> Iterator[dict[str, Any]]:
         with clock("synthesis"):
-            audio = self.engine.synthesize(req.text, voice, params)
+            audio = engine.synthesize(req.text, voice, params)
         if req.remove_silence:
             audio = shorten_pauses(audio)
         audio = resample(audio, req.sample_rate or audio.sample_rate)
@@ -191,6 +206,7 @@ class Worker:
 
     def _stream(
         self,
+        engine: F5TTSEngine,
         req: TTSRequest,
         voice: Voice,
         params: SynthesisParams,
@@ -198,10 +214,10 @@ class Worker:
         clock: _Clock,
     ) -> Iterator[dict[str, Any]]:
         """One item per text chunk; pieces concatenate to the whole utterance (pcm exactly)."""
-        count = len(self.engine.split_text(req.text, voice, req.speed))
-        rate = req.sample_rate or self.engine.sample_rate
-        resampler = StreamResampler(self.engine.sample_rate, rate)
-        pieces = self.engine.synthesize_stream(req.text, voice, params)
+        count = len(engine.split_text(req.text, voice, req.speed))
+        rate = req.sample_rate or engine.sample_rate
+        resampler = StreamResampler(engine.sample_rate, rate)
+        pieces = engine.synthesize_stream(req.text, voice, params)
         for index in range(count):
             with clock("synthesis"):
                 piece = next(pieces, None)
@@ -291,15 +307,49 @@ def output_store(settings: Settings) -> OutputStore | None:
     )
 
 
-def build_worker(settings: Settings, model_dir: Path, attn_backend: str = "torch") -> Worker:
-    """Load and warm the engine; only then is the worker ready for jobs."""
-    engine = F5TTSEngine.load(
-        model_dir,
-        settings.device,
-        attn_backend,
-        dtype=settings.dtype,
-        compile=settings.torch_compile,
-        max_audio_s=settings.max_audio_s,
-    )
-    log.info("warm-up took %.2f s", engine.warm_up(default_voice()))
-    return Worker(engine, settings)
+def build_worker(
+    settings: Settings,
+    model_dir: Path,
+    attn_backend: str = "torch",
+    prepared: Mapping[str, Path] | None = None,
+) -> Worker:
+    """Load and warm the default model (model_dir); only then is the worker ready for jobs.
+
+    The other models of MODELS load on first use, or here with MODELS_PRELOAD=all (as many as
+    MAX_RESIDENT_MODELS allows); `prepared` maps model names to directories already prepared
+    at start-up, which their first load then uses instead of running the source chain."""
+    prepared = dict(prepared or {})
+    prepared.setdefault(settings.default_model.name, model_dir)
+
+    def load_dir(directory: Path) -> F5TTSEngine:
+        engine = F5TTSEngine.load(
+            directory,
+            settings.device,
+            attn_backend,
+            dtype=settings.dtype,
+            compile=settings.torch_compile,
+            max_audio_s=settings.max_audio_s,
+        )
+        log.info("warm-up took %.2f s", engine.warm_up(default_voice()))
+        return engine
+
+    def load(ref: ModelRef) -> F5TTSEngine:
+        directory = prepared.get(ref.name)
+        if directory is None:
+            from f5worker.models.source import prepare_model
+
+            directory = prepare_model(settings, ref=ref).model_dir
+            prepared[ref.name] = directory  # a held version: valid for the process's life
+        return load_dir(directory)
+
+    engine = load_dir(model_dir)
+    pool = ModelPool(settings.model_refs, load, settings.max_resident_models, free_memory)
+    pool.add(pool.default, engine)
+    if settings.models_preload == "all":
+        for ref in pool.refs[1 : pool.max_resident]:
+            pool.add(ref, load(ref))
+    return Worker(engine, settings, models=pool)
+
+
+def _no_load(ref: ModelRef) -> F5TTSEngine:
+    raise AssertionError(f"a single-model worker has no loader (asked for {ref.key})")

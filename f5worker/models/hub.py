@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,41 +22,19 @@ from typing import Any
 import yaml
 
 from f5worker.config import Settings
-from f5worker.errors import StorageError
+from f5worker.errors import ModelError, StorageError
 from f5worker.models.local_cache import TEMP_SUFFIX, check_model_name, record_all
 from f5worker.models.manifest import MANIFEST_NAME, build_manifest, write_manifest
+from f5worker.models.reference import ARCH_FILE_SUFFIX, KNOWN_MODELS, HubModel
 from f5worker.models.spec import SPEC_NAME, ModelSpec
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class HubModel:
-    repo: str
-    checkpoint: str  # path inside the repo
-    config: str  # f5_tts/configs/<config>.yaml holds backbone, arch and mel settings
-    vocab: str | None = None  # None: the vocab.txt shipped in the f5-tts wheel (upstream's default)
-    revision: str = "main"
-
-
 VOCODER = HubModel(repo="charactr/vocos-mel-24khz", checkpoint="pytorch_model.bin", config="")
 VOCODER_FILES = ("config.yaml", "pytorch_model.bin")
 VOCODER_DIR = "vocos"
-# The checkpoints upstream's f5_tts.api.F5TTS loads for these names (read in its api.py).
-HUB_MODELS: dict[str, HubModel] = {
-    "F5TTS_v1_Base": HubModel(
-        repo="SWivid/F5-TTS",
-        checkpoint="F5TTS_v1_Base/model_1250000.safetensors",
-        config="F5TTS_v1_Base",
-        vocab="F5TTS_v1_Base/vocab.txt",
-    ),
-    "F5TTS_Base": HubModel(
-        repo="SWivid/F5-TTS", checkpoint="F5TTS_Base/model_1200000.safetensors", config="F5TTS_Base"
-    ),
-    "E2TTS_Base": HubModel(
-        repo="SWivid/E2-TTS", checkpoint="E2TTS_Base/model_1200000.safetensors", config="E2TTS_Base"
-    ),
-}
+HUB_MODELS = KNOWN_MODELS  # the released checkpoints, by name (models/reference.py)
 
 
 def fetch_from_hub(
@@ -66,6 +43,7 @@ def fetch_from_hub(
     *,
     endpoint: str | None = None,
     token: str | None = None,
+    model: HubModel | None = None,
 ) -> Path:
     """Write `<MODEL_CACHE_DIR>/<MODEL_NAME>` (or dest) from the hub and return it.
 
@@ -73,7 +51,7 @@ def fetch_from_hub(
     local endpoint. Every failure is a StorageError naming repo and file, never the token.
     """
     name = check_model_name(settings.model_name)
-    model = HUB_MODELS.get(name)
+    model = model or HUB_MODELS.get(name)
     if model is None:
         raise StorageError(
             f"no hub source is known for MODEL_NAME={name}; known: {', '.join(sorted(HUB_MODELS))}"
@@ -96,12 +74,20 @@ def fetch_from_hub(
         path = hub.download(VOCODER.repo, filename, vocoder_commit)
         _place(path, dest / VOCODER_DIR / filename)
 
-    (dest / SPEC_NAME).write_text(model_spec(name, model.config, checkpoint).to_json())
+    config_text = None
+    if model.config.endswith(ARCH_FILE_SUFFIX):
+        config_text = hub.download(model.repo, model.config, commit).read_text()
+    spec = model_spec(name, model.config, checkpoint, config_text)
+    (dest / SPEC_NAME).write_text(spec.to_json())
     source = {
         "kind": "hub",
         "repo": model.repo,
         "revision": commit,
-        "files": [model.checkpoint, *([model.vocab] if model.vocab else [])],
+        "files": [
+            model.checkpoint,
+            *([model.vocab] if model.vocab else []),
+            *([model.config] if config_text is not None else []),
+        ],
         "vocoder_repo": VOCODER.repo,
         "vocoder_revision": vocoder_commit,
     }
@@ -119,10 +105,19 @@ def fetch_from_hub(
     return dest
 
 
-def model_spec(name: str, config: str, checkpoint: str) -> ModelSpec:
-    """model.json for a released model: backbone, arch and mel settings from upstream's yaml."""
-    text = files("f5_tts").joinpath(f"configs/{config}.yaml").read_text()
-    model = yaml.safe_load(text)["model"]
+def model_spec(name: str, config: str, checkpoint: str, text: str | None = None) -> ModelSpec:
+    """model.json: backbone, arch and mel settings from upstream's yaml for `config`, or from
+    `text`, a yaml in upstream's layout that a repo ships (arch=PATH.yaml)."""
+    if text is None:
+        text = files("f5_tts").joinpath(f"configs/{config}.yaml").read_text()
+    try:
+        model = yaml.safe_load(text)["model"]
+        str(model["backbone"]), dict(model["arch"]), dict(model["mel_spec"])
+    except Exception as exc:  # any malformed yaml: the model cannot be described
+        raise ModelError(
+            f"model {name}: {config} is not an F5-TTS config (model.backbone, model.arch, "
+            f"model.mel_spec): {type(exc).__name__}"
+        ) from None
     return ModelSpec(
         name=name,
         backbone=str(model["backbone"]),

@@ -1,8 +1,12 @@
 """Which model directory to serve, and where it comes from.
 
-In order: MODEL_DIR (a local directory, used as is); the S3 cache (sync_models_from_s3); a
-complete local copy; the model's source, which is the Hugging Face hub, or the demo generator
-when MODEL_NAME=demo (DESIGN.md section 5). Whatever came from a source, or from a local copy
+One chain for every model reference (models/reference.py), each step logged with its time:
+a local directory (MODEL_DIR for the default model, or a reference that is an absolute path),
+used as is; RunPod's cached models (models/runpod_cache.py, read in place, nothing downloaded);
+the S3 cache (sync_models_from_s3); a complete local copy in MODEL_CACHE_DIR; the model's
+source, which is the Hugging Face hub, or the demo generator for `demo` (DESIGN.md section 5).
+A reference's storage key (its directory and S3 key segment) is derived from the whole
+reference, so two models never share an entry. Whatever came from a source, or from a local copy
 that S3 lacks, is uploaded to S3 by a daemon thread while the worker serves; its errors are
 logged and never stop serving. With no S3 cache configured and the hub unreachable the worker
 serves the demo model, with one WARNING. With an S3 cache configured the operator asked for a
@@ -20,14 +24,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from f5worker.config import DEMO_MODEL, Settings
 from f5worker.errors import ModelError, StorageError
 from f5worker.models.local_cache import check_model_name, model_lock
 from f5worker.models.manifest import read_manifest
+from f5worker.models.reference import ModelRef
 from f5worker.models.spec import SPEC_NAME
 from f5worker.models.store import ModelStore, add_built_version, serve_local
 
@@ -47,7 +54,7 @@ class PreparedModel:
     started (join it to wait for the entry to land)."""
 
     model_dir: Path
-    origin: str  # model_dir | s3 | local | hub | demo | demo-fallback
+    origin: str  # model_dir | runpod_cache | s3 | local | hub | demo | demo-fallback
     upload: threading.Thread | None = None
 
 
@@ -55,29 +62,72 @@ def resolve_model_dir(settings: Settings, wait_for_backend: Callable[[], None] =
     return prepare_model(settings, wait_for_backend=wait_for_backend).model_dir
 
 
+@contextmanager
+def _step(name: str, step: str) -> Iterator[list[str]]:
+    """Log one source step of one model with its time and outcome (the caller appends it)."""
+    outcome: list[str] = []
+    started = time.perf_counter()
+    try:
+        yield outcome
+    except Exception as exc:
+        outcome.append(f"failed ({type(exc).__name__})")
+        raise
+    finally:
+        log.info(
+            "model %s: %s %s in %.2f s",
+            name,
+            step,
+            outcome[-1] if outcome else "miss",
+            time.perf_counter() - started,
+        )
+
+
 def prepare_model(
     settings: Settings,
     fetch: Fetch | None = None,
     wait_for_backend: Callable[[], None] = _ready,
+    ref: ModelRef | None = None,
 ) -> PreparedModel:
-    """Find or fetch the model; `fetch` replaces the hub download (tests, other sources): it
-    writes the model and its manifest into the directory it is given. `wait_for_backend` is
-    called before the demo generator imports torch and f5-tts, so start-up can tell waiting for
-    its own import of them apart from work."""
-    if settings.model_dir is not None:
+    """Find or fetch a model (ref, default: the default model); `fetch` replaces the hub
+    download (tests, other sources): it writes the model and its manifest into the directory
+    it is given. `wait_for_backend` is called before the demo generator imports torch and
+    f5-tts, so start-up can tell waiting for its own import of them apart from work."""
+    default = ref is None or ref == settings.default_model
+    ref = ref or settings.default_model
+    if default and settings.model_dir is not None:
         if not (settings.model_dir / SPEC_NAME).is_file():
             raise ModelError(f"MODEL_DIR={settings.model_dir} has no {SPEC_NAME}")
         return PreparedModel(settings.model_dir, "model_dir")
-    name = check_model_name(settings.model_name)
+    if ref.local_dir is not None:
+        if not (ref.local_dir / SPEC_NAME).is_file():
+            raise ModelError(f"model {ref.name}: {ref.local_dir} has no {SPEC_NAME}")
+        return PreparedModel(ref.local_dir, "model_dir")
+    settings = replace(settings, model_name=ref.key)  # the cache and S3 steps key on it
+    name = check_model_name(ref.key)
     store = ModelStore.checked(settings.model_cache_dir, name)
     if settings.is_demo:
         log.warning("MODEL_NAME=demo: serving the demo model, whose audio is noise")
+    if ref.hub is not None:
+        with _step(name, "runpod_cache") as outcome:
+            from f5worker.models.runpod_cache import serve_from_runpod_cache
+
+            served = serve_from_runpod_cache(settings, ref)
+            if served is not None:
+                outcome.append("hit")
+                return PreparedModel(served, "runpod_cache")
     if settings.s3_bucket:
-        found = _from_s3(settings)
-        if found is not None:
-            return found
-    with model_lock(settings.model_cache_dir, name) as locked:
-        local = _ensure_local(settings, store, locked, fetch or _hub_fetch, wait_for_backend)
+        with _step(name, "s3") as outcome:
+            found = _from_s3(settings)
+            if found is not None:
+                outcome.append("hit" if found.origin == "s3" else "down, local copy")
+                return found
+    hub_fetch = fetch or (lambda s, d: _hub_fetch(s, d, ref))
+    with (
+        _step(name, "local/source") as outcome,
+        model_lock(settings.model_cache_dir, name) as locked,
+    ):
+        local = _ensure_local(settings, store, locked, hub_fetch, wait_for_backend)
+        outcome.append(local[0] if local else "hub unreachable")
     if local is None:
         demo = ModelStore.checked(settings.model_cache_dir, DEMO_MODEL)
         with model_lock(settings.model_cache_dir, DEMO_MODEL) as locked:
@@ -136,10 +186,10 @@ def _from_s3(settings: Settings) -> PreparedModel | None:
     return PreparedModel(result.model_dir, "s3" if result.hit else "local")
 
 
-def _hub_fetch(settings: Settings, dest: Path) -> Path:
+def _hub_fetch(settings: Settings, dest: Path, ref: ModelRef | None = None) -> Path:
     from f5worker.models.hub import fetch_from_hub
 
-    return fetch_from_hub(settings, dest)
+    return fetch_from_hub(settings, dest, model=ref.hub if ref else None)
 
 
 def _build_demo(path: Path, wait_for_backend: Callable[[], None] = _ready) -> Path:

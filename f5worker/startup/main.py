@@ -103,22 +103,33 @@ def _start(settings: Settings) -> int:
                 import_backend()
         finally:
             backend_ready.set()  # a model step waiting for it must not hang on a failure
-        model_dir = model_future.result()
+        prepared = model_future.result()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
+    default = settings.default_model.name
     with timeline.step("engine"):
-        worker = runpod_queue.build_worker(settings, model_dir, attn.backend)
+        worker = runpod_queue.build_worker(settings, prepared[default], attn.backend, prepared)
     log.info("ready: %s", timeline.summary(attn=attn.backend, version=settings.worker_version))
     runpod_queue.start_sdk(worker, settings)
     return 0
 
 
-def _model_step(timeline: Timeline, settings: Settings, backend_ready: threading.Event) -> Path:
+def _model_step(
+    timeline: Timeline, settings: Settings, backend_ready: threading.Event
+) -> dict[str, Path]:
+    """Model name -> directory: the default model's, and with MODELS_PRELOAD=all every
+    other listed model's too (their files only; build_worker loads what fits)."""
+
     def wait_for_backend() -> None:
         # The demo generator builds with torch and f5-tts, which the main thread is importing.
         with timeline.waiting():
             backend_ready.wait()
 
     with timeline.step("model"):
-        return resolve_model_dir(settings, wait_for_backend)
+        prepared = {settings.default_model.name: resolve_model_dir(settings, wait_for_backend)}
+        if settings.models_preload == "all":
+            for ref in settings.model_refs[1:]:
+                found = prepare_model(settings, wait_for_backend=wait_for_backend, ref=ref)
+                prepared[ref.name] = found.model_dir
+        return prepared

@@ -54,9 +54,11 @@ def test_success_shape(worker):
         "sample_rate",
         "duration_s",
         "seed",
+        "model",
         "timings",
         "worker_version",
     }
+    assert out["model"] == "F5TTS_v1_Base"  # the Settings default names the one model
     samples = samples_of(out)
     assert out["sample_rate"] == 24000 and out["format"] == "wav"
     assert out["mime_type"] == "audio/wav"

@@ -59,7 +59,7 @@ BAD = [
     (openai(input="Hi.", speed=4.0), "INVALID_INPUT", "speed must be between 0.3 and 3"),
     (openai(input="Hi.", speed="fast"), "INVALID_INPUT", "speed must be a number"),
     (openai(input="Hi.", model=7), "INVALID_INPUT", "model must be a string"),
-    (openai(input="Hi.", model="m" * 101), "INVALID_INPUT", "model must be a string"),
+    (openai(input="Hi.", model="m" * 301), "INVALID_INPUT", "model must be a string"),
     (openai(voice="alloy"), "INVALID_INPUT", "text is required"),
     (openai(input=""), "INVALID_INPUT", "text must not be empty"),
     (openai(input="x" * 5001), "TEXT_TOO_LONG", "text is longer than 5000"),

@@ -20,6 +20,10 @@ LIBRARY_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN"}
 # Env key -> Settings field, for the variables config.py reads.
 FIELD = {
     "MODEL_NAME": "model_name",
+    "MODELS": "models",
+    "MODELS_PRELOAD": "models_preload",
+    "MAX_RESIDENT_MODELS": "max_resident_models",
+    "RUNPOD_HF_CACHE_DIR": "runpod_hf_cache_dir",
     "S3_BUCKET": "s3_bucket",
     "S3_PREFIX": "s3_prefix",
     "S3_ENDPOINT_URL": "s3_endpoint_url",

@@ -1,0 +1,79 @@
+"""Model references (MODEL_NAME, MODELS): parsing, keys, CONFIG_ERROR naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from f5worker.config import Settings
+from f5worker.errors import ConfigError, ModelNotFound
+from f5worker.job.models import ModelPool
+from f5worker.models.reference import parse_models, parse_reference
+
+FT = "hf://me/ft-xx/ckpts/model_1200000.safetensors?vocab=ckpts/vocab.txt&arch=F5TTS_Base"
+
+
+def test_a_hub_reference_parses_every_part():
+    ref = parse_reference(FT + "&revision=v1", "MODEL_NAME")
+    assert ref.hub.repo == "me/ft-xx" and ref.hub.checkpoint == "ckpts/model_1200000.safetensors"
+    assert (ref.hub.vocab, ref.hub.config, ref.hub.revision) == (
+        "ckpts/vocab.txt",
+        "F5TTS_Base",
+        "v1",
+    )
+    bare = parse_reference("hf://me/ft/model.pt", "MODEL_NAME").hub
+    assert (bare.vocab, bare.config, bare.revision) == (None, "F5TTS_v1_Base", "main")
+
+
+def test_keys_differ_for_any_difference_and_known_names_keep_theirs():
+    key = parse_reference(FT, "M").key
+    assert key.startswith("hf--me--ft-xx--")
+    assert parse_reference(FT + "&revision=main", "M").key == key  # the default, spelt out
+    for other in (
+        FT + "&revision=v2",
+        FT.replace("vocab.txt", "vocab2.txt"),
+        FT.replace("F5TTS_Base", "F5TTS_v1_Base"),
+        FT.replace("model_1200000", "model_1300000"),
+        FT.replace("me/", "you/"),
+    ):
+        assert parse_reference(other, "M").key != key
+    assert parse_reference("F5TTS_v1_Base", "M").key == "F5TTS_v1_Base"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "hf://me/model.safetensors",
+        "hf://me/ft/model.bin",
+        "hf://me/ft/model.pt?arch=F5TTS_Huge",
+        "hf://me/ft/model.pt?color=red",
+        "hf://me/ft/model.pt?vocab=../x.txt",
+        "hf://me/ft/model.pt?arch=F5TTS_Base&arch=F5TTS_Base",
+        "hf://me/ft/a/../model.pt",
+        "a/b",
+        "hf--me--ft--0123",
+    ],
+)
+def test_malformed_references_are_config_errors_naming_the_variable(bad):
+    with pytest.raises(ConfigError, match="MODEL_NAME"):
+        Settings.from_env({"MODEL_NAME": bad})
+    with pytest.raises(ConfigError, match="MODELS"):
+        Settings.from_env({"MODELS": f"a=F5TTS_v1_Base, b={bad}"})
+
+
+def test_models_list_names_default_and_duplicates():
+    settings = Settings.from_env(
+        {"MODELS": f"base=F5TTS_v1_Base,\nxx={FT}, demo", "MODEL_NAME": "E2TTS_Base"}
+    )
+    assert [r.name for r in settings.models] == ["base", "xx", "demo"]
+    assert settings.model_name == "F5TTS_v1_Base" and settings.default_model.name == "base"
+    with pytest.raises(ConfigError, match="twice"):
+        parse_models("a=demo, b=demo")
+
+
+def test_pool_resolves_names_keys_and_default_and_refuses_others():
+    refs = parse_models(f"base=F5TTS_v1_Base, xx={FT}")
+    pool = ModelPool(refs, lambda r: r.key, 1)
+    assert pool.resolve(None).name == pool.resolve("default").name == "base"
+    assert pool.resolve(refs[1].key).name == "xx"
+    with pytest.raises(ModelNotFound, match="available: base, xx"):
+        pool.resolve("nope")
