@@ -86,10 +86,11 @@ def test_second_process_waits_for_the_first_then_downloads_nothing(tmp_path):
         settings = Settings(model_name="m1", s3_bucket=BUCKET, model_cache_dir=tmp_path / "up")
         upload_models_to_s3(settings, src, client=client_for(url))
         env = {"MODEL_NAME": "m1", "MODEL_CACHE_DIR": str(cache)}
-        # The first worker's link is slow (1 MB/s per connection), so it holds the lock for
-        # about a second while the second starts on a fast one.
+        # The first worker's link is slow (150 kB/s per connection), so it holds the lock for
+        # about 7 s, long enough for the second interpreter to start and ask for it even on a
+        # busy machine.
         procs: list[subprocess.Popen] = []
-        with TcpProxy(url, rate=1_000_000) as slow:
+        with TcpProxy(url, rate=150_000) as slow:
             try:
                 procs.append(start({**env, **s3_env(slow.url, BUCKET)}))
                 wait_until_locked(cache / ".m1.lock", procs[0])
