@@ -180,7 +180,7 @@ def test_a_server_that_accepts_and_never_answers(loopback_allowed):
         assert len(os.listdir("/proc/self/fd")) <= fds
     assert message == "ref_audio URL did not finish within 1 s"
     assert POLICY.total_timeout_s - 0.05 <= elapsed < WITHIN
-    assert threading.active_count() == threads
+    assert threading.active_count() <= threads  # no fetch thread left (the server's ended too)
 
 
 def test_the_deadline_is_the_policys(server, loopback_allowed):
