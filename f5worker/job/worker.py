@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from f5worker import presets
 from f5worker.audio import Audio, Voice
 from f5worker.config import Settings
 from f5worker.engine.f5tts import F5TTSEngine, SynthesisParams
@@ -157,9 +158,10 @@ class Worker:
         with clock("voice"):
             voice = self._voice(req)
         seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        preset, nfe_step = presets.resolve(req.quality, req.nfe_step, self.settings.default_quality)
         params = SynthesisParams(
             seed=seed,
-            nfe_step=req.nfe_step,
+            nfe_step=nfe_step,
             speed=req.speed,
             cfg_strength=req.cfg_strength,
             sway_sampling_coef=req.sway_sampling_coef,
@@ -172,7 +174,12 @@ class Worker:
         for item in items:
             stats.items += 1
             stats.audio_s += item["duration_s"]
-            yield item | {"seed": seed, "worker_version": self.settings.worker_version}
+            yield item | {
+                "seed": seed,
+                "quality": preset.name,
+                "nfe_step": nfe_step,
+                "worker_version": self.settings.worker_version,
+            }
 
     def _whole(
         self,

@@ -54,6 +54,8 @@ def test_success_shape(worker):
         "sample_rate",
         "duration_s",
         "seed",
+        "quality",
+        "nfe_step",
         "timings",
         "worker_version",
     }
@@ -62,7 +64,17 @@ def test_success_shape(worker):
     assert out["mime_type"] == "audio/wav"
     assert out["duration_s"] == pytest.approx(len(samples) / 24000, abs=1e-3)
     assert out["seed"] == 3 and out["worker_version"] == "test-1"
+    assert (out["quality"], out["nfe_step"]) == ("best", 2)  # the explicit nfe_step wins
     assert set(out["timings"]) == {"voice", "synthesis", "encode"}
+
+
+def test_the_quality_preset_sets_the_steps_and_the_operator_sets_the_default(engine):
+    fast_by_default = Worker(engine, Settings(worker_version="t", default_quality="fast"))
+    text = {"text": "Hi there.", "seed": 1}
+    (out,) = fast_by_default.run({"id": "q1", "input": text})
+    assert (out["quality"], out["nfe_step"]) == ("fast", 7)
+    (out,) = fast_by_default.run({"id": "q2", "input": {**text, "quality": "balanced"}})
+    assert (out["quality"], out["nfe_step"]) == ("balanced", 16)
 
 
 @pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "ogg", "opus", "pcm"])

@@ -18,6 +18,7 @@ def test_defaults_from_empty_env():
     assert (s.bucket_name, s.bucket_url_expiry_s) == (None, 3600)
     assert (s.ref_audio_url_timeout_s, s.voice_cache_size) == (20, 32)
     assert (s.dtype, s.torch_compile) == ("auto", False)
+    assert s.default_quality == "best"  # upstream's 32 steps, as before presets existed
 
 
 def test_values_are_read_and_normalised():
@@ -63,6 +64,7 @@ def test_values_are_read_and_normalised():
         ("VOICE_CACHE_SIZE", "many"),
         ("MODEL_NAME", "../etc"),
         ("MODEL_NAME", "a/b"),
+        ("DEFAULT_QUALITY", "ultra"),
     ],
 )
 def test_bad_values_name_the_variable(name, value):
@@ -88,3 +90,8 @@ def test_dtype_and_compile(env, dtype, compiled):
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         Settings().model_name = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("value", ["fast", " Balanced ", "BEST"])
+def test_default_quality_is_a_preset_name(value):
+    assert Settings.from_env({"DEFAULT_QUALITY": value}).default_quality == value.strip().lower()
