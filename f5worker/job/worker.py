@@ -46,7 +46,7 @@ from f5worker.job.output import (
     make_output_client,
 )
 from f5worker.job.schema import DEFAULT_VOICE, MAX_SEED, TTSRequest, parse_request
-from f5worker.job.voices import VoiceLibrary, default_voice, voice_from_bytes
+from f5worker.job.voices import VoiceLibrary, default_voice, fit_voice, voice_from_bytes
 from f5worker.s3 import make_client
 
 log = logging.getLogger(__name__)
@@ -155,10 +155,11 @@ class Worker:
         stats.chars = len(req.text)
         budget = ResultBudget(self.max_result_b64)
         deliver = Delivery(req.return_mode, req.format, job_id, self.store, budget)
-        with clock("voice"):
-            voice = self._voice(req)
-        seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
         preset, nfe_step = presets.resolve(req.quality, req.nfe_step, self.settings.default_quality)
+        with clock("voice"):
+            # Before any duration is estimated: the clip's pace sets the output's length.
+            voice = fit_voice(self._voice(req), preset.max_ref_seconds)
+        seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
         params = SynthesisParams(
             seed=seed,
             nfe_step=nfe_step,
@@ -178,6 +179,7 @@ class Worker:
                 "seed": seed,
                 "quality": preset.name,
                 "nfe_step": nfe_step,
+                "ref_audio_s": round(voice.audio.duration_s, 3),
                 "worker_version": self.settings.worker_version,
             }
 

@@ -16,7 +16,7 @@ import soundfile as sf
 from f5worker.config import Settings
 from f5worker.job.runpod_queue import sdk_can_stream, sdk_config, start_sdk
 from f5worker.job.worker import Worker
-from f5worker.testing.audio import noise, wav_b64
+from f5worker.testing.audio import noise, spoken_sentences, wav_b64
 
 FAST = {"nfe_step": 2}
 
@@ -56,6 +56,7 @@ def test_success_shape(worker):
         "seed",
         "quality",
         "nfe_step",
+        "ref_audio_s",
         "timings",
         "worker_version",
     }
@@ -75,6 +76,16 @@ def test_the_quality_preset_sets_the_steps_and_the_operator_sets_the_default(eng
     assert (out["quality"], out["nfe_step"]) == ("fast", 7)
     (out,) = fast_by_default.run({"id": "q2", "input": {**text, "quality": "balanced"}})
     assert (out["quality"], out["nfe_step"]) == ("balanced", 16)
+
+
+def test_fast_cuts_a_long_reference_at_a_sentence_end(worker):
+    samples, rate, text = spoken_sentences(2)  # two sentences, about 10.3 s
+    ref = {"text": "Hi.", "seed": 1, "ref_audio": wav_b64(samples, rate), "ref_text": text}
+    best = run_one(worker, **ref, quality="best")
+    fast = run_one(worker, **ref, quality="fast")
+    assert 10 < best["ref_audio_s"] < 11 and 4.5 < fast["ref_audio_s"] < 6
+    # the kept sentence has the pace of the whole: the output's length barely moves
+    assert fast["duration_s"] == pytest.approx(best["duration_s"], rel=0.1)
 
 
 @pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "ogg", "opus", "pcm"])
