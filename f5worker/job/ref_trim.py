@@ -17,7 +17,7 @@ The rule, conservative by design (no cut is better than a wrong one):
 4. A sentence end and a pause agree when the pause is the only one within the tolerance of
    the placed end (MIN_TOLERANCE_S, or TOLERANCE_SHARE of the speaking time if more), and no
    other sentence end claims that pause.
-5. The cut keeps the audio up to the middle of the latest agreeing pause whose kept part is at
+5. The cut keeps the audio up to just inside the latest agreeing pause whose kept part is at
    most the bound and at least MIN_KEEP_S, and the transcript up to that sentence end. With no
    agreeing pause nothing is cut (the caller decides what then).
 """
@@ -45,6 +45,11 @@ class Pause:
     start: int  # first silent sample
     end: int  # first sample after the pause
     speaking_s: float  # seconds of speech (pauses excluded) before it
+
+    def cut(self, rate: int) -> int:
+        """Where to end a clip at this pause: inside it, just after the sound. The caller trims
+        the silence off again, and a long pause must not push a clip that fits over a bound."""
+        return self.start + min((self.end - self.start) // 2, round(MIN_PAUSE_S / 2 * rate))
 
 
 def sentence_ends(text: str) -> list[int]:
@@ -114,8 +119,7 @@ def cut_at_sentence(
     for i, claimed in sorted(claims.items()):
         if len(claimed) != 1:
             continue  # two sentence ends near one pause: which one it is is a guess
-        pause = pauses[i]
-        keep = (pause.start + pause.end) // 2
+        keep = pauses[i].cut(rate)
         if MIN_KEEP_S * rate <= keep <= max_seconds * rate:
             best = samples[:keep], text[: claimed[0]].strip()
     return best

@@ -116,8 +116,8 @@ def _upstream_clip(samples: np.ndarray, rate: int) -> int:
     """preprocess_ref_audio_text's fallback: end at a pause that leaves between
     MIN_CLIP_SECONDS and MAX_REF_SECONDS, else at MAX_REF_SECONDS (mid-word if it must)."""
     pauses, _ = find_pauses(samples, rate)
-    middles = [(p.start + p.end) // 2 for p in pauses]
-    fits = [m for m in middles if MIN_CLIP_SECONDS * rate <= m <= MAX_REF_SECONDS * rate]
+    cuts = [p.cut(rate) for p in pauses]
+    fits = [c for c in cuts if MIN_CLIP_SECONDS * rate <= c <= MAX_REF_SECONDS * rate]
     return max(fits, default=int(MAX_REF_SECONDS * rate))
 
 
