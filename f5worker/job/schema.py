@@ -75,7 +75,8 @@ FIELDS: tuple[Field, ...] = (
         str,
         None,
         "Reference voice: base64 audio (WAV, FLAC, OGG, MP3), an `https://` URL or "
-        "`s3://bucket/key`; at most 10 MB and 60 s, of which the first 12 s of sound are used.",
+        "`s3://bucket/key`; at most 10 MB and 60 s, of which at most 12 s of sound are used "
+        "(see Speed and quality).",
         max_len=MAX_REF_AUDIO_B64_CHARS,
     ),
     Field(
