@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench_common import (
+    Timing,
     build_full_arch_model,
     command_line,
-    interleaved,
     machine_facts,
     peak_rss_gb,
     table,
@@ -78,8 +78,8 @@ def main() -> int:
     load_s = time.perf_counter() - start
     voices = references(TWELVE_S_GAP)
     engine.warm_up(voices[False])
-    rows = _measure(engine, voices, args)
-    _report(args, model_dir, load_s, rows, _pace_rows(engine, args.text))
+    rows, rounds = _measure(engine, voices, args)
+    _report(args, model_dir, load_s, rounds, rows, _pace_rows(engine, args.text))
     return 0
 
 
@@ -98,6 +98,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--text", default=SHORT_TEXT)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-minutes", type=float, help="no new round after this long")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     return parser.parse_args()
 
@@ -126,7 +127,9 @@ def references(gap_s: float) -> dict[bool, Any]:
     return {False: whole, True: trimmed}
 
 
-def _measure(engine: Any, voices: dict[bool, Any], args: argparse.Namespace) -> list[list[Any]]:
+def _measure(
+    engine: Any, voices: dict[bool, Any], args: argparse.Namespace
+) -> tuple[list[list[Any]], int]:
     from f5worker.engine.f5tts import SynthesisParams
 
     variants = [VARIANTS[name] for name in args.variants]
@@ -140,8 +143,7 @@ def _measure(engine: Any, voices: dict[bool, Any], args: argparse.Namespace) -> 
 
         return run
 
-    log.info("%d rounds of %s", args.repeats, ", ".join(args.variants))
-    timings, _ = interleaved({v.name: runner(v) for v in variants}, args.repeats)
+    timings = _rounds({v.name: runner(v) for v in variants}, args.repeats, args.max_minutes)
     best = timings["best"].median if "best" in timings else None
     untrimmed = timings["fast-untrimmed"].median if "fast-untrimmed" in timings else None
     rows = []
@@ -161,7 +163,28 @@ def _measure(engine: Any, voices: dict[bool, Any], args: argparse.Namespace) -> 
                 f"{untrimmed / t.median:.2f}x" if untrimmed and v.nfe_step == 7 else "-",
             ]
         )
-    return rows
+    return rows, len(timings[variants[0].name].runs)
+
+
+def _rounds(
+    fns: dict[str, Callable[[], None]], repeats: int, max_minutes: float | None
+) -> dict[str, Timing]:
+    """bench_common.interleaved, logging every run, and ending after the round in which
+    max_minutes pass: on a shared 2-core machine one round of the full architecture can take
+    most of an hour, and a table of fewer rounds (the report says how many) beats none."""
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    for round_no in range(1, repeats + 1):
+        for name, fn in fns.items():
+            began = time.perf_counter()
+            fn()
+            runs[name].append(time.perf_counter() - began)
+            log.info("round %d/%d: %s took %.1f s", round_no, repeats, name, runs[name][-1])
+        if max_minutes is not None and time.perf_counter() - start > max_minutes * 60:
+            if round_no < repeats:
+                log.warning("stopping after %d of %d rounds (--max-minutes)", round_no, repeats)
+            break
+    return {name: Timing(tuple(r)) for name, r in runs.items()}
 
 
 def _pace_rows(engine: Any, text: str) -> list[list[Any]]:
@@ -198,13 +221,14 @@ def _report(
     args: argparse.Namespace,
     model_dir: Path,
     load_s: float,
+    rounds: int,
     rows: list[list[Any]],
     pace: list[list[Any]],
 ) -> None:
     facts = machine_facts()
     print()
     print(f"model: {args.model} ({model_dir}), device: {args.device}, dtype: {args.dtype}")
-    print(f"text: {args.text!r} ({len(args.text)} chars), repeats: {args.repeats}")
+    print(f"text: {args.text!r} ({len(args.text)} chars), rounds: {rounds} of {args.repeats}")
     print("machine: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
     print(f"load s: {load_s:.1f}, peak RSS: {peak_rss_gb():.2f} GB")
     print()
