@@ -1,7 +1,8 @@
 """Reference voices: the default voice shipped in the f5-tts wheel, the voice library in S3, and
 voices sent with a request. Pure numpy and boto3; never imports torch.
 
-A voice is decoded once into memory (soundfile), trimmed and clipped as upstream does, so no
+A voice is decoded once into memory (soundfile), trimmed, and clipped to 12 s at a sentence end
+that its transcript and its pauses agree on (ref_trim.py; else as upstream does), so no
 request ever writes a temp file (upstream's preprocess_ref_audio_text keeps one per reference and
 never deletes it). Library voices live at `<S3_PREFIX>/voices/<name>/ref.wav` + `ref.txt` and are
 kept in a bounded LRU after first use; the bound is in entries, and an entry is at most 12 s of
