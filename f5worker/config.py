@@ -15,6 +15,7 @@ from pathlib import Path
 from f5worker.errors import ConfigError
 from f5worker.models.reference import ModelRef, parse_models, parse_reference
 from f5worker.startup.flash_attn import check_custom_wheel, check_sha256
+from f5worker.presets import DEFAULT_QUALITY, QUALITIES
 
 FLASH_ATTN_MODES = ("auto", "off", "require")
 DEVICES = ("auto", "cpu", "cuda")
@@ -74,6 +75,7 @@ class Settings:
     torch_compile: bool = False
     max_concurrency: int = 1
     max_audio_s: int = 1200
+    default_quality: str = DEFAULT_QUALITY
     log_format: str = "text"
     log_level: str = "INFO"
     sdk_log_level: str = "INFO"
@@ -123,6 +125,8 @@ class Settings:
             max_concurrency=_int(env, "MAX_CONCURRENCY", cls.max_concurrency, 1, 64),
             # The longest audio one request may ask for; it bounds a job's time and memory.
             max_audio_s=_int(env, "MAX_AUDIO_SECONDS", cls.max_audio_s, 10, 1200),
+            # The preset of requests that name none (presets.py).
+            default_quality=_choice(env, "DEFAULT_QUALITY", cls.default_quality, QUALITIES),
             log_format=_choice(env, "LOG_FORMAT", cls.log_format, LOG_FORMATS),
             log_level=_choice(
                 env, "LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True

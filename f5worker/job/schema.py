@@ -26,6 +26,7 @@ from f5worker.errors import (
     describe_names,
 )
 from f5worker.job import openai_compat
+from f5worker.presets import QUALITIES
 
 MAX_TEXT_CHARS = 5000
 MAX_REF_AUDIO_B64_CHARS = 14_000_000  # about 10 MB of audio once decoded
@@ -75,7 +76,8 @@ FIELDS: tuple[Field, ...] = (
         str,
         None,
         "Reference voice: base64 audio (WAV, FLAC, OGG, MP3), an `https://` URL or "
-        "`s3://bucket/key`; at most 10 MB and 60 s, of which the first 12 s of sound are used.",
+        "`s3://bucket/key`; at most 10 MB and 60 s, of which at most 12 s of sound are used "
+        "(see Speed and quality).",
         max_len=MAX_REF_AUDIO_B64_CHARS,
     ),
     Field(
@@ -101,7 +103,24 @@ FIELDS: tuple[Field, ...] = (
         low=0,
         high=MAX_SEED,
     ),
-    Field("nfe_step", int, 32, "Flow-matching steps: more is slower and cleaner.", low=1, high=64),
+    Field(
+        "quality",
+        str,
+        None,
+        "Speed preset: `fast` (7 steps; a reference over 6 s is cut at a sentence end), "
+        "`balanced` (16 steps) or `best` (32 steps); unset = the worker's `DEFAULT_QUALITY`. "
+        "See Speed and quality.",
+        choices=QUALITIES,
+    ),
+    Field(
+        "nfe_step",
+        int,
+        None,
+        "Flow-matching steps, instead of the preset's: more is slower and cleaner. 5, 6, 7, "
+        "10, 12 and 16 use upstream's pruned schedule, other counts a uniform one.",
+        low=1,
+        high=64,
+    ),
     Field("speed", float, 1.0, "Speaking rate.", low=0.3, high=3.0),
     Field("cfg_strength", float, 2.0, "Classifier-free guidance strength.", low=0.0, high=10.0),
     Field("sway_sampling_coef", float, -1.0, "Sway sampling coefficient.", low=-1.0, high=1.0),
@@ -156,7 +175,8 @@ class TTSRequest:
     format: str = "wav"
     sample_rate: int | None = None
     seed: int | None = None
-    nfe_step: int = 32
+    quality: str | None = None  # None: the operator's DEFAULT_QUALITY
+    nfe_step: int | None = None  # None: the preset's step count
     speed: float = 1.0
     cfg_strength: float = 2.0
     sway_sampling_coef: float = -1.0

@@ -1,7 +1,8 @@
 """Reference voices: the default voice shipped in the f5-tts wheel, the voice library in S3, and
 voices sent with a request. Pure numpy and boto3; never imports torch.
 
-A voice is decoded once into memory (soundfile), trimmed and clipped as upstream does, so no
+A voice is decoded once into memory (soundfile), trimmed, and clipped to 12 s at a sentence end
+that its transcript and its pauses agree on (ref_trim.py; else as upstream does), so no
 request ever writes a temp file (upstream's preprocess_ref_audio_text keeps one per reference and
 never deletes it). Library voices live at `<S3_PREFIX>/voices/<name>/ref.wav` + `ref.txt` and are
 kept in a bounded LRU after first use; the bound is in entries, and an entry is at most 12 s of
@@ -24,13 +25,16 @@ import numpy as np
 from f5worker.audio import Audio, Voice
 from f5worker.errors import BadRefAudio, StorageError, VoiceNotFound
 from f5worker.job.codecs import decode
+from f5worker.job.ref_trim import cut_at_sentence, find_pauses
+from f5worker.presets import REF_SECONDS_FULL
 from f5worker.s3 import ObjectMissing, read_object
 
 log = logging.getLogger(__name__)
 
 DEFAULT_VOICE_NAME = "default"
 DEFAULT_VOICE_TEXT = "Some call me nature, others call me mother nature."
-MAX_REF_SECONDS = 12.0  # upstream clips references to about 12 s
+MAX_REF_SECONDS = REF_SECONDS_FULL  # upstream clips references to about 12 s
+MIN_CLIP_SECONDS = 6.0  # upstream's clip at a pause keeps more than 6 s
 MIN_REF_SECONDS = 0.3
 SILENCE_DBFS = -42.0  # upstream's remove_silence_edges threshold
 TAIL_SILENCE_S = 0.05  # upstream appends 50 ms of silence
@@ -53,23 +57,74 @@ def voice_from_bytes(data: bytes, text: str, name: str = "custom") -> Voice:
     """Decode, check and prepare a reference; BAD_REF_AUDIO when it is not usable audio."""
     if len(data) > MAX_REF_BYTES:
         raise BadRefAudio(f"reference audio is larger than {MAX_REF_BYTES} bytes")
-    return Voice(prepare_reference(decode(data)), text, name=name)
+    return prepare_voice(decode(data), text, name)
+
+
+def prepare_voice(audio: Audio, text: str, name: str = "custom") -> Voice:
+    """A reference and its transcript, at most MAX_REF_SECONDS of sound.
+
+    A longer one is cut where its transcript and its pauses agree on a sentence end, so clip
+    and text still match (ref_trim.py). Failing that, upstream's way: at the latest pause
+    between MIN_CLIP_SECONDS and MAX_REF_SECONDS, else at MAX_REF_SECONDS, with the whole
+    transcript (which then says more than the clip holds).
+    """
+    rate = audio.sample_rate
+    samples = _sound(audio)
+    if len(samples) > MAX_REF_SECONDS * rate:
+        cut = cut_at_sentence(samples, rate, text, MAX_REF_SECONDS)
+        if cut is not None:
+            samples, text = _trim_silence(cut[0], rate), cut[1]
+            log.debug("reference cut at a sentence end: %.2f s kept", len(samples) / rate)
+        else:
+            samples = _trim_silence(samples[: _upstream_clip(samples, rate)], rate)
+    return Voice(_with_tail(samples, rate), text, name=name)
+
+
+def fit_voice(voice: Voice, max_seconds: float) -> Voice:
+    """The voice with at most max_seconds of sound where its transcript allows a cut there
+    (ref_trim.py); otherwise the voice as it is."""
+    rate = voice.audio.sample_rate
+    samples = _trim_silence(voice.audio.samples, rate)
+    if len(samples) <= max_seconds * rate:
+        return voice
+    cut = cut_at_sentence(samples, rate, voice.text, max_seconds)
+    if cut is None:
+        return voice
+    kept = _trim_silence(cut[0], rate)
+    log.debug("reference cut to %.2f s of %.2f s", len(kept) / rate, len(samples) / rate)
+    return Voice(_with_tail(kept, rate), cut[1], name=voice.name)
 
 
 def prepare_reference(audio: Audio) -> Audio:
-    """Trim silent edges, clip to MAX_REF_SECONDS, append a short silence (as upstream).
+    """Trim silent edges, clip to MAX_REF_SECONDS, append a short silence (as upstream), for a
+    reference without a transcript to keep consistent."""
+    samples = _sound(audio)[: int(MAX_REF_SECONDS * audio.sample_rate)]
+    return _with_tail(samples, audio.sample_rate)
 
-    A silent reference is refused here: upstream would normalise its loudness by dividing by
-    its RMS (zero) and return inf/nan audio.
-    """
+
+def _sound(audio: Audio) -> np.ndarray:
+    """The samples without their silent edges. A silent reference is refused here: upstream
+    would normalise its loudness by dividing by its RMS (zero) and return inf/nan audio."""
     samples = _trim_silence(audio.samples, audio.sample_rate)
     if samples.size == 0:
         raise BadRefAudio("reference audio is silent")
-    samples = samples[: int(MAX_REF_SECONDS * audio.sample_rate)]
     if len(samples) < MIN_REF_SECONDS * audio.sample_rate:
         raise BadRefAudio(f"reference audio is shorter than {MIN_REF_SECONDS} s of sound")
-    tail = np.zeros(int(TAIL_SILENCE_S * audio.sample_rate), dtype=np.float32)
-    return Audio(np.concatenate([samples, tail]).astype(np.float32), audio.sample_rate)
+    return samples
+
+
+def _upstream_clip(samples: np.ndarray, rate: int) -> int:
+    """preprocess_ref_audio_text's fallback: end at a pause that leaves between
+    MIN_CLIP_SECONDS and MAX_REF_SECONDS, else at MAX_REF_SECONDS (mid-word if it must)."""
+    pauses, _ = find_pauses(samples, rate)
+    cuts = [p.cut(rate) for p in pauses]
+    fits = [c for c in cuts if MIN_CLIP_SECONDS * rate <= c <= MAX_REF_SECONDS * rate]
+    return max(fits, default=int(MAX_REF_SECONDS * rate))
+
+
+def _with_tail(samples: np.ndarray, rate: int) -> Audio:
+    tail = np.zeros(int(TAIL_SILENCE_S * rate), dtype=np.float32)
+    return Audio(np.concatenate([samples, tail]).astype(np.float32), rate)
 
 
 def _trim_silence(samples: np.ndarray, rate: int) -> np.ndarray:

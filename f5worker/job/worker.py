@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from f5worker import presets
 from f5worker.audio import Audio, Voice
 from f5worker.config import Settings
 from f5worker.engine.f5tts import F5TTSEngine, SynthesisParams, free_memory
@@ -48,6 +49,7 @@ from f5worker.job.output import (
 from f5worker.job.schema import DEFAULT_VOICE, MAX_SEED, TTSRequest, parse_request
 from f5worker.job.voices import VoiceLibrary, default_voice
 from f5worker.models.reference import ModelRef
+from f5worker.job.voices import VoiceLibrary, default_voice, fit_voice, voice_from_bytes
 from f5worker.s3 import make_client
 
 log = logging.getLogger(__name__)
@@ -164,12 +166,14 @@ class Worker:
         stats.chars = len(req.text)
         budget = ResultBudget(self.max_result_b64)
         deliver = Delivery(req.return_mode, req.format, job_id, self.store, budget)
+        preset, nfe_step = presets.resolve(req.quality, req.nfe_step, self.settings.default_quality)
         with clock("voice"):
-            voice = self._voice(req)
+            # Before any duration is estimated: the clip's pace sets the output's length.
+            voice = fit_voice(self._voice(req), preset.max_ref_seconds)
         seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
         params = SynthesisParams(
             seed=seed,
-            nfe_step=req.nfe_step,
+            nfe_step=nfe_step,
             speed=req.speed,
             cfg_strength=req.cfg_strength,
             sway_sampling_coef=req.sway_sampling_coef,
@@ -185,6 +189,9 @@ class Worker:
             yield item | {
                 "seed": seed,
                 "model": ref.name,
+                "quality": preset.name,
+                "nfe_step": nfe_step,
+                "ref_audio_s": round(voice.audio.duration_s, 3),
                 "worker_version": self.settings.worker_version,
             }
 

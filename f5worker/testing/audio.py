@@ -24,3 +24,17 @@ def wav_bytes(samples: np.ndarray, rate: int = 24000, fmt: str = "WAV") -> bytes
 
 def wav_b64(samples: np.ndarray, rate: int = 24000) -> str:
     return base64.b64encode(wav_bytes(samples, rate)).decode()
+
+
+def spoken_sentences(copies: int, gap_s: float = 0.45) -> tuple[np.ndarray, int, str]:
+    """Real speech of known sentences: the default voice's sentence said `copies` times, with
+    gap_s of silence between, and its transcript. Its own comma pause ("nature, others") is
+    the kind a reference cut must not take for a sentence end."""
+    from f5worker.job.voices import DEFAULT_VOICE_TEXT, _trim_silence, default_voice
+
+    voice = default_voice()
+    rate = voice.audio.sample_rate
+    sentence = _trim_silence(voice.audio.samples, rate)
+    gap = np.zeros(int(gap_s * rate), dtype=np.float32)
+    parts = [p for _ in range(copies) for p in (gap, sentence)][1:]
+    return np.concatenate(parts), rate, " ".join([DEFAULT_VOICE_TEXT] * copies)

@@ -16,7 +16,7 @@ import soundfile as sf
 from f5worker.config import Settings
 from f5worker.job.runpod_queue import sdk_can_stream, sdk_config, start_sdk
 from f5worker.job.worker import Worker
-from f5worker.testing.audio import noise, wav_b64
+from f5worker.testing.audio import noise, spoken_sentences, wav_b64
 
 FAST = {"nfe_step": 2}
 
@@ -55,6 +55,9 @@ def test_success_shape(worker):
         "duration_s",
         "seed",
         "model",
+        "quality",
+        "nfe_step",
+        "ref_audio_s",
         "timings",
         "worker_version",
     }
@@ -64,7 +67,27 @@ def test_success_shape(worker):
     assert out["mime_type"] == "audio/wav"
     assert out["duration_s"] == pytest.approx(len(samples) / 24000, abs=1e-3)
     assert out["seed"] == 3 and out["worker_version"] == "test-1"
+    assert (out["quality"], out["nfe_step"]) == ("best", 2)  # the explicit nfe_step wins
     assert set(out["timings"]) == {"voice", "synthesis", "encode"}
+
+
+def test_the_quality_preset_sets_the_steps_and_the_operator_sets_the_default(engine):
+    fast_by_default = Worker(engine, Settings(worker_version="t", default_quality="fast"))
+    text = {"text": "Hi there.", "seed": 1}
+    (out,) = fast_by_default.run({"id": "q1", "input": text})
+    assert (out["quality"], out["nfe_step"]) == ("fast", 7)
+    (out,) = fast_by_default.run({"id": "q2", "input": {**text, "quality": "balanced"}})
+    assert (out["quality"], out["nfe_step"]) == ("balanced", 16)
+
+
+def test_fast_cuts_a_long_reference_at_a_sentence_end(worker):
+    samples, rate, text = spoken_sentences(2)  # two sentences, about 10.3 s
+    ref = {"text": "Hi.", "seed": 1, "ref_audio": wav_b64(samples, rate), "ref_text": text}
+    best = run_one(worker, **ref, quality="best")
+    fast = run_one(worker, **ref, quality="fast")
+    assert 10 < best["ref_audio_s"] < 11 and 4.5 < fast["ref_audio_s"] < 6
+    # the kept sentence has the pace of the whole: the output's length barely moves
+    assert fast["duration_s"] == pytest.approx(best["duration_s"], rel=0.1)
 
 
 @pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "ogg", "opus", "pcm"])

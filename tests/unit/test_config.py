@@ -18,6 +18,7 @@ def test_defaults_from_empty_env():
     assert (s.bucket_name, s.bucket_url_expiry_s) == (None, 3600)
     assert (s.ref_audio_url_timeout_s, s.voice_cache_size) == (20, 32)
     assert (s.dtype, s.torch_compile) == ("auto", False)
+    assert s.default_quality == "best"  # upstream's 32 steps, as before presets existed
 
 
 def test_values_are_read_and_normalised():
@@ -69,6 +70,7 @@ def test_values_are_read_and_normalised():
         ("REF_AUDIO_S3_ALLOW", "bucket/a//b"),
         ("REF_AUDIO_S3_ALLOW", "bucket/./b"),
         ("REF_AUDIO_S3_ALLOW", "*"),
+        ("DEFAULT_QUALITY", "ultra"),
     ],
 )
 def test_bad_values_name_the_variable(name, value):
@@ -119,3 +121,8 @@ def test_ref_audio_s3_allow():
 def test_private_download_urls_read_as_the_sdk_reads_them(value, allowed):
     env = {"RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS": value}
     assert Settings.from_env(env).allow_private_download_urls is allowed
+
+
+@pytest.mark.parametrize("value", ["fast", " Balanced ", "BEST"])
+def test_default_quality_is_a_preset_name(value):
+    assert Settings.from_env({"DEFAULT_QUALITY": value}).default_quality == value.strip().lower()

@@ -37,6 +37,7 @@ FIELD = {
     "TORCH_COMPILE": "torch_compile",
     "MAX_CONCURRENCY": "max_concurrency",
     "MAX_AUDIO_SECONDS": "max_audio_s",
+    "DEFAULT_QUALITY": "default_quality",
     "LOG_LEVEL": "log_level",
     "LOG_FORMAT": "log_format",
 }

@@ -120,6 +120,7 @@ def test_every_field_has_a_value_in_range():
         "format": "opus",
         "sample_rate": 48000,
         "seed": 0,
+        "quality": "balanced",
         "nfe_step": 64,
         "speed": 0.3,
         "cfg_strength": 10,
@@ -132,6 +133,7 @@ def test_every_field_has_a_value_in_range():
     req = parse_request(full)
     assert req.voice == "anna_v2.1-x" and req.sample_rate == 48000 and req.stream
     assert req.remove_silence is True and req.return_mode == "base64"
+    assert (req.quality, req.nfe_step) == ("balanced", 64)
     assert parse_request({**REF, "ref_text": "x" * MAX_REF_TEXT_CHARS}).ref_text
 
 
