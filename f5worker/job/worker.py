@@ -47,9 +47,8 @@ from f5worker.job.output import (
     make_output_client,
 )
 from f5worker.job.schema import DEFAULT_VOICE, MAX_SEED, TTSRequest, parse_request
-from f5worker.job.voices import VoiceLibrary, default_voice
+from f5worker.job.voices import VoiceLibrary, default_voice, fit_voice
 from f5worker.models.reference import ModelRef
-from f5worker.job.voices import VoiceLibrary, default_voice, fit_voice, voice_from_bytes
 from f5worker.s3 import make_client
 
 log = logging.getLogger(__name__)
