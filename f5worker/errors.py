@@ -111,6 +111,12 @@ class SynthesisFailed(WorkerError):
     code = "SYNTHESIS_FAILED"
 
 
+class JobCancelled(WorkerError):
+    """The job was cancelled (by RunPod, or an HTTP client that went away) between chunks."""
+
+    code = "CANCELLED"
+
+
 class InternalError(WorkerError):
     code = "INTERNAL_ERROR"
     retryable = True

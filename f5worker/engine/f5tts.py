@@ -330,11 +330,19 @@ class F5TTSEngine:
         return Audio(np.concatenate(pieces).astype(np.float32, copy=False), self.sample_rate)
 
     def synthesize_stream(
-        self, text: str, voice: Voice, params: SynthesisParams
+        self,
+        text: str,
+        voice: Voice,
+        params: SynthesisParams,
+        chunks: Sequence[str] | None = None,
     ) -> Iterator[Audio]:
         """Yield audio chunk by chunk, cross-faded: each piece holds back the fade-out tail that
-        the next chunk fades into, so the pieces concatenate to exactly the full utterance."""
-        chunks = self.split_text(text, voice, params.speed)
+        the next chunk fades into, so the pieces concatenate to exactly the full utterance.
+
+        `chunks`: the text already split by split_text (a caller that needs the chunk count or
+        texts before the first piece passes them, so the text is split once); one piece each."""
+        if chunks is None:
+            chunks = self.split_text(text, voice, params.speed)
         ref = torch_thread.run(self._reference, voice)
         fade = int(params.cross_fade_duration * self.sample_rate)
         tail = np.zeros(0, dtype=np.float32)

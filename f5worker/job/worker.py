@@ -31,11 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from f5worker import presets
 from f5worker.audio import Audio, Voice
 from f5worker.config import Settings
 from f5worker.engine.f5tts import F5TTSEngine, SynthesisParams, free_memory
-from f5worker.errors import InternalError, WorkerError
+from f5worker.errors import InternalError, JobCancelled, WorkerError
 from f5worker.job.codecs import MIME_TYPES, StreamResampler, encode, resample, shorten_pauses
 from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
 from f5worker.job.models import ModelPool
@@ -61,6 +63,59 @@ class _JobStats:
     chars: int = 0
     audio_s: float = 0.0
     items: int = 0
+
+
+@dataclass(frozen=True)
+class JobControl:
+    """What a serving adapter tells a running job, and hears from it between chunks.
+
+    cancelled: true once the job should stop (a RunPod cancel, an HTTP client that went away);
+        checked before each chunk, so the engine is free after the chunk in progress.
+    progress: called with (chunks done, chunks in all) after each chunk.
+    """
+
+    cancelled: Callable[[], bool] = lambda: False
+    progress: Callable[[int, int], None] = lambda _done, _total: None
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One text chunk's audio as the engine made it (before any output processing)."""
+
+    index: int
+    count: int
+    text: str
+    audio: Audio
+
+    @property
+    def last(self) -> bool:
+        return self.index == self.count - 1
+
+
+@dataclass
+class PreparedJob:
+    """A validated job, ready for its first model step (Worker.prepare)."""
+
+    req: TTSRequest
+    model: ModelRef
+    engine: F5TTSEngine
+    voice: Voice
+    params: SynthesisParams
+    preset: presets.Preset
+    chunks: list[str]
+    deliver: Delivery
+    clock: _Clock
+
+    def stamp(self, worker_version: str) -> dict[str, Any]:
+        """What every item of this job says about how it was made."""
+        return {
+            "seed": self.params.seed,
+            "model": self.model.name,
+            "quality": self.preset.name,
+            "nfe_step": self.params.nfe_step,
+            "ref_audio_s": round(self.voice.audio.duration_s, 3),
+            "worker_version": worker_version,
+        }
 
 
 class Worker:
@@ -126,24 +181,27 @@ class Worker:
 
     # -- one job ------------------------------------------------------------------------------
 
-    def run(self, job: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def run(
+        self, job: dict[str, Any], control: JobControl | None = None
+    ) -> Iterator[dict[str, Any]]:
         """All result items of one job; a failure is the last item, never an exception."""
         job_id = str(job.get("id", "-"))
         started = time.perf_counter()
         stats = _JobStats()
         try:
-            yield from self._items(job.get("input"), job_id, stats)
+            prepared = self.prepare(job.get("input"), job_id)
+            stats.chars = len(prepared.req.text)
+            for item in self.items(prepared, control or JobControl()):
+                stats.items += 1
+                stats.audio_s += item["duration_s"]
+                yield item
         except WorkerError as err:
-            log.warning("job %s failed: %s", job_id, err.code)
-            if err.fatal:
-                self.on_fatal()
-            yield err.to_payload() | {"worker_version": self.settings.worker_version}
+            yield self.error_payload(err, job_id)
             return
         except Exception:
             # Logged with its traceback for operators (ERROR); the client gets no internals.
             log.exception("job %s failed unexpectedly", job_id)
-            payload = InternalError("unexpected error; see the worker log").to_payload()
-            yield payload | {"worker_version": self.settings.worker_version}
+            yield self.error_payload(InternalError("unexpected error; see the worker log"), job_id)
             return
         compute = time.perf_counter() - started
         log.info(
@@ -156,13 +214,24 @@ class Worker:
             compute / max(stats.audio_s, 1e-6),
         )
 
-    def _items(self, raw: Any, job_id: str, stats: _JobStats) -> Iterator[dict[str, Any]]:
+    def error_payload(self, err: WorkerError, job_id: str) -> dict[str, Any]:
+        """The coded error item of a failed job (and the fatal-error hook for a broken GPU)."""
+        if not isinstance(err, InternalError):
+            log.warning("job %s failed: %s", job_id, err.code)
+        if err.fatal:
+            self.on_fatal()
+        return err.to_payload() | {"worker_version": self.settings.worker_version}
+
+    def prepare(self, raw: Any, job_id: str = "-") -> PreparedJob:
+        """Everything a job needs before the first model step: the validated request, its model
+        (loaded if need be), the voice, the parameters and the text split into chunks. Every
+        input error is raised here, so a caller that must commit to a response (HTTP status,
+        headers) before synthesis can still answer with the right code."""
         clock = _Clock()
         req = parse_request(raw)
         ref, engine, load_s = self.models.get(req.model)
         if load_s is not None:
             clock.stages["model_load"] = load_s
-        stats.chars = len(req.text)
         budget = ResultBudget(self.max_result_b64)
         deliver = Delivery(req.return_mode, req.format, job_id, self.store, budget)
         preset, nfe_step = presets.resolve(req.quality, req.nfe_step, self.settings.default_quality)
@@ -178,71 +247,60 @@ class Worker:
             sway_sampling_coef=req.sway_sampling_coef,
             cross_fade_duration=req.cross_fade_duration,
         )
-        if req.stream:
-            items = self._stream(engine, req, voice, params, deliver, clock)
-        else:
-            items = self._whole(engine, req, voice, params, deliver, clock)
-        for item in items:
-            stats.items += 1
-            stats.audio_s += item["duration_s"]
-            yield item | {
-                "seed": seed,
-                "model": ref.name,
-                "quality": preset.name,
-                "nfe_step": nfe_step,
-                "ref_audio_s": round(voice.audio.duration_s, 3),
-                "worker_version": self.settings.worker_version,
-            }
+        chunks = engine.split_text(req.text, voice, req.speed)
+        return PreparedJob(req, ref, engine, voice, params, preset, chunks, deliver, clock)
 
-    def _whole(
-        self,
-        engine: F5TTSEngine,
-        req: TTSRequest,
-        voice: Voice,
-        params: SynthesisParams,
-        deliver: Delivery,
-        clock: _Clock,
-    ) -> Iterator[dict[str, Any]]:
-        with clock("synthesis"):
-            audio = engine.synthesize(req.text, voice, params)
-        if req.remove_silence:
+    def items(self, job: PreparedJob, control: JobControl) -> Iterator[dict[str, Any]]:
+        """The result items of a prepared job, each stamped with what served it."""
+        produce = self._stream if job.req.stream else self._whole
+        for item in produce(job, control):
+            yield item | job.stamp(self.settings.worker_version)
+
+    def pieces(self, job: PreparedJob, control: JobControl) -> Iterator[Piece]:
+        """The engine's audio chunk by chunk (cross-faded; the pieces concatenate to the whole
+        utterance). Between chunks the job reports progress and honours a cancel: the engine
+        is free for the next job after at most one chunk's (or one batch's) work."""
+        count = len(job.chunks)
+        audio = job.engine.synthesize_stream(job.req.text, job.voice, job.params, job.chunks)
+        try:
+            for index, text in enumerate(job.chunks):
+                if control.cancelled():
+                    raise JobCancelled(f"cancelled after {index} of {count} chunks")
+                with job.clock("synthesis"):
+                    piece = next(audio, None)
+                if piece is None:
+                    return
+                control.progress(index + 1, count)
+                yield Piece(index, count, text, piece)
+        finally:
+            audio.close()
+
+    def _whole(self, job: PreparedJob, control: JobControl) -> Iterator[dict[str, Any]]:
+        samples = [piece.audio.samples for piece in self.pieces(job, control)]
+        engine = job.engine
+        audio = Audio(np.concatenate(samples).astype(np.float32, copy=False), engine.sample_rate)
+        if job.req.remove_silence:
             audio = shorten_pauses(audio)
-        audio = resample(audio, req.sample_rate or audio.sample_rate)
-        yield self._deliver(audio, req, deliver, clock, index=0)
+        audio = resample(audio, job.req.sample_rate or audio.sample_rate)
+        yield self._deliver(audio, job, index=0)
 
-    def _stream(
-        self,
-        engine: F5TTSEngine,
-        req: TTSRequest,
-        voice: Voice,
-        params: SynthesisParams,
-        deliver: Delivery,
-        clock: _Clock,
-    ) -> Iterator[dict[str, Any]]:
+    def _stream(self, job: PreparedJob, control: JobControl) -> Iterator[dict[str, Any]]:
         """One item per text chunk; pieces concatenate to the whole utterance (pcm exactly)."""
-        count = len(engine.split_text(req.text, voice, req.speed))
-        rate = req.sample_rate or engine.sample_rate
-        resampler = StreamResampler(engine.sample_rate, rate)
-        pieces = engine.synthesize_stream(req.text, voice, params)
-        for index in range(count):
-            with clock("synthesis"):
-                piece = next(pieces, None)
-            if piece is None:
-                break
-            if req.remove_silence:
-                piece = shorten_pauses(piece)
-            piece = resampler(piece, last=index == count - 1)
-            item = self._deliver(piece, req, deliver, clock, index=index)
-            yield item | {"chunk": index, "chunks": count}
-            clock.reset()
+        rate = job.req.sample_rate or job.engine.sample_rate
+        resampler = StreamResampler(job.engine.sample_rate, rate)
+        for piece in self.pieces(job, control):
+            audio = shorten_pauses(piece.audio) if job.req.remove_silence else piece.audio
+            audio = resampler(audio, last=piece.last)
+            item = self._deliver(audio, job, index=piece.index)
+            yield item | {"chunk": piece.index, "chunks": piece.count}
+            job.clock.reset()
 
-    def _deliver(
-        self, audio: Audio, req: TTSRequest, deliver: Delivery, clock: _Clock, index: int
-    ) -> dict[str, Any]:
+    def _deliver(self, audio: Audio, job: PreparedJob, index: int) -> dict[str, Any]:
+        req, clock = job.req, job.clock
         with clock("encode"):
             data = encode(audio, req.format)
         with clock("upload"):
-            out = deliver(data, index)
+            out = job.deliver(data, index)
         if "audio_url" not in out:
             clock.drop("upload")  # inline: base64 only, not worth a stage of its own
         return out | {

@@ -161,7 +161,7 @@ def test_unexpected_exception_is_internal_error(worker, monkeypatch, caplog):
     def boom(*_a, **_k):
         raise RuntimeError("secret user text inside")
 
-    monkeypatch.setattr(worker.engine, "synthesize", boom)
+    monkeypatch.setattr(worker.engine, "synthesize_stream", boom)
     out = list(worker.run(job(text="x")))
     assert len(out) == 1 and out[0]["error_code"] == "INTERNAL_ERROR"
     assert out[0]["retryable"] is True and "secret user text" not in out[0]["error"]
@@ -253,7 +253,7 @@ def test_only_a_fatal_error_asks_the_sdk_for_a_new_worker(engine, monkeypatch):
         def fail(*_a, error=error, **_k):
             raise error
 
-        monkeypatch.setattr(worker.engine, "synthesize", fail)
+        monkeypatch.setattr(worker.engine, "synthesize_stream", fail)
         [payload] = list(worker.run(job(text="x")))
         assert payload.get("refresh_worker", False) is refresh
         assert config.get("refresh_worker", False) is refresh

@@ -196,7 +196,7 @@ def test_a_fatal_gpu_error_refreshes_the_worker(engine, monkeypatch, transport):
     def broken(*_a, **_k):
         raise GPUError("GPU out of memory twice in a row")
 
-    monkeypatch.setattr(worker.engine, "synthesize", broken)
+    monkeypatch.setattr(worker.engine, "synthesize_stream", broken)
     config = handle_job(worker, {"text": "Hello.", "nfe_step": 2})
     assert transport["done"] == [
         {"error": "GPU_ERROR: GPU out of memory twice in a row", "stopPod": True}

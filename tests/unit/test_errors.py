@@ -6,6 +6,7 @@ from f5worker.errors import (
     GPUError,
     InternalError,
     InvalidInput,
+    JobCancelled,
     OutputTooLarge,
     StorageError,
     TextTooLong,
@@ -23,6 +24,7 @@ CASES = [
     (OutputTooLarge, "OUTPUT_TOO_LARGE", False, Exception),
     (StorageError, "STORAGE_ERROR", True, OSError),
     (ConfigError, "CONFIG_ERROR", False, ValueError),
+    (JobCancelled, "CANCELLED", False, Exception),
     (InternalError, "INTERNAL_ERROR", True, Exception),
     (GPUError, "GPU_ERROR", True, Exception),
 ]
