@@ -113,7 +113,12 @@ def prepare_model(
         with _step(name, "runpod_cache") as outcome:
             from f5worker.models.runpod_cache import serve_from_runpod_cache
 
-            served = serve_from_runpod_cache(settings, ref)
+            try:
+                served = serve_from_runpod_cache(settings, ref)
+            except StorageError as err:  # its vocoder is nowhere: S3 may hold the whole model
+                log.warning("model %s: RunPod's cached copy is unusable: %s", name, err.message)
+                outcome.append("unusable")
+                served = None
             if served is not None:
                 outcome.append("hit")
                 return PreparedModel(served, "runpod_cache")
