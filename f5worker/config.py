@@ -50,6 +50,10 @@ class Settings:
     model_dir: Path | None = None
     models: tuple[ModelRef, ...] = ()  # MODELS (or MODEL_NAME); empty: model_name alone
     models_preload: str = "default"
+    # Serve the demo model when the default model is nowhere (no S3 cache, hub unreachable):
+    # only when the operator named no model at all (`make run` out of the box). A model someone
+    # named never silently becomes noise.
+    demo_fallback: bool = False
     max_resident_models: int = 2
     runpod_hf_cache_dir: Path = RUNPOD_HF_CACHE
     model_cache_dir: Path = Path("/tmp/models")
@@ -92,6 +96,7 @@ class Settings:
             model_dir=Path(model_dir) if model_dir else None,
             models=models,
             models_preload=_choice(env, "MODELS_PRELOAD", cls.models_preload, PRELOAD_MODES),
+            demo_fallback=not (_opt(env, "MODELS") or _opt(env, "MODEL_NAME")),
             max_resident_models=_int(env, "MAX_RESIDENT_MODELS", cls.max_resident_models, 1, 16),
             runpod_hf_cache_dir=Path(
                 env.get("RUNPOD_HF_CACHE_DIR", "").strip() or str(cls.runpod_hf_cache_dir)

@@ -8,7 +8,9 @@ is still running on an evicted engine keeps it alive until it finishes, so with
 MAX_CONCURRENCY > 1 one extra engine can briefly outlive its eviction.
 
 Loads happen one at a time (the load lock), outside the dict's lock, so jobs on resident models
-never wait for another model's load. Never imports torch itself (the loader and `free` do).
+never wait for another model's load. A model's files are found (`fetch`, the source chain)
+before anything is evicted, so a job naming a model that is nowhere gets its coded error and
+costs the resident models nothing. Never imports torch itself (the loader and `free` do).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ModelPool(Generic[E]):
         load: Callable[[ModelRef], E],
         max_resident: int,
         free: Callable[[], None] = lambda: None,
+        fetch: Callable[[ModelRef], object] = lambda ref: None,
     ) -> None:
         if not refs:
             raise ValueError("a pool needs at least one model")
@@ -46,6 +49,7 @@ class ModelPool(Generic[E]):
         }
         self._load = load
         self._free = free
+        self._fetch = fetch
         self.max_resident = max(1, max_resident)
         self._engines: OrderedDict[str, E] = OrderedDict()
         self._lock = threading.Lock()
@@ -88,6 +92,7 @@ class ModelPool(Generic[E]):
         with self._load_lock:
             engine = self._resident(ref)  # another job may have loaded it meanwhile
             if engine is None:
+                self._fetch(ref)
                 self._evict_for_one_more()
                 log.info("loading model %s on first use", ref.key)
                 engine = self._load(ref)

@@ -397,21 +397,27 @@ def build_worker(
         log.info("warm-up took %.2f s", engine.warm_up(default_voice()))
         return engine
 
-    def load(ref: ModelRef) -> F5TTSEngine:
+    def fetch(ref: ModelRef) -> Path:
         directory = prepared.get(ref.name)
         if directory is None:
             from f5worker.models.source import prepare_model
 
             directory = prepare_model(settings, ref=ref).model_dir
             prepared[ref.name] = directory  # a held version: valid for the process's life
-        return load_dir(directory)
+        return directory
+
+    def load(ref: ModelRef) -> F5TTSEngine:
+        return load_dir(fetch(ref))
 
     engine = load_dir(model_dir)
-    pool = ModelPool(settings.model_refs, load, settings.max_resident_models, free_memory)
+    pool = ModelPool(settings.model_refs, load, settings.max_resident_models, free_memory, fetch)
     pool.add(pool.default, engine)
     if settings.models_preload == "all":
         for ref in pool.refs[1 : pool.max_resident]:
-            pool.add(ref, load(ref))
+            try:
+                pool.add(ref, load(ref))
+            except WorkerError as err:  # the default serves; a job naming this one retries it
+                log.error("model %s not preloaded: %s: %s", ref.name, err.code, err.message)
     return Worker(engine, settings, models=pool)
 
 

@@ -5,7 +5,9 @@ itself honours HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE; its download cache live
 `$HF_HOME/hub` (settings.hf_home, under /tmp so it stays off a small volume). Each file is then
 hard-linked (same filesystem, no extra disk) or copied into the model directory in the layout of
 model_spec.py; model.json takes the architecture from the f5-tts package's own config yaml, and
-the manifest is written last, so a fetch cut short never looks complete. Never imports torch.
+the manifest is written last, so a fetch cut short never looks complete. The vocoder
+(charactr/vocos-mel-24khz) is taken from RunPod's cached models or HF_HOME's hub cache when
+either holds it, so only the model's own files need the hub. Never imports torch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import yaml
 
 from f5worker.config import Settings
 from f5worker.errors import ModelError, StorageError
+from f5worker.models.hf_cache import find_snapshot
 from f5worker.models.local_cache import TEMP_SUFFIX, check_model_name, record_all
 from f5worker.models.manifest import MANIFEST_NAME, build_manifest, write_manifest
 from f5worker.models.reference import ARCH_FILE_SUFFIX, KNOWN_MODELS, HubModel
@@ -69,10 +72,9 @@ def fetch_from_hub(
         _place(hub.download(model.repo, model.vocab, commit), dest / "vocab.txt")
     else:
         _place(Path(str(files("f5_tts.infer").joinpath("examples/vocab.txt"))), dest / "vocab.txt")
-    vocoder_commit = hub.resolve(VOCODER.repo, VOCODER_FILES[0], VOCODER.revision)
+    vocoder, vocoder_commit = vocoder_snapshot(settings, hub)
     for filename in VOCODER_FILES:
-        path = hub.download(VOCODER.repo, filename, vocoder_commit)
-        _place(path, dest / VOCODER_DIR / filename)
+        _place(vocoder / filename, dest / VOCODER_DIR / filename)
 
     config_text = None
     if model.config.endswith(ARCH_FILE_SUFFIX):
@@ -103,6 +105,20 @@ def fetch_from_hub(
         time.perf_counter() - started,
     )
     return dest
+
+
+def vocoder_snapshot(settings: Settings, hub: _Hub | None = None) -> tuple[Path, str]:
+    """(directory holding the vocoder's files, its commit): from RunPod's cached models or
+    HF_HOME's hub cache when either has it (an image can bake it there), else downloaded."""
+    for root in (settings.runpod_hf_cache_dir, settings.hf_home / "hub"):
+        found = find_snapshot(root, VOCODER.repo, VOCODER.revision, list(VOCODER_FILES))
+        if found is not None:
+            return found, found.name
+    log.info("vocoder %s is not cached; downloading it from the hub", VOCODER.repo)
+    hub = hub or _Hub(settings.hf_home / "hub", None, None)
+    commit = hub.resolve(VOCODER.repo, VOCODER_FILES[0], VOCODER.revision)
+    paths = [hub.download(VOCODER.repo, filename, commit) for filename in VOCODER_FILES]
+    return paths[0].parent, commit
 
 
 def model_spec(name: str, config: str, checkpoint: str, text: str | None = None) -> ModelSpec:

@@ -2,8 +2,7 @@
 
 With an endpoint's Model setting, RunPod downloads a hub repo into
 `/runpod-volume/huggingface-cache/hub/models--ORG--NAME/` in huggingface_hub's own cache layout
-(`refs/<branch>` holds a commit, `snapshots/<commit>/<path>` are the files, usually symlinks
-into `blobs/`), unbilled. Setting RUNPOD_HF_CACHE_DIR moves the root.
+(models/hf_cache.py), unbilled. Setting RUNPOD_HF_CACHE_DIR moves the root.
 
 Read in place: the model directory served is a small private directory of symlinks to the
 snapshot's files plus a model.json, so the engine's one loading path (model.json with relative
@@ -22,47 +21,17 @@ Never imports torch.
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 from importlib.resources import files
 from pathlib import Path, PurePosixPath
 
 from f5worker.config import Settings
-from f5worker.models.hub import VOCODER, VOCODER_DIR, VOCODER_FILES, _Hub, model_spec
+from f5worker.models.hf_cache import find_snapshot
+from f5worker.models.hub import VOCODER_DIR, VOCODER_FILES, model_spec, vocoder_snapshot
 from f5worker.models.reference import ARCH_FILE_SUFFIX, ModelRef
 from f5worker.models.spec import SPEC_NAME
 
 log = logging.getLogger(__name__)
-
-COMMIT = re.compile(r"[0-9a-f]{40}")
-
-
-def repo_dir(root: Path, repo: str) -> Path:
-    """huggingface_hub's folder for a model repo: models--ORG--NAME."""
-    return root / ("models--" + repo.replace("/", "--"))
-
-
-def find_snapshot(root: Path, repo: str, revision: str, paths: list[str]) -> Path | None:
-    """The snapshot directory holding every path of `paths`, or None.
-
-    A commit revision names its snapshot; a branch or tag is read from refs/ as
-    huggingface_hub writes it. Paths must be files inside the snapshot (symlinks to its blobs
-    are the norm)."""
-    base = repo_dir(root, repo)
-    if COMMIT.fullmatch(revision):
-        commit = revision
-    else:
-        try:
-            commit = (base / "refs" / revision).read_text().strip()
-        except OSError:
-            return None
-        if not COMMIT.fullmatch(commit):
-            return None
-    snapshot = base / "snapshots" / commit
-    for rel in paths:
-        if not (snapshot / rel).is_file():
-            return None
-    return snapshot
 
 
 def serve_from_runpod_cache(settings: Settings, ref: ModelRef) -> Path | None:
@@ -75,7 +44,7 @@ def serve_from_runpod_cache(settings: Settings, ref: ModelRef) -> Path | None:
     snapshot = find_snapshot(settings.runpod_hf_cache_dir, hub.repo, hub.revision, wanted)
     if snapshot is None:
         return None
-    vocoder = _vocoder(settings)
+    vocoder, _ = vocoder_snapshot(settings)
     out = Path(tempfile.mkdtemp(prefix=f"f5worker-{ref.key}-"))
     checkpoint = PurePosixPath(hub.checkpoint).name
     (out / checkpoint).symlink_to((snapshot / hub.checkpoint).resolve())
@@ -94,17 +63,3 @@ def serve_from_runpod_cache(settings: Settings, ref: ModelRef) -> Path | None:
         "model %s read in place from RunPod's cache (snapshot %s)", ref.key, snapshot.name[:12]
     )
     return out
-
-
-def _vocoder(settings: Settings) -> Path:
-    """The vocoder's snapshot: RunPod's cache, HF_HOME's hub cache, or a hub download."""
-    for root in (settings.runpod_hf_cache_dir, settings.hf_home / "hub"):
-        found = find_snapshot(root, VOCODER.repo, VOCODER.revision, list(VOCODER_FILES))
-        if found is not None:
-            return found
-    log.info("vocoder %s is not cached; downloading it from the hub", VOCODER.repo)
-    hub = _Hub(settings.hf_home / "hub", None, None)
-    commit = hub.resolve(VOCODER.repo, VOCODER_FILES[0], VOCODER.revision)
-    for filename in VOCODER_FILES:
-        path = hub.download(VOCODER.repo, filename, commit)
-    return path.parent

@@ -8,9 +8,11 @@ source, which is the Hugging Face hub, or the demo generator for `demo` (DESIGN.
 A reference's storage key (its directory and S3 key segment) is derived from the whole
 reference, so two models never share an entry. Whatever came from a source, or from a local copy
 that S3 lacks, is uploaded to S3 by a daemon thread while the worker serves; its errors are
-logged and never stop serving. With no S3 cache configured and the hub unreachable the worker
-serves the demo model, with one WARNING. With an S3 cache configured the operator asked for a
-real model, so an unreachable hub on a miss fails start-up instead of serving noise.
+logged and never stop serving. A model found nowhere is a StorageError naming the reference
+and every place looked in (start-up fails for the default model; a job gets the error for
+another), never noise in its place: the demo model stands in only for the default model when
+the operator named no model at all and configured no S3 cache (`make run` offline), with one
+WARNING.
 
 Whatever comes from the cache is a version directory, `<MODEL_CACHE_DIR>/<model>/versions/<v>/`
 (models/store.py), held by this process until it exits: the engine loads it after the model
@@ -111,7 +113,12 @@ def prepare_model(
         with _step(name, "runpod_cache") as outcome:
             from f5worker.models.runpod_cache import serve_from_runpod_cache
 
-            served = serve_from_runpod_cache(settings, ref)
+            try:
+                served = serve_from_runpod_cache(settings, ref)
+            except StorageError as err:  # its vocoder is nowhere: S3 may hold the whole model
+                log.warning("model %s: RunPod's cached copy is unusable: %s", name, err.message)
+                outcome.append("unusable")
+                served = None
             if served is not None:
                 outcome.append("hit")
                 return PreparedModel(served, "runpod_cache")
@@ -122,11 +129,24 @@ def prepare_model(
                 outcome.append("hit" if found.origin == "s3" else "down, local copy")
                 return found
     hub_fetch = fetch or (lambda s, d: _hub_fetch(s, d, ref))
+    may_fall_back = default and settings.demo_fallback and not settings.s3_bucket
     with (
         _step(name, "local/source") as outcome,
         model_lock(settings.model_cache_dir, name) as locked,
     ):
-        local = _ensure_local(settings, store, locked, hub_fetch, wait_for_backend)
+        local: tuple[str, Path] | None
+        try:
+            local = _ensure_local(settings, store, locked, hub_fetch, wait_for_backend)
+        except StorageError as err:
+            if not may_fall_back:
+                raise _nowhere(ref, settings, err) from err
+            log.warning(
+                "model %s is not cached and the hub is unreachable (%s); serving the demo "
+                "model instead, whose audio is noise",
+                name,
+                err.message,
+            )
+            local = None
         outcome.append(local[0] if local else "hub unreachable")
     if local is None:
         demo = ModelStore.checked(settings.model_cache_dir, DEMO_MODEL)
@@ -145,9 +165,9 @@ def _ensure_local(
     locked: bool,
     fetch: Fetch,
     wait_for_backend: Callable[[], None],
-) -> tuple[str, Path] | None:
-    """Under the model lock: where the local copy came from and its held version directory, or
-    None when the hub failed and the caller should serve the demo model instead."""
+) -> tuple[str, Path]:
+    """Under the model lock: where the local copy came from and its held version directory.
+    A source that fails raises its StorageError."""
     served = serve_local(store, locked=locked)  # under the lock: another may have just fetched
     if served is not None:
         return "local", served
@@ -155,19 +175,18 @@ def _ensure_local(
         return "demo", add_built_version(
             store, lambda d: _build_demo(d, wait_for_backend), locked=locked
         )
-    try:
-        model_dir = add_built_version(store, lambda d: fetch(settings, d), locked=locked)
-    except StorageError as err:
-        if settings.s3_bucket:
-            raise
-        log.warning(
-            "model %s is not cached and the hub is unreachable (%s); serving the demo "
-            "model instead, whose audio is noise",
-            settings.model_name,
-            err.message,
-        )
-        return None
-    return "hub", model_dir
+    return "hub", add_built_version(store, lambda d: fetch(settings, d), locked=locked)
+
+
+def _nowhere(ref: ModelRef, settings: Settings, err: StorageError) -> StorageError:
+    """The model is in no place the chain looks: name the reference and every place."""
+    places = ["MODEL_CACHE_DIR"]
+    if ref.hub is not None:
+        places.insert(0, "RunPod's cached models")
+    if settings.s3_bucket:
+        places.append("the S3 cache")
+    label = ref.name if ref.name == ref.text else f"{ref.name} ({ref.text})"
+    return StorageError(f"model {label} is not in {', '.join(places)}; {err.message}")
 
 
 def _from_s3(settings: Settings) -> PreparedModel | None:

@@ -119,7 +119,8 @@ def _model_step(
     timeline: Timeline, settings: Settings, backend_ready: threading.Event
 ) -> dict[str, Path]:
     """Model name -> directory: the default model's, and with MODELS_PRELOAD=all every
-    other listed model's too (their files only; build_worker loads what fits)."""
+    other listed model's too (their files only; build_worker loads what fits). Only the default
+    model is required: another that is nowhere is logged, and a job naming it retries it."""
 
     def wait_for_backend() -> None:
         # The demo generator builds with torch and f5-tts, which the main thread is importing.
@@ -130,6 +131,10 @@ def _model_step(
         prepared = {settings.default_model.name: resolve_model_dir(settings, wait_for_backend)}
         if settings.models_preload == "all":
             for ref in settings.model_refs[1:]:
-                found = prepare_model(settings, wait_for_backend=wait_for_backend, ref=ref)
+                try:
+                    found = prepare_model(settings, wait_for_backend=wait_for_backend, ref=ref)
+                except WorkerError as err:
+                    log.error("model %s not preloaded: %s: %s", ref.name, err.code, err.message)
+                    continue
                 prepared[ref.name] = found.model_dir
         return prepared

@@ -205,7 +205,7 @@ def test_without_s3_an_unreachable_hub_serves_the_demo_with_one_warning(
 
     monkeypatch.setattr(model_source, "_build_demo", build)
     with caplog.at_level(logging.WARNING):
-        prepared = prepare_model(settings_for(tmp_path, None, None))
+        prepared = prepare_model(settings_for(tmp_path, None, None, demo_fallback=True))
     assert prepared.origin == "demo-fallback" and len(built) == 1
     assert built[0].parent == prepared.model_dir.parent == tmp_path / "models/demo/versions"
     assert (prepared.model_dir / "model.json").is_file() and not built[0].exists()
@@ -216,3 +216,15 @@ def test_without_s3_an_unreachable_hub_serves_the_demo_with_one_warning(
         f"model {MODEL} is not cached and the hub is unreachable (hub resolve SWivid/F5-TTS/"
     )
     assert record.getMessage().endswith("serving the demo model instead, whose audio is noise")
+
+
+def test_a_named_model_found_nowhere_fails_naming_it_and_never_serves_the_demo(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(model_source, "_build_demo", lambda *_: pytest.fail("built the demo"))
+    with pytest.raises(StorageError) as info:
+        prepare_model(settings_for(tmp_path, None, None))  # demo_fallback: MODEL_NAME was set
+    assert info.value.message.startswith(
+        f"model {MODEL} is not in RunPod's cached models, MODEL_CACHE_DIR; hub resolve SWivid/"
+    )
+    assert not (tmp_path / "models" / "demo").exists()

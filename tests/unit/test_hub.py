@@ -155,3 +155,20 @@ def test_a_fetch_cut_short_leaves_no_manifest_even_over_an_old_one(tmp_path, onl
         fetch_from_hub(settings_for(tmp_path), endpoint=hub.url)
     assert not (model_dir / "manifest.json").exists()
     assert not list(model_dir.rglob("*.part"))
+
+
+def test_a_cached_vocoder_is_used_without_asking_the_hub(tmp_path, online):
+    """An image can bake charactr/vocos-mel-24khz into HF_HOME's hub cache (or RunPod caches
+    it): a fetch then asks the hub for the model's own files only."""
+    commit = "c" * 40
+    vocos = tmp_path / "hf" / "hub" / "models--charactr--vocos-mel-24khz"
+    (vocos / "refs").mkdir(parents=True)
+    (vocos / "refs" / "main").write_text(commit)
+    for name, data in REPOS["charactr/vocos-mel-24khz"].items():
+        (vocos / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+        (vocos / "snapshots" / commit / name).write_bytes(data)
+    with FakeHub({"SWivid/F5-TTS": REPOS["SWivid/F5-TTS"]}) as hub:
+        model_dir = fetch_from_hub(settings_for(tmp_path), endpoint=hub.url)
+    assert (model_dir / "vocos/pytorch_model.bin").read_bytes() == VOCOS_BIN
+    assert read_manifest(model_dir).source["vocoder_revision"] == commit
+    assert not [path for _, path in hub.requests if "vocos" in path]

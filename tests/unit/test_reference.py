@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from f5worker.config import Settings
-from f5worker.errors import ConfigError, ModelNotFound
+from f5worker.errors import ConfigError, ModelNotFound, StorageError
 from f5worker.job.models import ModelPool
 from f5worker.models.reference import parse_models, parse_reference
 
@@ -77,3 +77,29 @@ def test_pool_resolves_names_keys_and_default_and_refuses_others():
     assert pool.resolve(refs[1].key).name == "xx"
     with pytest.raises(ModelNotFound, match="available: base, xx"):
         pool.resolve("nope")
+
+
+@pytest.mark.parametrize(
+    ("env", "fallback"),
+    [
+        ({}, True),
+        ({"MODEL_NAME": " "}, True),
+        ({"MODEL_NAME": "F5TTS_v1_Base"}, False),
+        ({"MODEL_NAME": FT}, False),
+        ({"MODELS": "base=F5TTS_v1_Base"}, False),
+    ],
+)
+def test_the_demo_stands_in_only_when_no_model_is_named(env, fallback):
+    assert Settings.from_env(env).demo_fallback is fallback
+
+
+def test_a_model_found_nowhere_evicts_nothing():
+    def fetch(ref):
+        raise StorageError(f"model {ref.name} is not in MODEL_CACHE_DIR")
+
+    pool = ModelPool(parse_models(f"base=F5TTS_v1_Base, xx={FT}"), lambda r: r.key, 1, fetch=fetch)
+    pool.add(pool.default, "base-engine")
+    with pytest.raises(StorageError, match="model xx is not in"):
+        pool.get("xx")
+    assert pool.resident() == ["base"] and pool.evictions == 0 and pool.loads == 0
+    assert pool.get(None)[1] == "base-engine"

@@ -111,3 +111,20 @@ def test_hub_test_config():
 
 def test_test_input_json_is_a_valid_request():
     parse_request(json.loads((REPO / "test_input.json").read_text())["input"])
+
+
+@pytest.mark.parametrize("preset", HUB["config"]["presets"], ids=lambda p: p["name"][:40])
+def test_presets_are_valid_settings(preset):
+    env = {key: str(value) for key, value in preset["defaults"].items()}
+    assert set(env) <= set(FIELD)
+    Settings.from_env(env)
+
+
+def test_hub_files_show_a_hub_checkpoint_both_ways():
+    """Through RunPod's cached models and through the S3 cache (#12), and one served in the
+    Hub's own tests, picked by name."""
+    names = " ".join(p["name"] for p in HUB["config"]["presets"])
+    assert "RunPod cached models" in names and "S3 cache" in names
+    models = Settings.from_env({e["key"]: e["value"] for e in TESTS["config"]["env"]}).models
+    hub_models = {m.name for m in models if m.hub is not None and m.text.startswith("hf://")}
+    assert hub_models & {t["input"].get("model") for t in TESTS["tests"]}
