@@ -49,6 +49,7 @@ from f5worker.job.output import (
     make_output_client,
 )
 from f5worker.job.schema import DEFAULT_VOICE, MAX_SEED, TTSRequest, parse_request
+from f5worker.job.voice_actions import VoiceActions, is_action
 from f5worker.job.voices import VoiceLibrary, default_voice, fit_voice
 from f5worker.models.reference import ModelRef
 from f5worker.s3 import make_client
@@ -143,9 +144,13 @@ class Worker:
             settings.s3_prefix,
             client_factory=worker_s3,
             max_cached=settings.voice_cache_size,
+            cache_ttl_s=settings.voice_cache_ttl_s,
+            writes=settings.voice_writes,
+            max_voices=settings.voice_max_count,
         )
         policy = FetchPolicy.from_settings(settings)
         self.fetcher = fetcher or RefAudioFetcher(policy, s3_client_factory=worker_s3)
+        self.voice_actions = VoiceActions(self.voices, self.fetcher, engine.sample_rate)
         self.store = store if store is not None else output_store(settings)
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_concurrency, thread_name_prefix="tts-job"
@@ -189,6 +194,10 @@ class Worker:
         started = time.perf_counter()
         stats = _JobStats()
         try:
+            if is_action(job.get("input")):  # voice management (voice_actions.py)
+                yield self.voice_actions.run(job["input"]) | self._version()
+                log.info("job %s done: %s", job_id, job["input"]["action"])
+                return
             prepared = self.prepare(job.get("input"), job_id)
             stats.chars = len(prepared.req.text)
             for item in self.items(prepared, control or JobControl()):
@@ -220,7 +229,10 @@ class Worker:
             log.warning("job %s failed: %s", job_id, err.code)
         if err.fatal:
             self.on_fatal()
-        return err.to_payload() | {"worker_version": self.settings.worker_version}
+        return err.to_payload() | self._version()
+
+    def _version(self) -> dict[str, str]:
+        return {"worker_version": self.settings.worker_version}
 
     def prepare(self, raw: Any, job_id: str = "-") -> PreparedJob:
         """Everything a job needs before the first model step: the validated request, its model
