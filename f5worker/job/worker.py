@@ -20,13 +20,14 @@ the worker loop and make the local API answer HTTP 500, which is why none ever e
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import functools
 import logging
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,20 +161,34 @@ class Worker:
 
     # -- the SDK's entry points --------------------------------------------------------------
 
-    async def handle(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """The SDK handler: run() stepped in the pool, each item yielded as soon as it exists."""
-        loop = asyncio.get_running_loop()
-        items = self.run(job)
+    async def handle(
+        self, job: dict[str, Any], control: JobControl | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The SDK handler: run() stepped in the pool, each item yielded as soon as it exists.
+
+        A stop (the SDK cancels this task on a RunPod cancel or timeout, or its consumer goes
+        away) sets a flag the job reads before each chunk: the step under way ends after its
+        chunk, so the engine is free for the next job, and the job is closed then."""
+        stop = threading.Event()
+        base = control or JobControl()
+        items = self.run(
+            job,
+            dataclasses.replace(base, cancelled=lambda: stop.is_set() or base.cancelled()),
+        )
+        step: Future[Any] | None = None
         try:
             while True:
-                item = await loop.run_in_executor(self._pool, next, items, _DONE)
+                step = self._pool.submit(next, items, _DONE)
+                item = await asyncio.wrap_future(step)
                 if item is _DONE:
                     return
                 yield item
         finally:
-            # A cancelled step may still be running (ValueError); the generator is then
-            # collected after it finishes.
-            with contextlib.suppress(ValueError):
+            stop.set()
+            if step is not None and not step.done():
+                # Still in its chunk: close the job from the pool thread once the step ends.
+                step.add_done_callback(lambda _step: items.close())
+            else:
                 items.close()
 
     async def handle_collected(self, job: dict[str, Any]) -> Any:
