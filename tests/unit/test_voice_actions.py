@@ -1,5 +1,5 @@
-"""Voice management jobs (voice.add/list/get/delete) against a real S3 API (moto's server), with
-the library's atomicity and cross-worker staleness. No engine: the model's rate is passed in."""
+"""Voice management jobs (voice.add/list/get/delete) against moto's S3, with the library's
+atomicity and cross-worker staleness. No engine: the model's rate is passed in."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from itertools import count
 import numpy as np
 import pytest
 import soundfile as sf
+from moto import mock_aws
 
 from f5worker.config import S3Scope
 from f5worker.errors import VoiceNotFound, WorkerError
@@ -20,8 +21,8 @@ from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
 from f5worker.job.voice_actions import VoiceActions, parse_action
 from f5worker.job.voice_store import VoiceStore
 from f5worker.job.voices import MAX_REF_SECONDS, TAIL_SILENCE_S, VoiceLibrary, default_voice
+from f5worker.s3 import make_client
 from f5worker.testing.audio import noise, wav_b64, wav_bytes
-from f5worker.testing.s3_servers import client_for, moto_server
 
 BUCKET = "voices"
 RATE = 24000  # the model's
@@ -30,8 +31,14 @@ _prefixes = count()
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator:
-    with moto_server(BUCKET, "elsewhere") as url:
-        yield client_for(url)
+    """moto in process (the S3 API, conditional writes included); safe across threads."""
+    with pytest.MonkeyPatch.context() as mp, mock_aws():
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+        client = make_client(region="us-east-1")
+        for bucket in (BUCKET, "elsewhere"):
+            client.create_bucket(Bucket=bucket)
+        yield client
 
 
 @pytest.fixture
