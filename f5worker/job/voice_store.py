@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,14 @@ MAX_MANIFEST_BYTES = 16 * 1024  # a 1000-character transcript is at most 4 KB of
 MAX_LEGACY_TEXT_BYTES = 4096
 PREVIEW_CHARS = 80
 MAX_LIST_PAGES = 100  # 100 x 1000 keys: far more than VOICE_MAX_COUNT allows
+AUDIO_FILE = re.compile(r"[0-9a-f]{16}\.wav")  # what create() names it: never a path
+
+
+class BadManifest(StorageError):
+    """voice.json is not a manifest this code wrote (edited or written by hand)."""
+
+    retryable = False
+    reason = "voice.json is not a voice manifest"
 
 
 @dataclass(frozen=True)
@@ -102,27 +111,20 @@ class VoiceStore:
         if got is None:
             return self._read_legacy(name, max_audio_bytes)
         manifest, etag = got
-        audio = self._read(self.key(name, str(manifest["audio"])), max_audio_bytes)
+        audio = self._read(self.key(name, manifest["audio"]), max_audio_bytes)
         if audio is None:  # deleted between the two reads
             return None
         return StoredVoice(
-            audio,
-            str(manifest["transcript"]),
-            str(manifest.get("created", "")),
-            etag,
-            int(manifest["sample_rate"]),
+            audio, manifest["transcript"], manifest["created"], etag, manifest["sample_rate"]
         )
 
     def token(self, name: str) -> str | None:
         """The voice's current version token (one HEAD for an API voice); None when absent."""
-        etag = self._etag(self.key(name, MANIFEST))
-        if etag is not None:
-            return etag
-        audio, text = (
-            self._etag(self.key(name, LEGACY_AUDIO)),
-            self._etag(self.key(name, LEGACY_TEXT)),
-        )
-        return f"legacy:{audio}:{text}" if audio and text else None
+        head = self._head(self.key(name, MANIFEST))
+        if head is not None:
+            return str(head["ETag"])
+        legacy = self._legacy_heads(name)
+        return None if legacy is None else _legacy_token(*legacy)
 
     def list(self) -> list[VoiceInfo]:
         """Every complete voice, by name. One listing, plus one small GET per voice not seen
@@ -134,7 +136,11 @@ class VoiceStore:
                 found.setdefault(name, {})[file] = obj
         infos, seen = [], {}
         for name, files in sorted(found.items()):
-            info = self._info(name, files)
+            try:
+                info = self._info(name, files)
+            except BadManifest:  # one broken voice does not hide the others
+                log.warning("voice %s: its voice.json is not a voice manifest; not listed", name)
+                continue
             if info is not None:
                 infos.append(info)
                 seen[(name, self._info_etag(files))] = info
@@ -167,7 +173,7 @@ class VoiceStore:
         got = self._get_json(name)
         if got is not None:
             self._delete(self.key(name, MANIFEST))  # from here on the voice is gone
-            self._delete_quietly(self.key(name, str(got[0]["audio"])))
+            self._delete_quietly(self.key(name, got[0]["audio"]))
             return True
         if self.token(name) is None:
             return False
@@ -178,34 +184,38 @@ class VoiceStore:
     # -- helpers --------------------------------------------------------------------------------
 
     def _read_legacy(self, name: str, max_audio_bytes: int) -> StoredVoice | None:
-        # The token first: if the pair changes while it is read, the cached copy carries the
+        # The version first: if the pair changes while it is read, the cached copy carries the
         # older token and the next check reloads it.
-        token = self.token(name)
-        if token is None:
+        heads = self._legacy_heads(name)
+        if heads is None:
             return None
         audio = self._read(self.key(name, LEGACY_AUDIO), max_audio_bytes)
         text = self._read(self.key(name, LEGACY_TEXT), MAX_LEGACY_TEXT_BYTES)
         if audio is None or text is None:
             return None
-        return StoredVoice(audio, text.decode("utf-8", "replace").strip(), "", token, None)
+        transcript = text.decode("utf-8", "replace").strip()
+        created = _iso(heads[0]["LastModified"])
+        return StoredVoice(audio, transcript, created, _legacy_token(*heads), None)
+
+    def _legacy_heads(self, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        audio = self._head(self.key(name, LEGACY_AUDIO))
+        text = self._head(self.key(name, LEGACY_TEXT)) if audio is not None else None
+        return None if audio is None or text is None else (audio, text)
 
     def _get_json(self, name: str) -> tuple[dict[str, Any], str] | None:
         key = self.key(name, MANIFEST)
         try:
             obj = self._client().get_object(Bucket=self.bucket, Key=key)
             with obj["Body"] as body:
-                data = body.read(MAX_MANIFEST_BYTES + 1)
+                data = body.read(MAX_MANIFEST_BYTES + 1)  # longer: refused by _manifest
         except S3_ERRORS as exc:
             error = storage_error("read", self.bucket, key, exc)
             if isinstance(error, ObjectMissing):
                 return None
             raise error from exc
-        try:
-            manifest = json.loads(data[:MAX_MANIFEST_BYTES])
-            if not isinstance(manifest, dict) or "audio" not in manifest:
-                raise ValueError("not a voice manifest")
-        except ValueError:
-            raise StorageError(f"s3://{self.bucket}/{key} is not a voice manifest") from None
+        manifest = _manifest(data)
+        if manifest is None:
+            raise BadManifest(f"s3://{self.bucket}/{key} is not a voice manifest")
         return manifest, str(obj.get("ETag", ""))
 
     def _read(self, key: str, limit: int) -> bytes | None:
@@ -218,9 +228,9 @@ class VoiceStore:
             raise ValueError(f"{key.rsplit('/', 1)[-1]} is larger than {limit} bytes")
         return data
 
-    def _etag(self, key: str) -> str | None:
+    def _head(self, key: str) -> dict[str, Any] | None:
         try:
-            return str(self._client().head_object(Bucket=self.bucket, Key=key)["ETag"])
+            return dict(self._client().head_object(Bucket=self.bucket, Key=key))
         except S3_ERRORS as exc:
             error = storage_error("check", self.bucket, key, exc)
             if isinstance(error, ObjectMissing):
@@ -249,10 +259,7 @@ class VoiceStore:
                 return None  # deleted since the listing
             manifest = got[0]
             return VoiceInfo(
-                name,
-                float(manifest.get("duration_s", 0.0)),
-                str(manifest.get("created", "")),
-                preview(str(manifest.get("transcript", ""))),
+                name, manifest["duration_s"], manifest["created"], preview(manifest["transcript"])
             )
         if LEGACY_AUDIO not in files or LEGACY_TEXT not in files:
             return None  # half of a hand upload: not a voice
@@ -279,6 +286,37 @@ class VoiceStore:
             self._delete(key)
         except StorageError as exc:
             log.warning("could not remove unreferenced voice audio: %s", exc.reason or exc)
+
+
+_MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "audio": (str,),
+    "transcript": (str,),
+    "created": (str,),
+    "sample_rate": (int,),
+    "duration_s": (int, float),
+}
+
+
+def _manifest(data: bytes) -> dict[str, Any] | None:
+    """A manifest's fields, checked (it is read back from a bucket others can write to);
+    None when it is not one. Its audio file name can only name a file beside it."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        return None
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    for field, kinds in _MANIFEST_TYPES.items():
+        value = manifest.get(field)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            return None
+    return manifest if AUDIO_FILE.fullmatch(manifest["audio"]) else None
+
+
+def _legacy_token(audio: dict[str, Any], text: dict[str, Any]) -> str:
+    return f"legacy:{audio['ETag']}:{text['ETag']}"
 
 
 def _iso(when: Any) -> str:

@@ -213,7 +213,7 @@ class VoiceLibrary:
         cached = self._cached(name)
         if cached is not None and self._clock() - cached.checked < self._ttl:
             return cached.voice, cached.created
-        if cached is not None and self._token(name) == cached.token:
+        if cached is not None and self._still_current(name, cached):
             cached.checked = self._clock()
             return cached.voice, cached.created
         self.forget(name)
@@ -306,12 +306,16 @@ class VoiceLibrary:
                 self._cache.move_to_end(name)
             return cached
 
-    def _token(self, name: str) -> str | None:
+    def _still_current(self, name: str, cached: _Cached) -> bool:
+        """Whether S3 still holds the cached version. When S3 cannot be asked, the cached copy
+        is used (with a WARNING): a short outage of the library need not fail jobs whose voice
+        is in memory; staleness is then bounded by the outage, not the TTL."""
         assert self._store is not None  # only library voices are cached
         try:
-            return self._store.token(name)
+            return self._store.token(name) == cached.token
         except StorageError as exc:
-            raise type(exc)(f"checking voice {name!r} failed: {exc.reason}") from exc
+            log.warning("voice %s: S3 not reachable (%s); using the cached copy", name, exc.reason)
+            return True
 
     def _load(self, name: str) -> _Cached:
         if self._store is None:

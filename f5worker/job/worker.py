@@ -2,7 +2,8 @@
 
 One code path, `Worker.run(job)`, a plain generator of result items: one item for a normal job,
 one per text chunk for `"stream": true`, and a coded error payload (errors.WorkerError) as the
-last item when something fails. Nothing a job does can stop the worker.
+last item when something fails. Nothing a job does can stop the worker. An input with an
+`action` is a voice action instead (voice_actions.py): one JSON item.
 
 `Worker.handle` is the async generator the RunPod SDK calls (runpod_queue.py says why). Each
 step of a job runs in a thread pool of MAX_CONCURRENCY threads, so the SDK's event loop stays
@@ -210,8 +211,9 @@ class Worker:
         stats = _JobStats()
         try:
             if is_action(job.get("input")):  # voice management (voice_actions.py)
-                yield self.voice_actions.run(job["input"]) | self._version()
-                log.info("job %s done: %s", job_id, job["input"]["action"])
+                item = self.voice_actions.run(job["input"]) | self._version()
+                log.info("job %s done: %s", job_id, item["action"])
+                yield item
                 return
             prepared = self.prepare(job.get("input"), job_id)
             stats.chars = len(prepared.req.text)

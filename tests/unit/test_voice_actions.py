@@ -306,3 +306,56 @@ def test_preview_is_bounded(s3, prefix):
 def test_results_are_json():
     item = VoiceActions(VoiceLibrary(None), RefAudioFetcher(), RATE).run({"action": "voice.list"})
     assert json.loads(json.dumps(item)) == item
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        b"not json",
+        b"[]",
+        json.dumps(
+            {
+                "audio": "../../other/key.wav",
+                "transcript": "t",
+                "created": "",
+                "sample_rate": RATE,
+                "duration_s": 1.0,
+            }
+        ).encode(),
+        json.dumps(
+            {
+                "audio": "0123456789abcdef.wav",
+                "transcript": 5,
+                "created": "",
+                "sample_rate": RATE,
+                "duration_s": 1.0,
+            }
+        ).encode(),
+        b"{" + b" " * 20_000 + b"}",
+    ],
+)
+def test_a_manifest_edited_by_hand_is_a_coded_storage_error(s3, prefix, manifest):
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/voices/odd/voice.json", Body=manifest)
+    act = actions(s3, prefix)
+    act.run(add("anna"))
+    with pytest.raises(WorkerError) as info:
+        act.run({"action": "voice.get", "name": "odd"})
+    assert info.value.code == "STORAGE_ERROR" and not info.value.retryable
+    listed = act.run({"action": "voice.list"})["voices"]  # the others are still listed
+    assert [v["name"] for v in listed] == ["default", "anna"]
+
+
+def test_a_cached_voice_outlives_an_s3_outage(s3, prefix, caplog):
+    now = [0.0]
+    actions(s3, prefix).run(add("anna"))
+    lib = library(s3, prefix, cache_ttl_s=1, clock=lambda: now[0])
+    voice = lib.get("anna")
+    lib._store._client = lambda: make_client(
+        "http://127.0.0.1:9", "us-east-1", "k", "s", max_attempts=1
+    )
+    now[0] = 5.0
+    assert lib.get("anna") is voice
+    assert "S3 not reachable" in caplog.text
+    with pytest.raises(WorkerError) as info:
+        lib.get("bert")  # not cached: the outage is the job's error
+    assert info.value.code == "STORAGE_ERROR" and info.value.retryable
