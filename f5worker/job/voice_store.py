@@ -170,7 +170,11 @@ class VoiceStore:
 
     def delete(self, name: str) -> bool:
         """Remove the voice; False when there was none."""
-        got = self._get_json(name)
+        try:
+            got = self._get_json(name)
+        except BadManifest:  # a manifest edited by hand: removing it removes the voice
+            self._delete(self.key(name, MANIFEST))
+            return True
         if got is not None:
             self._delete(self.key(name, MANIFEST))  # from here on the voice is gone
             self._delete_quietly(self.key(name, got[0]["audio"]))

@@ -343,6 +343,8 @@ def test_a_manifest_edited_by_hand_is_a_coded_storage_error(s3, prefix, manifest
     assert info.value.code == "STORAGE_ERROR" and not info.value.retryable
     listed = act.run({"action": "voice.list"})["voices"]  # the others are still listed
     assert [v["name"] for v in listed] == ["default", "anna"]
+    act.run({"action": "voice.delete", "name": "odd"})  # and it can be removed
+    assert code_of(act, {"action": "voice.get", "name": "odd"}) == "VOICE_NOT_FOUND"
 
 
 def test_a_cached_voice_outlives_an_s3_outage(s3, prefix, caplog):
