@@ -129,13 +129,8 @@ class VoiceStore:
     def list(self) -> list[VoiceInfo]:
         """Every complete voice, by name. One listing, plus one small GET per voice not seen
         before (its manifest, or a legacy ref.txt); what was read is kept by ETag."""
-        found: dict[str, dict[str, Any]] = {}
-        for obj in self._list_objects():
-            name, _, file = obj["Key"][len(self.root) + 1 :].partition("/")
-            if file in (MANIFEST, LEGACY_AUDIO, LEGACY_TEXT):
-                found.setdefault(name, {})[file] = obj
         infos, seen = [], {}
-        for name, files in sorted(found.items()):
+        for name, files in sorted(self._voice_files().items()):
             try:
                 info = self._info(name, files)
             except BadManifest:  # one broken voice does not hide the others
@@ -146,6 +141,23 @@ class VoiceStore:
                 seen[(name, self._info_etag(files))] = info
         self._infos = seen  # only what the bucket still holds: bounded by the listing
         return infos
+
+    def count(self) -> int:
+        """How many voices the library holds, from one listing (no object is read)."""
+        return len(self._voice_files())
+
+    def _voice_files(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """name -> {file: listed object} for every name with a manifest or a legacy pair."""
+        found: dict[str, dict[str, dict[str, Any]]] = {}
+        for obj in self._list_objects():
+            name, _, file = obj["Key"][len(self.root) + 1 :].partition("/")
+            if file in (MANIFEST, LEGACY_AUDIO, LEGACY_TEXT):
+                found.setdefault(name, {})[file] = obj
+        return {
+            name: files
+            for name, files in found.items()
+            if MANIFEST in files or (LEGACY_AUDIO in files and LEGACY_TEXT in files)
+        }
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -265,8 +277,6 @@ class VoiceStore:
             return VoiceInfo(
                 name, manifest["duration_s"], manifest["created"], preview(manifest["transcript"])
             )
-        if LEGACY_AUDIO not in files or LEGACY_TEXT not in files:
-            return None  # half of a hand upload: not a voice
         data = get_bytes(self._client(), self.bucket, self.key(name, LEGACY_TEXT))
         if data is None:
             return None

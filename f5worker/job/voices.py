@@ -256,7 +256,11 @@ class VoiceLibrary:
         store = self.check_writable()
         if name == DEFAULT_VOICE_NAME:
             raise VoiceExists(f"voice {name!r} is built in")
-        if len(self.list_voices()) - 1 >= self.max_voices:
+        try:
+            full = store.count() >= self.max_voices
+        except StorageError as exc:
+            raise type(exc)(f"listing the voice library failed: {exc.reason}") from exc
+        if full:
             raise VoiceLimitReached(f"the voice library holds its limit of {self.max_voices}")
         audio = voice.audio
         manifest = {
