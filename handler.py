@@ -1,8 +1,9 @@
 """The RunPod handler entry. `python handler.py` answers test_input.json once (the SDK's
 local-test convention) after the same start-up as the container's CMD.
 
-The handler itself is `f5worker.job.worker.Worker.handle`; build_worker and start_sdk are the
-names start-up relies on (its self-check reads them here).
+The handler itself is `f5worker.job.worker.Worker.handle` (through runpod_queue.QueueHandler,
+which adds progress reports); build_worker and start_sdk are the names start-up relies on (its
+self-check reads them here).
 """
 
 from f5worker.job.runpod_queue import build_worker, start_sdk

@@ -71,6 +71,9 @@ class Settings:
     ref_audio_s3_allow: tuple[S3Scope, ...] = ()  # besides the voice library, see fetch.py
     allow_private_download_urls: bool = False
     voice_cache_size: int = 32
+    voice_cache_ttl_s: int = 30  # how stale a cached library voice may be (voices.py)
+    voice_writes: bool = True  # voice.add / voice.delete jobs allowed
+    voice_max_count: int = 500
     flash_attn: str = "auto"
     flash_attn_wheel_url: str | None = None
     flash_attn_wheel_sha256: str | None = None
@@ -121,6 +124,10 @@ class Settings:
             ref_audio_s3_allow=_s3_scopes(env, REF_AUDIO_S3_ALLOW_ENV),
             allow_private_download_urls=private_download_urls_allowed(env),
             voice_cache_size=_int(env, "VOICE_CACHE_SIZE", cls.voice_cache_size, 1, 1024),
+            # A voice added or deleted by another worker is seen here within this many seconds.
+            voice_cache_ttl_s=_int(env, "VOICE_CACHE_TTL_S", cls.voice_cache_ttl_s, 0, 3600),
+            voice_writes=_bool(env, "VOICE_WRITES", cls.voice_writes),
+            voice_max_count=_int(env, "VOICE_MAX_COUNT", cls.voice_max_count, 1, 10000),
             flash_attn=_choice(env, "FLASH_ATTN", cls.flash_attn, FLASH_ATTN_MODES),
             flash_attn_wheel_url=_opt(env, "FLASH_ATTN_WHEEL_URL"),
             flash_attn_wheel_sha256=_wheel_sha256(env),

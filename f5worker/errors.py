@@ -75,6 +75,25 @@ class VoiceNotFound(WorkerError, LookupError):
     code = "VOICE_NOT_FOUND"
 
 
+class VoiceExists(WorkerError, ValueError):
+    """voice.add with a name the library already holds: delete it first (no silent replace)."""
+
+    code = "VOICE_EXISTS"
+
+
+class VoiceLimitReached(WorkerError):
+    """voice.add to a library that holds VOICE_MAX_COUNT voices already."""
+
+    code = "VOICE_LIMIT_REACHED"
+
+
+class VoiceWritesDisabled(WorkerError):
+    """voice.add or voice.delete where the operator switched writes off (or there is no
+    library): not the caller's input to fix, and a retry gives the same answer."""
+
+    code = "VOICE_WRITES_DISABLED"
+
+
 class ModelNotFound(WorkerError, LookupError):
     """A job asked for a model this worker does not serve; the message lists the ones it does."""
 

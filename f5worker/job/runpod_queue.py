@@ -7,17 +7,83 @@ The SDK decides once per handler function, not per request, whether a handler st
 The SDK's single-job test mode (`python handler.py`, `--test_input`) and its realtime route call
 handlers without generator support; there the handler is `Worker.handle_collected`, which
 returns the same list in one piece.
+
+Progress and cancel (QueueHandler): after each text chunk the job's progress, "<done>/<total>
+chunks", is posted as RunPod's progress update, which a client sees as the `output` of an
+IN_PROGRESS job on /status. The SDK's `progress_update(job, progress)` posts
+{"status": "IN_PROGRESS", "output": progress} to the job-done URL from a new thread and returns
+at once; it cannot be waited for, so two updates could arrive out of order and the last one
+after the result. The same post (rp_http.send_result, which progress_update calls) is made here
+on one sender thread per job (progress.py), and flushed before the result. The SDK's local API
+(`make run`) runs a job inside its /status request and has no job-done URL: there nothing is
+posted. A cancel or timeout makes the SDK (runpod >= 1.12, its stop channel) cancel the job's
+task; Worker.handle then stops the job at its next chunk boundary.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from f5worker.config import Settings
-from f5worker.job.worker import Worker, build_worker
+from f5worker.job.progress import ProgressSender
+from f5worker.job.worker import JobControl, Worker, build_worker
+
+PROGRESS_POST_TIMEOUT_S = 10.0
+ProgressPost = Callable[[str], None]
+
+
+def runpod_progress_post(job: dict[str, Any]) -> ProgressPost | None:
+    """A blocking post of this job's progress to RunPod; None where the SDK has no job-done
+    URL to post to (its local API and single-job test mode)."""
+    from runpod.serverless.modules import rp_http
+
+    if not rp_http.JOB_DONE_URL.startswith(("http://", "https://")):
+        return None
+
+    async def send(progress: str) -> None:
+        from runpod.http_client import AsyncClientSession
+
+        async with AsyncClientSession() as session:
+            data = {"status": "IN_PROGRESS", "output": progress}
+            await asyncio.wait_for(rp_http.send_result(session, data, job), PROGRESS_POST_TIMEOUT_S)
+
+    return lambda progress: asyncio.run(send(progress))
+
+
+class QueueHandler:
+    """The SDK's generator handler: Worker.handle with the job's progress posted to RunPod."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        progress_post: Callable[[dict[str, Any]], ProgressPost | None] = runpod_progress_post,
+    ) -> None:
+        self.worker = worker
+        self._progress_post = progress_post
+
+    async def handle(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        post = self._progress_post(job)
+        if post is None:
+            async for item in self.worker.handle(job):
+                yield item
+            return
+        sender = ProgressSender(post, name=f"progress-{str(job.get('id', '-'))[:40]}")
+        flushed = False
+        try:
+            async for item in self.worker.handle(job, JobControl(progress=sender)):
+                if "error" in item:  # the last item: the SDK sends the result right after it
+                    await asyncio.to_thread(sender.close)
+                    flushed = True
+                yield item
+            await asyncio.to_thread(sender.close)
+            flushed = True
+        finally:
+            if not flushed:  # stopped: no result follows, so nothing is worth waiting for
+                sender.close(flush=False)
 
 
 def sdk_can_stream(argv: list[str]) -> bool:
@@ -43,7 +109,7 @@ def sdk_config(worker: Worker, settings: Settings, streaming: bool) -> dict[str,
     after every job, so a fatal error sets it: the SDK marks the job stopPod and stops taking
     jobs, and RunPod replaces the worker."""
     config: dict[str, Any] = {
-        "handler": worker.handle if streaming else worker.handle_collected,
+        "handler": QueueHandler(worker).handle if streaming else worker.handle_collected,
         "return_aggregate_stream": True,
         "concurrency_modifier": lambda _current: settings.max_concurrency,
     }

@@ -217,6 +217,16 @@ def parse_request(raw: Any) -> TTSRequest:
     return req
 
 
+def parse_fields(fields: tuple[Field, ...], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Values of a table of fields (keyed by Field.key), validated as parse_request's; for the
+    other job inputs (voice actions) that reuse these rules and their error codes."""
+    known = {f.name for f in fields}
+    unknown = [k for k in raw if k not in known]
+    if unknown:
+        raise InvalidInput(f"unknown field(s): {describe_names(unknown)}")
+    return {f.key: _field_value(f, raw) for f in fields}
+
+
 def _check_combinations(req: TTSRequest) -> None:
     """Rules that involve more than one field."""
     if not req.text.strip():

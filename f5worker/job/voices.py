@@ -4,30 +4,42 @@ voices sent with a request. Pure numpy and boto3; never imports torch.
 A voice is decoded once into memory (soundfile), trimmed, and clipped to 12 s at a sentence end
 that its transcript and its pauses agree on (ref_trim.py; else as upstream does), so no
 request ever writes a temp file (upstream's preprocess_ref_audio_text keeps one per reference and
-never deletes it). Library voices live at `<S3_PREFIX>/voices/<name>/ref.wav` + `ref.txt` and are
-kept in a bounded LRU after first use; the bound is in entries, and an entry is at most 12 s of
-audio (about 2.3 MB at 48 kHz), so the cache is at most MAX_CACHED_VOICES * 2.3 MB.
+never deletes it). Library voices live under `<S3_PREFIX>/voices/<name>/` (voice_store.py says
+how) and are kept in a bounded LRU after first use; the bound is in entries, and an entry is at
+most 12 s of audio (about 2.3 MB at 48 kHz), so the cache is at most MAX_CACHED_VOICES * 2.3 MB.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
 from f5worker.audio import Audio, Voice
-from f5worker.errors import BadRefAudio, StorageError, VoiceNotFound
-from f5worker.job.codecs import decode
+from f5worker.errors import (
+    BadRefAudio,
+    InvalidInput,
+    StorageError,
+    VoiceExists,
+    VoiceLimitReached,
+    VoiceNotFound,
+    VoiceWritesDisabled,
+)
+from f5worker.job.codecs import decode, resample
 from f5worker.job.ref_trim import cut_at_sentence, find_pauses
+from f5worker.job.voice_store import StoredVoice, VoiceInfo, VoiceStore, preview
 from f5worker.presets import REF_SECONDS_FULL
-from f5worker.s3 import ObjectMissing, read_object
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +53,8 @@ TAIL_SILENCE_S = 0.05  # upstream appends 50 ms of silence
 MAX_REF_BYTES = 10 * 1024 * 1024  # encoded reference audio, from any source
 MAX_REF_TEXT_BYTES = 4096
 MAX_CACHED_VOICES = 32
+DEFAULT_CACHE_TTL_S = 30.0
+DEFAULT_MAX_VOICES = 500
 
 
 def default_voice_path() -> Path:
@@ -140,12 +154,22 @@ def _trim_silence(samples: np.ndarray, rate: int) -> np.ndarray:
     return samples[loud[0] * window : (loud[-1] + 1) * window]
 
 
+@dataclass
+class _Cached:
+    voice: Voice
+    created: str
+    token: str
+    checked: float  # monotonic time of the last look at S3
+
+
 class VoiceLibrary:
-    """Named voices: "default" from the wheel, others from S3, cached after first use.
+    """Named voices: "default" from the wheel, others from S3 (voice_store.py), cached after use.
 
     `client_factory` builds the S3 client on first need (tests pass one for moto); without a
-    bucket only "default" exists. A voice that is missing is not cached, so uploading it later
-    works without a restart; a voice that is replaced in S3 is picked up by a new worker.
+    bucket only "default" exists. A cached voice is used for at most `cache_ttl_s` seconds
+    before S3 is asked (one HEAD) whether it is still the same, so a voice deleted or replaced
+    by another worker is seen within that time; a missing voice is never cached, so one added
+    elsewhere is seen at once. This worker's own adds and deletes take effect here at once.
     """
 
     def __init__(
@@ -154,65 +178,165 @@ class VoiceLibrary:
         prefix: str = "",
         client_factory: Callable[[], Any] | None = None,
         max_cached: int = MAX_CACHED_VOICES,
+        cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
+        writes: bool = True,
+        max_voices: int = DEFAULT_MAX_VOICES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.writes = writes
+        self.max_voices = max_voices
         self._client_factory = client_factory
         self._client: Any = None
         self._max_cached = max_cached
-        self._cache: OrderedDict[str, Voice] = OrderedDict()
+        self._ttl = cache_ttl_s
+        self._clock = clock
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._lock = threading.Lock()
+        self._store = VoiceStore(bucket, prefix, self._s3) if bucket else None
+
+    # -- reads ----------------------------------------------------------------------------------
 
     def get(self, name: str, fallback_to_default: bool = False) -> Voice:
-        if name == DEFAULT_VOICE_NAME:
-            return default_voice()
-        with self._lock:
-            if name in self._cache:
-                self._cache.move_to_end(name)
-                return self._cache[name]
         try:
-            voice = self._load(name)
+            return self.entry(name)[0]
         except VoiceNotFound:
             if fallback_to_default:
                 return default_voice()
             raise
+
+    def entry(self, name: str) -> tuple[Voice, str]:
+        """(voice, created) of a named voice; VOICE_NOT_FOUND when there is none."""
+        if name == DEFAULT_VOICE_NAME:
+            return default_voice(), ""
+        cached = self._cached(name)
+        if cached is not None and self._clock() - cached.checked < self._ttl:
+            return cached.voice, cached.created
+        if cached is not None and self._still_current(name, cached):
+            cached.checked = self._clock()
+            return cached.voice, cached.created
+        self.forget(name)
+        loaded = self._load(name)
         with self._lock:
-            self._cache[name] = voice
+            self._cache[name] = loaded
             self._cache.move_to_end(name)
             while len(self._cache) > self._max_cached:
                 self._cache.popitem(last=False)
-        return voice
+        return loaded.voice, loaded.created
+
+    def list_voices(self) -> list[VoiceInfo]:
+        """Every voice, "default" first, read from S3 now (no cache: always current)."""
+        voice = default_voice()
+        infos = [
+            VoiceInfo(DEFAULT_VOICE_NAME, round(voice.audio.duration_s, 3), "", preview(voice.text))
+        ]
+        if self._store is not None:
+            try:
+                infos += self._store.list()
+            except StorageError as exc:
+                raise type(exc)(f"listing the voice library failed: {exc.reason}") from exc
+        return infos
 
     def cached_names(self) -> list[str]:
         with self._lock:
             return list(self._cache)
 
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._cache.pop(name, None)
+
     def key(self, name: str, file: str) -> str:
         return "/".join(p for p in (self.prefix, "voices", name, file) if p)
 
-    def _load(self, name: str) -> Voice:
-        if not self.bucket:
-            raise VoiceNotFound(f"voice {name!r} not found: no voice library is configured")
-        data = self._read(name, "ref.wav", MAX_REF_BYTES)
-        text = self._read(name, "ref.txt", MAX_REF_TEXT_BYTES).decode("utf-8", "replace").strip()
-        if not text:
-            raise VoiceNotFound(f"voice {name!r} has an empty ref.txt")
-        voice = voice_from_bytes(data, text, name=name)
-        log.info("voice %s loaded from the library (%.1f s)", name, voice.audio.duration_s)
-        return voice
+    # -- writes ---------------------------------------------------------------------------------
 
-    def _read(self, name: str, file: str, limit: int) -> bytes:
-        key = self.key(name, file)
+    def add(self, name: str, voice: Voice, created: str) -> VoiceInfo:
+        """Store a normalised voice (normalise_voice) under a new name, atomically."""
+        store = self.check_writable()
+        if name == DEFAULT_VOICE_NAME:
+            raise VoiceExists(f"voice {name!r} is built in")
         try:
-            data = read_object(self._s3(), self.bucket, key, limit)
-        except ObjectMissing as exc:
-            raise VoiceNotFound(f"voice {name!r} not found in the voice library") from exc
+            full = store.count() >= self.max_voices
+        except StorageError as exc:
+            raise type(exc)(f"listing the voice library failed: {exc.reason}") from exc
+        if full:
+            raise VoiceLimitReached(f"the voice library holds its limit of {self.max_voices}")
+        audio = voice.audio
+        manifest = {
+            "transcript": voice.text,
+            "duration_s": round(audio.duration_s, 3),
+            "sample_rate": audio.sample_rate,
+            "created": created,
+        }
+        try:
+            added = store.create(name, encode_reference(audio), manifest)
+        except StorageError as exc:
+            raise type(exc)(f"storing voice {name!r} failed: {exc.reason}") from exc
+        if not added:
+            raise VoiceExists(f"voice {name!r} exists; delete it first to replace it")
+        self.forget(name)
+        log.info("voice %s added (%.1f s)", name, audio.duration_s)
+        return VoiceInfo(name, manifest["duration_s"], created, preview(voice.text))
+
+    def delete(self, name: str) -> None:
+        store = self.check_writable()
+        if name == DEFAULT_VOICE_NAME:
+            raise InvalidInput("the default voice is built in and cannot be deleted")
+        try:
+            deleted = store.delete(name)
+        except StorageError as exc:
+            raise type(exc)(f"deleting voice {name!r} failed: {exc.reason}") from exc
+        finally:
+            self.forget(name)
+        if not deleted:
+            raise VoiceNotFound(f"voice {name!r} not found in the voice library")
+        log.info("voice %s deleted", name)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def check_writable(self) -> VoiceStore:
+        """The store, when adds and deletes are allowed; VOICE_WRITES_DISABLED otherwise."""
+        if self._store is None:
+            raise VoiceWritesDisabled("no voice library is configured (S3_BUCKET)")
+        if not self.writes:
+            raise VoiceWritesDisabled("voice library writes are switched off (VOICE_WRITES)")
+        return self._store
+
+    def _cached(self, name: str) -> _Cached | None:
+        with self._lock:
+            cached = self._cache.get(name)
+            if cached is not None:
+                self._cache.move_to_end(name)
+            return cached
+
+    def _still_current(self, name: str, cached: _Cached) -> bool:
+        """Whether S3 still holds the cached version. When S3 cannot be asked, the cached copy
+        is used (with a WARNING): a short outage of the library need not fail jobs whose voice
+        is in memory; staleness is then bounded by the outage, not the TTL."""
+        assert self._store is not None  # only library voices are cached
+        try:
+            return self._store.token(name) == cached.token
+        except StorageError as exc:
+            log.warning("voice %s: S3 not reachable (%s); using the cached copy", name, exc.reason)
+            return True
+
+    def _load(self, name: str) -> _Cached:
+        if self._store is None:
+            raise VoiceNotFound(f"voice {name!r} not found: no voice library is configured")
+        try:
+            stored = self._store.read(name, MAX_REF_BYTES)
         except StorageError as exc:  # AccessDenied included: the operator's to fix, not a miss
-            error = type(exc)(f"reading voice {name!r} ({file}) failed: {exc.reason}")
-            raise error from exc
-        if data is None:
-            raise BadRefAudio(f"voice {name!r}: {file} is larger than {limit} bytes")
-        return data
+            raise type(exc)(f"reading voice {name!r} failed: {exc.reason}") from exc
+        except ValueError as exc:
+            raise BadRefAudio(f"voice {name!r}: {exc}") from None
+        if stored is None:
+            raise VoiceNotFound(f"voice {name!r} not found in the voice library")
+        if not stored.transcript:
+            raise VoiceNotFound(f"voice {name!r} has an empty ref.txt")
+        voice = stored_voice(stored, name)
+        log.info("voice %s loaded from the library (%.1f s)", name, voice.audio.duration_s)
+        return _Cached(voice, stored.created, stored.token, self._clock())
 
     def _s3(self) -> Any:
         with self._lock:
@@ -221,3 +345,30 @@ class VoiceLibrary:
                     raise StorageError("voice library has no S3 client")
                 self._client = self._client_factory()
             return self._client
+
+
+def normalise_voice(voice: Voice, sample_rate: int) -> Voice:
+    """A prepared voice (prepare_voice: trimmed, cut to at most MAX_REF_SECONDS of sound at a
+    sentence end) at the model's rate: what a library voice is stored as, so a job that uses
+    it decodes one WAV and does nothing else."""
+    return Voice(resample(voice.audio, sample_rate), voice.text, name=voice.name)
+
+
+def encode_reference(audio: Audio) -> bytes:
+    """Mono 32-bit float WAV: the normalised samples exactly, at about 1.2 MB for 12 s."""
+    buf = io.BytesIO()
+    sf.write(buf, audio.samples, audio.sample_rate, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+def stored_voice(stored: StoredVoice, name: str) -> Voice:
+    """The Voice of a stored one: as stored when it was normalised at upload and still looks
+    it (its rate, at most MAX_REF_SECONDS plus the tail); prepared as any reference otherwise
+    (a hand upload, or an object edited by hand)."""
+    audio = decode(stored.audio)
+    normalised = stored.sample_rate == audio.sample_rate and audio.duration_s <= (
+        MAX_REF_SECONDS + TAIL_SILENCE_S + 0.01
+    )
+    if normalised:
+        return Voice(audio, stored.transcript, name=name)
+    return prepare_voice(audio, stored.transcript, name)

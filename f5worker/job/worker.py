@@ -2,7 +2,8 @@
 
 One code path, `Worker.run(job)`, a plain generator of result items: one item for a normal job,
 one per text chunk for `"stream": true`, and a coded error payload (errors.WorkerError) as the
-last item when something fails. Nothing a job does can stop the worker.
+last item when something fails. Nothing a job does can stop the worker. An input with an
+`action` is a voice action instead (voice_actions.py): one JSON item.
 
 `Worker.handle` is the async generator the RunPod SDK calls (runpod_queue.py says why). Each
 step of a job runs in a thread pool of MAX_CONCURRENCY threads, so the SDK's event loop stays
@@ -20,13 +21,14 @@ the worker loop and make the local API answer HTTP 500, which is why none ever e
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import functools
 import logging
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ from f5worker.job.output import (
     make_output_client,
 )
 from f5worker.job.schema import DEFAULT_VOICE, MAX_SEED, TTSRequest, parse_request
+from f5worker.job.voice_actions import VoiceActions, is_action
 from f5worker.job.voices import VoiceLibrary, default_voice, fit_voice
 from f5worker.models.reference import ModelRef
 from f5worker.s3 import make_client
@@ -143,9 +146,13 @@ class Worker:
             settings.s3_prefix,
             client_factory=worker_s3,
             max_cached=settings.voice_cache_size,
+            cache_ttl_s=settings.voice_cache_ttl_s,
+            writes=settings.voice_writes,
+            max_voices=settings.voice_max_count,
         )
         policy = FetchPolicy.from_settings(settings)
         self.fetcher = fetcher or RefAudioFetcher(policy, s3_client_factory=worker_s3)
+        self.voice_actions = VoiceActions(self.voices, self.fetcher, engine.sample_rate)
         self.store = store if store is not None else output_store(settings)
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_concurrency, thread_name_prefix="tts-job"
@@ -155,20 +162,34 @@ class Worker:
 
     # -- the SDK's entry points --------------------------------------------------------------
 
-    async def handle(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """The SDK handler: run() stepped in the pool, each item yielded as soon as it exists."""
-        loop = asyncio.get_running_loop()
-        items = self.run(job)
+    async def handle(
+        self, job: dict[str, Any], control: JobControl | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The SDK handler: run() stepped in the pool, each item yielded as soon as it exists.
+
+        A stop (the SDK cancels this task on a RunPod cancel or timeout, or its consumer goes
+        away) sets a flag the job reads before each chunk: the step under way ends after its
+        chunk, so the engine is free for the next job, and the job is closed then."""
+        stop = threading.Event()
+        base = control or JobControl()
+        items = self.run(
+            job,
+            dataclasses.replace(base, cancelled=lambda: stop.is_set() or base.cancelled()),
+        )
+        step: Future[Any] | None = None
         try:
             while True:
-                item = await loop.run_in_executor(self._pool, next, items, _DONE)
+                step = self._pool.submit(next, items, _DONE)
+                item = await asyncio.wrap_future(step)
                 if item is _DONE:
                     return
                 yield item
         finally:
-            # A cancelled step may still be running (ValueError); the generator is then
-            # collected after it finishes.
-            with contextlib.suppress(ValueError):
+            stop.set()
+            if step is not None and not step.done():
+                # Still in its chunk: close the job from the pool thread once the step ends.
+                step.add_done_callback(lambda _step: items.close())
+            else:
                 items.close()
 
     async def handle_collected(self, job: dict[str, Any]) -> Any:
@@ -189,6 +210,11 @@ class Worker:
         started = time.perf_counter()
         stats = _JobStats()
         try:
+            if is_action(job.get("input")):  # voice management (voice_actions.py)
+                item = self.voice_actions.run(job["input"]) | self._version()
+                log.info("job %s done: %s", job_id, item["action"])
+                yield item
+                return
             prepared = self.prepare(job.get("input"), job_id)
             stats.chars = len(prepared.req.text)
             for item in self.items(prepared, control or JobControl()):
@@ -220,7 +246,10 @@ class Worker:
             log.warning("job %s failed: %s", job_id, err.code)
         if err.fatal:
             self.on_fatal()
-        return err.to_payload() | {"worker_version": self.settings.worker_version}
+        return err.to_payload() | self._version()
+
+    def _version(self) -> dict[str, str]:
+        return {"worker_version": self.settings.worker_version}
 
     def prepare(self, raw: Any, job_id: str = "-") -> PreparedJob:
         """Everything a job needs before the first model step: the validated request, its model

@@ -172,12 +172,18 @@ def runsync(url: str, payload: Any, timeout: float = 300) -> dict[str, Any]:
 
 
 class FakeRunPod:
-    """Hands out queued jobs and records what the worker posts back, per job id."""
+    """Hands out queued jobs and records what the worker posts back, per job id: results
+    (`done`, at `done_at`), stream items, progress updates (`progress`: (time, output)), and
+    serves the stop channel (`stop(job_id)`, as RunPod does for a cancel or a timeout)."""
 
     def __init__(self) -> None:
         self.jobs: queue.Queue[dict[str, Any]] = queue.Queue()
         self.done: dict[str, dict[str, Any]] = {}
+        self.done_at: dict[str, float] = {}
+        self.taken_at: dict[str, float] = {}
         self.streamed: dict[str, list[dict[str, Any]]] = {}
+        self.progress: dict[str, list[tuple[float, Any]]] = {}
+        self._stops: queue.Queue[str] = queue.Queue()
         self.batch_sizes: list[int] = []
         self.polled = threading.Event()
         self._finished = threading.Condition()
@@ -198,6 +204,20 @@ class FakeRunPod:
 
     def submit(self, job_id: str, payload: Any) -> None:
         self.jobs.put({"id": job_id, "input": payload})
+
+    def stop(self, job_id: str) -> None:
+        """Ask the worker to stop a job, through the stop channel its SDK long-polls."""
+        self._stops.put(job_id)
+
+    def wait_progress(self, job_id: str, count: int = 1, timeout: float = 300) -> None:
+        """Until the job has posted `count` progress updates."""
+        deadline = time.monotonic() + timeout
+        with self._finished:
+            while len(self.progress.get(job_id, [])) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no progress from {job_id}")
+                self._finished.wait(left)
 
     def wait_done(self, job_ids: list[str], timeout: float = 300) -> dict[str, dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -229,16 +249,28 @@ class FakeRunPod:
                 jobs.append(self.jobs.get_nowait())
             except queue.Empty:
                 break
+        now = time.monotonic()
+        self.taken_at.update((job["id"], now) for job in jobs)
         return jobs
+
+    def _stop_signals(self) -> dict[str, list[str]] | None:
+        """Long-poll like RunPod's stop channel: up to 0.5 s for a job to stop."""
+        try:
+            return {"jobsToStop": [self._stops.get(timeout=0.5)]}
+        except queue.Empty:
+            return None
 
     def _record(self, path: str, body: dict[str, Any]) -> None:
         kind, _worker, job_id = path.strip("/").split("/")[:3]
         with self._finished:
             if kind == "job-stream":
                 self.streamed.setdefault(job_id, []).append(body)
+            elif body.get("status") == "IN_PROGRESS":  # the SDK's progress update
+                self.progress.setdefault(job_id, []).append((time.monotonic(), body["output"]))
             else:
                 self.done[job_id] = body
-                self._finished.notify_all()
+                self.done_at[job_id] = time.monotonic()
+            self._finished.notify_all()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -253,9 +285,8 @@ class FakeRunPod:
                 elif parts.path.startswith("/job-take/"):
                     jobs = fake._take(1)
                     self._json(jobs[0] if jobs else None)
-                else:  # job-stop: nothing to cancel
-                    time.sleep(0.5)
-                    self._json(None)
+                else:  # job-stop
+                    self._json(fake._stop_signals())
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))

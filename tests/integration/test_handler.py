@@ -236,7 +236,8 @@ def test_collected_handler_for_sdk_modes_without_streaming(worker, inp, expected
 def test_sdk_config(worker):
     seen = {}
     start_sdk(worker, Settings(max_concurrency=3), start=seen.update, argv=["--rp_serve_api"])
-    assert seen["handler"] == worker.handle and inspect.isasyncgenfunction(seen["handler"])
+    handler = seen["handler"]  # Worker.handle with RunPod progress reports (QueueHandler)
+    assert handler.__self__.worker is worker and inspect.isasyncgenfunction(handler)
     assert seen["return_aggregate_stream"] is True
     assert seen["concurrency_modifier"](1) == 3
     plain = sdk_config(worker, Settings(), streaming=False)["handler"]

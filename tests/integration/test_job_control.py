@@ -3,6 +3,9 @@ and streamed jobs alike (Worker.pieces is the one place both pass through)."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 
 from f5worker.config import Settings
@@ -50,3 +53,30 @@ def test_cancel_stops_before_the_next_chunk(worker, stream):
     assert items[-1]["error_code"] == "CANCELLED"
     assert items[-1]["retryable"] is False
     assert len(items) == (2 if stream else 1)  # a stream keeps the chunk it already sent
+
+
+def test_a_cancelled_handler_task_stops_the_job_at_the_next_chunk(worker):
+    """What the SDK does on a RunPod cancel: it cancels the handler's task. The step under way
+    (here held inside its first chunk's progress report) finishes that chunk, then stops."""
+    seen: list[int] = []
+    in_chunk, resume = threading.Event(), threading.Event()
+
+    def progress(done: int, _total: int) -> None:
+        seen.append(done)
+        in_chunk.set()
+        resume.wait(60)
+
+    async def cancel_mid_job() -> None:
+        job = {"id": "c", "input": {"text": TEXT, "nfe_step": 2}}
+        items = worker.handle(job, JobControl(progress=progress))
+        task = asyncio.create_task(anext(items))
+        await asyncio.to_thread(in_chunk.wait, 60)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await items.aclose()
+
+    asyncio.run(cancel_mid_job())
+    resume.set()
+    worker._pool.submit(lambda: None).result(timeout=60)  # one thread: after the job's step
+    assert seen == [1]

@@ -11,7 +11,10 @@ from f5worker.errors import (
     StorageError,
     TextTooLong,
     UnsupportedFormat,
+    VoiceExists,
+    VoiceLimitReached,
     VoiceNotFound,
+    VoiceWritesDisabled,
     WorkerError,
 )
 
@@ -21,6 +24,9 @@ CASES = [
     (UnsupportedFormat, "UNSUPPORTED_FORMAT", False, ValueError),
     (BadRefAudio, "BAD_REF_AUDIO", False, ValueError),
     (VoiceNotFound, "VOICE_NOT_FOUND", False, LookupError),
+    (VoiceExists, "VOICE_EXISTS", False, ValueError),
+    (VoiceLimitReached, "VOICE_LIMIT_REACHED", False, Exception),
+    (VoiceWritesDisabled, "VOICE_WRITES_DISABLED", False, Exception),
     (OutputTooLarge, "OUTPUT_TOO_LARGE", False, Exception),
     (StorageError, "STORAGE_ERROR", True, OSError),
     (ConfigError, "CONFIG_ERROR", False, ValueError),

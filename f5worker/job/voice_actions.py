@@ -1,0 +1,166 @@
+"""Voice management as jobs: `{"action": "voice.add" | "voice.list" | "voice.get" |
+"voice.delete", ...}` beside synthesis (an input without `action` is a synthesis request).
+
+Each action declares its fields in ACTIONS with schema.Field, so validation, bounds, unknown-field
+refusal and error codes are those of a synthesis request. The result is one JSON item. Never
+imports torch: the model's sample rate is passed in.
+
+voice.add normalises the reference once, here: fetched like any `ref_audio` (base64, https or
+s3://, with the same limits and checks), decoded to mono, trimmed and cut to at most 12 s of
+sound at a sentence end its transcript agrees on (the bound of the `best` preset, so every preset
+can use it; `fast` cuts further per job where a sentence end allows), and resampled to the
+model's rate. A job that names the voice then decodes one WAV and does nothing else to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from f5worker.errors import InvalidInput
+from f5worker.job.fetch import RefAudioFetcher
+from f5worker.job.schema import (
+    MAX_REF_AUDIO_B64_CHARS,
+    MAX_REF_TEXT_CHARS,
+    URL_PREFIXES,
+    VOICE_NAME,
+    Field,
+    parse_fields,
+)
+from f5worker.job.voices import VoiceLibrary, normalise_voice
+
+log = logging.getLogger(__name__)
+
+VOICE_ADD = "voice.add"
+VOICE_LIST = "voice.list"
+VOICE_GET = "voice.get"
+VOICE_DELETE = "voice.delete"
+_ACTION = Field(
+    "action",
+    str,
+    None,
+    "`voice.add`, `voice.list`, `voice.get` or `voice.delete`; absent: synthesis.",
+    choices=(VOICE_ADD, VOICE_LIST, VOICE_GET, VOICE_DELETE),
+    required=True,
+)
+_NAME = Field(
+    "name",
+    str,
+    None,
+    "Voice name: 1-64 letters, digits, `.`, `_` or `-`, starting with a letter or digit.",
+    max_len=64,
+    required=True,
+)
+_REF_AUDIO = Field(
+    "ref_audio",
+    str,
+    None,
+    "The reference: base64 audio (WAV, FLAC, OGG, MP3), an `https://` URL or `s3://bucket/key`, "
+    "as for synthesis.",
+    max_len=MAX_REF_AUDIO_B64_CHARS,
+    required=True,
+)
+_REF_TEXT = Field(
+    "ref_text", str, None, "Transcript of `ref_audio`.", max_len=MAX_REF_TEXT_CHARS, required=True
+)
+ACTIONS: dict[str, tuple[Field, ...]] = {
+    VOICE_ADD: (_ACTION, _NAME, _REF_AUDIO, _REF_TEXT),
+    VOICE_LIST: (_ACTION,),
+    VOICE_GET: (_ACTION, _NAME),
+    VOICE_DELETE: (_ACTION, _NAME),
+}
+
+
+@dataclass(frozen=True)
+class VoiceAction:
+    action: str
+    name: str | None = None
+    ref_audio: str | None = None
+    ref_text: str | None = None
+
+
+def is_action(raw: Any) -> bool:
+    """Whether a job input is a voice action rather than a synthesis request."""
+    return isinstance(raw, Mapping) and "action" in raw
+
+
+def parse_action(raw: Mapping[str, Any]) -> VoiceAction:
+    """Validate an action input; raise a coded InvalidInput subclass on the first problem."""
+    action = parse_fields((_ACTION,), {"action": raw.get("action")})["action"]
+    values = parse_fields(ACTIONS[action], raw)
+    name = values.get("name")
+    if name is not None and not VOICE_NAME.fullmatch(name):
+        raise InvalidInput("name must be 1-64 letters, digits, '.', '_' or '-'")
+    text = values.get("ref_text")
+    if text is not None and not text.strip():
+        raise InvalidInput("ref_text must not be empty")
+    return VoiceAction(**values)
+
+
+def ref_kind(ref: str) -> str:
+    """How a ref_audio string is sent: "s3", "url" or "base64" (as TTSRequest.ref_kind)."""
+    if ref.startswith("s3://"):
+        return "s3"
+    return "url" if ref.startswith(URL_PREFIXES) else "base64"
+
+
+class VoiceActions:
+    """Runs voice actions against one library; `sample_rate` is the model's."""
+
+    def __init__(
+        self,
+        library: VoiceLibrary,
+        fetcher: RefAudioFetcher,
+        sample_rate: int,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.library = library
+        self.fetcher = fetcher
+        self.sample_rate = sample_rate
+        self._now = now
+        self._run: dict[str, Callable[[VoiceAction], dict[str, Any]]] = {
+            VOICE_ADD: self._add,
+            VOICE_LIST: self._list,
+            VOICE_GET: self._get,
+            VOICE_DELETE: self._delete,
+        }
+
+    def run(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The action's result item; a failure is a coded WorkerError."""
+        action = parse_action(raw)
+        return {"action": action.action} | self._run[action.action](action)
+
+    def _add(self, action: VoiceAction) -> dict[str, Any]:
+        assert action.name and action.ref_audio and action.ref_text  # required fields
+        self.library.check_writable()  # before any download
+        ref = action.ref_audio
+        voice = self.fetcher.voice(ref, ref_kind(ref), action.ref_text.strip())
+        voice = normalise_voice(voice, self.sample_rate)
+        created = self._now().isoformat(timespec="seconds").replace("+00:00", "Z")
+        info = self.library.add(action.name, voice, created)
+        return {"voice": asdict(info) | {"transcript": voice.text}}
+
+    def _list(self, _action: VoiceAction) -> dict[str, Any]:
+        voices = [asdict(info) for info in self.library.list_voices()]
+        return {"voices": voices, "count": len(voices)}
+
+    def _get(self, action: VoiceAction) -> dict[str, Any]:
+        assert action.name
+        voice, created = self.library.entry(action.name)
+        return {
+            "voice": {
+                "name": action.name,
+                "duration_s": round(voice.audio.duration_s, 3),
+                "created": created,
+                "transcript": voice.text,
+                "sample_rate": voice.audio.sample_rate,
+            }
+        }
+
+    def _delete(self, action: VoiceAction) -> dict[str, Any]:
+        assert action.name
+        self.library.delete(action.name)
+        return {"deleted": action.name}

@@ -1,0 +1,132 @@
+"""Progress reports: ordered, newest first, flushed before the result, never failing a job."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from f5worker.job.progress import ProgressSender
+from f5worker.job.runpod_queue import QueueHandler
+from f5worker.job.worker import JobControl
+
+
+class SlowPost:
+    """Records posts; each takes `delay` seconds, like a round trip to RunPod."""
+
+    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+        self.delay, self.fail = delay, fail
+        self.sent: list[str] = []
+        self.first = threading.Event()
+
+    def __call__(self, text: str) -> None:
+        self.first.set()
+        time.sleep(self.delay)
+        if self.fail:
+            raise ConnectionError("RunPod unreachable")
+        self.sent.append(text)
+
+
+def test_reports_go_in_order_and_a_busy_post_keeps_only_the_newest():
+    post = SlowPost(delay=0.2)
+    sender = ProgressSender(post)
+    sender(1, 5)
+    assert post.first.wait(5)
+    for done in (2, 3, 4):  # all while the first post is under way
+        sender(done, 5)
+    sender.close()
+    assert post.sent == ["1/5 chunks", "4/5 chunks"]
+
+
+def test_close_waits_for_the_last_report():
+    post = SlowPost(delay=0.3)
+    sender = ProgressSender(post)
+    sender(1, 1)
+    sender.close(timeout=5)
+    assert post.sent == ["1/1 chunks"]
+    sender(2, 2)  # after close: ignored
+    assert post.sent == ["1/1 chunks"]
+
+
+def test_close_without_flush_drops_what_is_pending():
+    post = SlowPost(delay=0.2)
+    sender = ProgressSender(post)
+    sender(1, 3)
+    assert post.first.wait(5)
+    sender(2, 3)
+    sender.close(flush=False)
+    time.sleep(0.4)
+    assert post.sent == ["1/3 chunks"]
+
+
+def test_a_failing_post_is_logged_and_the_job_goes_on(caplog):
+    sender = ProgressSender(SlowPost(fail=True))
+    sender(1, 2)
+    sender(2, 2)
+    sender.close(timeout=5)
+    assert "progress report not sent: ConnectionError" in caplog.text
+
+
+def test_no_thread_without_a_report():
+    sender = ProgressSender(SlowPost())
+    before = threading.active_count()
+    sender.close()
+    assert threading.active_count() == before
+
+
+class FakeWorker:
+    """Worker.handle's contract: items, reporting progress through the control it is given."""
+
+    def __init__(self, items: list[dict]) -> None:
+        self.items = items
+
+    async def handle(self, job: dict, control: JobControl | None = None):
+        control = control or JobControl()
+        for i, item in enumerate(self.items):
+            control.progress(i + 1, len(self.items))
+            await asyncio.sleep(0.01)
+            yield item
+
+
+def collect(handler: QueueHandler, events: list[str]) -> list[dict]:
+    async def run() -> list[dict]:
+        out = []
+        async for item in handler.handle({"id": "j"}):
+            events.append(f"item {item}")
+            out.append(item)
+        events.append("result")
+        return out
+
+    return asyncio.run(run())
+
+
+def test_the_handler_flushes_progress_before_the_result():
+    events: list[str] = []
+
+    def post(text: str) -> None:
+        time.sleep(0.05)
+        events.append(text)
+
+    handler = QueueHandler(FakeWorker([{"n": 1}, {"n": 2}]), progress_post=lambda _job: post)
+    assert collect(handler, events) == [{"n": 1}, {"n": 2}]
+    assert events.index("2/2 chunks") < events.index("result")
+
+
+def test_an_error_item_is_yielded_after_the_flush():
+    """The SDK sends a failed job's result as soon as it sees the error item."""
+    events: list[str] = []
+
+    def post(text: str) -> None:
+        time.sleep(0.05)
+        events.append(text)
+
+    worker = FakeWorker([{"n": 1}, {"error": "CANCELLED: stop"}])
+    collect(QueueHandler(worker, progress_post=lambda _job: post), events)
+    assert events.index("2/2 chunks") < events.index("item {'error': 'CANCELLED: stop'}")
+
+
+def test_without_a_job_done_url_nothing_is_posted():
+    events: list[str] = []
+    handler = QueueHandler(FakeWorker([{"n": 1}]), progress_post=lambda _job: None)
+    assert collect(handler, events) == [{"n": 1}]
+    assert events == ["item {'n': 1}", "result"]

@@ -1,0 +1,363 @@
+"""Voice management jobs (voice.add/list/get/delete) against moto's S3, with the library's
+atomicity and cross-worker staleness. No engine: the model's rate is passed in."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from itertools import count
+
+import numpy as np
+import pytest
+import soundfile as sf
+from moto import mock_aws
+
+from f5worker.config import S3Scope
+from f5worker.errors import VoiceNotFound, WorkerError
+from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
+from f5worker.job.voice_actions import VoiceActions, parse_action
+from f5worker.job.voice_store import VoiceStore
+from f5worker.job.voices import MAX_REF_SECONDS, TAIL_SILENCE_S, VoiceLibrary, default_voice
+from f5worker.s3 import make_client
+from f5worker.testing.audio import noise, wav_b64, wav_bytes
+
+BUCKET = "voices"
+RATE = 24000  # the model's
+_prefixes = count()
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator:
+    """moto in process (the S3 API, conditional writes included); safe across threads."""
+    with pytest.MonkeyPatch.context() as mp, mock_aws():
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+        client = make_client(region="us-east-1")
+        for bucket in (BUCKET, "elsewhere"):
+            client.create_bucket(Bucket=bucket)
+        yield client
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A fresh library per test on the one server."""
+    return f"lib{next(_prefixes)}"
+
+
+def library(s3, prefix: str, **kw) -> VoiceLibrary:
+    return VoiceLibrary(BUCKET, prefix, client_factory=lambda: s3, **kw)
+
+
+def actions(s3, prefix: str, **kw) -> VoiceActions:
+    lib = library(s3, prefix, **kw)
+    policy = FetchPolicy(s3_allow=(S3Scope(BUCKET, f"{prefix}/voices/"),))
+    return VoiceActions(lib, RefAudioFetcher(policy, s3_client_factory=lambda: s3), RATE)
+
+
+def code_of(act: VoiceActions, inp: dict) -> str:
+    with pytest.raises(WorkerError) as info:
+        act.run(inp)
+    return info.value.code
+
+
+def add(name: str = "anna", audio=None, text: str = "I am Anna.", rate: int = RATE) -> dict:
+    audio = noise(2) if audio is None else audio
+    return {
+        "action": "voice.add",
+        "name": name,
+        "ref_audio": wav_b64(audio, rate),
+        "ref_text": text,
+    }
+
+
+GOOD_AUDIO = wav_b64(noise(2))
+BAD_INPUTS = [
+    ({"action": "voice.nope"}, "INVALID_INPUT"),
+    ({"action": 3}, "INVALID_INPUT"),
+    ({"action": None}, "INVALID_INPUT"),
+    ({"action": ["voice.list"]}, "INVALID_INPUT"),
+    ({"action": "voice.list", "name": "x"}, "INVALID_INPUT"),  # unknown field for list
+    ({"action": "voice.get"}, "INVALID_INPUT"),
+    ({"action": "voice.get", "name": ""}, "INVALID_INPUT"),
+    ({"action": "voice.get", "name": "../etc"}, "INVALID_INPUT"),
+    ({"action": "voice.get", "name": "a/b"}, "INVALID_INPUT"),
+    ({"action": "voice.get", "name": "x" * 65}, "INVALID_INPUT"),
+    ({"action": "voice.get", "name": 7}, "INVALID_INPUT"),
+    ({"action": "voice.get", "name": "nobody"}, "VOICE_NOT_FOUND"),
+    ({"action": "voice.delete", "name": "nobody"}, "VOICE_NOT_FOUND"),
+    ({"action": "voice.delete", "name": "default"}, "INVALID_INPUT"),
+    ({"action": "voice.add", "name": "a", "ref_audio": GOOD_AUDIO}, "INVALID_INPUT"),
+    ({"action": "voice.add", "name": "a", "ref_text": "t"}, "INVALID_INPUT"),
+    (
+        {"action": "voice.add", "name": "a", "ref_audio": GOOD_AUDIO, "ref_text": " "},
+        "INVALID_INPUT",
+    ),
+    (
+        {"action": "voice.add", "name": "a", "ref_audio": GOOD_AUDIO, "ref_text": "t" * 1001},
+        "INVALID_INPUT",
+    ),
+    (add("a", text="t") | {"speed": 1.0}, "INVALID_INPUT"),  # a synthesis field
+    ({"action": "voice.add", "name": "a", "ref_audio": "%%%", "ref_text": "t"}, "BAD_REF_AUDIO"),
+    (add("a", audio=np.zeros(RATE, np.float32)), "BAD_REF_AUDIO"),  # silent
+    (add("a", audio=noise(0.1)), "BAD_REF_AUDIO"),  # too short
+    (
+        {"action": "voice.add", "name": "a", "ref_audio": "s3://elsewhere/x.wav", "ref_text": "t"},
+        "BAD_REF_AUDIO",
+    ),
+    (
+        {"action": "voice.add", "name": "a", "ref_audio": "https://127.0.0.1/a", "ref_text": "t"},
+        "BAD_REF_AUDIO",
+    ),
+    (add("default"), "VOICE_EXISTS"),
+]
+
+
+@pytest.mark.parametrize(("inp", "code"), BAD_INPUTS)
+def test_bad_input_has_its_code_and_changes_nothing(s3, prefix, inp, code):
+    act = actions(s3, prefix)
+    assert code_of(act, inp) == code
+    assert [v["name"] for v in act.run({"action": "voice.list"})["voices"]] == ["default"]
+
+
+def test_add_list_get_delete(s3, prefix):
+    act = actions(s3, prefix)
+    # 16 kHz stereo, 20 s of sound between silences: stored mono, 24 kHz, cut to 12 s.
+    stereo = np.stack([noise(20, 16000), noise(20, 16000, seed=1)], axis=1)
+    padded = np.concatenate([np.zeros((16000, 2), np.float32), stereo])
+    added = act.run(add("anna", padded, "Hello, I am Anna.", rate=16000))
+    assert added["action"] == "voice.add"
+    voice = added["voice"]
+    assert voice["name"] == "anna" and voice["transcript_preview"] == "Hello, I am Anna."
+    assert voice["duration_s"] == pytest.approx(MAX_REF_SECONDS + TAIL_SILENCE_S, abs=0.02)
+    assert voice["created"].endswith("Z")
+
+    listed = act.run({"action": "voice.list"})
+    assert listed["count"] == 2 and [v["name"] for v in listed["voices"]] == ["default", "anna"]
+    assert listed["voices"][1] == {k: voice[k] for k in listed["voices"][1]}
+
+    got = act.run({"action": "voice.get", "name": "anna"})["voice"]
+    assert got["sample_rate"] == RATE and got["transcript"] == "Hello, I am Anna."
+    assert got["duration_s"] == voice["duration_s"] and got["created"] == voice["created"]
+
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"])
+    manifest_key, audio_key = f"{prefix}/voices/anna/voice.json", keys[0]
+    assert keys[1] == manifest_key and audio_key.endswith(".wav")
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=manifest_key)["Body"].read())
+    assert manifest["audio"] == audio_key.rsplit("/", 1)[1] and manifest["sample_rate"] == RATE
+    stored, rate = sf.read(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=audio_key)["Body"].read()))
+    assert rate == RATE and stored.ndim == 1
+
+    # A fresh worker's library loads the stored samples as they are (no second preparation).
+    loaded = library(s3, prefix).get("anna")
+    assert np.array_equal(loaded.audio.samples, stored.astype(np.float32))
+
+    assert act.run({"action": "voice.delete", "name": "anna"}) == {
+        "action": "voice.delete",
+        "deleted": "anna",
+    }
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    assert code_of(act, {"action": "voice.get", "name": "anna"}) == "VOICE_NOT_FOUND"
+    assert code_of(act, {"action": "voice.delete", "name": "anna"}) == "VOICE_NOT_FOUND"
+
+
+def test_a_name_is_never_silently_replaced(s3, prefix):
+    act = actions(s3, prefix)
+    act.run(add("anna"))
+    assert code_of(act, add("anna", text="Someone else.")) == "VOICE_EXISTS"
+    assert act.run({"action": "voice.get", "name": "anna"})["voice"]["transcript"] == "I am Anna."
+    act.run({"action": "voice.delete", "name": "anna"})
+    act.run(add("anna", text="Someone else."))  # after a delete, the name is free again
+
+
+def test_writes_switched_off_or_no_library(s3, prefix):
+    act = actions(s3, prefix, writes=False)
+    assert code_of(act, add("anna")) == "VOICE_WRITES_DISABLED"
+    assert code_of(act, {"action": "voice.delete", "name": "anna"}) == "VOICE_WRITES_DISABLED"
+    assert act.run({"action": "voice.list"})["count"] == 1  # reads still work
+
+    bare = VoiceActions(VoiceLibrary(None), RefAudioFetcher(), RATE)
+    assert code_of(bare, add("anna")) == "VOICE_WRITES_DISABLED"
+    assert [v["name"] for v in bare.run({"action": "voice.list"})["voices"]] == ["default"]
+    default = bare.run({"action": "voice.get", "name": "default"})["voice"]
+    assert default["transcript"] == default_voice().text
+
+
+def test_the_library_is_bounded(s3, prefix):
+    act = actions(s3, prefix, max_voices=2)
+    act.run(add("a"))
+    act.run(add("b"))
+    assert code_of(act, add("c")) == "VOICE_LIMIT_REACHED"
+    act.run({"action": "voice.delete", "name": "a"})
+    act.run(add("c"))
+
+
+def test_hand_uploaded_voices_are_listed_and_deletable(s3, prefix):
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/voices/old/ref.wav", Body=wav_bytes(noise(2)))
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/voices/old/ref.txt", Body=b"An old voice.")
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/voices/half/ref.wav", Body=wav_bytes(noise(2)))
+    act = actions(s3, prefix)
+    [_, old] = act.run({"action": "voice.list"})["voices"]
+    assert old["name"] == "old" and old["duration_s"] is None
+    assert old["transcript_preview"] == "An old voice." and old["created"].endswith("Z")
+    assert act.run({"action": "voice.get", "name": "old"})["voice"]["duration_s"] > 1.9
+    assert code_of(act, {"action": "voice.get", "name": "half"}) == "VOICE_NOT_FOUND"
+    act.run({"action": "voice.delete", "name": "old"})
+    assert act.run({"action": "voice.list"})["count"] == 1
+
+
+def test_action_names_are_read_like_the_schemas_choices():
+    action = parse_action({"action": "VOICE.GET ", "name": "a"})
+    assert action.action == "voice.get"  # spelled like the schema's other choices
+
+
+def test_two_workers_share_one_library_with_bounded_staleness(s3, prefix):
+    """Worker B caches a voice; A deletes it: B serves its copy for at most the TTL, then
+    sees the delete. A voice A adds is seen by B at once (misses are never cached)."""
+    now = [0.0]
+    a = actions(s3, prefix)
+    b = library(s3, prefix, cache_ttl_s=30, clock=lambda: now[0])
+    with pytest.raises(VoiceNotFound):
+        b.get("anna")
+    a.run(add("anna"))
+    assert b.get("anna").text == "I am Anna."  # seen at once
+    a.run({"action": "voice.delete", "name": "anna"})
+    now[0] = 29.0
+    assert b.get("anna").text == "I am Anna."  # within the TTL: the cached copy
+    now[0] = 30.0
+    with pytest.raises(VoiceNotFound):
+        b.get("anna")
+    a.run(add("anna", text="A new Anna."))
+    assert b.get("anna").text == "A new Anna."
+    a.run({"action": "voice.delete", "name": "anna"})
+    a.run(add("anna", text="A third Anna."))
+    now[0] = 45.0  # still within the TTL of the last check: the old copy
+    assert b.get("anna").text == "A new Anna."
+    now[0] = 61.0  # replaced: its version changed, so B reloads
+    assert b.get("anna").text == "A third Anna."
+
+
+def test_a_reader_racing_adds_and_deletes_never_sees_half_a_voice(s3, prefix):
+    """Each version's transcript names its audio's length; a reader that checks S3 on every
+    use (TTL 0) must get a matching pair or VOICE_NOT_FOUND, never anything else."""
+    writer = actions(s3, prefix)
+    reader = library(s3, prefix, cache_ttl_s=0)
+    stop = threading.Event()
+    seen: dict[str, int] = {"voices": 0, "missing": 0}
+    problems: list[str] = []
+
+    def read() -> None:
+        deadline = time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                voice = reader.get("racer")
+            except VoiceNotFound:
+                seen["missing"] += 1
+                continue
+            except Exception as exc:
+                problems.append(repr(exc))
+                continue
+            seen["voices"] += 1
+            samples = int(voice.text.split()[1])
+            if abs(voice.audio.samples.size - samples) > 2:
+                problems.append(f"{voice.text} with {voice.audio.samples.size} samples")
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for i in range(12):
+            seconds = 1.0 + 0.25 * i
+            voice_samples = int(seconds * RATE) + int(TAIL_SILENCE_S * RATE)
+            writer.run(add("racer", noise(seconds, seed=i), f"version {voice_samples} ."))
+            time.sleep(0.05)
+            writer.run({"action": "voice.delete", "name": "racer"})
+    finally:
+        stop.set()
+        thread.join(timeout=130)
+    assert not problems
+    assert seen["voices"] > 0 and seen["missing"] > 0
+
+
+def test_a_store_reader_racing_deletes_gets_a_whole_voice_or_none(s3, prefix):
+    store = VoiceStore(BUCKET, prefix, lambda: s3)
+    for i in range(5):
+        manifest = {"transcript": f"t{i}", "duration_s": 1.0, "sample_rate": RATE, "created": ""}
+        assert store.create("v", wav_bytes(noise(1, seed=i)), manifest)
+        got = store.read("v", 10_000_000)
+        assert got is not None and got.transcript == f"t{i}" and got.sample_rate == RATE
+        assert not store.create("v", b"other", manifest)  # taken: nothing left behind
+        assert store.delete("v") and store.read("v", 10_000_000) is None
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+
+
+def test_preview_is_bounded(s3, prefix):
+    act = actions(s3, prefix)
+    long_text = "word " * 100
+    act.run(add("long", text=long_text))
+    [_, info] = act.run({"action": "voice.list"})["voices"]
+    assert len(info["transcript_preview"]) == 80 and info["transcript_preview"].endswith("…")
+    assert (
+        act.run({"action": "voice.get", "name": "long"})["voice"]["transcript"] == long_text.strip()
+    )
+
+
+def test_results_are_json():
+    item = VoiceActions(VoiceLibrary(None), RefAudioFetcher(), RATE).run({"action": "voice.list"})
+    assert json.loads(json.dumps(item)) == item
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        b"not json",
+        b"[]",
+        json.dumps(
+            {
+                "audio": "../../other/key.wav",
+                "transcript": "t",
+                "created": "",
+                "sample_rate": RATE,
+                "duration_s": 1.0,
+            }
+        ).encode(),
+        json.dumps(
+            {
+                "audio": "0123456789abcdef.wav",
+                "transcript": 5,
+                "created": "",
+                "sample_rate": RATE,
+                "duration_s": 1.0,
+            }
+        ).encode(),
+        b"{" + b" " * 20_000 + b"}",
+    ],
+)
+def test_a_manifest_edited_by_hand_is_a_coded_storage_error(s3, prefix, manifest):
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/voices/odd/voice.json", Body=manifest)
+    act = actions(s3, prefix)
+    act.run(add("anna"))
+    with pytest.raises(WorkerError) as info:
+        act.run({"action": "voice.get", "name": "odd"})
+    assert info.value.code == "STORAGE_ERROR" and not info.value.retryable
+    listed = act.run({"action": "voice.list"})["voices"]  # the others are still listed
+    assert [v["name"] for v in listed] == ["default", "anna"]
+    act.run({"action": "voice.delete", "name": "odd"})  # and it can be removed
+    assert code_of(act, {"action": "voice.get", "name": "odd"}) == "VOICE_NOT_FOUND"
+
+
+def test_a_cached_voice_outlives_an_s3_outage(s3, prefix, caplog):
+    now = [0.0]
+    actions(s3, prefix).run(add("anna"))
+    lib = library(s3, prefix, cache_ttl_s=1, clock=lambda: now[0])
+    voice = lib.get("anna")
+    lib._store._client = lambda: make_client(
+        "http://127.0.0.1:9", "us-east-1", "k", "s", max_attempts=1
+    )
+    now[0] = 5.0
+    assert lib.get("anna") is voice
+    assert "S3 not reachable" in caplog.text
+    with pytest.raises(WorkerError) as info:
+        lib.get("bert")  # not cached: the outage is the job's error
+    assert info.value.code == "STORAGE_ERROR" and info.value.retryable
