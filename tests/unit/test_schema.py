@@ -87,7 +87,7 @@ def test_defaults_match_the_dataclass():
     req = parse_request(OK)
     assert req == TTSRequest(text="Hello.")
     for f in FIELDS:
-        if not f.required:
+        if not f.required and f.name != "text":  # text: "" when a batch sends texts
             assert getattr(req, f.key) == f.default
 
 
