@@ -269,9 +269,8 @@ def parse_entry(req: TTSRequest, raw: Any) -> TTSRequest:
         raise InvalidInput(f"unknown field(s) in a texts entry: {describe_names(unknown)}")
     changes = {"texts": None, "text": _field_value(_ENTRY_TEXT, raw)}
     for name in ENTRY_FIELDS[1:]:
-        value = _field_value(_BY_NAME[name], raw)
-        if value is not None:
-            changes[name] = value
+        if raw.get(name) is not None:  # unset: the batch's value, not the field's default
+            changes[name] = _field_value(_BY_NAME[name], raw)
     if "voice" in changes:  # the entry's voice replaces the batch's reference clip
         changes |= {"ref_audio": None, "ref_text": None}
     entry = replace(req, **changes)
