@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from f5worker.engine.f5tts import Line
 from f5worker.errors import JobCancelled, WorkerError
-from f5worker.job.output import ResultBudget
+from f5worker.job.output import Delivery, ResultBudget
 from f5worker.job.schema import TTSRequest, parse_entry
 from f5worker.job.worker import JobControl, Piece, PreparedJob
 
@@ -50,8 +50,9 @@ class PreparedBatch:
 
 def prepare(worker: Worker, req: TTSRequest, job_id: str) -> PreparedBatch:
     """Every entry prepared against one result budget and one memo of voices. A bad `model`
-    is the whole batch's error (every entry shares it), so it is raised before the entries."""
+    or `return` is the whole batch's error (every entry shares it): raised before the entries."""
     worker.models.get(req.model)
+    Delivery(req.return_mode, req.format, job_id, worker.store)  # `return: url` needs a bucket
     budget = ResultBudget(worker.max_result_b64)
     voices: dict[tuple[Any, ...], Voice | WorkerError] = {}
     entries: list[PreparedJob | WorkerError] = []

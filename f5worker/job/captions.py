@@ -102,7 +102,32 @@ def to_segments(
     return [Segment(s.text, offset_s + s.start * scale, offset_s + s.end * scale) for s in spans]
 
 
-def caption_fields(segments: Sequence[Segment], mode: str, first_number: int = 1) -> dict:
+@dataclass(frozen=True)
+class Placement:
+    """How the engine's pieces became one delivered item: the cross-fade each piece but the
+    utterance's last held back, the samples pause shortening kept (None: all), how many there
+    were, the item's duration and where it starts in the utterance."""
+
+    fade: int
+    keep: np.ndarray | None
+    kept: int
+    duration_s: float
+    offset_s: float = 0.0
+    ends_utterance: bool = True
+
+
+def item_fields(
+    mode: str, pieces: Sequence[tuple[str, int]], placed: Placement, first_number: int = 1
+) -> dict[str, object]:
+    """The caption fields of one result item made of `pieces` (text, samples as made)."""
+    spans = through_mask(piece_spans(pieces, placed.fade, placed.ends_utterance), placed.keep)
+    segments = to_segments(spans, placed.kept, placed.duration_s, placed.offset_s)
+    return caption_fields(segments, mode, first_number)
+
+
+def caption_fields(
+    segments: Sequence[Segment], mode: str, first_number: int = 1
+) -> dict[str, object]:
     """The result fields for captions `mode`: `segments`, and `srt` or `vtt` text."""
     from f5worker.job import subtitles
 

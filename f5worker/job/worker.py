@@ -322,19 +322,15 @@ class Worker:
             np.concatenate(samples).astype(np.float32, copy=False), job.engine.sample_rate
         )
         keep = pause_mask(audio) if job.req.remove_silence else None
-        made = len(audio.samples) if keep is None else int(keep.sum())
         if keep is not None:
             audio = Audio(audio.samples[keep], audio.sample_rate)
+        kept = len(audio.samples)
         audio = resample(audio, job.req.sample_rate or audio.sample_rate)
         item = self._deliver(audio, job, index=index)
         if job.req.captions:
-            spans = captions.piece_spans(
-                [(p.text, len(p.audio.samples)) for p in pieces], job.fade_samples, True
-            )
-            segments = captions.to_segments(
-                captions.through_mask(spans, keep), made, audio.duration_s
-            )
-            item |= captions.caption_fields(segments, job.req.captions)
+            made = [(p.text, len(p.audio.samples)) for p in pieces]
+            timing = captions.Placement(job.fade_samples, keep, kept, audio.duration_s)
+            item |= captions.item_fields(job.req.captions, made, timing)
         return item
 
     def _stream(self, job: PreparedJob, control: JobControl) -> Iterator[dict[str, Any]]:
@@ -348,18 +344,16 @@ class Worker:
             audio = piece.audio
             if keep is not None:
                 audio = Audio(audio.samples[keep], audio.sample_rate)
-            made = len(audio.samples)
+            kept = len(audio.samples)
             audio = resampler(audio, last=piece.last)
             item = self._deliver(audio, job, index=piece.index)
             if job.req.captions:
-                spans = captions.piece_spans(
-                    [(piece.text, len(piece.audio.samples))], job.fade_samples, piece.last
+                made = [(piece.text, len(piece.audio.samples))]
+                timing = captions.Placement(
+                    job.fade_samples, keep, kept, audio.duration_s, offset_s, piece.last
                 )
-                segments = captions.to_segments(
-                    captions.through_mask(spans, keep), made, audio.duration_s, offset_s
-                )
-                item |= captions.caption_fields(segments, job.req.captions, numbered)
-                numbered += len(segments)
+                item |= captions.item_fields(job.req.captions, made, timing, numbered)
+                numbered += len(item["segments"])
             offset_s += audio.duration_s
             yield item | {"chunk": piece.index, "chunks": piece.count}
             job.clock.reset()

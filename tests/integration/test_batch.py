@@ -101,6 +101,8 @@ def test_a_malformed_batch_fails_the_job(worker):
     assert item["error_code"] == "INVALID_INPUT"
     [item] = run(worker, texts=["a"], model="nonexistent")
     assert item["error_code"] == "MODEL_NOT_FOUND"
+    [item] = run(worker, texts=["a", "b"], **{"return": "url"})  # this worker has no bucket
+    assert item["error_code"] == "INVALID_INPUT"
 
 
 def test_a_reference_clip_is_fetched_once_for_the_whole_batch(worker, fetcher):
