@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +120,49 @@ class BatchPlan:
             for i in range(start, n_chunks, self.max_batch)
         ]
         return out
+
+
+@dataclass(frozen=True)
+class Line:
+    """One utterance of a batch: its voice, its text already split, its settings and seed."""
+
+    voice: Voice
+    chunks: Sequence[str]
+    params: SynthesisParams
+
+
+class _Joiner:
+    """Cross-fades consecutive chunk waveforms into pieces: each piece holds back the fade-out
+    tail that the next chunk fades into, so the pieces concatenate to the whole utterance."""
+
+    def __init__(self, count: int, sample_rate: int, seconds: float) -> None:
+        self.remaining = count
+        self.sample_rate = sample_rate
+        self.seconds = seconds
+        self.tail = np.zeros(0, dtype=np.float32)
+
+    def add(self, wave: np.ndarray) -> Audio:
+        self.remaining -= 1
+        joined = cross_fade([self.tail, wave], self.sample_rate, self.seconds)
+        fade = int(self.seconds * self.sample_rate)
+        keep = 0 if self.remaining == 0 else min(fade, len(wave))
+        self.tail = joined[len(joined) - keep :]
+        return Audio(joined[: len(joined) - keep], self.sample_rate)
+
+
+def _chunk_seed(seed: int, index: int) -> int:
+    """Chunk i of an utterance is seeded with seed + i, so a seed fixes the whole utterance."""
+    return (seed + index) & SEED_MASK
+
+
+def _share_a_pass(lines: Sequence[Line]) -> list[list[int]]:
+    """Line indexes grouped by what one pass must share: the reference (voice) and every
+    setting but the seed; groups in the order they first appear."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for n, line in enumerate(lines):
+        key = (_ReferenceCache.key(line.voice), replace(line.params, seed=0))
+        groups.setdefault(key, []).append(n)
+    return list(groups.values())
 
 
 @dataclass(frozen=True)
@@ -321,7 +364,7 @@ class F5TTSEngine:
         params = SynthesisParams(seed=0, nfe_step=2)
         self.synthesize("Warm up.", voice, params)
         if self.compiled:
-            self._generate_group(self._reference(voice), ["Warm up.", "Once more."], params, 0)
+            self._generate_group(self._reference(voice), ["Warm up.", "Once more."], params, [0, 1])
         return time.perf_counter() - start
 
     def synthesize(self, text: str, voice: Voice, params: SynthesisParams) -> Audio:
@@ -344,15 +387,40 @@ class F5TTSEngine:
         if chunks is None:
             chunks = self.split_text(text, voice, params.speed)
         ref = torch_thread.run(self._reference, voice)
-        fade = int(params.cross_fade_duration * self.sample_rate)
-        tail = np.zeros(0, dtype=np.float32)
+        joiner = _Joiner(len(chunks), self.sample_rate, params.cross_fade_duration)
         for group in self.plan.groups(len(chunks)):
-            waves = self._generate_group(ref, [chunks[i] for i in group], params, group.start)
-            for i, wave in zip(group, waves, strict=True):
-                joined = cross_fade([tail, wave], self.sample_rate, params.cross_fade_duration)
-                keep = 0 if i == len(chunks) - 1 else min(fade, len(wave))
-                tail = joined[len(joined) - keep :]
-                yield Audio(joined[: len(joined) - keep], self.sample_rate)
+            seeds = [_chunk_seed(params.seed, i) for i in group]
+            waves = self._generate_group(ref, [chunks[i] for i in group], params, seeds)
+            for wave in waves:
+                yield joiner.add(wave)
+
+    def synthesize_lines(self, lines: Sequence[Line]) -> Iterator[tuple[int, list[Audio]]]:
+        """Several utterances (a batch job's texts) in as few passes as the plan allows.
+
+        The chunks of all lines that share a voice and settings are batched together, up to
+        plan.max_batch per pass (with padding masked on CUDA, side by side on CPU); lines with
+        another voice go in passes of their own, since one pass conditions on one reference.
+        Each line's chunks are seeded as synthesize_stream seeds them, so a line comes out as
+        it would as a job of its own (exactly with the CPU plan, to float rounding in a padded
+        batch). Yields (line index, its pieces) as each line completes: lines of one voice in
+        order, voices in the order they first appear."""
+        for members in _share_a_pass(lines):
+            first = lines[members[0]]
+            ref = torch_thread.run(self._reference, first.voice)
+            work = [(n, i) for n in members for i in range(len(lines[n].chunks))]
+            waves: dict[int, list[np.ndarray]] = {n: [] for n in members}
+            for start in range(0, len(work), self.plan.max_batch):
+                part = work[start : start + self.plan.max_batch]
+                texts = [lines[n].chunks[i] for n, i in part]
+                seeds = [_chunk_seed(lines[n].params.seed, i) for n, i in part]
+                made = self._generate_group(ref, texts, first.params, seeds)
+                for (n, _i), wave in zip(part, made, strict=True):
+                    waves[n].append(wave)
+                    if len(waves[n]) == len(lines[n].chunks):
+                        joiner = _Joiner(
+                            len(waves[n]), self.sample_rate, first.params.cross_fade_duration
+                        )
+                        yield n, [joiner.add(w) for w in waves.pop(n)]
 
     def split_text(self, text: str, voice: Voice, speed: float) -> list[str]:
         """Upstream's chunking (as many bytes as fit in about 22 s with this reference), with
@@ -410,9 +478,12 @@ class F5TTSEngine:
         return self._refs.hits, self._refs.misses
 
     def _generate_group(
-        self, ref: _Reference, texts: Sequence[str], params: SynthesisParams, first_index: int
+        self,
+        ref: _Reference,
+        texts: Sequence[str],
+        params: SynthesisParams,
+        seeds: Sequence[int],
     ) -> list[np.ndarray]:
-        seeds = [(params.seed + first_index + i) & SEED_MASK for i in range(len(texts))]
         if self.plan.concurrent and len(texts) > 1:
             work, args = self._generate_side_by_side, (ref, texts, params, seeds)
         else:

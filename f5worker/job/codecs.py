@@ -134,15 +134,25 @@ def shorten_pauses(
     min_silence_len=1000, keep_silence=500): half a maximal pause is kept on each side of sound,
     so a leading or trailing pause becomes max_pause_s / 2.
     """
+    return Audio(audio.samples[pause_mask(audio, max_pause_s, threshold_dbfs)], audio.sample_rate)
+
+
+def pause_mask(
+    audio: Audio,
+    max_pause_s: float = 1.0,
+    threshold_dbfs: float = PAUSE_THRESHOLD_DBFS,
+) -> np.ndarray:
+    """Which samples shorten_pauses keeps (a boolean mask), so captions can map times through
+    what it removed."""
+    total = len(audio.samples)
+    keep = np.ones(total, dtype=bool)
     window = max(1, audio.sample_rate // 100)  # 10 ms, pydub's seek_step
-    n = len(audio.samples) // window
+    n = total // window
     if n == 0:
-        return audio
+        return keep
     frames = audio.samples[: n * window].reshape(n, window)
     rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
     silent = rms <= 10 ** (threshold_dbfs / 20)
-    total = len(audio.samples)
-    keep = np.ones(total, dtype=bool)
     half = int(max_pause_s * audio.sample_rate / 2)
     for start, stop in _runs(silent):
         first = start * window
@@ -155,7 +165,7 @@ def shorten_pauses(
         if leading and trailing:
             cut_from = half  # nothing but silence: keep half a pause
         keep[cut_from:cut_to] = False
-    return Audio(audio.samples[keep], audio.sample_rate)
+    return keep
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from f5worker.errors import (
@@ -26,6 +26,7 @@ from f5worker.errors import (
     describe_names,
 )
 from f5worker.job import openai_compat
+from f5worker.job.captions import CAPTION_MODES
 from f5worker.presets import QUALITIES
 
 MAX_TEXT_CHARS = 5000
@@ -33,6 +34,8 @@ MAX_REF_AUDIO_B64_CHARS = 14_000_000  # about 10 MB of audio once decoded
 MAX_REF_TEXT_CHARS = 1000
 MAX_SEED = 2**31 - 1
 MAX_MODEL_CHARS = 300  # a hub reference written in full is a name too
+MAX_BATCH_TEXTS = 64
+MAX_BATCH_CHARS = MAX_TEXT_CHARS  # a batch costs about what one text of its total length does
 FORMATS = ("wav", "flac", "mp3", "ogg", "opus", "pcm")
 SAMPLE_RATES = (8000, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # what the Opus codec itself supports
@@ -62,7 +65,13 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("text", str, None, "Text to speak.", max_len=MAX_TEXT_CHARS, required=True),
+    Field(
+        "text",
+        str,
+        None,
+        "Text to speak; required unless `texts` is sent.",
+        max_len=MAX_TEXT_CHARS,
+    ),
     Field(
         "voice",
         str,
@@ -161,14 +170,34 @@ FIELDS: tuple[Field, ...] = (
         "An unknown name fails with `MODEL_NOT_FOUND`, which lists the available ones.",
         max_len=MAX_MODEL_CHARS,
     ),
+    Field(
+        "captions",
+        str,
+        None,
+        "Sentence timings: `segments` adds `segments` ([{text, start, end}] in seconds) to "
+        "each result; `srt` or `vtt` adds the same as SubRip or WebVTT text too. See Captions.",
+        choices=CAPTION_MODES,
+    ),
+    Field(
+        "texts",
+        list,
+        None,
+        f"A batch instead of `text`: one result per entry, in order. An entry is a string or "
+        f"{{text, voice, seed, format}}; at most {MAX_BATCH_CHARS} characters in all. "
+        "See Batches.",
+        max_len=MAX_BATCH_TEXTS,
+    ),
 )
+# What a batch entry may set for itself; the rest of the request applies to every entry.
+ENTRY_FIELDS = ("text", "voice", "seed", "format")
 _BY_NAME = {f.name: f for f in FIELDS}
+_ENTRY_TEXT = replace(_BY_NAME["text"], required=True)
 _TOO_LONG: dict[str, type[InvalidInput]] = {"text": TextTooLong, "ref_audio": BadRefAudio}
 
 
 @dataclass(frozen=True)
 class TTSRequest:
-    text: str
+    text: str = ""  # "" in a batch, whose texts are in `texts`
     voice: str | None = None
     ref_audio: str | None = None
     ref_text: str | None = None
@@ -185,6 +214,8 @@ class TTSRequest:
     return_mode: str = "auto"
     stream: bool = False
     model: str | None = None
+    captions: str | None = None
+    texts: tuple[Any, ...] | None = None  # raw entries; batch entries are checked one by one
     # Set by the OpenAI route: an OpenAI voice name ("alloy") missing from the library falls
     # back to the default voice, so stock OpenAI clients work without a voice library.
     voice_fallback: bool = False
@@ -212,8 +243,16 @@ def parse_request(raw: Any) -> TTSRequest:
     if unknown:
         raise InvalidInput(f"unknown field(s): {describe_names(unknown)}")
     values = {f.key: _field_value(f, raw) for f in FIELDS}
+    if values["text"] is None and values["texts"] is None:
+        raise InvalidInput("text is required (or texts, for a batch)")
+    values["text"] = values["text"] or ""
+    if values["texts"] is not None:
+        values["texts"] = tuple(values["texts"])
     req = TTSRequest(**values, voice_fallback=voice_fallback)
-    _check_combinations(req)
+    if req.texts is not None:
+        _check_batch(req)
+    else:
+        _check_combinations(req)
     return req
 
 
@@ -227,10 +266,52 @@ def parse_fields(fields: tuple[Field, ...], raw: Mapping[str, Any]) -> dict[str,
     return {f.key: _field_value(f, raw) for f in fields}
 
 
+def parse_entry(req: TTSRequest, raw: Any) -> TTSRequest:
+    """One batch entry as a request of its own: the batch's fields with the entry's text,
+    voice, seed and format; a coded InvalidInput when the entry is not valid (that entry fails,
+    not the batch)."""
+    if isinstance(raw, str):
+        raw = {"text": raw}
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("a texts entry must be a string or an object")
+    unknown = [k for k in raw if k not in ENTRY_FIELDS]
+    if unknown:
+        raise InvalidInput(f"unknown field(s) in a texts entry: {describe_names(unknown)}")
+    changes = {"texts": None, "text": _field_value(_ENTRY_TEXT, raw)}
+    for name in ENTRY_FIELDS[1:]:
+        if raw.get(name) is not None:  # unset: the batch's value, not the field's default
+            changes[name] = _field_value(_BY_NAME[name], raw)
+    if "voice" in changes:  # the entry's voice replaces the batch's reference clip
+        changes |= {"ref_audio": None, "ref_text": None}
+    entry = replace(req, **changes)
+    _check_combinations(entry)
+    return entry
+
+
+def _check_batch(req: TTSRequest) -> None:
+    """What makes a batch malformed as a whole (the job fails); entries are checked later, each
+    on its own (parse_entry)."""
+    if req.text:
+        raise InvalidInput("send either text or texts, not both")
+    if not req.texts:
+        raise InvalidInput("texts must have at least one entry")
+    if req.stream:
+        raise InvalidInput("texts returns one item per entry already; stream is for one text")
+    total = sum(len(_entry_text(e)) for e in req.texts)
+    if total > MAX_BATCH_CHARS:
+        raise TextTooLong(f"texts hold more than {MAX_BATCH_CHARS} characters in all")
+    _check_combinations(replace(req, text="-"))  # the batch-wide fields, with a stand-in text
+
+
+def _entry_text(entry: Any) -> str:
+    text = entry.get("text") if isinstance(entry, Mapping) else entry
+    return text if isinstance(text, str) else ""
+
+
 def _check_combinations(req: TTSRequest) -> None:
     """Rules that involve more than one field."""
     if not req.text.strip():
-        raise InvalidInput("text must not be empty")
+        raise InvalidInput("text must not be empty (send text, or texts for a batch)")
     if req.voice is not None and not VOICE_NAME.fullmatch(req.voice):
         raise InvalidInput("voice must be 1-64 letters, digits, '.', '_' or '-'")
     if req.voice is not None and req.ref_audio is not None:
@@ -263,6 +344,10 @@ def _field_value(f: Field, raw: Mapping[str, Any]) -> Any:
 
 
 def _coerce(f: Field, value: Any) -> Any:
+    if f.kind is list:
+        if not isinstance(value, list):
+            raise InvalidInput(f"{f.name} must be a list")
+        return value
     if f.kind is bool:
         if not isinstance(value, bool):
             raise InvalidInput(f"{f.name} must be true or false")
@@ -302,6 +387,8 @@ def _is_unicode(value: str) -> bool:
 def _check_bounds(f: Field, value: Any) -> None:
     if f.max_len is not None and len(value) > f.max_len:
         error = _TOO_LONG.get(f.name, InvalidInput)
+        if f.kind is list:
+            raise error(f"{f.name} has more than {f.max_len} entries")
         raise error(f"{f.name} is longer than {f.max_len} characters")
     if f.choices is not None and value not in f.choices:
         error = UnsupportedFormat if f.name == "format" else InvalidInput
@@ -330,7 +417,7 @@ def fields_markdown() -> str:
         elif f.low is not None:
             bounds = f"{_num(f.low)} .. {_num(f.high)}"
         elif f.max_len:
-            bounds = f"<= {f.max_len} chars"
+            bounds = f"<= {f.max_len} {'entries' if f.kind is list else 'chars'}"
         elif f.kind is bool:
             bounds = "true, false"
         else:

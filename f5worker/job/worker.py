@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,7 +40,8 @@ from f5worker.audio import Audio, Voice
 from f5worker.config import Settings
 from f5worker.engine.f5tts import F5TTSEngine, SynthesisParams, free_memory
 from f5worker.errors import InternalError, JobCancelled, WorkerError
-from f5worker.job.codecs import MIME_TYPES, StreamResampler, encode, resample, shorten_pauses
+from f5worker.job import captions
+from f5worker.job.codecs import MIME_TYPES, StreamResampler, encode, pause_mask, resample
 from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
 from f5worker.job.models import ModelPool
 from f5worker.job.output import (
@@ -55,6 +56,9 @@ from f5worker.job.voice_actions import VoiceActions, is_action
 from f5worker.job.voices import VoiceLibrary, default_voice, fit_voice
 from f5worker.models.reference import ModelRef
 from f5worker.s3 import make_client
+
+if TYPE_CHECKING:
+    from f5worker.job.batch import PreparedBatch
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +112,15 @@ class PreparedJob:
     chunks: list[str]
     deliver: Delivery
     clock: _Clock
+
+    @property
+    def chars(self) -> int:
+        return len(self.req.text)
+
+    @property
+    def fade_samples(self) -> int:
+        """The cross-fade the engine holds back at the end of each piece but the last."""
+        return int(self.params.cross_fade_duration * self.engine.sample_rate)
 
     def stamp(self, worker_version: str) -> dict[str, Any]:
         """What every item of this job says about how it was made."""
@@ -216,10 +229,10 @@ class Worker:
                 yield item
                 return
             prepared = self.prepare(job.get("input"), job_id)
-            stats.chars = len(prepared.req.text)
+            stats.chars = prepared.chars
             for item in self.items(prepared, control or JobControl()):
                 stats.items += 1
-                stats.audio_s += item["duration_s"]
+                stats.audio_s += item.get("duration_s", 0.0)  # a failed batch entry has none
                 yield item
         except WorkerError as err:
             yield self.error_payload(err, job_id)
@@ -251,22 +264,39 @@ class Worker:
     def _version(self) -> dict[str, str]:
         return {"worker_version": self.settings.worker_version}
 
-    def prepare(self, raw: Any, job_id: str = "-") -> PreparedJob:
+    def prepare(self, raw: Any, job_id: str = "-") -> PreparedJob | PreparedBatch:
         """Everything a job needs before the first model step: the validated request, its model
         (loaded if need be), the voice, the parameters and the text split into chunks. Every
         input error is raised here, so a caller that must commit to a response (HTTP status,
-        headers) before synthesis can still answer with the right code."""
-        clock = _Clock()
+        headers) before synthesis can still answer with the right code. A batch (`texts`)
+        is prepared entry by entry (batch.py), each entry's input error kept for its item."""
         req = parse_request(raw)
+        if req.texts is not None:
+            from f5worker.job import batch  # batch builds on this module
+
+            return batch.prepare(self, req, job_id)
+        return self.prepare_request(req, job_id)
+
+    def prepare_request(
+        self,
+        req: TTSRequest,
+        job_id: str = "-",
+        *,
+        budget: ResultBudget | None = None,
+        voices: dict[tuple[Any, ...], Voice | WorkerError] | None = None,
+    ) -> PreparedJob:
+        """prepare() for a parsed request. A batch passes its entries one result budget and one
+        memo of voices, so a reference clip is fetched once for all the entries that use it."""
+        clock = _Clock()
         ref, engine, load_s = self.models.get(req.model)
         if load_s is not None:
             clock.stages["model_load"] = load_s
-        budget = ResultBudget(self.max_result_b64)
+        budget = budget or ResultBudget(self.max_result_b64)
         deliver = Delivery(req.return_mode, req.format, job_id, self.store, budget)
         preset, nfe_step = presets.resolve(req.quality, req.nfe_step, self.settings.default_quality)
         with clock("voice"):
             # Before any duration is estimated: the clip's pace sets the output's length.
-            voice = fit_voice(self._voice(req), preset.max_ref_seconds)
+            voice = self._fitted_voice(req, preset.max_ref_seconds, voices)
         seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
         params = SynthesisParams(
             seed=seed,
@@ -279,8 +309,15 @@ class Worker:
         chunks = engine.split_text(req.text, voice, req.speed)
         return PreparedJob(req, ref, engine, voice, params, preset, chunks, deliver, clock)
 
-    def items(self, job: PreparedJob, control: JobControl) -> Iterator[dict[str, Any]]:
+    def items(
+        self, job: PreparedJob | PreparedBatch, control: JobControl
+    ) -> Iterator[dict[str, Any]]:
         """The result items of a prepared job, each stamped with what served it."""
+        if not isinstance(job, PreparedJob):
+            from f5worker.job import batch  # batch builds on this module
+
+            yield from batch.items(self, job, control)
+            return
         produce = self._stream if job.req.stream else self._whole
         for item in produce(job, control):
             yield item | job.stamp(self.settings.worker_version)
@@ -305,22 +342,48 @@ class Worker:
             audio.close()
 
     def _whole(self, job: PreparedJob, control: JobControl) -> Iterator[dict[str, Any]]:
-        samples = [piece.audio.samples for piece in self.pieces(job, control)]
-        engine = job.engine
-        audio = Audio(np.concatenate(samples).astype(np.float32, copy=False), engine.sample_rate)
-        if job.req.remove_silence:
-            audio = shorten_pauses(audio)
+        yield self.finish(job, list(self.pieces(job, control)))
+
+    def finish(self, job: PreparedJob, pieces: list[Piece], index: int = 0) -> dict[str, Any]:
+        """The one result item of a whole utterance made of `pieces` (with its captions)."""
+        samples = [piece.audio.samples for piece in pieces]
+        audio = Audio(
+            np.concatenate(samples).astype(np.float32, copy=False), job.engine.sample_rate
+        )
+        keep = pause_mask(audio) if job.req.remove_silence else None
+        if keep is not None:
+            audio = Audio(audio.samples[keep], audio.sample_rate)
+        kept = len(audio.samples)
         audio = resample(audio, job.req.sample_rate or audio.sample_rate)
-        yield self._deliver(audio, job, index=0)
+        item = self._deliver(audio, job, index=index)
+        if job.req.captions:
+            made = [(p.text, len(p.audio.samples)) for p in pieces]
+            timing = captions.Placement(job.fade_samples, keep, kept, audio.duration_s)
+            item |= captions.item_fields(job.req.captions, made, timing)
+        return item
 
     def _stream(self, job: PreparedJob, control: JobControl) -> Iterator[dict[str, Any]]:
-        """One item per text chunk; pieces concatenate to the whole utterance (pcm exactly)."""
+        """One item per text chunk; pieces concatenate to the whole utterance (pcm exactly).
+        Captions: each item's own sentences, timed from the start of the utterance."""
         rate = job.req.sample_rate or job.engine.sample_rate
         resampler = StreamResampler(job.engine.sample_rate, rate)
+        offset_s, numbered = 0.0, 1
         for piece in self.pieces(job, control):
-            audio = shorten_pauses(piece.audio) if job.req.remove_silence else piece.audio
+            keep = pause_mask(piece.audio) if job.req.remove_silence else None
+            audio = piece.audio
+            if keep is not None:
+                audio = Audio(audio.samples[keep], audio.sample_rate)
+            kept = len(audio.samples)
             audio = resampler(audio, last=piece.last)
             item = self._deliver(audio, job, index=piece.index)
+            if job.req.captions:
+                made = [(piece.text, len(piece.audio.samples))]
+                timing = captions.Placement(
+                    job.fade_samples, keep, kept, audio.duration_s, offset_s, piece.last
+                )
+                item |= captions.item_fields(job.req.captions, made, timing, numbered)
+                numbered += len(item["segments"])
+            offset_s += audio.duration_s
             yield item | {"chunk": piece.index, "chunks": piece.count}
             job.clock.reset()
 
@@ -339,6 +402,27 @@ class Worker:
             "duration_s": round(audio.duration_s, 3),
             "timings": clock.rounded(),
         }
+
+    def _fitted_voice(
+        self,
+        req: TTSRequest,
+        max_ref_seconds: float,
+        memo: dict[tuple[Any, ...], Voice | WorkerError] | None,
+    ) -> Voice:
+        """The request's voice fitted to the preset; through `memo` (a batch's) each distinct
+        voice is fetched once, and a failed fetch fails its other entries without a retry."""
+        if memo is None:
+            return fit_voice(self._voice(req), max_ref_seconds)
+        key = (req.voice, req.ref_audio, req.ref_text, max_ref_seconds)
+        if key not in memo:
+            try:
+                memo[key] = fit_voice(self._voice(req), max_ref_seconds)
+            except WorkerError as err:
+                memo[key] = err
+        found = memo[key]
+        if isinstance(found, WorkerError):
+            raise found
+        return found
 
     def _voice(self, req: TTSRequest) -> Voice:
         if req.ref_audio is not None:

@@ -249,9 +249,32 @@ def s3_refs(rng: random.Random) -> Iterator[Case]:
         yield "s3", f"s3-{i}", ref(r)
 
 
+# -- 6. batches: hostile entries fail alone, a malformed batch fails whole ----------------------
+
+
+def batches(rng: random.Random) -> Iterator[Case]:
+    def batch(texts: Any, **extra: Any) -> dict[str, Any]:
+        return {"texts": texts, **FAST, **extra}
+
+    odd = [None, True, 1e308, -(10**400), [], {}, "\ud800", {"text": "\udfff"}, [f"{CANARY} a"]]
+    odd += [{"text": "x", "voice": {"a": 1}}, {"text": "x", "seed": 2**70}, {"text": "x", "k": 1}]
+    yield "batch", "json-entries", batch([f"{CANARY} first.", *odd, f"{CANARY} last."])
+    yield "batch", "all-bad", batch([None, {"text": ""}, {"text": "x", "format": "aac"}] * 5)
+    letters = string.ascii_letters
+    solid = ["".join(rng.choices(letters, k=150)) for _ in range(32)]
+    yield "batch", "32-unsplittable", batch(solid, captions="srt")
+    cjk = "".join(chr(rng.randint(0x4E00, 0x4E00 + 400)) for _ in range(1500))
+    yield "batch", "cjk-captions", batch([cjk, f"{CANARY} after."], captions="vtt")
+    yield "batch", "over-count", batch([f"{CANARY} a."] * 65)
+    yield "batch", "over-chars", batch([f"{CANARY} " + "a" * 2600] * 2)
+    yield "batch", "deep-entry", batch([_deep(rng, 200)["voice"], f"{CANARY} ok."])
+    yield "batch", "entries-huge-keys", batch([{"text": "x", "y" * 1_000_000: 1}, "ok."])
+    yield "batch", "with-text", {**speak("Hi."), "texts": [f"{CANARY} b."]}
+
+
 def corpus(seed: int = 20261201) -> list[Case]:
     rng = random.Random(seed)
     cases: list[Case] = []
-    for make in (unsplittable, schema_values, bombs, urls, s3_refs):
+    for make in (unsplittable, schema_values, bombs, urls, s3_refs, batches):
         cases.extend(make(rng))
     return cases

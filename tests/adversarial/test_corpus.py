@@ -136,16 +136,25 @@ def _check_output(items: list) -> str:
     if last.get("sdk") == "refused":
         return "SDK_REFUSED"
     if "error" in last:
-        assert last["error_code"] in CODES or last["error_code"] == "STORAGE_ERROR", last
-        assert last["retryable"] is (last["error_code"] == "STORAGE_ERROR"), last
-        assert last["error"].startswith(last["error_code"] + ": ")
-        assert len(last["error"]) <= 500 and CANARY not in last["error"]
-        json.dumps(last, ensure_ascii=False).encode("utf-8")
+        _check_error(last)
         return last["error_code"]
+    failed = 0
     for item in items:
+        if "item_error" in item:  # a batch entry that failed alone: as coded as a job error
+            _check_error(item["item_error"])
+            failed += 1
+            continue
         data, rate = sf.read(io.BytesIO(base64.b64decode(item["audio_base64"])), dtype="float32")
         assert rate == item["sample_rate"] and len(data) > 0
-    return "audio"
+    return "audio" if not failed else "batch with failed entries"
+
+
+def _check_error(payload: dict) -> None:
+    assert payload["error_code"] in CODES or payload["error_code"] == "STORAGE_ERROR", payload
+    assert payload["retryable"] is (payload["error_code"] == "STORAGE_ERROR"), payload
+    assert payload["error"].startswith(payload["error_code"] + ": ")
+    assert len(payload["error"]) <= 500 and CANARY not in payload["error"]
+    json.dumps(payload, ensure_ascii=False).encode("utf-8")
 
 
 def _record(kind: str, case: str, seconds: float, growth_mb: float, peak_mb: float) -> None:

@@ -140,6 +140,18 @@ CASES = [
     ("openai-instructions", openai(instructions="Whisper."), "INVALID_INPUT"),
     ("openai-speed", openai(speed=4.0), "INVALID_INPUT"),
     ("openai-unknown-voice", openai(voice="nobody"), "VOICE_NOT_FOUND"),
+    # captions, and batches malformed as a whole (a bad entry alone: test_a_bad_entry_...)
+    ("captions-unknown", {**OK, "captions": "ass"}, "INVALID_INPUT"),
+    ("captions-bool", {**OK, "captions": True}, "INVALID_INPUT"),
+    ("texts-string", {"texts": "Hello.", "nfe_step": 2}, "INVALID_INPUT"),
+    ("texts-object", {"texts": {"text": "Hello."}}, "INVALID_INPUT"),
+    ("texts-empty", {"texts": []}, "INVALID_INPUT"),
+    ("texts-too-many", {"texts": ["a"] * 65}, "INVALID_INPUT"),
+    ("texts-and-text", {**OK, "texts": ["a"]}, "INVALID_INPUT"),
+    ("texts-stream", {"texts": ["a"], "stream": True}, "INVALID_INPUT"),
+    ("texts-too-long", {"texts": ["a" * 2600, {"text": "b" * 2600}]}, "TEXT_TOO_LONG"),
+    ("texts-url-without-bucket", {"texts": ["a"], "return": "url"}, "INVALID_INPUT"),
+    ("texts-bad-voice", {"texts": ["a"], "voice": "../x"}, "INVALID_INPUT"),
 ]
 
 
@@ -290,6 +302,36 @@ API_CASES = [
         "audio-over-limit",
     }
 ]
+
+
+ENTRY_CASES = [
+    ("not-text", 42, "INVALID_INPUT"),
+    ("nested-list", [["Hello."]], "INVALID_INPUT"),
+    ("empty", {"text": ""}, "INVALID_INPUT"),
+    ("unknown-field", {"text": "Hi.", "speed": 2}, "INVALID_INPUT"),
+    ("lone-surrogate", {"text": "Hi \ud800."}, "INVALID_INPUT"),
+    ("format-aac", {"text": "Hi.", "format": "aac"}, "UNSUPPORTED_FORMAT"),
+    ("voice-unknown", {"text": "Hi.", "voice": "nobody"}, "VOICE_NOT_FOUND"),
+    ("voice-no-text", {"text": "Hi.", "voice": "textless"}, "VOICE_NOT_FOUND"),
+    ("voice-silent", {"text": "Hi.", "voice": "silent"}, "BAD_REF_AUDIO"),
+    ("audio-over-limit", {"text": "Hello there. " * 380, "seed": 1}, "TEXT_TOO_LONG"),
+    ("too-large", {"text": "A longer sentence.", "format": "wav"}, "OUTPUT_TOO_LARGE"),
+]
+
+
+@pytest.mark.parametrize(
+    ("entry", "code"), [c[1:] for c in ENTRY_CASES], ids=[c[0] for c in ENTRY_CASES]
+)
+def test_a_bad_entry_fails_alone_with_its_code(worker, entry, code):
+    """The entries around it still get audio; the job itself is not failed."""
+    batch = {"texts": ["Hi.", entry, "Bye."], "nfe_step": 2, "format": "mp3", "speed": 0.3}
+    items = list(worker.run({"id": "batch", "input": batch}))
+    assert [item["index"] for item in items] == [0, 1, 2]
+    assert all("error" not in item for item in items)
+    failed = items[1]["item_error"]
+    assert (failed["error_code"], failed["retryable"]) == (code, False)
+    assert failed["error"].startswith(f"{code}: ") and len(failed["error"]) <= 500
+    assert items[0]["duration_s"] > 0 and items[2]["duration_s"] > 0
 
 
 @pytest.fixture(scope="module")

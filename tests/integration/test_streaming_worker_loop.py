@@ -105,6 +105,23 @@ def test_a_coded_error_is_a_failed_job(runpod, job_id, inp, code):
     assert "error" not in submit(runpod, f"{job_id}-next", text="Next one.")["output"][0]
 
 
+def test_a_batch_with_a_failing_entry_completes_with_every_item(runpod):
+    """A failed entry's payload is nested (`item_error`): a top-level `error` would end the job
+    in this loop and drop the entries after it."""
+    texts = [
+        "First line.",
+        {"text": "Second.", "voice": "nobody"},
+        {"text": "Third.", "voice": "anna"},
+    ]
+    done = submit(runpod, "batch", texts=texts, seed=2, captions="vtt")
+    assert set(done) == {"output"}
+    first, failed, third = done["output"]
+    assert [first["index"], failed["index"], third["index"]] == [0, 1, 2]
+    assert failed["item_error"]["error_code"] == "VOICE_NOT_FOUND"
+    assert first["vtt"].startswith("WEBVTT") and third["segments"][0]["text"] == "Third."
+    assert [part["output"] for part in runpod.streamed["batch"]] == done["output"]
+
+
 def test_url_return_mode_uploads_to_the_output_bucket(runpod):
     done = submit(
         runpod, "url", text="Upload me.", format="flac", voice="anna", **{"return": "url"}

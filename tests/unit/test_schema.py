@@ -1,5 +1,6 @@
 """The input contract, as a table of cases with their expected codes."""
 
+import contextlib
 import math
 
 import pytest
@@ -9,11 +10,13 @@ from hypothesis import strategies as st
 from f5worker.errors import InvalidInput
 from f5worker.job.schema import (
     FIELDS,
+    MAX_BATCH_TEXTS,
     MAX_REF_AUDIO_B64_CHARS,
     MAX_REF_TEXT_CHARS,
     MAX_TEXT_CHARS,
     TTSRequest,
     fields_markdown,
+    parse_entry,
     parse_request,
 )
 
@@ -87,7 +90,7 @@ def test_defaults_match_the_dataclass():
     req = parse_request(OK)
     assert req == TTSRequest(text="Hello.")
     for f in FIELDS:
-        if not f.required:
+        if not f.required and f.name != "text":  # text: "" when a batch sends texts
             assert getattr(req, f.key) == f.default
 
 
@@ -163,6 +166,12 @@ OPENAI_NAMES = ["model", "input", "voice", "response_format", "speed", "instruct
 
 
 def _check_request(req: TTSRequest) -> None:
+    if req.texts is not None:  # a batch: each entry parses or fails with its own code
+        assert not req.text and 1 <= len(req.texts) <= MAX_BATCH_TEXTS
+        for raw in req.texts:
+            with contextlib.suppress(InvalidInput):
+                _check_request(parse_entry(req, raw))
+        return
     assert req.text.strip()
     for f in FIELDS:
         value = getattr(req, f.key)
@@ -197,3 +206,83 @@ def test_openai_shape_never_raises_anything_but_invalid_input(raw):
     except InvalidInput:
         return
     _check_request(req)
+
+
+# -- batches: what fails the whole job, and what fails one entry --------------------------------
+
+BATCH_ERRORS = [
+    ({"texts": "Hello."}, "INVALID_INPUT", "texts must be a list"),
+    ({"texts": []}, "INVALID_INPUT", "at least one entry"),
+    ({"texts": ["a"] * (MAX_BATCH_TEXTS + 1)}, "INVALID_INPUT", "more than 64 entries"),
+    ({"text": "a", "texts": ["b"]}, "INVALID_INPUT", "either text or texts"),
+    ({"texts": ["a"], "stream": True}, "INVALID_INPUT", "stream"),
+    ({"texts": ["x" * 3000, {"text": "y" * 2001}]}, "TEXT_TOO_LONG", "5000 characters in all"),
+    ({"texts": ["a"], "voice": "no/slash"}, "INVALID_INPUT", "voice must be"),
+    ({"texts": ["a"], "ref_audio": "AAAA"}, "INVALID_INPUT", "ref_text is required"),
+    ({"texts": None}, "INVALID_INPUT", "text is required"),
+]
+
+
+@pytest.mark.parametrize(("raw", "code", "fragment"), BATCH_ERRORS)
+def test_a_malformed_batch_fails_as_a_whole(raw, code, fragment):
+    with pytest.raises(InvalidInput) as info:
+        parse_request(raw)
+    assert (info.value.code, fragment in info.value.message) == (code, True)
+
+
+BATCH = {"texts": ["-"], "voice": "anna", "seed": 9, "format": "flac", "speed": 1.5}
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("Hello.", {"text": "Hello.", "voice": "anna", "seed": 9, "format": "flac"}),
+        (
+            {"text": "Hi.", "voice": "bob", "seed": 3, "format": " MP3 "},
+            {"text": "Hi.", "voice": "bob", "seed": 3, "format": "mp3"},
+        ),
+        ({"text": "Hi.", "seed": None}, {"seed": 9, "speed": 1.5, "texts": None}),
+    ],
+)
+def test_an_entry_is_the_batch_with_its_own_fields(entry, expected):
+    req = parse_entry(parse_request(BATCH), entry)
+    assert {k: getattr(req, k) for k in expected} == expected
+
+
+def test_an_entry_voice_replaces_the_batch_reference():
+    batch = parse_request({"texts": ["-"], "ref_audio": "AAAA", "ref_text": "Hi."})
+    assert parse_entry(batch, "Hello.").ref_audio == "AAAA"
+    entry = parse_entry(batch, {"text": "Hello.", "voice": "anna"})
+    assert (entry.voice, entry.ref_audio, entry.ref_text) == ("anna", None, None)
+
+
+@pytest.mark.parametrize(
+    ("entry", "code", "fragment"),
+    [
+        (42, "INVALID_INPUT", "string or an object"),
+        (["Hello."], "INVALID_INPUT", "string or an object"),
+        ({}, "INVALID_INPUT", "text is required"),
+        ({"text": "  "}, "INVALID_INPUT", "must not be empty"),
+        ({"text": "a", "speed": 2}, "INVALID_INPUT", "unknown field(s) in a texts entry: speed"),
+        ({"text": "a", "format": "aac"}, "UNSUPPORTED_FORMAT", "format must be one of"),
+        ({"text": "a", "seed": -1}, "INVALID_INPUT", "seed must be between"),
+        ({"text": "a", "voice": "../x"}, "INVALID_INPUT", "voice must be"),
+        ({"text": "a", "format": "opus"}, "UNSUPPORTED_FORMAT", "opus needs"),
+    ],
+)
+def test_a_bad_entry_is_its_own_error(entry, code, fragment):
+    batch = parse_request({"texts": ["-"], "sample_rate": 44100})
+    with pytest.raises(InvalidInput) as info:
+        parse_entry(batch, entry)
+    assert (info.value.code, fragment in info.value.message) == (code, True)
+
+
+@pytest.mark.parametrize("mode", [None, "segments", "srt", "vtt"])
+def test_captions_modes(mode):
+    assert parse_request({**OK, "captions": mode}).captions == mode
+
+
+@pytest.mark.parametrize("mode", [True, "ass", 1])
+def test_captions_bad_modes(mode):
+    with pytest.raises(InvalidInput):
+        parse_request({**OK, "captions": mode})

@@ -1,0 +1,126 @@
+"""Batch jobs (`texts`): many short texts in one job, one result item per entry, in order.
+
+Each entry is a request of its own (schema.parse_entry: the batch's fields with the entry's
+text, voice, seed and format), prepared as a single job is (Worker.prepare_request), so an
+entry's audio is what the same text sent alone with the same seed gives. The engine makes all
+entries in as few passes as it can (F5TTSEngine.synthesize_lines: the chunks of entries that
+share a voice are batched together, as the chunks of one long text are).
+
+Failures: a malformed batch (texts not a list, empty, too many entries or characters, with
+`text` or `stream`) fails the job. An entry that is not valid, or whose voice cannot be found,
+or whose result is too large, fails only its own item: `{"index": i, "item_error": {error,
+error_code, retryable}}`. The payload is nested because the RunPod worker loop ends a job at
+the first item with a top-level `error` key, which would drop the entries after it. An engine
+failure (out of memory, a broken GPU) or a cancel still fails the whole job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from f5worker.engine.f5tts import Line
+from f5worker.errors import JobCancelled, WorkerError
+from f5worker.job.output import Delivery, ResultBudget
+from f5worker.job.schema import TTSRequest, parse_entry
+from f5worker.job.worker import JobControl, Piece, PreparedJob
+
+if TYPE_CHECKING:
+    from f5worker.audio import Audio, Voice
+    from f5worker.job.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedBatch:
+    """A validated batch: each entry prepared, or the coded error that fails its item."""
+
+    req: TTSRequest
+    entries: list[PreparedJob | WorkerError]
+    job_id: str
+
+    @property
+    def chars(self) -> int:
+        return sum(e.chars for e in self.entries if isinstance(e, PreparedJob))
+
+
+def prepare(worker: Worker, req: TTSRequest, job_id: str) -> PreparedBatch:
+    """Every entry prepared against one result budget and one memo of voices. A bad `model`
+    or `return` is the whole batch's error (every entry shares it): raised before the entries."""
+    worker.models.get(req.model)
+    Delivery(req.return_mode, req.format, job_id, worker.store)  # `return: url` needs a bucket
+    budget = ResultBudget(worker.max_result_b64)
+    voices: dict[tuple[Any, ...], Voice | WorkerError] = {}
+    entries: list[PreparedJob | WorkerError] = []
+    for raw in req.texts or ():
+        try:
+            entry = parse_entry(req, raw)
+            entries.append(worker.prepare_request(entry, job_id, budget=budget, voices=voices))
+        except WorkerError as err:
+            if err.fatal:
+                raise
+            entries.append(err)
+    return PreparedBatch(req, entries, job_id)
+
+
+def items(worker: Worker, batch: PreparedBatch, control: JobControl) -> Iterator[dict[str, Any]]:
+    """One item per entry, in order, each as soon as it and every entry before it are done.
+    Progress counts chunks over all entries; a cancel is honoured between engine passes."""
+    valid = [(i, e) for i, e in enumerate(batch.entries) if isinstance(e, PreparedJob)]
+    ready: dict[int, dict[str, Any]] = {
+        i: _failed(worker, e, i, batch.job_id)
+        for i, e in enumerate(batch.entries)
+        if isinstance(e, WorkerError)
+    }
+    total = sum(len(e.chunks) for _, e in valid)
+    done, following = 0, 0
+    made = _made(valid)
+    try:
+        while following < len(batch.entries):
+            while following in ready:
+                yield ready.pop(following)
+                following += 1
+            if following == len(batch.entries):
+                return
+            if control.cancelled():
+                raise JobCancelled(f"cancelled after {done} of {total} chunks")
+            started = time.perf_counter()
+            line, audios = next(made)
+            index, entry = valid[line]
+            entry.clock.stages["synthesis"] = time.perf_counter() - started
+            done += len(audios)
+            control.progress(done, total)
+            ready[index] = _finished(worker, entry, index, audios, batch.job_id)
+    finally:
+        made.close()
+
+
+def _made(valid: list[tuple[int, PreparedJob]]) -> Iterator[tuple[int, list[Audio]]]:
+    if not valid:
+        return
+    engine = valid[0][1].engine  # the batch's one model: every entry shares `model`
+    yield from engine.synthesize_lines([Line(e.voice, e.chunks, e.params) for _, e in valid])
+
+
+def _finished(
+    worker: Worker, entry: PreparedJob, index: int, audios: list[Audio], job_id: str
+) -> dict[str, Any]:
+    pieces = [
+        Piece(n, len(audios), text, audio)
+        for n, (text, audio) in enumerate(zip(entry.chunks, audios, strict=True))
+    ]
+    try:
+        item = worker.finish(entry, pieces, index=index)
+    except WorkerError as err:  # the result alone is too large, say: this entry fails
+        return _failed(worker, err, index, job_id)
+    return {"index": index} | item | entry.stamp(worker.settings.worker_version)
+
+
+def _failed(worker: Worker, err: WorkerError, index: int, job_id: str) -> dict[str, Any]:
+    payload = worker.error_payload(err, f"{job_id}[{index}]")
+    version = payload.pop("worker_version")
+    return {"index": index, "item_error": payload, "worker_version": version}
