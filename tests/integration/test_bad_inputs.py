@@ -92,7 +92,7 @@ CASES = [
     ("text-too-long", {**OK, "text": "a" * (MAX_TEXT_CHARS + 1)}, "TEXT_TOO_LONG"),
     ("text-megabyte", {**OK, "text": "word " * 200_000}, "TEXT_TOO_LONG"),
     ("audio-over-limit", {**OK, "text": "Hello there. " * 384, "speed": 0.3}, "TEXT_TOO_LONG"),
-    ("format-aac", {**OK, "format": "aac"}, "UNSUPPORTED_FORMAT"),
+    ("format-aiff", {**OK, "format": "aiff"}, "UNSUPPORTED_FORMAT"),
     ("opus-44k", {**OK, "format": "opus", "sample_rate": 44100}, "UNSUPPORTED_FORMAT"),
     ("too-large", {**OK, "text": "A longer sentence.", "return": "base64"}, "OUTPUT_TOO_LARGE"),
     # reference audio
@@ -136,8 +136,8 @@ CASES = [
         {"openai_route": "/v1/chat/completions", "openai_input": {}},
         "INVALID_INPUT",
     ),
-    ("openai-aac", openai(response_format="aac"), "UNSUPPORTED_FORMAT"),
-    ("openai-instructions", openai(instructions="Whisper."), "INVALID_INPUT"),
+    ("openai-aiff", openai(response_format="aiff"), "UNSUPPORTED_FORMAT"),
+    ("openai-unknown-field", openai(style="Whisper."), "INVALID_INPUT"),
     ("openai-speed", openai(speed=4.0), "INVALID_INPUT"),
     ("openai-unknown-voice", openai(voice="nobody"), "VOICE_NOT_FOUND"),
 ]
@@ -273,7 +273,7 @@ API_CASES = [
         "speed-zero",
         "unknown-field",
         "text-megabyte",
-        "format-aac",
+        "format-aiff",
         "ref-silent",
         "ref-ultra-short",
         "url-refused",
