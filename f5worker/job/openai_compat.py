@@ -13,8 +13,9 @@ OpenAI's stock voice names ("alloy", ...) use a library voice of that name when 
 the default voice otherwise, so an unmodified OpenAI client works on a worker without a library.
 `instructions` is accepted and has no effect: F5-TTS has no text prompt for style; the voice,
 its pace and its tone come from the reference clip. Extension fields beside OpenAI's (an
-OpenAI client sends them with `extra_body`): `ref_audio` + `ref_text` (a caller's own voice),
-`seed` and `quality`, with their native meaning and bounds.
+OpenAI client sends them with `extra_body`): `ref_audio` + `ref_text` (a caller's own voice;
+`voice`, which OpenAI clients always send, is then ignored), `seed` and `quality`, with their
+native meaning and bounds.
 
 The HTTP mode's `POST /v1/audio/speech` takes the same body (speech_to_native); its
 `stream_format` is a property of the HTTP response and is handled there.
@@ -90,6 +91,8 @@ def speech_to_native(body: Mapping[str, Any], where: str = "body") -> tuple[dict
         raise InvalidInput("model must be a string of at most 300 characters")
     native = {ours: body[theirs] for theirs, ours in _MAPPING.items() if theirs in body}
     native |= {name: body[name] for name in EXTENSIONS if name in body}
+    if "ref_audio" in native:
+        native.pop("voice", None)  # OpenAI clients must name a voice; the reference wins
     if model is not None and model.strip().lower() not in DEFAULT_MODEL_NAMES:
         native["model"] = model
     native["format"] = _format(body.get("response_format", OPENAI_DEFAULT_FORMAT))

@@ -22,7 +22,7 @@ from f5worker.job.http.service import Service
 from f5worker.testing.s3_servers import free_port
 
 
-def test_settings(**overrides: object) -> Settings:
+def http_settings(**overrides: object) -> Settings:
     return replace(Settings(http_host="127.0.0.1", port=free_port()), **overrides)
 
 

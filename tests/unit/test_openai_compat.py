@@ -33,7 +33,7 @@ MAPPED = [
         TTSRequest(text="Hi.", format="mp3", seed=7, quality="fast"),
     ),
     (
-        openai(input="Hi.", ref_audio="UklGRg==", ref_text="Words."),
+        openai(input="Hi.", voice="alloy", ref_audio="UklGRg==", ref_text="Words."),
         TTSRequest(text="Hi.", format="mp3", ref_audio="UklGRg==", ref_text="Words."),
     ),
     (

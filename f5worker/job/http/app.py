@@ -158,8 +158,14 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
             progress = Progress()
             control = _job_control(cancel, progress)
             chunks = encoded_chunks(worker, job, job.req.format, control, progress)
-            release = lambda: loop.call_soon_threadsafe(service.admission.release)  # noqa: E731
-            stream = AudioStream(chunks, service.pool, cancel, release)
+
+            def closed() -> None:  # on the event loop, once the job thread is done
+                service.counters.chunks += progress.chunks_done
+                service.admission.release()
+
+            stream = AudioStream(
+                chunks, service.pool, cancel, lambda: loop.call_soon_threadsafe(closed)
+            )
             started = time.perf_counter()
             first = await stream.next()  # a failure here still gets its status
     except BaseException:
@@ -303,7 +309,7 @@ async def _runsync(service: Service, request: Request, request_id: str) -> Respo
 
 def _models_list(service: Service) -> dict[str, Any]:
     worker = service.require_worker()
-    names = worker.models.names()
+    names = worker.models.names
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "f5worker"} for name in names]
     return {"object": "list", "data": data}
 

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 class Counters:
     requests: int = 0
     cancelled: int = 0  # streams stopped early because the client went away
+    chunks: int = 0  # text chunks synthesized for streamed requests
 
 
 class Service:
