@@ -162,9 +162,15 @@ def http_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def worker(engine, s3_url) -> Worker:
+    return table_worker(engine, s3_url)
+
+
+def table_worker(engine, s3_url: str, settings: Settings | None = None) -> Worker:
+    """The worker the table's cases expect: its voice library and s3:// references on the S3
+    server at s3_url, loopback reference URLs allowed, a 64 KB result limit."""
     return Worker(
         engine,
-        Settings(worker_version="bad-1"),
+        settings or Settings(worker_version="bad-1"),
         voices=VoiceLibrary(BUCKET, "f5-tts", client_factory=lambda: client_for(s3_url)),
         fetcher=RefAudioFetcher(
             FetchPolicy(
