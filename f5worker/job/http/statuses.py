@@ -29,7 +29,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "INITIALIZING": 503,
     "MODEL_ERROR": 503,
     "GPU_ERROR": 503,
-    "CONFIG_ERROR": 503,
+    "CONFIG_ERROR": 503,  # start-up codes, listed so that no code falls back to 500
+    "FLASH_ATTN_UNAVAILABLE": 503,
     "INTERNAL_ERROR": 500,
 }
 RETRY_AFTER_S = 1  # Retry-After of a 429 or 503: one short synthesis frees a slot
