@@ -17,7 +17,7 @@ IMAGE_OWNED := torch torchaudio triton nvidia-cublas-cu12 nvidia-cuda-cupti-cu12
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run test test-fast lint lock clean
+.PHONY: venv run run-http test test-fast lint lock clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ $(STAMP): requirements-dev.txt
 
 run: venv
 	$(PY) model_cache_init.py --rp_serve_api --rp_api_host $(HOST) --rp_api_port $(PORT)
+
+# The same worker as a load-balancing endpoint: OpenAI's /v1/audio/speech, /runsync, /ping.
+run-http: venv
+	SERVE_MODE=http PORT=$(PORT) HTTP_HOST=$(HOST) $(PY) model_cache_init.py
 
 test: venv lint
 	$(PY) -m pytest

@@ -22,6 +22,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 LOG_FORMATS = ("text", "json")
 PRELOAD_MODES = ("default", "all")
+SERVE_MODES = ("queue", "http")
 RUNPOD_HF_CACHE = Path("/runpod-volume/huggingface-cache/hub")
 DEMO_MODEL = "demo"
 # A model name becomes a directory and an S3 key segment, so it must be one safe component.
@@ -88,6 +89,17 @@ class Settings:
     sdk_log_level: str = "INFO"
     worker_version: str = "dev"
     worker_git_sha: str = "unknown"
+    # -- the serving mode (README "Real-time (load-balancing endpoint)") --------------------
+    # queue: the RunPod SDK's job handler; http: FastAPI/uvicorn for a load-balancing endpoint.
+    serve_mode: str = "queue"
+    port: int = 80  # RunPod's documented default for load-balancing workers
+    port_health: int | None = None  # None: /ping on `port` (RunPod's default)
+    http_host: str = "0.0.0.0"
+    # Requests that may wait for a free slot beyond MAX_CONCURRENCY; more get 429.
+    http_max_waiting: int = 4
+    # The first text chunk's byte budget in http mode: 0 = a quarter of the normal budget
+    # (upstream's socket server), -1 = not shortened, N = at most N bytes.
+    first_chunk_max_bytes: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -153,7 +165,19 @@ class Settings:
             ),
             worker_version=env.get("WORKER_VERSION", cls.worker_version).strip() or "dev",
             worker_git_sha=_opt(env, "WORKER_GIT_SHA") or cls.worker_git_sha,
+            serve_mode=_choice(env, "SERVE_MODE", cls.serve_mode, SERVE_MODES),
+            port=_int(env, "PORT", cls.port, 1, 65535),
+            port_health=_int(env, "PORT_HEALTH", 0, 1, 65535) if _opt(env, "PORT_HEALTH") else None,
+            http_host=_opt(env, "HTTP_HOST") or cls.http_host,
+            http_max_waiting=_int(env, "HTTP_MAX_WAITING", cls.http_max_waiting, 0, 1024),
+            first_chunk_max_bytes=_int(
+                env, "FIRST_CHUNK_MAX_BYTES", cls.first_chunk_max_bytes, -1, 4096
+            ),
         )
+
+    @property
+    def health_port(self) -> int:
+        return self.port_health or self.port
 
     @property
     def is_demo(self) -> bool:

@@ -136,6 +136,26 @@ class JobCancelled(WorkerError):
     code = "CANCELLED"
 
 
+class RequestTooLarge(InvalidInput):
+    """An HTTP request body over the server's bound (before any JSON is parsed)."""
+
+    code = "REQUEST_TOO_LARGE"
+
+
+class Overloaded(WorkerError):
+    """Every slot of an HTTP worker is busy and its small wait queue is full."""
+
+    code = "OVERLOADED"
+    retryable = True
+
+
+class NotReady(WorkerError):
+    """An HTTP worker is still starting (model loading, warm-up)."""
+
+    code = "INITIALIZING"
+    retryable = True
+
+
 class InternalError(WorkerError):
     code = "INTERNAL_ERROR"
     retryable = True

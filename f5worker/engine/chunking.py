@@ -51,6 +51,25 @@ def bound_chunks(chunks: list[str], max_bytes: int) -> list[str]:
     return [c for c in out if c.strip()]
 
 
+def shorten_first(
+    chunks: list[str], max_bytes: int, split: Callable[[str, int], list[str]]
+) -> list[str]:
+    """The first chunk cut to at most max_bytes, so a stream's first audio comes sooner.
+
+    Upstream's socket server re-splits its first chunk at a quarter of the budget; here only
+    the head is cut off (at punctuation by `split`, at whitespace if there is none) and the
+    rest of that chunk stays one chunk, so the request gains one chunk, not several.
+    """
+    if not chunks or _size(chunks[0]) <= max_bytes:
+        return chunks
+    head, *tail = bound_chunks(split(chunks[0], max_bytes), max_bytes) or [""]
+    if not tail:
+        return chunks
+    first = chunks[0]
+    rest = first[len(head) :].strip() if first.startswith(head) else " ".join(tail)
+    return [head, rest, *chunks[1:]] if rest else [head, *chunks[1:]]
+
+
 def _split_words(text: str, max_bytes: int) -> Iterator[str]:
     """Greedy packing of whitespace-separated words; a word over the budget is split alone."""
     yield from _pack(_SPACE.split(text.strip()), max_bytes, " ", _split_clusters)

@@ -39,7 +39,7 @@ import torchaudio
 
 from f5worker.audio import Audio, Voice, cross_fade
 from f5worker.engine import sampler, torch_thread
-from f5worker.engine.chunking import bound_chunks, cap_combining_marks
+from f5worker.engine.chunking import bound_chunks, cap_combining_marks, shorten_first
 from f5worker.errors import (
     GPUError,
     InternalError,
@@ -422,11 +422,16 @@ class F5TTSEngine:
                         )
                         yield n, [joiner.add(w) for w in waves.pop(n)]
 
-    def split_text(self, text: str, voice: Voice, speed: float) -> list[str]:
+    def split_text(
+        self, text: str, voice: Voice, speed: float, first_chunk_bytes: int | None = None
+    ) -> list[str]:
         """Upstream's chunking (as many bytes as fit in about 22 s with this reference), with
         every chunk bounded even where upstream's punctuation rule finds nowhere to split
         (chunking.py), and the whole request refused with TEXT_TOO_LONG, before any model
-        work, when its audio would pass max_audio_s."""
+        work, when its audio would pass max_audio_s.
+
+        first_chunk_bytes: None keeps upstream's chunks; 0 cuts the first chunk to a quarter
+        of the budget (upstream's socket server), N > 0 to at most N bytes (chunking.py)."""
         from f5_tts.infer.utils_infer import chunk_text
 
         text = cap_combining_marks(text)
@@ -435,6 +440,9 @@ class F5TTSEngine:
         max_chars = int(ref_bytes / ref_seconds * (MAX_GENERATION_S - ref_seconds) * speed)
         budget = max(max_chars, 1)
         chunks = bound_chunks(chunk_text(text, max_chars=budget), budget)
+        if first_chunk_bytes is not None:
+            first = min(first_chunk_bytes, budget) if first_chunk_bytes > 0 else budget // 4
+            chunks = shorten_first(chunks, max(first, 1), _chunk_text)
         if not chunks:
             raise InvalidInput("text has nothing to speak")
         seconds = self.estimate_seconds(chunks, voice, speed)
@@ -632,6 +640,12 @@ def _synthesis_failed(exc: Exception) -> SynthesisFailed:
     operators; the client learns only that this text could not be synthesized."""
     log.error("synthesis failed (%s)", type(exc).__name__, exc_info=exc)
     return SynthesisFailed("this text could not be synthesized; change the text or settings")
+
+
+def _chunk_text(text: str, max_bytes: int) -> list[str]:
+    from f5_tts.infer.utils_infer import chunk_text
+
+    return chunk_text(text, max_chars=max_bytes)
 
 
 def import_backend() -> None:

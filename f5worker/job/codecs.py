@@ -1,6 +1,7 @@
 """Waveforms in and out: decode reference audio, resample, shorten pauses, encode results.
 
-All codecs go through soundfile (libsndfile): no ffmpeg subprocess, no temp files. Resampling is
+Codecs go through soundfile (libsndfile), and aac, which libsndfile lacks, through PyAV
+(stream_codecs.py): no ffmpeg subprocess, no temp files. Resampling is
 soxr (the resampler librosa uses), whose streaming mode makes chunk-by-chunk output identical to
 resampling the whole utterance. Pure numpy; never imports torch.
 """
@@ -15,6 +16,7 @@ import soxr
 
 from f5worker.audio import Audio
 from f5worker.errors import BadRefAudio, UnsupportedFormat
+from f5worker.job.stream_codecs import encode_whole
 
 # format -> (libsndfile container, subtype); pcm is headerless little-endian int16.
 _CODECS: dict[str, tuple[str, str]] = {
@@ -32,7 +34,9 @@ MIME_TYPES = {
     "opus": "audio/ogg",
     "mp3": "audio/mpeg",
     "pcm": "audio/L16",
+    "aac": "audio/aac",
 }
+ENCODED_BY_AV = ("aac",)  # ADTS: raw AAC frames, the stream form browsers and ffmpeg play
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 MAX_DECODED_SECONDS = 60.0  # a longer reference is a mistake, not a voice sample
 MIN_RATE, MAX_RATE = 8000, 192000
@@ -42,8 +46,10 @@ PAUSE_THRESHOLD_DBFS = -50.0  # upstream's remove_silence threshold
 
 
 def encode(audio: Audio, fmt: str) -> bytes:
+    if fmt in ENCODED_BY_AV:
+        return encode_whole(audio, fmt)
     if fmt not in _CODECS:
-        raise UnsupportedFormat(f"format must be one of {', '.join(_CODECS)}")
+        raise UnsupportedFormat(f"format must be one of {', '.join((*_CODECS, *ENCODED_BY_AV))}")
     if fmt == "opus" and audio.sample_rate not in OPUS_RATES:
         raise UnsupportedFormat(f"opus needs a sample rate in {OPUS_RATES}")
     container, subtype = _CODECS[fmt]

@@ -11,6 +11,14 @@ tts-1-hd, gpt-4o-mini-tts) and `f5-tts`, which mean the worker's default model, 
 OpenAI client works.
 OpenAI's stock voice names ("alloy", ...) use a library voice of that name when there is one and
 the default voice otherwise, so an unmodified OpenAI client works on a worker without a library.
+`instructions` is accepted and has no effect: F5-TTS has no text prompt for style; the voice,
+its pace and its tone come from the reference clip. Extension fields beside OpenAI's (an
+OpenAI client sends them with `extra_body`): `ref_audio` + `ref_text` (a caller's own voice;
+`voice`, which OpenAI clients always send, is then ignored), `seed` and `quality`, with their
+native meaning and bounds.
+
+The HTTP mode's `POST /v1/audio/speech` takes the same body (speech_to_native); its
+`stream_format` is a property of the HTTP response and is handled there.
 """
 
 from __future__ import annotations
@@ -39,13 +47,15 @@ OPENAI_VOICES = frozenset(
         "verse",
     }
 )
-# OpenAI response_format -> our format; aac has no libsndfile encoder.
-OPENAI_FORMATS = {"mp3": "mp3", "opus": "opus", "wav": "wav", "flac": "flac", "pcm": "pcm"}
+# OpenAI response_format -> our format (the same names).
+OPENAI_FORMATS = {f: f for f in ("mp3", "opus", "aac", "flac", "wav", "pcm")}
 OPENAI_DEFAULT_FORMAT = "mp3"
 # OpenAI's model names and our generic one: the worker's default model.
 DEFAULT_MODEL_NAMES = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "f5-tts"})
 _MAPPING = {"input": "text", "voice": "voice", "response_format": "format", "speed": "speed"}
-_ACCEPTED = ("model", *_MAPPING)
+EXTENSIONS = ("ref_audio", "ref_text", "seed", "quality")
+IGNORED = ("instructions",)
+_ACCEPTED = ("model", *_MAPPING, *EXTENSIONS, *IGNORED)
 
 
 def is_openai(raw: Mapping[str, Any]) -> bool:
@@ -65,13 +75,24 @@ def to_native(raw: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     body = raw.get("openai_input")
     if not isinstance(body, Mapping):
         raise InvalidInput("openai_input must be a JSON object")
+    return speech_to_native(body, "openai_input")
+
+
+def speech_to_native(body: Mapping[str, Any], where: str = "body") -> tuple[dict[str, Any], bool]:
+    """An OpenAI speech body -> (native input, voice falls back to default)."""
     unknown = [k for k in body if k not in _ACCEPTED]
     if unknown:
-        raise InvalidInput(f"unsupported openai_input field(s): {describe_names(unknown)}")
+        raise InvalidInput(f"unsupported {where} field(s): {describe_names(unknown)}")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise InvalidInput("instructions must be a string")
     model = body.get("model")
     if model is not None and (not isinstance(model, str) or len(model) > 300):
         raise InvalidInput("model must be a string of at most 300 characters")
     native = {ours: body[theirs] for theirs, ours in _MAPPING.items() if theirs in body}
+    native |= {name: body[name] for name in EXTENSIONS if name in body}
+    if "ref_audio" in native:
+        native.pop("voice", None)  # OpenAI clients must name a voice; the reference wins
     if model is not None and model.strip().lower() not in DEFAULT_MODEL_NAMES:
         native["model"] = model
     native["format"] = _format(body.get("response_format", OPENAI_DEFAULT_FORMAT))
@@ -87,7 +108,5 @@ def _format(value: Any) -> Any:
         return value  # the native parser names the type error
     fmt = value.strip().lower()
     if fmt not in OPENAI_FORMATS:
-        raise UnsupportedFormat(
-            f"response_format must be one of {', '.join(OPENAI_FORMATS)} (aac is not supported)"
-        )
+        raise UnsupportedFormat(f"response_format must be one of {', '.join(OPENAI_FORMATS)}")
     return OPENAI_FORMATS[fmt]

@@ -264,18 +264,21 @@ class Worker:
     def _version(self) -> dict[str, str]:
         return {"worker_version": self.settings.worker_version}
 
-    def prepare(self, raw: Any, job_id: str = "-") -> PreparedJob | PreparedBatch:
+    def prepare(
+        self, raw: Any, job_id: str = "-", first_chunk_bytes: int | None = None
+    ) -> PreparedJob | PreparedBatch:
         """Everything a job needs before the first model step: the validated request, its model
         (loaded if need be), the voice, the parameters and the text split into chunks. Every
         input error is raised here, so a caller that must commit to a response (HTTP status,
         headers) before synthesis can still answer with the right code. A batch (`texts`)
-        is prepared entry by entry (batch.py), each entry's input error kept for its item."""
+        is prepared entry by entry (batch.py), each entry's input error kept for its item.
+        first_chunk_bytes: a shorter first chunk for a sooner first audio (split_text)."""
         req = parse_request(raw)
         if req.texts is not None:
             from f5worker.job import batch  # batch builds on this module
 
             return batch.prepare(self, req, job_id)
-        return self.prepare_request(req, job_id)
+        return self.prepare_request(req, job_id, first_chunk_bytes=first_chunk_bytes)
 
     def prepare_request(
         self,
@@ -284,6 +287,7 @@ class Worker:
         *,
         budget: ResultBudget | None = None,
         voices: dict[tuple[Any, ...], Voice | WorkerError] | None = None,
+        first_chunk_bytes: int | None = None,
     ) -> PreparedJob:
         """prepare() for a parsed request. A batch passes its entries one result budget and one
         memo of voices, so a reference clip is fetched once for all the entries that use it."""
@@ -306,7 +310,7 @@ class Worker:
             sway_sampling_coef=req.sway_sampling_coef,
             cross_fade_duration=req.cross_fade_duration,
         )
-        chunks = engine.split_text(req.text, voice, req.speed)
+        chunks = engine.split_text(req.text, voice, req.speed, first_chunk_bytes)
         return PreparedJob(req, ref, engine, voice, params, preset, chunks, deliver, clock)
 
     def items(

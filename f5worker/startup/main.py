@@ -4,7 +4,8 @@ The model step (S3 sync or hub fetch: I/O) runs on a thread while the main threa
 flash-attn and imports torch and f5-tts (about 16 s cold), so a cold start costs about the
 slower of the two rather than their sum; the engine loads once both are done.
 
-`model_cache_init.py` (the image's CMD) calls main(), which serves RunPod jobs;
+`model_cache_init.py` (the image's CMD) calls main(), which serves RunPod jobs (SERVE_MODE=queue)
+or HTTP requests as a load-balancing endpoint (SERVE_MODE=http, job/http/serve.py);
 `--rp_serve_api --rp_api_port N` serves the SDK's local HTTP API instead; `--diagnose` prints
 the environment report and exits 0/1;
 `--fetch-model` only puts the model in MODEL_CACHE_DIR (the image build's BAKE_MODEL step).
@@ -23,6 +24,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from f5worker.config import Settings
 from f5worker.errors import WorkerError
@@ -32,6 +34,9 @@ from f5worker.redact import redact_urls
 from f5worker.startup import diagnostics
 from f5worker.startup.flash_attn import ensure_flash_attn
 from f5worker.startup.timeline import Timeline
+
+if TYPE_CHECKING:
+    from f5worker.job.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,24 @@ def _diagnose(settings: Settings) -> int:
 
 
 def _start(settings: Settings) -> int:
+    """Serve in the configured mode. The queue mode builds the worker first and then hands it
+    to the RunPod SDK; the http mode starts its server first (so /ping answers while the
+    model loads) and builds the worker beside it."""
+    if settings.serve_mode == "http":
+        from f5worker.job.http.serve import serve_http
+
+        return serve_http(settings, lambda: _build_worker(settings))
+    worker = _build_worker(settings)
+    if worker is None:
+        return 1
+    from f5worker.job import runpod_queue
+
+    runpod_queue.start_sdk(worker, settings)
+    return 0
+
+
+def _build_worker(settings: Settings) -> Worker | None:
+    """The start-up timeline up to a warm worker; None when a required function is missing."""
     timeline = Timeline()
     with timeline.step("diagnostics"):
         facts = diagnostics.collect(settings, os.environ)
@@ -81,7 +104,7 @@ def _start(settings: Settings) -> int:
     missing = diagnostics.missing_required(facts)
     if missing:
         log.error("start-up failed: missing functions: %s", "; ".join(missing))
-        return 1
+        return None
 
     backend_ready = threading.Event()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -98,7 +121,7 @@ def _start(settings: Settings) -> int:
             with timeline.step("import"):
                 # torch and f5-tts: the slow part of a cold start
                 from f5worker.engine.f5tts import import_backend
-                from f5worker.job import runpod_queue
+                from f5worker.job.worker import build_worker
 
                 import_backend()
         finally:
@@ -109,10 +132,9 @@ def _start(settings: Settings) -> int:
 
     default = settings.default_model.name
     with timeline.step("engine"):
-        worker = runpod_queue.build_worker(settings, prepared[default], attn.backend, prepared)
+        worker = build_worker(settings, prepared[default], attn.backend, prepared)
     log.info("ready: %s", timeline.summary(attn=attn.backend, version=settings.worker_version))
-    runpod_queue.start_sdk(worker, settings)
-    return 0
+    return worker
 
 
 def _model_step(

@@ -92,7 +92,7 @@ CASES = [
     ("text-too-long", {**OK, "text": "a" * (MAX_TEXT_CHARS + 1)}, "TEXT_TOO_LONG"),
     ("text-megabyte", {**OK, "text": "word " * 200_000}, "TEXT_TOO_LONG"),
     ("audio-over-limit", {**OK, "text": "Hello there. " * 384, "speed": 0.3}, "TEXT_TOO_LONG"),
-    ("format-aac", {**OK, "format": "aac"}, "UNSUPPORTED_FORMAT"),
+    ("format-aiff", {**OK, "format": "aiff"}, "UNSUPPORTED_FORMAT"),
     ("opus-44k", {**OK, "format": "opus", "sample_rate": 44100}, "UNSUPPORTED_FORMAT"),
     ("too-large", {**OK, "text": "A longer sentence.", "return": "base64"}, "OUTPUT_TOO_LARGE"),
     # reference audio
@@ -136,8 +136,8 @@ CASES = [
         {"openai_route": "/v1/chat/completions", "openai_input": {}},
         "INVALID_INPUT",
     ),
-    ("openai-aac", openai(response_format="aac"), "UNSUPPORTED_FORMAT"),
-    ("openai-instructions", openai(instructions="Whisper."), "INVALID_INPUT"),
+    ("openai-aiff", openai(response_format="aiff"), "UNSUPPORTED_FORMAT"),
+    ("openai-unknown-field", openai(style="Whisper."), "INVALID_INPUT"),
     ("openai-speed", openai(speed=4.0), "INVALID_INPUT"),
     ("openai-unknown-voice", openai(voice="nobody"), "VOICE_NOT_FOUND"),
     # captions, and batches malformed as a whole (a bad entry alone: test_a_bad_entry_...)
@@ -174,9 +174,15 @@ def http_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def worker(engine, s3_url) -> Worker:
+    return table_worker(engine, s3_url)
+
+
+def table_worker(engine, s3_url: str, settings: Settings | None = None) -> Worker:
+    """The worker the table's cases expect: its voice library and s3:// references on the S3
+    server at s3_url, loopback reference URLs allowed, a 64 KB result limit."""
     return Worker(
         engine,
-        Settings(worker_version="bad-1"),
+        settings or Settings(worker_version="bad-1"),
         voices=VoiceLibrary(BUCKET, "f5-tts", client_factory=lambda: client_for(s3_url)),
         fetcher=RefAudioFetcher(
             FetchPolicy(
@@ -285,7 +291,7 @@ API_CASES = [
         "speed-zero",
         "unknown-field",
         "text-megabyte",
-        "format-aac",
+        "format-aiff",
         "ref-silent",
         "ref-ultra-short",
         "url-refused",

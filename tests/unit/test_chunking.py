@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from f5worker.engine.chunking import MAX_COMBINING, bound_chunks, cap_combining_marks
+from f5worker.engine.chunking import (
+    MAX_COMBINING,
+    bound_chunks,
+    cap_combining_marks,
+    shorten_first,
+)
 
 
 def size(text: str) -> int:
@@ -67,3 +72,29 @@ def test_any_text_any_budget(text, budget):
     # a chunk holds at least one code point (up to 4 bytes), whatever the budget
     assert all(size(c) <= max(budget, 4) and c.strip() for c in chunks)
     assert letters("".join(chunks)) == letters(text)
+
+
+def split_at_commas(text: str, max_bytes: int) -> list[str]:
+    """A stand-in for upstream's chunk_text: pieces end at punctuation, packed to max_bytes."""
+    out: list[str] = []
+    for part in (p.strip() + "," for p in text.rstrip(",").split(",")):
+        if out and size(out[-1] + " " + part) <= max_bytes:
+            out[-1] += " " + part
+        else:
+            out.append(part)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("chunks", "budget", "expected"),
+    [
+        (["One, two, three, four.", "Next."], 12, ["One, two,", "three, four.", "Next."]),
+        (["Short.", "Next."], 12, ["Short.", "Next."]),  # fits: unchanged
+        (["no punctuation at all here"], 10, ["no", "punctuation at all here"]),  # at a space
+        ([], 10, []),
+    ],
+)
+def test_only_the_first_chunk_is_cut_and_the_rest_of_it_stays_one_chunk(chunks, budget, expected):
+    shortened = shorten_first(chunks, budget, split_at_commas)
+    assert shortened == expected
+    assert letters("".join(shortened)) == letters("".join(chunks))

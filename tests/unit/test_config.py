@@ -71,6 +71,12 @@ def test_values_are_read_and_normalised():
         ("REF_AUDIO_S3_ALLOW", "bucket/./b"),
         ("REF_AUDIO_S3_ALLOW", "*"),
         ("DEFAULT_QUALITY", "ultra"),
+        ("SERVE_MODE", "grpc"),
+        ("PORT", "0"),
+        ("PORT", "http"),
+        ("PORT_HEALTH", "70000"),
+        ("HTTP_MAX_WAITING", "-1"),
+        ("FIRST_CHUNK_MAX_BYTES", "-2"),
     ],
 )
 def test_bad_values_name_the_variable(name, value):
@@ -91,6 +97,25 @@ def test_bad_values_name_the_variable(name, value):
 def test_dtype_and_compile(env, dtype, compiled):
     s = Settings.from_env(env)
     assert (s.dtype, s.torch_compile) == (dtype, compiled)
+
+
+def test_serving_mode_settings():
+    s = Settings.from_env({})
+    assert (s.serve_mode, s.port, s.health_port, s.http_host) == ("queue", 80, 80, "0.0.0.0")
+    assert (s.http_max_waiting, s.first_chunk_max_bytes) == (4, 0)
+    s = Settings.from_env(
+        {
+            "SERVE_MODE": "HTTP",
+            "PORT": "8000",
+            "PORT_HEALTH": "8001",
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_MAX_WAITING": "0",
+            "FIRST_CHUNK_MAX_BYTES": "-1",
+        }
+    )
+    assert (s.serve_mode, s.port, s.health_port, s.http_host) == ("http", 8000, 8001, "127.0.0.1")
+    assert (s.http_max_waiting, s.first_chunk_max_bytes) == (0, -1)
+    assert Settings.from_env({"PORT": "5000", "PORT_HEALTH": ""}).health_port == 5000
 
 
 def test_settings_are_frozen():

@@ -53,7 +53,7 @@ BAD = [
     ({**OK, "seed": 2**31}, "INVALID_INPUT", "seed"),
     ({**OK, "seed": {}}, "INVALID_INPUT", "seed must be an integer"),
     ({**OK, "format": "aiff"}, "UNSUPPORTED_FORMAT", "format must be one of"),
-    ({**OK, "format": "aac"}, "UNSUPPORTED_FORMAT", "format must be one of"),
+    ({**OK, "format": "wma"}, "UNSUPPORTED_FORMAT", "format must be one of"),
     ({**OK, "format": 3}, "INVALID_INPUT", "format must be a string"),
     ({**OK, "sample_rate": 11025}, "INVALID_INPUT", "sample_rate must be one of"),
     ({**OK, "sample_rate": "24000"}, "INVALID_INPUT", "sample_rate must be an integer"),

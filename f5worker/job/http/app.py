@@ -1,0 +1,397 @@
+"""The routes of the HTTP mode (FastAPI); each composes the adapter's small modules.
+
+- GET /ping: 204 while the model loads, 200 once warm, 503 when the worker is broken (RunPod's
+  load-balancer contract).
+- POST /v1/audio/speech: OpenAI's speech API; the body is the audio itself, sent as each text
+  chunk is synthesized (`stream_format: "audio"`), or OpenAI's speech events (`"sse"`).
+- POST /runsync: the native contract: `{"input": {...}}` as a queue job, answered with
+  `{"id", "status": "COMPLETED", "output": [items]}`, or the coded error with its status.
+- GET /v1/models, GET /v1/audio/voices: what this worker serves.
+
+Every failure before the first audio byte has its status (statuses.py). One after it cannot
+change the status: an audio stream is cut off without its final chunk (the client sees an
+incomplete body, not a short file), an event stream ends with an `error` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from f5worker.errors import InternalError, InvalidInput, WorkerError
+from f5worker.job import openai_compat
+from f5worker.job.codecs import MIME_TYPES
+from f5worker.job.http import sse
+from f5worker.job.http.body import read_json
+from f5worker.job.http.service import Service
+from f5worker.job.http.speech import AudioStream, Progress, encoded_chunks
+from f5worker.job.http.statuses import (
+    native_body,
+    openai_body,
+    retry_headers,
+    status_of,
+)
+from f5worker.job.voices import DEFAULT_VOICE_NAME
+
+log = logging.getLogger(__name__)
+
+STREAM_FORMATS = ("audio", "sse")
+NATIVE_KEYS = ("input",)
+
+
+class StreamAborted(Exception):
+    """Raised inside a started audio response to cut the connection (see Quiet)."""
+
+
+class Quiet:
+    """Outermost ASGI wrapper: a StreamAborted ends the response without its last chunk and
+    without a traceback in the log (the failure is already logged with its code)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(StreamAborted):
+            await self.app(scope, receive, send)
+
+
+def create_app(service: Service) -> ASGIApp:
+    app = FastAPI(title="F5-TTS worker", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = "NOT_FOUND" if exc.status_code == 404 else "METHOD_NOT_ALLOWED"
+        message = f"{request.method} {request.url.path} is not served here"
+        if request.url.path.startswith("/v1/"):
+            body: dict[str, Any] = {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": code,
+                }
+            }
+        else:
+            body = {"error": f"{code}: {message}", "error_code": code, "retryable": False}
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        state = service.state
+        if state == "initializing":
+            return Response(status_code=204)
+        return JSONResponse({"status": state}, status_code=200 if state == "healthy" else 503)
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        return await _answer_openai(lambda: _models_list(service))
+
+    @app.get("/v1/audio/voices")
+    async def voices() -> Response:
+        async def listing() -> dict[str, Any]:
+            worker = service.require_worker()
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(service.pool, list_voices, worker.voices)
+            return {"object": "list", "data": found}
+
+        return await _answer_openai(listing)
+
+    @app.post("/v1/audio/speech")
+    async def speech(request: Request) -> Response:
+        request_id = _request_id()
+        try:
+            return await _speech(service, request, request_id)
+        except WorkerError as err:
+            return _openai_error(service, err, request_id)
+
+    @app.post("/runsync")
+    async def runsync(request: Request) -> Response:
+        request_id = _request_id()
+        try:
+            return await _runsync(service, request, request_id)
+        except WorkerError as err:
+            payload = _payload(service, err, request_id)
+            return JSONResponse(
+                native_body(payload, request_id),
+                status_code=status_of(err.code),
+                headers=retry_headers(err.code),
+            )
+
+    return Quiet(app)
+
+
+# -- the OpenAI speech route -------------------------------------------------------------------
+
+
+async def _speech(service: Service, request: Request, request_id: str) -> Response:
+    worker = service.require_worker()
+    body = await read_json(request.stream(), request.headers.get("content-length"))
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    stream_format = body.pop("stream_format", "audio")
+    if stream_format not in STREAM_FORMATS:
+        raise InvalidInput(f"stream_format must be one of {', '.join(STREAM_FORMATS)}")
+    openai_compat.speech_to_native(body, "request")  # names unknown fields as this route's
+    raw = {"openai_route": openai_compat.SPEECH_ROUTE, "openai_input": body}
+
+    await service.admission.acquire()
+    service.counters.requests += 1
+    cancel = threading.Event()
+    loop = asyncio.get_running_loop()
+    stream: AudioStream | None = None
+    try:
+        async with _cancel_on_disconnect(request, cancel):
+            job = await loop.run_in_executor(
+                service.pool, worker.prepare, raw, request_id, service.first_chunk_bytes
+            )
+            progress = Progress()
+            control = _job_control(cancel, progress)
+            chunks = encoded_chunks(worker, job, job.req.format, control, progress)
+
+            def closed() -> None:  # on the event loop, once the job thread is done
+                service.counters.chunks += progress.chunks_done
+                service.admission.release()
+
+            stream = AudioStream(
+                chunks, service.pool, cancel, lambda: loop.call_soon_threadsafe(closed)
+            )
+            started = time.perf_counter()
+            first = await stream.next()  # a failure here still gets its status
+    except BaseException:
+        if stream is None:
+            service.admission.release()
+        else:
+            stream.close()
+        raise
+    ttfb = time.perf_counter() - started
+    fmt = job.req.format
+    if stream_format == "sse":
+        body_iter = _sse_body(service, stream, first, job, progress, request_id)
+        media_type, headers = "text/event-stream", {"Cache-Control": "no-cache"}
+    else:
+        body_iter = _audio_body(service, stream, first, request_id)
+        media_type, headers = MIME_TYPES[fmt], {}
+    log.info(
+        "request %s: speech %s/%s chars=%d chunks=%d first_byte_s=%.3f",
+        request_id,
+        fmt,
+        stream_format,
+        len(job.req.text),
+        len(job.chunks),
+        ttfb,
+    )
+    return StreamingResponse(
+        _finishing(body_iter, stream, service, progress, request_id, started),
+        media_type=media_type,
+        headers={**headers, "X-Request-Id": request_id},
+    )
+
+
+async def _audio_body(
+    service: Service, stream: AudioStream, first: bytes | None, request_id: str
+) -> AsyncIterator[bytes]:
+    data = first
+    while data is not None:
+        yield data
+        try:
+            data = await stream.next()
+        except WorkerError as err:
+            _payload(service, err, request_id)
+            raise StreamAborted from None
+        except Exception:
+            log.exception("request %s failed mid-stream", request_id)
+            raise StreamAborted from None
+
+
+async def _sse_body(
+    service: Service,
+    stream: AudioStream,
+    first: bytes | None,
+    job: Any,
+    progress: Progress,
+    request_id: str,
+) -> AsyncIterator[bytes]:
+    data = first
+    while data is not None:
+        yield sse.delta(data)
+        try:
+            data = await stream.next()
+        except WorkerError as err:
+            _payload(service, err, request_id)
+            yield sse.error(err.code, err.message)
+            return
+        except Exception:
+            log.exception("request %s failed mid-stream", request_id)
+            yield sse.error(InternalError.code, "unexpected error; see the worker log")
+            return
+    yield sse.done(len(job.req.text), progress.samples)
+
+
+async def _finishing(
+    body: AsyncIterator[bytes],
+    stream: AudioStream,
+    service: Service,
+    progress: Progress,
+    request_id: str,
+    started: float,
+) -> AsyncIterator[bytes]:
+    """The body, and what happens however it ends: the stream is closed (which cancels the
+    chunks not yet made when the client left early) and one line is logged."""
+    complete = False
+    try:
+        async for data in body:
+            yield data
+        complete = True
+    finally:
+        stream.close()
+        if not complete:
+            service.counters.cancelled += 1
+        log.info(
+            "request %s %s: chunks=%d/%d audio_s=%.2f total_s=%.3f",
+            request_id,
+            "done" if complete else "stopped",
+            progress.chunks_done,
+            progress.chunks_total,
+            progress.audio_s,
+            time.perf_counter() - started,
+        )
+
+
+# -- the native route -------------------------------------------------------------------------
+
+
+async def _runsync(service: Service, request: Request, request_id: str) -> Response:
+    worker = service.require_worker()
+    body = await read_json(request.stream(), request.headers.get("content-length"))
+    if not isinstance(body, dict) or "input" not in body:
+        raise InvalidInput('the request body must be a JSON object {"input": {...}}')
+    extra = [k for k in body if k not in NATIVE_KEYS]
+    if extra:
+        raise InvalidInput(f"only `input` is read here; remove: {', '.join(map(str, extra))[:200]}")
+    await service.admission.acquire()
+    service.counters.requests += 1
+    cancel = threading.Event()
+    started = time.perf_counter()
+    try:
+        async with _cancel_on_disconnect(request, cancel):
+            control = _job_control(cancel, Progress())
+            job = {"id": request_id, "input": body["input"]}
+            loop = asyncio.get_running_loop()
+            items = await loop.run_in_executor(service.pool, lambda: list(worker.run(job, control)))
+    finally:
+        service.admission.release()
+    if items and "error" in items[-1]:
+        code = items[-1].get("error_code", InternalError.code)
+        return JSONResponse(
+            native_body(items[-1], request_id),
+            status_code=status_of(code),
+            headers=retry_headers(code),
+        )
+    took_ms = round((time.perf_counter() - started) * 1000)
+    return JSONResponse(
+        {"id": request_id, "status": "COMPLETED", "output": items, "executionTime": took_ms}
+    )
+
+
+# -- listings ---------------------------------------------------------------------------------
+
+
+def _models_list(service: Service) -> dict[str, Any]:
+    worker = service.require_worker()
+    names = worker.models.names
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "f5worker"} for name in names]
+    return {"object": "list", "data": data}
+
+
+def list_voices(library: Any) -> list[dict[str, Any]]:
+    """The default voice and the library's (VoiceLibrary.list_voices, where this version has
+    it): name, seconds, creation time and the transcript's start."""
+    voices: list[dict[str, Any]] = [{"name": DEFAULT_VOICE_NAME}]
+    lister = getattr(library, "list_voices", None)
+    if lister is None:
+        return voices
+    for info in lister():
+        entry = {
+            key: getattr(info, key)
+            for key in ("name", "duration_s", "created", "transcript_preview")
+            if getattr(info, key, None) is not None
+        }
+        if entry.get("name") != DEFAULT_VOICE_NAME:
+            voices.append(entry)
+    return voices
+
+
+async def _answer_openai(make: Callable[[], Any]) -> Response:
+    try:
+        result = make()
+        if isinstance(result, Awaitable):
+            result = await result
+    except WorkerError as err:
+        return JSONResponse(
+            openai_body(err), status_code=status_of(err.code), headers=retry_headers(err.code)
+        )
+    except Exception:
+        log.exception("listing failed")
+        err = InternalError("unexpected error; see the worker log")
+        return JSONResponse(openai_body(err), status_code=500)
+    return JSONResponse(result)
+
+
+# -- shared -----------------------------------------------------------------------------------
+
+
+def _request_id() -> str:
+    return "http-" + secrets.token_hex(6)
+
+
+def _job_control(cancel: threading.Event, progress: Progress) -> Any:
+    # Imported here: the worker module imports torch, which the server must not wait for.
+    from f5worker.job.worker import JobControl
+
+    return JobControl(cancelled=cancel.is_set, progress=progress)
+
+
+def _payload(service: Service, err: WorkerError, request_id: str) -> dict[str, Any]:
+    """The coded payload; also logs the code and runs the fatal-error hook (worker.py)."""
+    if service.worker is not None:
+        return service.worker.error_payload(err, request_id)
+    return err.to_payload()
+
+
+def _openai_error(service: Service, err: WorkerError, request_id: str) -> Response:
+    _payload(service, err, request_id)
+    return JSONResponse(
+        openai_body(err),
+        status_code=status_of(err.code),
+        headers={**retry_headers(err.code), "X-Request-Id": request_id},
+    )
+
+
+@contextlib.asynccontextmanager
+async def _cancel_on_disconnect(request: Request, cancel: threading.Event) -> AsyncIterator[None]:
+    """Set `cancel` if the client disconnects while the body is (being) answered in full.
+    Only before a response starts: StreamingResponse then listens for the disconnect itself."""
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        cancel.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher

@@ -1,0 +1,58 @@
+"""What the routes share: the worker once it is ready, the start-up state /ping reports, the
+admission bound and the thread pool that steps jobs."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from f5worker.config import Settings
+from f5worker.errors import GPUError, NotReady
+from f5worker.job.http.admission import Admission
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    cancelled: int = 0  # streams stopped early because the client went away
+    chunks: int = 0  # text chunks synthesized for streamed requests
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.worker: Any = None  # f5worker.job.worker.Worker, set by ready()
+        self.failure: str | None = None
+        self.admission = Admission(settings.max_concurrency, settings.http_max_waiting)
+        # One thread per admitted request steps its job; the engine's own thread does the
+        # model work, so more threads would not make more GPU work happen at once.
+        self.pool = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="tts-http")
+        limit = settings.first_chunk_max_bytes
+        self.first_chunk_bytes: int | None = None if limit < 0 else limit
+        self.counters = Counters()
+
+    @property
+    def state(self) -> str:
+        if self.failure is not None:
+            return "unhealthy"
+        return "initializing" if self.worker is None else "healthy"
+
+    def ready(self, worker: Any) -> None:
+        worker.on_fatal = lambda: self.fail("a fatal GPU error")
+        self.worker = worker
+
+    def fail(self, reason: str) -> None:
+        """Unhealthy for good: /ping answers 503 and RunPod replaces the worker."""
+        log.error("worker unhealthy: %s", reason)
+        self.failure = reason
+
+    def require_worker(self) -> Any:
+        if self.failure is not None:
+            raise GPUError("this worker is unhealthy and being replaced; retry")
+        if self.worker is None:
+            raise NotReady("the worker is starting (model loading); retry shortly")
+        return self.worker

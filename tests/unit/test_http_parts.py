@@ -1,0 +1,107 @@
+"""The HTTP adapter's small parts: statuses per code, the admission bound, SSE framing and
+bounded JSON bodies. No server and no model."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import pytest
+
+from f5worker import errors
+from f5worker.errors import InvalidInput, Overloaded, RequestTooLarge, WorkerError
+from f5worker.job.http import sse
+from f5worker.job.http.admission import Admission
+from f5worker.job.http.body import parse_json, read_json
+from f5worker.job.http.statuses import STATUS_BY_CODE, openai_body, retry_headers, status_of
+
+
+def all_codes() -> set[str]:
+    found: set[str] = set()
+    todo = [WorkerError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.code)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_code_has_a_status_and_only_internal_errors_are_500():
+    assert all_codes() <= set(STATUS_BY_CODE)
+    assert [c for c, s in STATUS_BY_CODE.items() if s == 500] == ["INTERNAL_ERROR"]
+    assert status_of("SOMETHING_NEW") == 500
+
+
+def test_busy_and_starting_say_when_to_retry():
+    assert retry_headers("OVERLOADED") == {"Retry-After": "1"}
+    assert retry_headers("INITIALIZING") == {"Retry-After": "1"}
+    assert retry_headers("INVALID_INPUT") == {}
+
+
+def test_the_openai_error_shape_carries_our_code():
+    body = openai_body(errors.VoiceNotFound("no voice named x"))
+    assert body == {
+        "error": {
+            "message": "no voice named x",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "VOICE_NOT_FOUND",
+        }
+    }
+    assert openai_body(errors.Overloaded("busy"))["error"]["type"] == "rate_limit_error"
+    assert openai_body(errors.GPUError("gone"))["error"]["type"] == "server_error"
+
+
+def test_admission_lets_limit_work_and_max_waiting_wait_then_refuses():
+    async def scenario() -> list[str]:
+        admission = Admission(limit=1, max_waiting=1)
+        await admission.acquire()  # at work
+        waiter = asyncio.create_task(admission.acquire())  # waits
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            await admission.acquire()
+        admission.release()
+        await asyncio.wait_for(waiter, 1)
+        waiting = asyncio.create_task(admission.acquire())
+        await asyncio.sleep(0)
+        waiting.cancel()  # a client that leaves while waiting gives its place back
+        await asyncio.gather(waiting, return_exceptions=True)
+        admission.release()
+        return [str(admission.admitted), str(admission.rejected)]
+
+    assert asyncio.run(scenario()) == ["0", "1"]
+
+
+def test_sse_events_are_data_lines_with_a_type():
+    event = sse.delta(b"\x00\x01")
+    assert event.startswith(b"data: ") and event.endswith(b"\n\n")
+    assert json.loads(event[6:]) == {
+        "type": "speech.audio.delta",
+        "audio": base64.b64encode(b"\x00\x01").decode(),
+    }
+    done = json.loads(sse.done(characters=10, samples=256 * 94)[6:])
+    assert done["usage"] == {"input_tokens": 10, "output_tokens": 94, "total_tokens": 104}
+
+
+async def chunks_of(*parts: bytes):
+    for part in parts:
+        yield part
+
+
+@pytest.mark.parametrize(
+    ("parts", "length", "error"),
+    [
+        ((b"x" * 10, b"y" * 10), None, RequestTooLarge),  # counted while reading
+        ((b"{}",), "100", RequestTooLarge),  # refused from its Content-Length
+        ((b"",), None, InvalidInput),
+        ((b"{,}",), None, InvalidInput),
+    ],
+)
+def test_bodies_are_bounded_and_parsed_or_coded(parts, length, error):
+    with pytest.raises(error):
+        asyncio.run(read_json(chunks_of(*parts), length, limit=16))
+
+
+def test_json_that_python_accepts_reaches_the_schema():
+    assert parse_json(b'{"speed": NaN, "text": "\\ud800"}')["text"] == "\ud800"
