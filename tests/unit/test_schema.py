@@ -264,7 +264,7 @@ def test_an_entry_voice_replaces_the_batch_reference():
         ({}, "INVALID_INPUT", "text is required"),
         ({"text": "  "}, "INVALID_INPUT", "must not be empty"),
         ({"text": "a", "speed": 2}, "INVALID_INPUT", "unknown field(s) in a texts entry: speed"),
-        ({"text": "a", "format": "aac"}, "UNSUPPORTED_FORMAT", "format must be one of"),
+        ({"text": "a", "format": "wma"}, "UNSUPPORTED_FORMAT", "format must be one of"),
         ({"text": "a", "seed": -1}, "INVALID_INPUT", "seed must be between"),
         ({"text": "a", "voice": "../x"}, "INVALID_INPUT", "voice must be"),
         ({"text": "a", "format": "opus"}, "UNSUPPORTED_FORMAT", "opus needs"),

@@ -19,6 +19,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "BAD_REF_AUDIO": 400,
     "VOICE_NOT_FOUND": 404,
     "MODEL_NOT_FOUND": 404,
+    "VOICE_WRITES_DISABLED": 403,  # the operator made the voice library read-only
+    "VOICE_EXISTS": 409,
+    "VOICE_LIMIT_REACHED": 409,
     "TEXT_TOO_LONG": 413,
     "REQUEST_TOO_LARGE": 413,
     "OUTPUT_TOO_LARGE": 413,
