@@ -4,8 +4,10 @@
 One engine, one short text, one reference voice: real speech (the default voice's sentence said
 twice, with a pause between: 12.0 s), and the same voice as `quality: fast` keeps it (cut at the
 sentence end: about 5 s, ref_trim.py). Variants run round-robin, so load from other processes
-falls on all of them alike; the table shows medians, RTF (compute seconds per second of audio)
-and ratios against `best` and against `fast` without trimming, all measured in this run. A
+falls on all of them alike; the table shows medians of wall and CPU seconds, and RTF (CPU
+seconds per second of audio) and ratios against `best` and against `fast` without trimming from
+CPU seconds, which other processes on a shared machine do not inflate (with --threads 1 they
+are the compute itself), all measured in this run. A
 second table shows what each way of shortening the reference does to the output's pace
 (seconds of audio per character, from upstream's duration rule), without running the model.
 
@@ -144,11 +146,13 @@ def _measure(
         return run
 
     timings = _rounds({v.name: runner(v) for v in variants}, args.repeats, args.max_minutes)
-    best = timings["best"].median if "best" in timings else None
-    untrimmed = timings["fast-untrimmed"].median if "fast-untrimmed" in timings else None
+    # Ratios from CPU seconds: the work each variant costs, which other processes sharing the
+    # cores do not change (wall time is shown beside it).
+    cpu = {name: pair[1].median for name, pair in timings.items()}
+    best, untrimmed = cpu.get("best"), cpu.get("fast-untrimmed")
     rows = []
     for v in variants:
-        t, out = timings[v.name], audio[v.name]
+        (wall, _), out = timings[v.name], audio[v.name]
         rows.append(
             [
                 v.name,
@@ -156,35 +160,45 @@ def _measure(
                 round(voices[v.trimmed].audio.duration_s, 2),
                 round(out.duration_s, 2),
                 f"{out.duration_s / len(args.text) * 1000:.1f}",
-                t.median,
-                t.spread,
-                t.median / out.duration_s,
-                f"{best / t.median:.2f}x" if best else "-",
-                f"{untrimmed / t.median:.2f}x" if untrimmed and v.nfe_step == 7 else "-",
+                wall.median,
+                wall.spread,
+                cpu[v.name],
+                cpu[v.name] / out.duration_s,
+                f"{best / cpu[v.name]:.2f}x" if best else "-",
+                f"{untrimmed / cpu[v.name]:.2f}x" if untrimmed and v.nfe_step == 7 else "-",
             ]
         )
-    return rows, len(timings[variants[0].name].runs)
+    return rows, len(timings[variants[0].name][0].runs)
 
 
 def _rounds(
     fns: dict[str, Callable[[], None]], repeats: int, max_minutes: float | None
-) -> dict[str, Timing]:
+) -> dict[str, tuple[Timing, Timing]]:
     """bench_common.interleaved, logging every run, and ending after the round in which
     max_minutes pass: on a shared 2-core machine one round of the full architecture can take
     most of an hour, and a table of fewer rounds (the report says how many) beats none."""
     runs: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     start = time.perf_counter()
     for round_no in range(1, repeats + 1):
         for name, fn in fns.items():
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             fn()
             runs[name].append(time.perf_counter() - began)
-            log.info("round %d/%d: %s took %.1f s", round_no, repeats, name, runs[name][-1])
+            cpu[name].append(time.process_time() - began_cpu)
+            log.info(
+                "round %d/%d: %s took %.1f s (%.1f CPU s)",
+                round_no,
+                repeats,
+                name,
+                runs[name][-1],
+                cpu[name][-1],
+            )
         if max_minutes is not None and time.perf_counter() - start > max_minutes * 60:
             if round_no < repeats:
                 log.warning("stopping after %d of %d rounds (--max-minutes)", round_no, repeats)
             break
-    return {name: Timing(tuple(r)) for name, r in runs.items()}
+    return {name: (Timing(tuple(runs[name])), Timing(tuple(cpu[name]))) for name in fns}
 
 
 def _pace_rows(engine: Any, text: str) -> list[list[Any]]:
@@ -240,7 +254,8 @@ def _report(
         "ms audio/char",
         "median s",
         "spread s",
-        "RTF",
+        "median CPU s",
+        "RTF (CPU s)",
         "speed vs best",
         "trimming (vs fast-untrimmed)",
     ]
