@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CAPTION_MODES = ("segments", "srt", "vtt")
 # A sentence ends at . ! ? or an ellipsis followed by space (closing quotes and brackets stay
 # with it), or at a CJK full stop, question or exclamation mark, which needs no space.
 _SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*\s+|[\u3002\uff01\uff1f]+\s*")
