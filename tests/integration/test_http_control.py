@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -166,3 +167,35 @@ def test_a_failure_after_the_first_byte_cuts_audio_and_ends_sse_with_an_error(fa
             "message": "the model could not synthesize this chunk",
         },
     }
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    """VoiceLibrary.list_voices' items, as the library describes them."""
+
+    name: str
+    duration_s: float
+    created: str
+    transcript_preview: str
+
+
+class StubLibrary:
+    def list_voices(self) -> list[VoiceInfo]:
+        return [VoiceInfo("anna", 4.2, "2026-11-30T10:00:00Z", "I am Anna.")]
+
+
+def test_the_voices_route_lists_default_and_the_library(engine):
+    settings = http_settings()
+    service = Service(settings)
+    service.ready(Worker(engine, settings, voices=StubLibrary()))  # type: ignore[arg-type]
+    with serving(service) as url:
+        listing = httpx.get(f"{url}/v1/audio/voices").json()
+    assert listing["data"] == [
+        {"name": "default"},
+        {
+            "name": "anna",
+            "duration_s": 4.2,
+            "created": "2026-11-30T10:00:00Z",
+            "transcript_preview": "I am Anna.",
+        },
+    ]
