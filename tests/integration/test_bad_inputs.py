@@ -316,7 +316,7 @@ ENTRY_CASES = [
     ("empty", {"text": ""}, "INVALID_INPUT"),
     ("unknown-field", {"text": "Hi.", "speed": 2}, "INVALID_INPUT"),
     ("lone-surrogate", {"text": "Hi \ud800."}, "INVALID_INPUT"),
-    ("format-aac", {"text": "Hi.", "format": "aac"}, "UNSUPPORTED_FORMAT"),
+    ("format-wma", {"text": "Hi.", "format": "wma"}, "UNSUPPORTED_FORMAT"),
     ("voice-unknown", {"text": "Hi.", "voice": "nobody"}, "VOICE_NOT_FOUND"),
     ("voice-no-text", {"text": "Hi.", "voice": "textless"}, "VOICE_NOT_FOUND"),
     ("voice-silent", {"text": "Hi.", "voice": "silent"}, "BAD_REF_AUDIO"),
