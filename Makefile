@@ -67,7 +67,7 @@ container-test: venv
 bench-s3: venv
 	$(PY) scripts/bench_s3_sync.py $(ARGS)
 
-.PHONY: bench-infer bench-handler bench-threads
+.PHONY: bench-infer bench-handler bench-threads bench-http
 # Engine vs upstream F5TTS.infer (demo model unless ARGS="--model full --nfe 4"); see docs/benchmarks.md.
 bench-infer: venv
 	$(PY) scripts/bench_infer.py $(ARGS)
@@ -75,6 +75,10 @@ bench-infer: venv
 # A job through the local API vs a direct engine call (goal: <= 5% overhead).
 bench-handler: venv
 	$(PY) scripts/bench_handler.py $(ARGS)
+
+# HTTP mode: first byte vs total, short first chunk vs not vs a queue /runsync (goal <= 1/4).
+bench-http: venv
+	$(PY) scripts/bench_http.py $(ARGS)
 
 # Which threads run torch: main / job thread / the engine's torch thread (CPU OpenMP teams).
 bench-threads: venv

@@ -15,7 +15,7 @@ For the demo model and an F5TTS_v1_Base-sized one (its architecture, random weig
 The sources are started round-robin, so load from other processes falls on all of them alike.
 
     .venv/bin/python scripts/bench_sources.py [--sizes demo,full] [--repeats 3]
-        [--work-dir /work/bench-sources]
+        [--full-repeats N] [--work-dir /work/bench-sources]
 """
 
 from __future__ import annotations
@@ -67,25 +67,30 @@ class Size:
         return parse_reference(self.reference, "MODEL_NAME").key
 
 
+HEADERS = [
+    "model",
+    "source",
+    "runs",
+    "model dir s",
+    "ready s",
+    "ready / local",
+    "process start to ready s",
+    "hub: S3 upload done s",
+]
+
+
 def main() -> int:
     args = _parse_args()
     args.work_dir.mkdir(parents=True, exist_ok=True)
     rows: list[list[Any]] = []
     for name in args.sizes.split(","):
         size = _size(name, args.work_dir)
-        runs = _measure(size, args.repeats, args.work_dir)
+        repeats = args.full_repeats if name == "full" and args.full_repeats else args.repeats
+        runs = _measure(size, repeats, args.work_dir)
         rows += _rows(size, runs)
-    print(f"# start-up per model source, medians of {args.repeats} runs; {machine_facts()}")
-    headers = [
-        "model",
-        "source",
-        "model dir s",
-        "ready s",
-        "ready / local",
-        "process start to ready s",
-        "hub: S3 upload done s",
-    ]
-    print(table(headers, rows))
+        print(table(HEADERS, _rows(size, runs)), flush=True)  # kept if a later size fails
+    print(f"\n# start-up per model source, medians; {machine_facts()}")
+    print(table(HEADERS, rows))
     print(f"\nreproduce: {command_line()}")
     return 0
 
@@ -94,6 +99,9 @@ def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="demo,full", help="demo, full, or both")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--full-repeats", type=int, default=0, help="repeats for full (default: --repeats)"
+    )
     parser.add_argument(
         "--work-dir",
         type=Path,
@@ -167,9 +175,9 @@ def _measure(size: Size, repeats: int, work: Path) -> dict[str, list[dict[str, f
                     }
                     pointer = f"{prefix}/{size.key}/latest.json" if source == "hub" else None
                     with _fresh_dirs(scratch, env) as run_env:
-                        runs[source].append(
-                            _start_once(run_env, scratch / f"{source}{i}.log", endpoint, pointer)
-                        )
+                        run = _start_once(run_env, scratch / f"{source}{i}.log", endpoint, pointer)
+                    runs[source].append(run)
+                    print(f"# {size.name} {source} run {i}: {run}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return runs
@@ -253,6 +261,7 @@ def _rows(size: Size, runs: dict[str, list[dict[str, float]]]) -> list[list[Any]
         [
             size.name,
             source,
+            len(runs[source]),
             med(source, "model"),
             med(source, "ready"),
             med(source, "ready") / local_ready,

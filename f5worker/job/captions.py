@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CAPTION_MODES = ("segments", "srt", "vtt")
+from f5worker.job import subtitles
+
 # A sentence ends at . ! ? or an ellipsis followed by space (closing quotes and brackets stay
 # with it), or at a CJK full stop, question or exclamation mark, which needs no space.
 _SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*\s+|[\u3002\uff01\uff1f]+\s*")
@@ -129,8 +130,6 @@ def caption_fields(
     segments: Sequence[Segment], mode: str, first_number: int = 1
 ) -> dict[str, object]:
     """The result fields for captions `mode`: `segments`, and `srt` or `vtt` text."""
-    from f5worker.job import subtitles
-
     fields: dict[str, object] = {"segments": [s.as_dict() for s in segments]}
     if mode == "srt":
         fields["srt"] = subtitles.srt(segments, first_number)

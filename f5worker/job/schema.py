@@ -26,7 +26,6 @@ from f5worker.errors import (
     describe_names,
 )
 from f5worker.job import openai_compat
-from f5worker.job.captions import CAPTION_MODES
 from f5worker.presets import QUALITIES
 
 MAX_TEXT_CHARS = 5000
@@ -40,6 +39,7 @@ FORMATS = ("wav", "flac", "mp3", "ogg", "opus", "pcm", "aac")
 SAMPLE_RATES = (8000, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # what the Opus codec itself supports
 RETURN_MODES = ("auto", "base64", "url")
+CAPTION_MODES = ("segments", "srt", "vtt")  # captions.caption_fields makes each
 DEFAULT_VOICE = "default"
 # Voice names become S3 key segments: no slashes, no leading dot, nothing to escape.
 VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

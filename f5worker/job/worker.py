@@ -1,9 +1,10 @@
 """One job: job -> TTSRequest -> voice -> engine -> encoded audio -> result items.
 
 One code path, `Worker.run(job)`, a plain generator of result items: one item for a normal job,
-one per text chunk for `"stream": true`, and a coded error payload (errors.WorkerError) as the
-last item when something fails. Nothing a job does can stop the worker. An input with an
-`action` is a voice action instead (voice_actions.py): one JSON item.
+one per text chunk for `"stream": true`, one per entry for a batch (`texts`, batch.py), and a
+coded error payload (errors.WorkerError) as the last item when something fails. Nothing a job
+does can stop the worker. Captions (captions.py) are added to the items that carry audio. An
+input with an `action` is a voice action instead (voice_actions.py): one JSON item.
 
 `Worker.handle` is the async generator the RunPod SDK calls (runpod_queue.py says why). Each
 step of a job runs in a thread pool of MAX_CONCURRENCY threads, so the SDK's event loop stays

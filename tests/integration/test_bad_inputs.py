@@ -316,7 +316,7 @@ ENTRY_CASES = [
     ("empty", {"text": ""}, "INVALID_INPUT"),
     ("unknown-field", {"text": "Hi.", "speed": 2}, "INVALID_INPUT"),
     ("lone-surrogate", {"text": "Hi \ud800."}, "INVALID_INPUT"),
-    ("format-aac", {"text": "Hi.", "format": "aac"}, "UNSUPPORTED_FORMAT"),
+    ("format-wma", {"text": "Hi.", "format": "wma"}, "UNSUPPORTED_FORMAT"),
     ("voice-unknown", {"text": "Hi.", "voice": "nobody"}, "VOICE_NOT_FOUND"),
     ("voice-no-text", {"text": "Hi.", "voice": "textless"}, "VOICE_NOT_FOUND"),
     ("voice-silent", {"text": "Hi.", "voice": "silent"}, "BAD_REF_AUDIO"),
@@ -361,3 +361,18 @@ def test_bad_input_through_the_local_api(api, inp, code):
 def test_library_voice_through_the_local_api(api):
     [item] = runsync(api, {**OK, "voice": "anna", "format": "flac"})["output"]
     assert "error" not in item and item["format"] == "flac" and item["duration_s"] > 0
+
+
+@pytest.mark.slow
+def test_a_batch_with_captions_through_the_local_api(api):
+    """The README's batch example: a library voice, a bad entry, captions, all in one job."""
+    texts = ["Welcome back.", {"text": "Two messages.", "voice": "anna"}, {"voice": "nobody"}]
+    reply = runsync(api, {"texts": texts, "nfe_step": 2, "seed": 1, "captions": "srt"})
+    assert reply["status"] == "COMPLETED"
+    first, second, third = reply["output"]
+    assert [first["index"], second["index"], third["index"]] == [0, 1, 2]
+    assert second["segments"] == [
+        {"text": "Two messages.", "start": 0.0, "end": second["duration_s"]}
+    ]
+    assert first["srt"].startswith("1\n00:00:00,000 --> ")
+    assert third["item_error"]["error_code"] == "INVALID_INPUT"  # an entry needs its text

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import base64
 
+import numpy as np
 import pytest
 
 from f5worker.config import Settings
-from f5worker.engine.f5tts import Line, SynthesisParams
+from f5worker.engine.f5tts import BatchPlan, Line, SynthesisParams
 from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
 from f5worker.job.voices import default_voice
 from f5worker.job.worker import JobControl, Worker
@@ -157,3 +158,20 @@ def test_the_engine_batches_lines_by_voice(engine):
         assert len(pieces) == len(alone)
         for a, b in zip(pieces, alone, strict=True):
             assert (a.samples == b.samples).all()
+
+
+def test_the_cuda_plan_pads_lines_of_unequal_length(engine):
+    """The GPU's plan (padded batches, padding masked), run here on the CPU: lines of different
+    lengths in one pass come out as each would alone, to float rounding."""
+    padded = engine.with_plan(BatchPlan())
+    params = SynthesisParams(seed=5, nfe_step=2)
+    texts = [["Short."], ["A much longer line than the first one, with a clause."], ["Mid line."]]
+    lines = [Line(default_voice(), chunks, params) for chunks in texts]
+    made = dict(padded.synthesize_lines(lines))
+    assert sorted(made) == [0, 1, 2]
+    for n, line in enumerate(lines):
+        [alone] = list(engine.synthesize_stream("", line.voice, params, line.chunks))
+        [piece] = made[n]
+        scale = float(np.abs(alone.samples).max())
+        assert piece.samples.shape == alone.samples.shape
+        np.testing.assert_allclose(piece.samples, alone.samples, rtol=0, atol=1e-4 * scale)

@@ -129,7 +129,8 @@ def test_each_chunk_gets_its_own_noise(engine):
     every item alike)."""
     voice = default_voice()
     ref = engine._reference(voice)
-    first, second = engine._generate_group(ref, ["Same words twice."] * 2, FAST, 0)
+    seeds = [FAST.seed, FAST.seed + 1]
+    first, second = engine._generate_group(ref, ["Same words twice."] * 2, FAST, seeds)
     assert first.shape == second.shape and not np.array_equal(first, second)
 
 

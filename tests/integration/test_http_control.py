@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -143,7 +144,7 @@ def test_a_failure_in_the_first_chunk_gets_its_status(failing):
         assert "SYNTHESIS_FAILED" in response.text
 
 
-def test_a_failure_after_the_first_byte_cuts_audio_and_ends_sse_with_an_error(failing):
+def test_a_failure_after_the_first_byte_cuts_audio_and_ends_sse_with_an_error(failing, caplog):
     url, worker = failing
     worker.fail_at = 1
     body = {"input": LONG[:600], "response_format": "pcm", **FAST}
@@ -154,6 +155,8 @@ def test_a_failure_after_the_first_byte_cuts_audio_and_ends_sse_with_an_error(fa
         assert response.status_code == 200
         for _ in response.iter_raw():
             pass
+    # logged once with its code, not as a traceback from the server
+    assert "failed: SYNTHESIS_FAILED" in caplog.text and "Traceback" not in caplog.text
     with httpx.stream(
         "POST", f"{url}/v1/audio/speech", json={**body, "stream_format": "sse"}, timeout=120
     ) as response:
@@ -166,3 +169,35 @@ def test_a_failure_after_the_first_byte_cuts_audio_and_ends_sse_with_an_error(fa
             "message": "the model could not synthesize this chunk",
         },
     }
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    """VoiceLibrary.list_voices' items, as the library describes them."""
+
+    name: str
+    duration_s: float
+    created: str
+    transcript_preview: str
+
+
+class StubLibrary:
+    def list_voices(self) -> list[VoiceInfo]:
+        return [VoiceInfo("anna", 4.2, "2026-11-30T10:00:00Z", "I am Anna.")]
+
+
+def test_the_voices_route_lists_default_and_the_library(engine):
+    settings = http_settings()
+    service = Service(settings)
+    service.ready(Worker(engine, settings, voices=StubLibrary()))  # type: ignore[arg-type]
+    with serving(service) as url:
+        listing = httpx.get(f"{url}/v1/audio/voices").json()
+    assert listing["data"] == [
+        {"name": "default"},
+        {
+            "name": "anna",
+            "duration_s": 4.2,
+            "created": "2026-11-30T10:00:00Z",
+            "transcript_preview": "I am Anna.",
+        },
+    ]

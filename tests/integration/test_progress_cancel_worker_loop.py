@@ -72,8 +72,9 @@ def test_a_cancelled_job_frees_the_worker_for_the_next(runpod, worker_log):
     short = runpod.wait_done(["short"])["short"]
     delay = runpod.done_at["short"] - stopped_at
     log.info(
-        "cancel: stop -> next job done in %.2f s; the long job's first batch took %.2f s; "
-        "its progress: %s",
+        "cancel: stop -> next job taken in %.2f s, done in %.2f s; the long job's first batch "
+        "took %.2f s; its progress: %s",
+        runpod.taken_at["short"] - stopped_at,
         delay,
         first_batch_s,
         [(round(stamp - stopped_at, 2), text) for stamp, text in runpod.progress["long"]],

@@ -26,6 +26,7 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(f5worker.__path__, "f5wor
 TORCH_USERS = (
     "f5worker.engine",
     "f5worker.job.worker",
+    "f5worker.job.batch",  # the worker's batch path (it builds on job.worker)
     "f5worker.job.runpod_queue",
     "f5worker.models.demo",
     "f5worker.testing",

@@ -151,3 +151,21 @@ def test_private_download_urls_read_as_the_sdk_reads_them(value, allowed):
 @pytest.mark.parametrize("value", ["fast", " Balanced ", "BEST"])
 def test_default_quality_is_a_preset_name(value):
     assert Settings.from_env({"DEFAULT_QUALITY": value}).default_quality == value.strip().lower()
+
+
+def test_voice_library_settings():
+    s = Settings.from_env({})
+    assert (s.voice_cache_ttl_s, s.voice_writes, s.voice_max_count) == (30, True, 500)
+    s = Settings.from_env(
+        {"VOICE_CACHE_TTL_S": "0", "VOICE_WRITES": "off", "VOICE_MAX_COUNT": "10"}
+    )
+    assert (s.voice_cache_ttl_s, s.voice_writes, s.voice_max_count) == (0, False, 10)
+    for name, value in [
+        ("VOICE_CACHE_TTL_S", "-1"),
+        ("VOICE_CACHE_TTL_S", "3601"),
+        ("VOICE_WRITES", "maybe"),
+        ("VOICE_MAX_COUNT", "0"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            Settings.from_env({name: value})
+        assert name in info.value.message

@@ -13,6 +13,7 @@ from itertools import count
 import numpy as np
 import pytest
 import soundfile as sf
+from botocore.exceptions import EndpointConnectionError
 from moto import mock_aws
 
 from f5worker.config import S3Scope
@@ -53,7 +54,9 @@ def library(s3, prefix: str, **kw) -> VoiceLibrary:
 
 def actions(s3, prefix: str, **kw) -> VoiceActions:
     lib = library(s3, prefix, **kw)
-    policy = FetchPolicy(s3_allow=(S3Scope(BUCKET, f"{prefix}/voices/"),))
+    policy = FetchPolicy(
+        allow_private_addresses=False, s3_allow=(S3Scope(BUCKET, f"{prefix}/voices/"),)
+    )
     return VoiceActions(lib, RefAudioFetcher(policy, s3_client_factory=lambda: s3), RATE)
 
 
@@ -347,15 +350,28 @@ def test_a_manifest_edited_by_hand_is_a_coded_storage_error(s3, prefix, manifest
     assert code_of(act, {"action": "voice.get", "name": "odd"}) == "VOICE_NOT_FOUND"
 
 
+class Outage:
+    """An S3 client that can be cut off: every call then fails as an unreachable endpoint."""
+
+    def __init__(self, client) -> None:
+        self.client, self.down = client, False
+
+    def __getattr__(self, name: str):
+        if self.down:
+            raise EndpointConnectionError(endpoint_url="http://s3.invalid")
+        return getattr(self.client, name)
+
+
 def test_a_cached_voice_outlives_an_s3_outage(s3, prefix, caplog):
     now = [0.0]
     actions(s3, prefix).run(add("anna"))
-    lib = library(s3, prefix, cache_ttl_s=1, clock=lambda: now[0])
-    voice = lib.get("anna")
-    lib._store._client = lambda: make_client(
-        "http://127.0.0.1:9", "us-east-1", "k", "s", max_attempts=1
+    s3_link = Outage(s3)
+    lib = VoiceLibrary(
+        BUCKET, prefix, client_factory=lambda: s3_link, cache_ttl_s=1, clock=lambda: now[0]
     )
-    now[0] = 5.0
+    voice = lib.get("anna")
+    s3_link.down = True
+    now[0] = 5.0  # due for its check, which cannot reach S3
     assert lib.get("anna") is voice
     assert "S3 not reachable" in caplog.text
     with pytest.raises(WorkerError) as info:

@@ -102,7 +102,8 @@ def create_app(service: Service) -> ASGIApp:
         async def listing() -> dict[str, Any]:
             worker = service.require_worker()
             loop = asyncio.get_running_loop()
-            found = await loop.run_in_executor(service.pool, list_voices, worker.voices)
+            # not the jobs' pool: a listing must not wait behind synthesis
+            found = await loop.run_in_executor(None, list_voices, worker.voices)
             return {"object": "list", "data": found}
 
         return await _answer_openai(listing)
@@ -139,7 +140,7 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
     body = await read_json(request.stream(), request.headers.get("content-length"))
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object")
-    stream_format = body.pop("stream_format", "audio")
+    stream_format = body.pop("stream_format", None) or "audio"  # null: the default, as elsewhere
     if stream_format not in STREAM_FORMATS:
         raise InvalidInput(f"stream_format must be one of {', '.join(STREAM_FORMATS)}")
     openai_compat.speech_to_native(body, "request")  # names unknown fields as this route's
