@@ -115,6 +115,12 @@ BAD_INPUTS = [
         "BAD_REF_AUDIO",
     ),
     (add("default"), "VOICE_EXISTS"),
+    (add("a") | {"ref_audio": {"b64": 1}}, "INVALID_INPUT"),
+    (add("a") | {"ref_text": ["t"]}, "INVALID_INPUT"),
+    (add("a") | {"ref_text": "\ud800"}, "INVALID_INPUT"),  # a lone surrogate: not UTF-8
+    ({"action": "voice.get", "name": "\ud800"}, "INVALID_INPUT"),
+    ({"action": "voice.get\x00", "name": "a"}, "INVALID_INPUT"),
+    ({"action": "voice.list", "action2": 1}, "INVALID_INPUT"),
 ]
 
 
