@@ -14,7 +14,6 @@ model's rate. A job that names the voice then decodes one WAV and does nothing e
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -31,8 +30,6 @@ from f5worker.job.schema import (
     parse_fields,
 )
 from f5worker.job.voices import VoiceLibrary, normalise_voice
-
-log = logging.getLogger(__name__)
 
 VOICE_ADD = "voice.add"
 VOICE_LIST = "voice.list"
