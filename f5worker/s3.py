@@ -19,6 +19,7 @@ import errno
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,12 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
 DENIED_CODES = frozenset({"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId"})
-LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+# A conditional write that found the object there (412) lost the race; one that ran into another
+# write of the same key still under way (409 ConditionalRequestConflict) is to be retried.
+LOST_RACE_CODES = frozenset({"PreconditionFailed"})
+CONFLICT_CODES = frozenset({"ConditionalRequestConflict"})
+CONFLICT_RETRIES = 4
+CONFLICT_BACKOFF_S = 0.1  # doubled after each conflict: at most 1.5 s in all
 # Errors worth another attempt: what s3transfer retries for a body cut off mid-way, plus resets.
 RETRYABLE = (*S3_RETRYABLE_DOWNLOAD_ERRORS, ConnectionError)
 S3_ERRORS = (Boto3Error, BotoCoreError, ClientError, OSError)
@@ -261,22 +267,33 @@ def put_bytes(client: Any, bucket: str, key: str, body: bytes, content_type: str
 
 
 def put_if_absent(client: Any, bucket: str, key: str, body: bytes, content_type: str) -> bool:
-    """True if this call created the object; False if one was there (or won the race)."""
-    try:
-        client.put_object(
-            Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*"
-        )
-        return True
-    except ClientError as exc:
-        code, status = error_code(exc)
-        if code in LOST_RACE_CODES or status in (409, 412):
-            return False
-        if code != "NotImplemented" and status != 501:
+    """True if this call created the object; False if one was there (or won the race).
+
+    Atomic where the store honours `If-None-Match: *` (AWS S3, MinIO, SeaweedFS, moto). A store
+    that answers 501 gets check-then-put, which is not: two callers may both find the key free
+    and both write it, both told True, and the later write is what remains.
+    """
+    for attempt in range(CONFLICT_RETRIES + 1):
+        try:
+            client.put_object(
+                Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*"
+            )
+            return True
+        except ClientError as exc:
+            code, status = error_code(exc)
+            if code in LOST_RACE_CODES or status == 412:
+                return False
+            conflict = code in CONFLICT_CODES or status == 409
+            if conflict and attempt < CONFLICT_RETRIES:
+                log.debug("conditional write of s3://%s/%s conflicted; retrying", bucket, key)
+                time.sleep(CONFLICT_BACKOFF_S * 2**attempt)
+                continue
+            if code != "NotImplemented" and status != 501:
+                raise storage_error("upload", bucket, key, exc) from exc
+            break
+        except S3_ERRORS as exc:
             raise storage_error("upload", bucket, key, exc) from exc
-    except S3_ERRORS as exc:
-        raise storage_error("upload", bucket, key, exc) from exc
-    # A store without conditional writes: check, then write. The race that remains can only
-    # replace the object with one of the same content (callers use content-addressed keys).
+    # A store without conditional writes (see the docstring for what is then not guaranteed).
     if exists(client, bucket, key):
         return False
     put_bytes(client, bucket, key, body, content_type)

@@ -12,7 +12,10 @@ one transcript that belongs to the audio it names, so it can never pair one vers
 another's transcript, and a voice exists exactly when its manifest does:
 
 - add: the audio first, then the manifest with `IfNoneMatch: *`, so of two adds of one name
-  exactly one wins (the loser removes its audio);
+  exactly one wins (the loser removes its audio). That holds where the store honours
+  conditional writes (AWS S3, MinIO, SeaweedFS); on one that answers 501 the manifest is
+  written after a check (s3.put_if_absent), so two racing adds of one name may both report
+  success, and the later manifest is the voice (the earlier audio is then left unnamed);
 - delete: the manifest first (the voice is gone at once), then the audio it named. Nothing
   else under the name is touched: an add of the same name that has written its audio but not
   yet its manifest must not lose it;
