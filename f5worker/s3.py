@@ -173,6 +173,23 @@ def read_object(client: Any, bucket: str, key: str, limit: int) -> bytes | None:
     return None if len(data) > limit else data
 
 
+def read_prefix(client: Any, bucket: str, key: str, limit: int) -> bytes | None:
+    """At most the first `limit` bytes of the object (one ranged GET); None when it does not
+    exist. An empty object is b"" (S3 answers a range on it with 416 InvalidRange)."""
+    try:
+        obj = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}")
+        with obj["Body"] as body:
+            return bytes(body.read(limit))  # bounded even where a store ignores the range
+    except S3_ERRORS as exc:
+        client_error = _find(exc, ClientError)
+        if client_error is not None and error_code(client_error)[0] == "InvalidRange":
+            return b""
+        error = storage_error("read", bucket, key, exc)
+        if isinstance(error, ObjectMissing):
+            return None
+        raise error from exc
+
+
 def get_bytes(client: Any, bucket: str, key: str, attempts: int = 3) -> bytes | None:
     """A small object's bytes, or None when it does not exist.
 

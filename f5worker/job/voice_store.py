@@ -42,10 +42,10 @@ from f5worker.errors import StorageError
 from f5worker.s3 import (
     S3_ERRORS,
     ObjectMissing,
-    get_bytes,
     put_bytes,
     put_if_absent,
     read_object,
+    read_prefix,
     storage_error,
 )
 
@@ -280,11 +280,12 @@ class VoiceStore:
             return VoiceInfo(
                 name, manifest["duration_s"], manifest["created"], preview(manifest["transcript"])
             )
-        data = get_bytes(self._client(), self.bucket, self.key(name, LEGACY_TEXT))
+        key = self.key(name, LEGACY_TEXT)
+        data = read_prefix(self._client(), self.bucket, key, MAX_LEGACY_TEXT_BYTES)
         if data is None:
             return None
         created = files[LEGACY_AUDIO]["LastModified"]
-        text = data[:MAX_LEGACY_TEXT_BYTES].decode("utf-8", "replace")
+        text = data.decode("utf-8", "replace")
         return VoiceInfo(name, None, _iso(created), preview(text))
 
     @staticmethod

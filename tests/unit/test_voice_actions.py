@@ -383,3 +383,33 @@ def test_a_cached_voice_outlives_an_s3_outage(s3, prefix, caplog):
     with pytest.raises(WorkerError) as info:
         lib.get("bert")  # not cached: the outage is the job's error
     assert info.value.code == "STORAGE_ERROR" and info.value.retryable
+
+
+class Recorder:
+    """An S3 client that records each call's name and arguments."""
+
+    def __init__(self, client) -> None:
+        self.client, self.calls = client, []
+
+    def __getattr__(self, name: str):
+        method = getattr(self.client, name)
+
+        def call(*args, **kw):
+            self.calls.append((name, kw))
+            return method(*args, **kw)
+
+        return call if callable(method) else method
+
+
+def test_a_listing_reads_at_most_4_kb_of_a_hand_made_ref_txt(s3, prefix):
+    for name, text in (("big", b"A long transcript. " * 100_000), ("empty", b"")):
+        s3.put_object(Bucket=BUCKET, Key=f"{prefix}/voices/{name}/ref.wav", Body=b"RIFF")
+        s3.put_object(Bucket=BUCKET, Key=f"{prefix}/voices/{name}/ref.txt", Body=text)
+    client = Recorder(s3)
+    infos = VoiceStore(BUCKET, prefix, lambda: client).list()
+    assert [(i.name, i.transcript_preview[:18]) for i in infos] == [
+        ("big", "A long transcript."),
+        ("empty", ""),
+    ]
+    gets = [kw for name, kw in client.calls if name == "get_object"]
+    assert len(gets) == 2 and all(kw["Range"] == "bytes=0-4095" for kw in gets)
