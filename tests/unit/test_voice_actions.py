@@ -13,7 +13,7 @@ from itertools import count
 import numpy as np
 import pytest
 import soundfile as sf
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 from moto import mock_aws
 
 from f5worker.config import S3Scope
@@ -343,13 +343,18 @@ def test_results_are_json():
         b"{" + b" " * 20_000 + b"}",
     ],
 )
-def test_a_manifest_edited_by_hand_is_a_coded_storage_error(s3, prefix, manifest):
+def test_a_manifest_edited_by_hand_is_a_voice_not_found(s3, prefix, manifest):
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}/voices/odd/voice.json", Body=manifest)
     act = actions(s3, prefix)
     act.run(add("anna"))
-    with pytest.raises(WorkerError) as info:
-        act.run({"action": "voice.get", "name": "odd"})
-    assert info.value.code == "STORAGE_ERROR" and not info.value.retryable
+    for job in ({"action": "voice.get", "name": "odd"}, None):
+        with pytest.raises(WorkerError) as info:
+            if job is None:  # synthesis reaches it through the library
+                library(s3, prefix).get("odd")
+            else:
+                act.run(job)
+        assert info.value.code == "VOICE_NOT_FOUND" and "manifest" in info.value.message
+        assert "unreadable" in info.value.message
     listed = act.run({"action": "voice.list"})["voices"]  # the others are still listed
     assert [v["name"] for v in listed] == ["default", "anna"]
     act.run({"action": "voice.delete", "name": "odd"})  # and it can be removed
@@ -413,3 +418,34 @@ def test_a_listing_reads_at_most_4_kb_of_a_hand_made_ref_txt(s3, prefix):
     ]
     gets = [kw for name, kw in client.calls if name == "get_object"]
     assert len(gets) == 2 and all(kw["Range"] == "bytes=0-4095" for kw in gets)
+
+
+class Denied(Outage):
+    """An S3 client whose credentials lose access: every call then answers 403 AccessDenied,
+    as AWS does for a missing key to credentials without s3:ListBucket."""
+
+    def __getattr__(self, name: str):
+        if self.down:
+            error = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+
+            def deny(*_args, **_kw):
+                raise ClientError(error, name)
+
+            return deny
+        return getattr(self.client, name)
+
+
+def test_a_403_is_no_outage_and_never_serves_the_cached_copy(s3, prefix):
+    now = [0.0]
+    actions(s3, prefix).run(add("anna"))
+    s3_link = Denied(s3)
+    lib = VoiceLibrary(
+        BUCKET, prefix, client_factory=lambda: s3_link, cache_ttl_s=1, clock=lambda: now[0]
+    )
+    lib.get("anna")
+    s3_link.down = True
+    now[0] = 5.0  # due for its check: S3 answers 403
+    with pytest.raises(WorkerError) as info:
+        lib.get("anna")
+    assert info.value.code == "STORAGE_ERROR" and not info.value.retryable
+    assert "s3:ListBucket" in info.value.message and lib.cached_names() == []
