@@ -283,6 +283,31 @@ def put_bytes(client: Any, bucket: str, key: str, body: bytes, content_type: str
         raise storage_error("upload", bucket, key, exc) from exc
 
 
+def delete_if_match(client: Any, bucket: str, key: str, etag: str) -> bool:
+    """Delete the object if its ETag is still `etag`: True when it is gone (deleted here or
+    already), False when it changed. A store that answers 501 to `If-Match` on DELETE gets an
+    unconditional delete; one that ignores the header deletes whatever is there."""
+    try:
+        client.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+        return True
+    except ClientError as exc:
+        code, status = error_code(exc)
+        if code in LOST_RACE_CODES or status == 412:
+            return False
+        error = storage_error("delete", bucket, key, exc)
+        if isinstance(error, ObjectMissing):
+            return True
+        if code != "NotImplemented" and status != 501:
+            raise error from exc
+    except S3_ERRORS as exc:
+        raise storage_error("delete", bucket, key, exc) from exc
+    try:
+        client.delete_object(Bucket=bucket, Key=key)
+    except S3_ERRORS as exc:
+        raise storage_error("delete", bucket, key, exc) from exc
+    return True
+
+
 def put_if_absent(client: Any, bucket: str, key: str, body: bytes, content_type: str) -> bool:
     """True if this call created the object; False if one was there (or won the race).
 

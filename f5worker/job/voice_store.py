@@ -16,9 +16,12 @@ another's transcript, and a voice exists exactly when its manifest does:
   conditional writes (AWS S3, MinIO, SeaweedFS); on one that answers 501 the manifest is
   written after a check (s3.put_if_absent), so two racing adds of one name may both report
   success, and the later manifest is the voice (the earlier audio is then left unnamed);
-- delete: the manifest first (the voice is gone at once), then the audio it named. Nothing
-  else under the name is touched: an add of the same name that has written its audio but not
-  yet its manifest must not lose it;
+- delete: the manifest first (the voice is gone at once), and only if it is still the one just
+  read (`If-Match: <its ETag>`), then the audio it named. A voice replaced in between (another
+  worker's delete and add) is not deleted: VOICE_CHANGED. On a store that refuses (501) or
+  ignores `If-Match` on DELETE the manifest is deleted whatever it is, so such a replacement
+  would be deleted instead, its audio left unnamed. Nothing else under the name is touched: an
+  add of the same name that has written its audio but not yet its manifest must not lose it;
 - a reader whose audio vanished between its two reads (a delete in between) sees "not found".
 
 A crash between the two writes leaves an audio object no manifest names: invisible, harmless.
@@ -38,10 +41,11 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from f5worker.errors import StorageError
+from f5worker.errors import StorageError, VoiceChanged
 from f5worker.s3 import (
     S3_ERRORS,
     ObjectMissing,
+    delete_if_match,
     put_bytes,
     put_if_absent,
     read_object,
@@ -191,8 +195,11 @@ class VoiceStore:
             self._delete(self.key(name, MANIFEST))
             return True
         if got is not None:
-            self._delete(self.key(name, MANIFEST))  # from here on the voice is gone
-            self._delete_quietly(self.key(name, got[0]["audio"]))
+            manifest, etag = got
+            key = self.key(name, MANIFEST)
+            if not delete_if_match(self._client(), self.bucket, key, etag):
+                raise VoiceChanged(f"voice {name!r} was replaced while it was being deleted")
+            self._delete_quietly(self.key(name, manifest["audio"]))  # the voice is gone
             return True
         if self.token(name) is None:
             return False

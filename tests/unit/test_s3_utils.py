@@ -10,6 +10,7 @@ from moto import mock_aws
 import f5worker.s3 as f5s3
 from f5worker.errors import StorageError
 from f5worker.s3 import (
+    delete_if_match,
     download_from_s3,
     exists,
     make_client,
@@ -144,3 +145,37 @@ def test_put_if_absent_on_moto_honours_if_none_match(s3):
     assert put_if_absent(s3, BUCKET, "k", b"first", "text/plain") is True
     assert put_if_absent(s3, BUCKET, "k", b"second", "text/plain") is False
     assert read_object(s3, BUCKET, "k", 10) == b"first"
+
+
+class NoConditionalDelete:
+    """A store that answers If-Match on DELETE with 501."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def delete_object(self, **kw):
+        if "IfMatch" in kw:
+            error = {
+                "Error": {"Code": "NotImplemented"},
+                "ResponseMetadata": {"HTTPStatusCode": 501},
+            }
+            raise ClientError(error, "DeleteObject")
+        return self.client.delete_object(**kw)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_delete_if_match(s3):
+    first = s3.put_object(Bucket=BUCKET, Key="k", Body=b"1")["ETag"]
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"2")
+    assert delete_if_match(s3, BUCKET, "k", first) is False and exists(s3, BUCKET, "k")
+    current = s3.head_object(Bucket=BUCKET, Key="k")["ETag"]
+    assert delete_if_match(s3, BUCKET, "k", current) is True and not exists(s3, BUCKET, "k")
+    assert delete_if_match(s3, BUCKET, "k", current) is True  # already gone
+
+
+def test_delete_if_match_without_conditional_deletes_deletes(s3):
+    s3.put_object(Bucket=BUCKET, Key="k", Body=b"1")
+    assert delete_if_match(NoConditionalDelete(s3), BUCKET, "k", '"other"') is True
+    assert not exists(s3, BUCKET, "k")

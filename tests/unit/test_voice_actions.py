@@ -449,3 +449,43 @@ def test_a_403_is_no_outage_and_never_serves_the_cached_copy(s3, prefix):
         lib.get("anna")
     assert info.value.code == "STORAGE_ERROR" and not info.value.retryable
     assert "s3:ListBucket" in info.value.message and lib.cached_names() == []
+
+
+class ReplacedBeforeDelete:
+    """An S3 client on which another worker deletes and re-adds the voice just before this
+    worker's DELETE of its manifest arrives."""
+
+    def __init__(self, client, replace) -> None:
+        self.client, self.replace = client, replace
+
+    def delete_object(self, **kw):
+        if kw["Key"].endswith("/voice.json") and self.replace is not None:
+            replace, self.replace = self.replace, None
+            replace()
+        return self.client.delete_object(**kw)
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+
+def test_a_delete_never_removes_a_voice_replaced_meanwhile(s3, prefix):
+    other = actions(s3, prefix)
+    other.run(add("anna"))
+
+    def replace() -> None:
+        other.run({"action": "voice.delete", "name": "anna"})
+        other.run(add("anna", text="A new Anna."))
+
+    client = ReplacedBeforeDelete(s3, replace)
+    lib = VoiceLibrary(BUCKET, prefix, client_factory=lambda: client)
+    with pytest.raises(WorkerError) as info:
+        lib.delete("anna")
+    assert info.value.code == "VOICE_CHANGED" and not info.value.retryable
+    assert other.run({"action": "voice.get", "name": "anna"})["voice"]["transcript"] == (
+        "A new Anna."
+    )
+    lib.delete("anna")  # asked again, it deletes the version it now reads
+    assert code_of(actions(s3, prefix), {"action": "voice.get", "name": "anna"}) == (
+        "VOICE_NOT_FOUND"
+    )
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
