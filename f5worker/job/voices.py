@@ -253,7 +253,9 @@ class VoiceLibrary:
     # -- writes ---------------------------------------------------------------------------------
 
     def add(self, name: str, voice: Voice, created: str) -> VoiceInfo:
-        """Store a normalised voice (normalise_voice) under a new name, atomically."""
+        """Store a normalised voice (normalise_voice) under a new name, atomically.
+        max_voices is a soft limit: counted before the write, so adds running at once on
+        several workers may each pass the count and overshoot it by their number."""
         store = self.check_writable()
         if name == DEFAULT_VOICE_NAME:
             raise VoiceExists(f"voice {name!r} is built in")
