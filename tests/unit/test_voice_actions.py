@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from moto import mock_aws
 
 from f5worker.config import S3Scope
-from f5worker.errors import VoiceNotFound, WorkerError
+from f5worker.errors import StorageError, VoiceNotFound, WorkerError
 from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
 from f5worker.job.voice_actions import VoiceActions, parse_action
 from f5worker.job.voice_store import VoiceStore
@@ -489,3 +489,52 @@ def test_a_delete_never_removes_a_voice_replaced_meanwhile(s3, prefix):
         "VOICE_NOT_FOUND"
     )
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+
+
+class SlowReads:
+    """An S3 client whose GETs take `delay` seconds each; records how many overlap."""
+
+    def __init__(self, client, delay: float) -> None:
+        self.client, self.delay = client, delay
+        self.lock = threading.Lock()
+        self.running = self.most = self.gets = 0
+
+    def get_object(self, **kw):
+        with self.lock:
+            self.running += 1
+            self.gets += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(self.delay)
+            return self.client.get_object(**kw)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+
+def test_a_listing_reads_manifests_a_few_at_a_time_then_remembers_them(s3, prefix):
+    act = actions(s3, prefix)
+    for i in range(20):
+        act.run(add(f"v{i:02}"))
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/voices/odd/voice.json", Body=b"not json")
+    client = SlowReads(s3, delay=0.1)
+    store = VoiceStore(BUCKET, prefix, lambda: client)
+    started = time.monotonic()
+    names = [info.name for info in store.list()]
+    assert names == [f"v{i:02}" for i in range(20)]  # sorted; the broken one skipped
+    assert client.gets == 21 and 1 < client.most <= 16
+    assert time.monotonic() - started < 21 * 0.1 / 2
+    assert [info.name for info in store.list()] == names and client.gets == 22  # only "odd"
+
+
+def test_a_listing_is_bounded_in_time(s3, prefix, monkeypatch):
+    monkeypatch.setattr("f5worker.job.voice_store.LIST_TIMEOUT_S", 0.2)
+    act = actions(s3, prefix)
+    act.run(add("anna"))
+    store = VoiceStore(BUCKET, prefix, lambda: SlowReads(s3, delay=1.0))
+    with pytest.raises(StorageError) as info:
+        store.list()
+    assert info.value.retryable and "not read within 0.2 s" in info.value.reason
