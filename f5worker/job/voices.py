@@ -185,7 +185,6 @@ class VoiceLibrary:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bucket = bucket
-        self.prefix = prefix.strip("/")
         self.writes = writes
         self.max_voices = max_voices
         self._client_factory = client_factory
@@ -246,9 +245,6 @@ class VoiceLibrary:
     def forget(self, name: str) -> None:
         with self._lock:
             self._cache.pop(name, None)
-
-    def key(self, name: str, file: str) -> str:
-        return "/".join(p for p in (self.prefix, "voices", name, file) if p)
 
     # -- writes ---------------------------------------------------------------------------------
 
