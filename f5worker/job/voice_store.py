@@ -13,9 +13,9 @@ another's transcript, and a voice exists exactly when its manifest does:
 
 - add: the audio first, then the manifest with `IfNoneMatch: *`, so of two adds of one name
   exactly one wins (the loser removes its audio). That holds where the store honours
-  conditional writes (AWS S3, MinIO, SeaweedFS); on one that answers 501 the manifest is
-  written after a check (s3.put_if_absent), so two racing adds of one name may both report
-  success, and the later manifest is the voice (the earlier audio is then left unnamed);
+  conditional writes (AWS S3; moto and SeaweedFS in the tests); on one that answers 501 the
+  manifest is written after a check (s3.put_if_absent), so two racing adds of one name may
+  both report success, and the later manifest is the voice (the earlier audio left unnamed);
 - delete: the manifest first (the voice is gone at once), and only if it is still the one just
   read (`If-Match: <its ETag>`), then the audio it named. A voice replaced in between (another
   worker's delete and add) is not deleted: VOICE_CHANGED. On a store that refuses (501) or
