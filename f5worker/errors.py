@@ -81,6 +81,13 @@ class VoiceExists(WorkerError, ValueError):
     code = "VOICE_EXISTS"
 
 
+class VoiceChanged(WorkerError):
+    """voice.delete of a voice that another worker replaced while it was being deleted: nothing
+    was deleted. A retry would delete the new version, so it is the caller's to decide."""
+
+    code = "VOICE_CHANGED"
+
+
 class VoiceLimitReached(WorkerError):
     """voice.add to a library that holds VOICE_MAX_COUNT voices already."""
 

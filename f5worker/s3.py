@@ -19,6 +19,7 @@ import errno
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,12 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
 DENIED_CODES = frozenset({"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId"})
-LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+# A conditional write that found the object there (412) lost the race; one that ran into another
+# write of the same key still under way (409 ConditionalRequestConflict) is to be retried.
+LOST_RACE_CODES = frozenset({"PreconditionFailed"})
+CONFLICT_CODES = frozenset({"ConditionalRequestConflict"})
+CONFLICT_RETRIES = 4
+CONFLICT_BACKOFF_S = 0.1  # doubled after each conflict: at most 1.5 s in all
 # Errors worth another attempt: what s3transfer retries for a body cut off mid-way, plus resets.
 RETRYABLE = (*S3_RETRYABLE_DOWNLOAD_ERRORS, ConnectionError)
 S3_ERRORS = (Boto3Error, BotoCoreError, ClientError, OSError)
@@ -167,6 +173,23 @@ def read_object(client: Any, bucket: str, key: str, limit: int) -> bytes | None:
     return None if len(data) > limit else data
 
 
+def read_prefix(client: Any, bucket: str, key: str, limit: int) -> bytes | None:
+    """At most the first `limit` bytes of the object (one ranged GET); None when it does not
+    exist. An empty object is b"" (S3 answers a range on it with 416 InvalidRange)."""
+    try:
+        obj = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}")
+        with obj["Body"] as body:
+            return bytes(body.read(limit))  # bounded even where a store ignores the range
+    except S3_ERRORS as exc:
+        client_error = _find(exc, ClientError)
+        if client_error is not None and error_code(client_error)[0] == "InvalidRange":
+            return b""
+        error = storage_error("read", bucket, key, exc)
+        if isinstance(error, ObjectMissing):
+            return None
+        raise error from exc
+
+
 def get_bytes(client: Any, bucket: str, key: str, attempts: int = 3) -> bytes | None:
     """A small object's bytes, or None when it does not exist.
 
@@ -260,23 +283,59 @@ def put_bytes(client: Any, bucket: str, key: str, body: bytes, content_type: str
         raise storage_error("upload", bucket, key, exc) from exc
 
 
-def put_if_absent(client: Any, bucket: str, key: str, body: bytes, content_type: str) -> bool:
-    """True if this call created the object; False if one was there (or won the race)."""
+def delete_if_match(client: Any, bucket: str, key: str, etag: str) -> bool:
+    """Delete the object if its ETag is still `etag`: True when it is gone (deleted here or
+    already), False when it changed. A store that answers 501 to `If-Match` on DELETE gets an
+    unconditional delete; one that ignores the header deletes whatever is there."""
     try:
-        client.put_object(
-            Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*"
-        )
+        client.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
         return True
     except ClientError as exc:
         code, status = error_code(exc)
-        if code in LOST_RACE_CODES or status in (409, 412):
+        if code in LOST_RACE_CODES or status == 412:
             return False
+        error = storage_error("delete", bucket, key, exc)
+        if isinstance(error, ObjectMissing):
+            return True
         if code != "NotImplemented" and status != 501:
-            raise storage_error("upload", bucket, key, exc) from exc
+            raise error from exc
     except S3_ERRORS as exc:
-        raise storage_error("upload", bucket, key, exc) from exc
-    # A store without conditional writes: check, then write. The race that remains can only
-    # replace the object with one of the same content (callers use content-addressed keys).
+        raise storage_error("delete", bucket, key, exc) from exc
+    try:
+        client.delete_object(Bucket=bucket, Key=key)
+    except S3_ERRORS as exc:
+        raise storage_error("delete", bucket, key, exc) from exc
+    return True
+
+
+def put_if_absent(client: Any, bucket: str, key: str, body: bytes, content_type: str) -> bool:
+    """True if this call created the object; False if one was there (or won the race).
+
+    Atomic where the store honours `If-None-Match: *` (AWS S3, MinIO, SeaweedFS, moto). A store
+    that answers 501 gets check-then-put, which is not: two callers may both find the key free
+    and both write it, both told True, and the later write is what remains.
+    """
+    for attempt in range(CONFLICT_RETRIES + 1):
+        try:
+            client.put_object(
+                Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*"
+            )
+            return True
+        except ClientError as exc:
+            code, status = error_code(exc)
+            if code in LOST_RACE_CODES or status == 412:
+                return False
+            conflict = code in CONFLICT_CODES or status == 409
+            if conflict and attempt < CONFLICT_RETRIES:
+                log.debug("conditional write of s3://%s/%s conflicted; retrying", bucket, key)
+                time.sleep(CONFLICT_BACKOFF_S * 2**attempt)
+                continue
+            if code != "NotImplemented" and status != 501:
+                raise storage_error("upload", bucket, key, exc) from exc
+            break
+        except S3_ERRORS as exc:
+            raise storage_error("upload", bucket, key, exc) from exc
+    # A store without conditional writes (see the docstring for what is then not guaranteed).
     if exists(client, bucket, key):
         return False
     put_bytes(client, bucket, key, body, content_type)

@@ -14,7 +14,8 @@ IN_PROGRESS job on /status. The SDK's `progress_update(job, progress)` posts
 {"status": "IN_PROGRESS", "output": progress} to the job-done URL from a new thread and returns
 at once; it cannot be waited for, so two updates could arrive out of order and the last one
 after the result. The same post (rp_http.send_result, which progress_update calls) is made here
-on one sender thread per job (progress.py), and flushed before the result. The SDK's local API
+on one sender thread per job (progress.py), through one HTTP session per job, and flushed before
+the result; a post still under way when the flush wait ends is cancelled. The SDK's local API
 (`make run`) runs a job inside its /status request and has no job-done URL: there nothing is
 posted. A cancel or timeout makes the SDK (runpod >= 1.12, its stop channel) cancel the job's
 task; Worker.handle then stops the job at its next chunk boundary.
@@ -29,29 +30,41 @@ from pathlib import Path
 from typing import Any
 
 from f5worker.config import Settings
-from f5worker.job.progress import ProgressSender
+from f5worker.job.progress import ProgressPost, ProgressSender
 from f5worker.job.worker import JobControl, Worker, build_worker
 
-PROGRESS_POST_TIMEOUT_S = 10.0
-ProgressPost = Callable[[str], None]
+
+class RunPodProgress:
+    """Posts a job's progress to RunPod (what the SDK's progress_update posts), on the
+    sender's event loop, through one session opened on first use. The sender bounds each post
+    (progress.POST_TIMEOUT_S)."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self._job = job
+        self._session: Any = None
+
+    async def __call__(self, text: str) -> None:
+        from runpod.http_client import AsyncClientSession
+        from runpod.serverless.modules import rp_http
+
+        if self._session is None:
+            self._session = AsyncClientSession()
+        data = {"status": "IN_PROGRESS", "output": text}
+        await rp_http.send_result(self._session, data, self._job)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 def runpod_progress_post(job: dict[str, Any]) -> ProgressPost | None:
-    """A blocking post of this job's progress to RunPod; None where the SDK has no job-done
-    URL to post to (its local API and single-job test mode)."""
+    """This job's progress post to RunPod; None where the SDK has no job-done URL to post to
+    (its local API and single-job test mode)."""
     from runpod.serverless.modules import rp_http
 
     if not rp_http.JOB_DONE_URL.startswith(("http://", "https://")):
         return None
-
-    async def send(progress: str) -> None:
-        from runpod.http_client import AsyncClientSession
-
-        async with AsyncClientSession() as session:
-            data = {"status": "IN_PROGRESS", "output": progress}
-            await asyncio.wait_for(rp_http.send_result(session, data, job), PROGRESS_POST_TIMEOUT_S)
-
-    return lambda progress: asyncio.run(send(progress))
+    return RunPodProgress(job)
 
 
 class QueueHandler:

@@ -222,14 +222,15 @@ class TTSRequest:
 
     @property
     def ref_kind(self) -> str | None:
-        """How ref_audio is sent: "url" (https/http), "s3", "base64" or None."""
-        if self.ref_audio is None:
-            return None
-        if self.ref_audio.startswith("s3://"):
-            return "s3"
-        if self.ref_audio.startswith(URL_PREFIXES):
-            return "url"
-        return "base64"
+        """How ref_audio is sent (see ref_kind); None without one."""
+        return None if self.ref_audio is None else ref_kind(self.ref_audio)
+
+
+def ref_kind(ref: str) -> str:
+    """How a ref_audio string is sent: "s3", "url" (https/http) or "base64"."""
+    if ref.startswith("s3://"):
+        return "s3"
+    return "url" if ref.startswith(URL_PREFIXES) else "base64"
 
 
 def parse_request(raw: Any) -> TTSRequest:

@@ -14,7 +14,6 @@ model's rate. A job that names the voice then decodes one WAV and does nothing e
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -25,14 +24,12 @@ from f5worker.job.fetch import RefAudioFetcher
 from f5worker.job.schema import (
     MAX_REF_AUDIO_B64_CHARS,
     MAX_REF_TEXT_CHARS,
-    URL_PREFIXES,
     VOICE_NAME,
     Field,
     parse_fields,
+    ref_kind,
 )
 from f5worker.job.voices import VoiceLibrary, normalise_voice
-
-log = logging.getLogger(__name__)
 
 VOICE_ADD = "voice.add"
 VOICE_LIST = "voice.list"
@@ -98,13 +95,6 @@ def parse_action(raw: Mapping[str, Any]) -> VoiceAction:
     if text is not None and not text.strip():
         raise InvalidInput("ref_text must not be empty")
     return VoiceAction(**values)
-
-
-def ref_kind(ref: str) -> str:
-    """How a ref_audio string is sent: "s3", "url" or "base64" (as TTSRequest.ref_kind)."""
-    if ref.startswith("s3://"):
-        return "s3"
-    return "url" if ref.startswith(URL_PREFIXES) else "base64"
 
 
 class VoiceActions:

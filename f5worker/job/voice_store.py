@@ -12,10 +12,16 @@ one transcript that belongs to the audio it names, so it can never pair one vers
 another's transcript, and a voice exists exactly when its manifest does:
 
 - add: the audio first, then the manifest with `IfNoneMatch: *`, so of two adds of one name
-  exactly one wins (the loser removes its audio);
-- delete: the manifest first (the voice is gone at once), then the audio it named. Nothing
-  else under the name is touched: an add of the same name that has written its audio but not
-  yet its manifest must not lose it;
+  exactly one wins (the loser removes its audio). That holds where the store honours
+  conditional writes (AWS S3; moto and SeaweedFS in the tests); on one that answers 501 the
+  manifest is written after a check (s3.put_if_absent), so two racing adds of one name may
+  both report success, and the later manifest is the voice (the earlier audio left unnamed);
+- delete: the manifest first (the voice is gone at once), and only if it is still the one just
+  read (`If-Match: <its ETag>`), then the audio it named. A voice replaced in between (another
+  worker's delete and add) is not deleted: VOICE_CHANGED. On a store that refuses (501) or
+  ignores `If-Match` on DELETE the manifest is deleted whatever it is, so such a replacement
+  would be deleted instead, its audio left unnamed. Nothing else under the name is touched: an
+  add of the same name that has written its audio but not yet its manifest must not lose it;
 - a reader whose audio vanished between its two reads (a delete in between) sees "not found".
 
 A crash between the two writes leaves an audio object no manifest names: invisible, harmless.
@@ -31,18 +37,20 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from f5worker.errors import StorageError
+from f5worker.errors import StorageError, VoiceChanged
 from f5worker.s3 import (
     S3_ERRORS,
     ObjectMissing,
-    get_bytes,
+    delete_if_match,
     put_bytes,
     put_if_absent,
     read_object,
+    read_prefix,
     storage_error,
 )
 
@@ -54,6 +62,8 @@ LEGACY_TEXT = "ref.txt"
 MAX_MANIFEST_BYTES = 16 * 1024  # a 1000-character transcript is at most 4 KB of UTF-8
 MAX_LEGACY_TEXT_BYTES = 4096
 PREVIEW_CHARS = 80
+LIST_READERS = 16  # manifests read at once by a listing
+LIST_TIMEOUT_S = 60.0  # for all of them
 MAX_LIST_PAGES = 100  # 100 x 1000 keys: far more than VOICE_MAX_COUNT allows
 AUDIO_FILE = re.compile(r"[0-9a-f]{16}\.wav")  # what create() names it: never a path
 
@@ -128,18 +138,16 @@ class VoiceStore:
 
     def list(self) -> list[VoiceInfo]:
         """Every complete voice, by name. One listing, plus one small GET per voice not seen
-        before (its manifest, or a legacy ref.txt); what was read is kept by ETag."""
-        infos, seen = [], {}
-        for name, files in sorted(self._voice_files().items()):
-            try:
-                info = self._info(name, files)
-            except BadManifest:  # one broken voice does not hide the others
-                log.warning("voice %s: its voice.json is not a voice manifest; not listed", name)
-                continue
-            if info is not None:
-                infos.append(info)
-                seen[(name, self._info_etag(files))] = info
-        self._infos = seen  # only what the bucket still holds: bounded by the listing
+        before (its manifest, or a legacy ref.txt), LIST_READERS at a time and LIST_TIMEOUT_S
+        in all; what was read is kept by ETag."""
+        voices = self._voice_files()
+        etags = {name: self._info_etag(files) for name, files in voices.items()}
+        known = {name: self._infos.get((name, etag)) for name, etag in etags.items()}
+        unseen = {name: voices[name] for name, info in known.items() if info is None}
+        found = {**known, **self._read_infos(unseen)}
+        infos = [found[name] for name in sorted(found) if found[name] is not None]
+        # Only what the bucket still holds: bounded by the listing.
+        self._infos = {(info.name, etags[info.name]): info for info in infos}
         return infos
 
     def count(self) -> int:
@@ -188,8 +196,11 @@ class VoiceStore:
             self._delete(self.key(name, MANIFEST))
             return True
         if got is not None:
-            self._delete(self.key(name, MANIFEST))  # from here on the voice is gone
-            self._delete_quietly(self.key(name, got[0]["audio"]))
+            manifest, etag = got
+            key = self.key(name, MANIFEST)
+            if not delete_if_match(self._client(), self.bucket, key, etag):
+                raise VoiceChanged(f"voice {name!r} was replaced while it was being deleted")
+            self._delete_quietly(self.key(name, manifest["audio"]))  # the voice is gone
             return True
         if self.token(name) is None:
             return False
@@ -265,10 +276,33 @@ class VoiceStore:
         except S3_ERRORS as exc:
             raise storage_error("list", self.bucket, f"{self.root}/", exc) from exc
 
+    def _read_infos(
+        self, voices: dict[str, dict[str, dict[str, Any]]]
+    ) -> dict[str, VoiceInfo | None]:
+        """name -> what a listing says of it (None: gone, or its manifest is broken)."""
+        if not voices:
+            return {}
+        pool = ThreadPoolExecutor(min(LIST_READERS, len(voices)), "voice-list")
+        try:
+            futures = {name: pool.submit(self._info, name, files) for name, files in voices.items()}
+            _, late = wait(futures.values(), timeout=LIST_TIMEOUT_S)
+            if late:  # each GET is bounded by the client's timeouts; the listing is, in all
+                error = StorageError(f"reading s3://{self.bucket}/{self.root}/ timed out")
+                error.reason = f"{len(late)} voices not read within {LIST_TIMEOUT_S:g} s"
+                raise error
+            return {name: self._result(name, future) for name, future in futures.items()}
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def _result(name: str, future: Future[VoiceInfo | None]) -> VoiceInfo | None:
+        try:
+            return future.result()
+        except BadManifest:  # one broken voice does not hide the others
+            log.warning("voice %s: its voice.json is not a voice manifest; not listed", name)
+            return None
+
     def _info(self, name: str, files: dict[str, dict[str, Any]]) -> VoiceInfo | None:
-        known = self._infos.get((name, self._info_etag(files)))
-        if known is not None:
-            return known
         if MANIFEST in files:
             got = self._get_json(name)
             if got is None:
@@ -277,11 +311,12 @@ class VoiceStore:
             return VoiceInfo(
                 name, manifest["duration_s"], manifest["created"], preview(manifest["transcript"])
             )
-        data = get_bytes(self._client(), self.bucket, self.key(name, LEGACY_TEXT))
+        key = self.key(name, LEGACY_TEXT)
+        data = read_prefix(self._client(), self.bucket, key, MAX_LEGACY_TEXT_BYTES)
         if data is None:
             return None
         created = files[LEGACY_AUDIO]["LastModified"]
-        text = data[:MAX_LEGACY_TEXT_BYTES].decode("utf-8", "replace")
+        text = data.decode("utf-8", "replace")
         return VoiceInfo(name, None, _iso(created), preview(text))
 
     @staticmethod

@@ -38,8 +38,9 @@ from f5worker.errors import (
 )
 from f5worker.job.codecs import decode, resample
 from f5worker.job.ref_trim import cut_at_sentence, find_pauses
-from f5worker.job.voice_store import StoredVoice, VoiceInfo, VoiceStore, preview
+from f5worker.job.voice_store import BadManifest, StoredVoice, VoiceInfo, VoiceStore, preview
 from f5worker.presets import REF_SECONDS_FULL
+from f5worker.s3 import AccessDenied
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,6 @@ class VoiceLibrary:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bucket = bucket
-        self.prefix = prefix.strip("/")
         self.writes = writes
         self.max_voices = max_voices
         self._client_factory = client_factory
@@ -246,13 +246,12 @@ class VoiceLibrary:
         with self._lock:
             self._cache.pop(name, None)
 
-    def key(self, name: str, file: str) -> str:
-        return "/".join(p for p in (self.prefix, "voices", name, file) if p)
-
     # -- writes ---------------------------------------------------------------------------------
 
     def add(self, name: str, voice: Voice, created: str) -> VoiceInfo:
-        """Store a normalised voice (normalise_voice) under a new name, atomically."""
+        """Store a normalised voice (normalise_voice) under a new name, atomically.
+        max_voices is a soft limit: counted before the write, so adds running at once on
+        several workers may each pass the count and overshoot it by their number."""
         store = self.check_writable()
         if name == DEFAULT_VOICE_NAME:
             raise VoiceExists(f"voice {name!r} is built in")
@@ -311,13 +310,17 @@ class VoiceLibrary:
             return cached
 
     def _still_current(self, name: str, cached: _Cached) -> bool:
-        """Whether S3 still holds the cached version. When S3 cannot be asked, the cached copy
-        is used (with a WARNING): a short outage of the library need not fail jobs whose voice
-        is in memory; staleness is then bounded by the outage, not the TTL."""
+        """Whether S3 still holds the cached version. When S3 cannot be reached (a retryable
+        error), the cached copy is used (with a WARNING): a short outage of the library need
+        not fail jobs whose voice is in memory; staleness is then bounded by the outage, not the
+        TTL. Any other answer (403 included: S3 gives it for a missing key to credentials
+        without s3:ListBucket) is no outage: the copy is dropped and the voice read again."""
         assert self._store is not None  # only library voices are cached
         try:
             return self._store.token(name) == cached.token
         except StorageError as exc:
+            if not exc.retryable:
+                return False
             log.warning("voice %s: S3 not reachable (%s); using the cached copy", name, exc.reason)
             return True
 
@@ -326,7 +329,17 @@ class VoiceLibrary:
             raise VoiceNotFound(f"voice {name!r} not found: no voice library is configured")
         try:
             stored = self._store.read(name, MAX_REF_BYTES)
-        except StorageError as exc:  # AccessDenied included: the operator's to fix, not a miss
+        except BadManifest:  # a listing skips it too: for a job it is no voice at all
+            raise VoiceNotFound(
+                f"voice {name!r} cannot be used: its manifest (voice.json) is unreadable; "
+                "delete the voice and add it again"
+            ) from None
+        except AccessDenied as exc:
+            raise AccessDenied(
+                f"reading voice {name!r} failed: {exc.reason} (S3 also answers 403 for a "
+                "missing voice when the credentials lack s3:ListBucket)"
+            ) from exc
+        except StorageError as exc:  # the operator's to fix or retryable, not a miss
             raise type(exc)(f"reading voice {name!r} failed: {exc.reason}") from exc
         except ValueError as exc:
             raise BadRefAudio(f"voice {name!r}: {exc}") from None

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from f5worker.errors import InvalidInput
+from f5worker.job import voice_actions
 from f5worker.job.schema import (
     FIELDS,
     MAX_BATCH_TEXTS,
@@ -18,6 +19,7 @@ from f5worker.job.schema import (
     fields_markdown,
     parse_entry,
     parse_request,
+    ref_kind,
 )
 
 OK = {"text": "Hello."}
@@ -113,7 +115,10 @@ def test_values_are_coerced():
     ],
 )
 def test_reference_kind(ref_audio, kind):
+    """One rule for synthesis and voice.add (which calls ref_kind directly)."""
     assert parse_request({**OK, "ref_audio": ref_audio, "ref_text": "Hi."}).ref_kind == kind
+    assert ref_kind(ref_audio) == kind
+    assert voice_actions.ref_kind is ref_kind
 
 
 def test_every_field_has_a_value_in_range():

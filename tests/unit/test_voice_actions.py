@@ -13,11 +13,11 @@ from itertools import count
 import numpy as np
 import pytest
 import soundfile as sf
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 from moto import mock_aws
 
 from f5worker.config import S3Scope
-from f5worker.errors import VoiceNotFound, WorkerError
+from f5worker.errors import StorageError, VoiceNotFound, WorkerError
 from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
 from f5worker.job.voice_actions import VoiceActions, parse_action
 from f5worker.job.voice_store import VoiceStore
@@ -115,6 +115,12 @@ BAD_INPUTS = [
         "BAD_REF_AUDIO",
     ),
     (add("default"), "VOICE_EXISTS"),
+    (add("a") | {"ref_audio": {"b64": 1}}, "INVALID_INPUT"),
+    (add("a") | {"ref_text": ["t"]}, "INVALID_INPUT"),
+    (add("a") | {"ref_text": "\ud800"}, "INVALID_INPUT"),  # a lone surrogate: not UTF-8
+    ({"action": "voice.get", "name": "\ud800"}, "INVALID_INPUT"),
+    ({"action": "voice.get\x00", "name": "a"}, "INVALID_INPUT"),
+    ({"action": "voice.list", "action2": 1}, "INVALID_INPUT"),
 ]
 
 
@@ -337,13 +343,18 @@ def test_results_are_json():
         b"{" + b" " * 20_000 + b"}",
     ],
 )
-def test_a_manifest_edited_by_hand_is_a_coded_storage_error(s3, prefix, manifest):
+def test_a_manifest_edited_by_hand_is_a_voice_not_found(s3, prefix, manifest):
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}/voices/odd/voice.json", Body=manifest)
     act = actions(s3, prefix)
     act.run(add("anna"))
-    with pytest.raises(WorkerError) as info:
-        act.run({"action": "voice.get", "name": "odd"})
-    assert info.value.code == "STORAGE_ERROR" and not info.value.retryable
+    for job in ({"action": "voice.get", "name": "odd"}, None):
+        with pytest.raises(WorkerError) as info:
+            if job is None:  # synthesis reaches it through the library
+                library(s3, prefix).get("odd")
+            else:
+                act.run(job)
+        assert info.value.code == "VOICE_NOT_FOUND" and "manifest" in info.value.message
+        assert "unreadable" in info.value.message
     listed = act.run({"action": "voice.list"})["voices"]  # the others are still listed
     assert [v["name"] for v in listed] == ["default", "anna"]
     act.run({"action": "voice.delete", "name": "odd"})  # and it can be removed
@@ -377,3 +388,153 @@ def test_a_cached_voice_outlives_an_s3_outage(s3, prefix, caplog):
     with pytest.raises(WorkerError) as info:
         lib.get("bert")  # not cached: the outage is the job's error
     assert info.value.code == "STORAGE_ERROR" and info.value.retryable
+
+
+class Recorder:
+    """An S3 client that records each call's name and arguments."""
+
+    def __init__(self, client) -> None:
+        self.client, self.calls = client, []
+
+    def __getattr__(self, name: str):
+        method = getattr(self.client, name)
+
+        def call(*args, **kw):
+            self.calls.append((name, kw))
+            return method(*args, **kw)
+
+        return call if callable(method) else method
+
+
+def test_a_listing_reads_at_most_4_kb_of_a_hand_made_ref_txt(s3, prefix):
+    for name, text in (("big", b"A long transcript. " * 100_000), ("empty", b"")):
+        s3.put_object(Bucket=BUCKET, Key=f"{prefix}/voices/{name}/ref.wav", Body=b"RIFF")
+        s3.put_object(Bucket=BUCKET, Key=f"{prefix}/voices/{name}/ref.txt", Body=text)
+    client = Recorder(s3)
+    infos = VoiceStore(BUCKET, prefix, lambda: client).list()
+    assert [(i.name, i.transcript_preview[:18]) for i in infos] == [
+        ("big", "A long transcript."),
+        ("empty", ""),
+    ]
+    gets = [kw for name, kw in client.calls if name == "get_object"]
+    assert len(gets) == 2 and all(kw["Range"] == "bytes=0-4095" for kw in gets)
+
+
+class Denied(Outage):
+    """An S3 client whose credentials lose access: every call then answers 403 AccessDenied,
+    as AWS does for a missing key to credentials without s3:ListBucket."""
+
+    def __getattr__(self, name: str):
+        if self.down:
+            error = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+
+            def deny(*_args, **_kw):
+                raise ClientError(error, name)
+
+            return deny
+        return getattr(self.client, name)
+
+
+def test_a_403_is_no_outage_and_never_serves_the_cached_copy(s3, prefix):
+    now = [0.0]
+    actions(s3, prefix).run(add("anna"))
+    s3_link = Denied(s3)
+    lib = VoiceLibrary(
+        BUCKET, prefix, client_factory=lambda: s3_link, cache_ttl_s=1, clock=lambda: now[0]
+    )
+    lib.get("anna")
+    s3_link.down = True
+    now[0] = 5.0  # due for its check: S3 answers 403
+    with pytest.raises(WorkerError) as info:
+        lib.get("anna")
+    assert info.value.code == "STORAGE_ERROR" and not info.value.retryable
+    assert "s3:ListBucket" in info.value.message and lib.cached_names() == []
+
+
+class ReplacedBeforeDelete:
+    """An S3 client on which another worker deletes and re-adds the voice just before this
+    worker's DELETE of its manifest arrives."""
+
+    def __init__(self, client, replace) -> None:
+        self.client, self.replace = client, replace
+
+    def delete_object(self, **kw):
+        if kw["Key"].endswith("/voice.json") and self.replace is not None:
+            replace, self.replace = self.replace, None
+            replace()
+        return self.client.delete_object(**kw)
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+
+def test_a_delete_never_removes_a_voice_replaced_meanwhile(s3, prefix):
+    other = actions(s3, prefix)
+    other.run(add("anna"))
+
+    def replace() -> None:
+        other.run({"action": "voice.delete", "name": "anna"})
+        other.run(add("anna", text="A new Anna."))
+
+    client = ReplacedBeforeDelete(s3, replace)
+    lib = VoiceLibrary(BUCKET, prefix, client_factory=lambda: client)
+    with pytest.raises(WorkerError) as info:
+        lib.delete("anna")
+    assert info.value.code == "VOICE_CHANGED" and not info.value.retryable
+    assert other.run({"action": "voice.get", "name": "anna"})["voice"]["transcript"] == (
+        "A new Anna."
+    )
+    lib.delete("anna")  # asked again, it deletes the version it now reads
+    assert code_of(actions(s3, prefix), {"action": "voice.get", "name": "anna"}) == (
+        "VOICE_NOT_FOUND"
+    )
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+
+
+class SlowReads:
+    """An S3 client whose GETs take `delay` seconds each; records how many overlap."""
+
+    def __init__(self, client, delay: float) -> None:
+        self.client, self.delay = client, delay
+        self.lock = threading.Lock()
+        self.running = self.most = self.gets = 0
+
+    def get_object(self, **kw):
+        with self.lock:
+            self.running += 1
+            self.gets += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(self.delay)
+            return self.client.get_object(**kw)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+
+def test_a_listing_reads_manifests_a_few_at_a_time_then_remembers_them(s3, prefix):
+    act = actions(s3, prefix)
+    for i in range(20):
+        act.run(add(f"v{i:02}"))
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/voices/odd/voice.json", Body=b"not json")
+    client = SlowReads(s3, delay=0.1)
+    store = VoiceStore(BUCKET, prefix, lambda: client)
+    started = time.monotonic()
+    names = [info.name for info in store.list()]
+    assert names == [f"v{i:02}" for i in range(20)]  # sorted; the broken one skipped
+    assert client.gets == 21 and 1 < client.most <= 16
+    assert time.monotonic() - started < 21 * 0.1 / 2
+    assert [info.name for info in store.list()] == names and client.gets == 22  # only "odd"
+
+
+def test_a_listing_is_bounded_in_time(s3, prefix, monkeypatch):
+    monkeypatch.setattr("f5worker.job.voice_store.LIST_TIMEOUT_S", 0.2)
+    act = actions(s3, prefix)
+    act.run(add("anna"))
+    store = VoiceStore(BUCKET, prefix, lambda: SlowReads(s3, delay=1.0))
+    with pytest.raises(StorageError) as info:
+        store.list()
+    assert info.value.retryable and "not read within 0.2 s" in info.value.reason

@@ -113,7 +113,7 @@ def test_library_voice_is_loaded_once_then_cached(s3):
     assert 2.9 < voice.audio.duration_s < 3.1
     s3.delete_object(Bucket=BUCKET, Key="f5-tts/voices/anna/ref.wav")
     assert lib.get("anna") is voice  # served from the cache, S3 not asked again
-    assert calls == [1] and lib.key("anna", "ref.wav") == "f5-tts/voices/anna/ref.wav"
+    assert calls == [1]
 
 
 def test_cache_is_bounded_lru(s3):
