@@ -21,6 +21,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "MODEL_NOT_FOUND": 404,
     "VOICE_WRITES_DISABLED": 403,  # the operator made the voice library read-only
     "VOICE_EXISTS": 409,
+    "VOICE_CHANGED": 409,  # replaced by another writer while this one deleted it
     "VOICE_LIMIT_REACHED": 409,
     "TEXT_TOO_LONG": 413,
     "REQUEST_TOO_LARGE": 413,
