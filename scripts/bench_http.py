@@ -23,6 +23,7 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,7 @@ WORKERS = ("http short first", "http plain", "queue runsync")
 
 def main() -> int:
     args = _parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the workers on the way out
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="bench-http-"))
@@ -104,6 +106,7 @@ def _measure(urls: dict[str, str], name: str, text: str, args: argparse.Namespac
     }
     for call in calls.values():  # the first run of a new input shape is not timed
         call()
+    log.info("timing %s: %d rounds", name, args.repeats)
     runs: dict[str, list[tuple[float, float]]] = {w: [] for w in WORKERS}
     for _ in range(args.repeats):
         for worker, call in calls.items():
@@ -177,7 +180,7 @@ def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path, timeout: float
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited:\n{log_path.read_text()[-3000:]}")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, follow_redirects=True).status_code == 200:
                 return
         time.sleep(0.5)
     raise TimeoutError(f"worker not ready after {timeout} s:\n{log_path.read_text()[-3000:]}")
