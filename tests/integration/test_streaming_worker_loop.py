@@ -178,8 +178,8 @@ def test_mid_stream_failure_in_the_sdks_job_runner(engine, monkeypatch, transpor
     worker = Worker(engine, Settings())
     real = engine.synthesize_stream
 
-    def fails_after_one(text, voice, params):
-        pieces = real(text, voice, params)
+    def fails_after_one(text, voice, params, chunks=None):
+        pieces = real(text, voice, params, chunks)
         yield next(pieces)
         raise RuntimeError("secret detail")
 
