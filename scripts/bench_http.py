@@ -11,7 +11,7 @@ falls on all alike: a streamed `POST /v1/audio/speech` (wav) to both HTTP worker
 it is done). Medians of the rounds; the goal is a paragraph's first byte at <= 1/4 of its total.
 
   .venv/bin/python scripts/bench_http.py --repeats 3
-  .venv/bin/python scripts/bench_http.py --nfe 32 --texts paragraph --repeats 5
+  .venv/bin/python scripts/bench_http.py --quality best --texts paragraph --repeats 5
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,7 @@ WORKERS = ("http short first", "http plain", "queue runsync")
 
 def main() -> int:
     args = _parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the workers on the way out
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="bench-http-"))
@@ -78,7 +80,7 @@ def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("demo", "full"), default="demo")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "f5bench")
-    parser.add_argument("--nfe", type=int, default=16)
+    parser.add_argument("--quality", choices=("fast", "balanced", "best"), default="balanced")
     parser.add_argument("--texts", nargs="+", choices=tuple(TEXTS), default=list(TEXTS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
@@ -95,8 +97,8 @@ def _model_dir(args: argparse.Namespace, work: Path) -> Path:
 
 
 def _measure(urls: dict[str, str], name: str, text: str, args: argparse.Namespace) -> list[Any]:
-    speech = {"input": text, "response_format": "wav", "seed": args.seed, "nfe_step": args.nfe}
-    native = {"text": text, "format": "wav", "seed": args.seed, "nfe_step": args.nfe}
+    speech = {"input": text, "response_format": "wav", "seed": args.seed, "quality": args.quality}
+    native = {"text": text, "format": "wav", "seed": args.seed, "quality": args.quality}
     calls = {
         "http short first": lambda: _stream(f"{urls['http short first']}/v1/audio/speech", speech),
         "http plain": lambda: _stream(f"{urls['http plain']}/v1/audio/speech", speech),
@@ -104,6 +106,7 @@ def _measure(urls: dict[str, str], name: str, text: str, args: argparse.Namespac
     }
     for call in calls.values():  # the first run of a new input shape is not timed
         call()
+    log.info("timing %s: %d rounds", name, args.repeats)
     runs: dict[str, list[tuple[float, float]]] = {w: [] for w in WORKERS}
     for _ in range(args.repeats):
         for worker, call in calls.items():
@@ -132,10 +135,10 @@ def _stream(url: str, body: dict[str, Any]) -> tuple[float, float]:
     start = time.perf_counter()
     first = None
     with httpx.stream("POST", url, json=body, timeout=900) as response:
-        for _ in response.iter_raw():
-            first = first or time.perf_counter() - start
         if response.status_code != 200:
             raise RuntimeError(f"{url}: {response.status_code} {response.read()[:300]!r}")
+        for _ in response.iter_raw():
+            first = first or time.perf_counter() - start
     total = time.perf_counter() - start
     return first or total, total
 
@@ -177,7 +180,7 @@ def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path, timeout: float
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited:\n{log_path.read_text()[-3000:]}")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, follow_redirects=True).status_code == 200:
                 return
         time.sleep(0.5)
     raise TimeoutError(f"worker not ready after {timeout} s:\n{log_path.read_text()[-3000:]}")
@@ -186,7 +189,7 @@ def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path, timeout: float
 def _report(args: argparse.Namespace, rows: list[list[Any]]) -> None:
     facts = machine_facts()
     print()
-    print(f"model: {args.model}, NFE {args.nfe}, repeats: {args.repeats}, median seconds")
+    print(f"model: {args.model}, quality {args.quality}, repeats: {args.repeats}, median seconds")
     print("machine: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
     print()
     headers = [

@@ -12,6 +12,9 @@ No Docker engine runs on these machines and no registry is reachable, so:
 5. The image's CMD runs with the local-API flags, the demo model on the CPU and a moto S3 server
    on 127.0.0.1 as the model cache; test_input.json is POSTed to /runsync and must come back as
    a WAV stamped with the version, and the model must land in S3.
+6. The same image starts again with SERVE_MODE=http (a load-balancing endpoint; the model now
+   an S3 cache hit): /ping must answer 204 while it starts and 200 once warm, and an OpenAI
+   speech request must stream back an mp3 that decodes.
 Everything lives in a private buildah storage under one temp dir, removed at the end even on
 failure. Prints a table of step times and the peak disk use.
 
@@ -256,15 +259,26 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_image(
-    env: dict[str, str], tag: str, config: dict[str, Any], worker_env: dict[str, str], log: Path
+    env: dict[str, str],
+    tag: str,
+    config: dict[str, Any],
+    worker_env: dict[str, str],
+    log: Path,
+    http: bool = False,
 ) -> Iterator[str]:
-    """`buildah run` the image's own CMD plus the SDK's local-API flags; yields the API URL."""
+    """`buildah run` the image's own CMD plus the SDK's local-API flags (or, with http, with
+    SERVE_MODE=http on a free port); yields the server's URL once it answers."""
     ctr = run(["buildah", "from", "--pull-never", tag], env, stdout=subprocess.PIPE).stdout.strip()
     port = free_port()
+    if http:
+        worker_env = {**worker_env, "SERVE_MODE": "http", "PORT": str(port)}
+        worker_env["HTTP_HOST"] = "127.0.0.1"
     cmd = ["buildah", "run"]
     for key, value in worker_env.items():
         cmd += ["--env", f"{key}={value}"]
-    api = ["--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)]
+    api = (
+        [] if http else ["--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)]
+    )
     cmd += [ctr, "--", *config["Cmd"], *api]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -272,7 +286,10 @@ def running_image(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(proc, url, log)
+        if http:
+            wait_healthy(proc, url, log)
+        else:
+            wait_ready(proc, url, log)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -295,6 +312,56 @@ def wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(1)
     raise SystemExit(f"worker not ready after {READY_TIMEOUT_S:.0f} s:\n{tail(log)}")
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:
+    """/ping as RunPod's load balancer polls it: 204 while starting, then 200, nothing else."""
+    seen: list[int] = []
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the image's CMD exited with {proc.returncode}:\n{tail(log)}")
+        status = ping(url)
+        if status is not None and status not in seen:
+            seen.append(status)
+        if status == 200:
+            if seen != [204, 200]:
+                raise SystemExit(f"/ping answered {seen}, want [204, 200]:\n{tail(log)}")
+            print("ping ok: 204 while starting, then 200", flush=True)
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"/ping not 200 after {READY_TIMEOUT_S:.0f} s ({seen}):\n{tail(log)}")
+
+
+def ping(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+def answer_speech(url: str) -> None:
+    """An OpenAI speech request, streamed back as mp3, decoded here with PyAV."""
+    import io
+
+    import av
+
+    body = {"model": "tts-1", "input": "Hello from the load balancer.", "voice": "alloy"}
+    request = urllib.request.Request(
+        f"{url}/v1/audio/speech",
+        data=json.dumps({**body, "response_format": "mp3"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=JOB_TIMEOUT_S) as response:
+        mime, data = response.headers.get("Content-Type"), response.read()
+    with av.open(io.BytesIO(data)) as container:
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+    if mime != "audio/mpeg" or samples == 0:
+        raise SystemExit(f"unexpected speech: {mime}, {len(data)} bytes, {samples} samples")
+    print(f"speech ok: {len(data)} bytes of mp3, {samples} samples", flush=True)
 
 
 def tail(log: Path, chars: int = 4000) -> str:
@@ -394,14 +461,19 @@ def main() -> int:
             tag = build(env, uv_cache, *stand_in_wheel(work))
             config = check_stamp(env, tag)
         version = tag.rsplit(":", 1)[1]
-        with steps.step("start the CMD, answer a job, model lands in S3"), moto_server() as s3:
+        with moto_server() as s3:
             client_for(s3).create_bucket(Bucket=BUCKET)
             worker_env = {"MODEL_NAME": "demo", "DEVICE": "cpu", **s3_env(s3, BUCKET)}
-            log = work / "worker.log"
-            with running_image(env, tag, config, worker_env, log) as url:
-                answer_job(url, version)
-                print(f"s3 ok: {wait_for_upload(s3)} objects", flush=True)
-            check_log(log)
+            with steps.step("start the CMD, answer a job, model lands in S3"):
+                log = work / "worker.log"
+                with running_image(env, tag, config, worker_env, log) as url:
+                    answer_job(url, version)
+                    print(f"s3 ok: {wait_for_upload(s3)} objects", flush=True)
+                check_log(log)
+            with steps.step("start it as an http endpoint (S3 hit): /ping, one speech"):
+                log = work / "worker-http.log"
+                with running_image(env, tag, config, worker_env, log, http=True) as url:
+                    answer_speech(url)
     finally:
         if args.keep:
             print(f"kept {work} (CONTAINERS_STORAGE_CONF={work / 'storage.conf'})")

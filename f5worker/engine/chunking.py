@@ -54,15 +54,18 @@ def bound_chunks(chunks: list[str], max_bytes: int) -> list[str]:
 def shorten_first(
     chunks: list[str], max_bytes: int, split: Callable[[str, int], list[str]]
 ) -> list[str]:
-    """The first chunk cut to at most max_bytes, so a stream's first audio comes sooner.
+    """The first chunk cut at its first punctuation within max_bytes, so a stream's first
+    audio comes sooner.
 
-    Upstream's socket server re-splits its first chunk at a quarter of the budget; here only
-    the head is cut off (at punctuation by `split`, at whitespace if there is none) and the
-    rest of that chunk stays one chunk, so the request gains one chunk, not several.
+    Upstream's socket server re-splits its first chunk with chunk_text at a quarter of the
+    budget; here only the head is cut off and the rest of that chunk stays one chunk, so the
+    request gains one chunk, not several. Like upstream, the cut is only where `split`
+    (chunk_text: after punctuation) allows: a first sentence without a comma stays whole
+    rather than breaking a phrase in two, which the listener would hear.
     """
     if not chunks or _size(chunks[0]) <= max_bytes:
         return chunks
-    head, *tail = bound_chunks(split(chunks[0], max_bytes), max_bytes) or [""]
+    head, *tail = [p for p in split(chunks[0], max_bytes) if p.strip()] or [""]
     if not tail:
         return chunks
     first = chunks[0]

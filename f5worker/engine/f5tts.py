@@ -430,8 +430,9 @@ class F5TTSEngine:
         (chunking.py), and the whole request refused with TEXT_TOO_LONG, before any model
         work, when its audio would pass max_audio_s.
 
-        first_chunk_bytes: None keeps upstream's chunks; 0 cuts the first chunk to a quarter
-        of the budget (upstream's socket server), N > 0 to at most N bytes (chunking.py)."""
+        first_chunk_bytes: None keeps upstream's chunks; 0 cuts the first chunk at punctuation
+        within a quarter of the budget (upstream's socket server), N > 0 within N bytes
+        (chunking.shorten_first)."""
         from f5_tts.infer.utils_infer import chunk_text
 
         text = cap_combining_marks(text)
@@ -442,7 +443,8 @@ class F5TTSEngine:
         chunks = bound_chunks(chunk_text(text, max_chars=budget), budget)
         if first_chunk_bytes is not None:
             first = min(first_chunk_bytes, budget) if first_chunk_bytes > 0 else budget // 4
-            chunks = shorten_first(chunks, max(first, 1), _chunk_text)
+            split = lambda part, size: chunk_text(part, max_chars=size)  # noqa: E731
+            chunks = shorten_first(chunks, max(first, 1), split)
         if not chunks:
             raise InvalidInput("text has nothing to speak")
         seconds = self.estimate_seconds(chunks, voice, speed)
@@ -640,12 +642,6 @@ def _synthesis_failed(exc: Exception) -> SynthesisFailed:
     operators; the client learns only that this text could not be synthesized."""
     log.error("synthesis failed (%s)", type(exc).__name__, exc_info=exc)
     return SynthesisFailed("this text could not be synthesized; change the text or settings")
-
-
-def _chunk_text(text: str, max_bytes: int) -> list[str]:
-    from f5_tts.infer.utils_infer import chunk_text
-
-    return chunk_text(text, max_chars=max_bytes)
 
 
 def import_backend() -> None:

@@ -90,7 +90,8 @@ def split_at_commas(text: str, max_bytes: int) -> list[str]:
     [
         (["One, two, three, four.", "Next."], 12, ["One, two,", "three, four.", "Next."]),
         (["Short.", "Next."], 12, ["Short.", "Next."]),  # fits: unchanged
-        (["no punctuation at all here"], 10, ["no", "punctuation at all here"]),  # at a space
+        (["no punctuation at all here"], 10, ["no punctuation at all here"]),  # never mid-phrase
+        (["A long first clause, then more."], 8, ["A long first clause,", "then more."]),
         ([], 10, []),
     ],
 )
