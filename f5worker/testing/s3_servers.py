@@ -315,6 +315,13 @@ class FakeHub:
     def __init__(self, repos: Mapping[str, Mapping[str, bytes]]) -> None:
         self.repos = {repo: dict(files) for repo, files in repos.items()}
         self.commits = {repo: hashlib.sha1(repo.encode()).hexdigest() for repo in self.repos}
+        # Hashed once: a 1.4 GB checkpoint hashed per HEAD outlasts huggingface_hub's 10 s
+        # metadata timeout on a busy machine.
+        self.etags = {
+            (repo, path): f'"{hashlib.sha256(data).hexdigest()}"'
+            for repo, files in self.repos.items()
+            for path, data in files.items()
+        }
         self.requests: list[tuple[str, str]] = []
         hub = self
 
@@ -342,7 +349,7 @@ class FakeHub:
         self._server.shutdown()
         self._server.server_close()
 
-    def _find(self, path: str) -> tuple[str, bytes] | None:
+    def _find(self, path: str) -> tuple[str, bytes, str] | None:
         parts = path.split("?", 1)[0].strip("/").split("/")
         if len(parts) < 5 or parts[2] != "resolve":
             return None
@@ -350,7 +357,7 @@ class FakeHub:
         files = self.repos.get(repo)
         if files is None or revision not in ("main", self.commits[repo]) or filename not in files:
             return None
-        return self.commits[repo], files[filename]
+        return self.commits[repo], files[filename], self.etags[(repo, filename)]
 
     def _serve(self, handler: BaseHTTPRequestHandler, body: bool) -> None:
         self.requests.append((handler.command, handler.path))
@@ -361,7 +368,7 @@ class FakeHub:
             handler.send_header("Content-Length", "0")
             handler.end_headers()
             return
-        commit, data = found
+        commit, data, etag = found
         start, end = 0, len(data)
         ranged = handler.headers.get("Range", "")
         if body and ranged.startswith("bytes="):
@@ -369,7 +376,7 @@ class FakeHub:
             start, end = int(first or 0), (int(last) + 1 if last else len(data))
         handler.send_response(206 if (start, end) != (0, len(data)) else 200)
         handler.send_header("X-Repo-Commit", commit)
-        handler.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        handler.send_header("ETag", etag)
         handler.send_header("Content-Length", str(end - start))
         handler.send_header("Accept-Ranges", "bytes")
         handler.end_headers()
