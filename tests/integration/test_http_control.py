@@ -201,3 +201,26 @@ def test_the_voices_route_lists_default_and_the_library(engine):
             "transcript_preview": "I am Anna.",
         },
     ]
+
+
+class BrokenWorker(Worker):
+    """A bug outside the coded errors: prepare raises what no route expects."""
+
+    def prepare(self, *args, **kwargs):
+        raise RuntimeError("a bug")
+
+    def run(self, *args, **kwargs):
+        raise RuntimeError("a bug")
+
+
+def test_an_unexpected_exception_gets_the_coded_500_not_plain_text(engine, caplog):
+    settings = http_settings()
+    service = Service(settings)
+    service.ready(BrokenWorker(engine, settings))
+    with serving(service) as url:
+        speech = httpx.post(f"{url}/v1/audio/speech", json=SPEECH, timeout=30)
+        native = httpx.post(f"{url}/runsync", json={"input": {"text": "Hi."}}, timeout=30)
+        assert service.admission.admitted == 0
+    assert speech.status_code == 500 and speech.json()["error"]["code"] == "INTERNAL_ERROR"
+    assert native.status_code == 500 and native.json()["error_code"] == "INTERNAL_ERROR"
+    assert "a bug" in caplog.text

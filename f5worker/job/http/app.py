@@ -115,6 +115,9 @@ def create_app(service: Service) -> ASGIApp:
             return await _speech(service, request, request_id)
         except WorkerError as err:
             return _openai_error(service, err, request_id)
+        except Exception:  # a bug, not the input: still OpenAI's error shape, never plain text
+            log.exception("request %s failed", request_id)
+            return _openai_error(service, _internal(), request_id)
 
     @app.post("/runsync")
     async def runsync(request: Request) -> Response:
@@ -122,12 +125,10 @@ def create_app(service: Service) -> ASGIApp:
         try:
             return await _runsync(service, request, request_id)
         except WorkerError as err:
-            payload = _payload(service, err, request_id)
-            return JSONResponse(
-                native_body(payload, request_id),
-                status_code=status_of(err.code),
-                headers=retry_headers(err.code),
-            )
+            return _native_error(service, err, request_id)
+        except Exception:  # Worker.run codes its own failures; this is the route's own bug
+            log.exception("request %s failed", request_id)
+            return _native_error(service, _internal(), request_id)
 
     return Quiet(app)
 
@@ -344,8 +345,7 @@ async def _answer_openai(make: Callable[[], Any]) -> Response:
         )
     except Exception:
         log.exception("listing failed")
-        err = InternalError("unexpected error; see the worker log")
-        return JSONResponse(openai_body(err), status_code=500)
+        return JSONResponse(openai_body(_internal()), status_code=500)
     return JSONResponse(result)
 
 
@@ -368,6 +368,19 @@ def _payload(service: Service, err: WorkerError, request_id: str) -> dict[str, A
     if service.worker is not None:
         return service.worker.error_payload(err, request_id)
     return err.to_payload()
+
+
+def _internal() -> InternalError:
+    return InternalError("unexpected error; see the worker log")
+
+
+def _native_error(service: Service, err: WorkerError, request_id: str) -> Response:
+    payload = _payload(service, err, request_id)
+    return JSONResponse(
+        native_body(payload, request_id),
+        status_code=status_of(err.code),
+        headers=retry_headers(err.code),
+    )
 
 
 def _openai_error(service: Service, err: WorkerError, request_id: str) -> Response:
