@@ -7,14 +7,13 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
 from f5worker.errors import SynthesisFailed
 from f5worker.job.http.service import Service
-from f5worker.job.worker import Worker
+from f5worker.job.worker import JobControl, Worker
 from f5worker.testing.http import http_settings, serving
 from f5worker.testing.s3_servers import free_port
 
@@ -171,36 +170,17 @@ def test_a_failure_after_the_first_byte_cuts_audio_and_ends_sse_with_an_error(fa
     }
 
 
-@dataclass(frozen=True)
-class VoiceInfo:
-    """VoiceLibrary.list_voices' items, as the library describes them."""
-
-    name: str
-    duration_s: float
-    created: str
-    transcript_preview: str
-
-
-class StubLibrary:
-    def list_voices(self) -> list[VoiceInfo]:
-        return [VoiceInfo("anna", 4.2, "2026-11-30T10:00:00Z", "I am Anna.")]
-
-
-def test_the_voices_route_lists_default_and_the_library(engine):
-    settings = http_settings()
+def test_the_voices_route_serves_the_voice_list_action(engine):
+    settings = http_settings()  # no bucket: the library holds the default voice only
     service = Service(settings)
-    service.ready(Worker(engine, settings, voices=StubLibrary()))  # type: ignore[arg-type]
+    worker = Worker(engine, settings)
+    service.ready(worker)
     with serving(service) as url:
         listing = httpx.get(f"{url}/v1/audio/voices").json()
-    assert listing["data"] == [
-        {"name": "default"},
-        {
-            "name": "anna",
-            "duration_s": 4.2,
-            "created": "2026-11-30T10:00:00Z",
-            "transcript_preview": "I am Anna.",
-        },
-    ]
+    action = list(worker.run({"id": "v", "input": {"action": "voice.list"}}, JobControl()))
+    assert listing["data"] == action[0]["voices"]
+    assert [v["name"] for v in listing["data"]] == ["default"]
+    assert set(listing["data"][0]) == {"name", "duration_s", "created", "transcript_preview"}
 
 
 class BrokenWorker(Worker):

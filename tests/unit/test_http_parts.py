@@ -105,3 +105,76 @@ def test_bodies_are_bounded_and_parsed_or_coded(parts, length, error):
 
 def test_json_that_python_accepts_reaches_the_schema():
     assert parse_json(b'{"speed": NaN, "text": "\\ud800"}')["text"] == "\ud800"
+
+
+class StubWorker:
+    """Enough of a Worker for routes that must answer before using it."""
+
+    on_fatal = None
+
+    def error_payload(self, err: WorkerError, job_id: str) -> dict:
+        return err.to_payload()
+
+
+async def call_app(app, method: str, path: str, receive) -> list[dict]:
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"16000000")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "scheme": "http",
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/runsync"])
+def test_a_full_worker_refuses_a_request_before_reading_its_body(path):
+    from f5worker.job.http.app import create_app
+    from f5worker.job.http.service import Service
+    from f5worker.testing.http import http_settings
+
+    service = Service(http_settings(max_concurrency=1, http_max_waiting=1))
+    service.ready(StubWorker())
+    service.admission.admit()  # at work
+    service.admission.admit()  # waiting
+    reads = 0
+
+    async def receive() -> dict:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": b" " * 16_000_000, "more_body": False}
+
+    sent = asyncio.run(call_app(create_app(service), "POST", path, receive))
+    assert sent[0]["status"] == 429 and (b"retry-after", b"1") in sent[0]["headers"]
+    assert b"OVERLOADED" in sent[1]["body"]
+    assert reads == 0 and service.admission.admitted == 2
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/runsync"])
+def test_a_bad_body_gives_its_admitted_place_back(path):
+    from f5worker.job.http.app import create_app
+    from f5worker.job.http.service import Service
+    from f5worker.testing.http import http_settings
+
+    service = Service(http_settings(max_concurrency=1, http_max_waiting=0))
+    service.ready(StubWorker())
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"{not json", "more_body": False}
+
+    for _ in range(2):  # the second would be refused if the first kept its place
+        sent = asyncio.run(call_app(create_app(service), "POST", path, receive))
+        assert sent[0]["status"] == 400
+    assert service.admission.admitted == 0

@@ -17,32 +17,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from f5worker.errors import InternalError, InvalidInput, WorkerError
+from f5worker.errors import InternalError, InvalidInput, JobCancelled, WorkerError
 from f5worker.job import openai_compat
 from f5worker.job.codecs import MIME_TYPES
 from f5worker.job.http import sse
 from f5worker.job.http.body import read_json
 from f5worker.job.http.service import Service
-from f5worker.job.http.speech import AudioStream, Progress, encoded_chunks
+from f5worker.job.http.speech import AudioStream, Progress, encoded_chunks, prepare_speech
 from f5worker.job.http.statuses import (
     native_body,
     openai_body,
     retry_headers,
     status_of,
 )
-from f5worker.job.voices import DEFAULT_VOICE_NAME
+
+if TYPE_CHECKING:
+    from f5worker.job.voices import VoiceLibrary
+    from f5worker.job.worker import PreparedJob
 
 log = logging.getLogger(__name__)
 
@@ -138,24 +142,31 @@ def create_app(service: Service) -> ASGIApp:
 
 async def _speech(service: Service, request: Request, request_id: str) -> Response:
     worker = service.require_worker()
-    body = await read_json(request.stream(), request.headers.get("content-length"))
-    if not isinstance(body, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    stream_format = body.pop("stream_format", None) or "audio"  # null: the default, as elsewhere
-    if stream_format not in STREAM_FORMATS:
-        raise InvalidInput(f"stream_format must be one of {', '.join(STREAM_FORMATS)}")
-    openai_compat.speech_to_native(body, "request")  # names unknown fields as this route's
-    raw = {"openai_route": openai_compat.SPEECH_ROUTE, "openai_input": body}
-
-    await service.admission.acquire()
-    service.counters.requests += 1
+    admission = service.admission
+    admission.admit()  # before the body is read: a full worker holds no more bodies in memory
+    try:
+        raw, stream_format = await _speech_input(request)
+    except BaseException:
+        admission.withdraw()
+        raise
     cancel = threading.Event()
     loop = asyncio.get_running_loop()
     stream: AudioStream | None = None
+    working = False
     try:
+        # Watched from the queue on: a client that gives up while waiting is not prepared.
         async with _cancel_on_disconnect(request, cancel):
+            await admission.wait_for_slot()
+            working = True
+            service.counters.requests += 1
             job = await loop.run_in_executor(
-                service.pool, worker.prepare, raw, request_id, service.first_chunk_bytes
+                service.pool,
+                prepare_speech,
+                worker,
+                raw,
+                request_id,
+                service.first_chunk_bytes,
+                cancel.is_set,
             )
             progress = Progress()
             control = _job_control(cancel, progress)
@@ -163,7 +174,7 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
 
             def closed() -> None:  # on the event loop, once the job thread is done
                 service.counters.chunks += progress.chunks_done
-                service.admission.release()
+                admission.release()
 
             stream = AudioStream(
                 chunks, service.pool, cancel, lambda: loop.call_soon_threadsafe(closed)
@@ -171,11 +182,11 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
             started = time.perf_counter()
             first = await stream.next()  # a failure here still gets its status
     except BaseException:
-        if stream is None:
-            service.admission.release()
-        else:
+        if stream is not None:
             stream.close()
-        raise
+        elif working:
+            admission.release()
+        raise  # (a wait cut short has withdrawn itself)
     ttfb = time.perf_counter() - started
     fmt = job.req.format
     if stream_format == "sse":
@@ -200,6 +211,18 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
     )
 
 
+async def _speech_input(request: Request) -> tuple[dict[str, Any], str]:
+    """The body as the worker's raw input, and its stream format; every failure coded."""
+    body = await read_json(request.stream(), request.headers.get("content-length"))
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    stream_format = body.pop("stream_format", None) or "audio"  # null: the default, as elsewhere
+    if stream_format not in STREAM_FORMATS:
+        raise InvalidInput(f"stream_format must be one of {', '.join(STREAM_FORMATS)}")
+    openai_compat.speech_to_native(body, "request")  # names unknown fields as this route's
+    return {"openai_route": openai_compat.SPEECH_ROUTE, "openai_input": body}, stream_format
+
+
 async def _audio_body(
     service: Service, stream: AudioStream, first: bytes | None, request_id: str
 ) -> AsyncIterator[bytes]:
@@ -220,7 +243,7 @@ async def _sse_body(
     service: Service,
     stream: AudioStream,
     first: bytes | None,
-    job: Any,
+    job: PreparedJob,
     progress: Progress,
     request_id: str,
 ) -> AsyncIterator[bytes]:
@@ -275,24 +298,26 @@ async def _finishing(
 
 async def _runsync(service: Service, request: Request, request_id: str) -> Response:
     worker = service.require_worker()
-    body = await read_json(request.stream(), request.headers.get("content-length"))
-    if not isinstance(body, dict) or "input" not in body:
-        raise InvalidInput('the request body must be a JSON object {"input": {...}}')
-    extra = [k for k in body if k not in NATIVE_KEYS]
-    if extra:
-        raise InvalidInput(f"only `input` is read here; remove: {', '.join(map(str, extra))[:200]}")
-    await service.admission.acquire()
-    service.counters.requests += 1
+    admission = service.admission
+    admission.admit()  # before the body is read, as for speech
+    try:
+        job = await _native_input(request, request_id)
+    except BaseException:
+        admission.withdraw()
+        raise
     cancel = threading.Event()
     started = time.perf_counter()
-    try:
-        async with _cancel_on_disconnect(request, cancel):
+    async with _cancel_on_disconnect(request, cancel):
+        await admission.wait_for_slot()
+        try:
+            service.counters.requests += 1
+            if cancel.is_set():
+                raise JobCancelled("the client left while its request waited")
             control = _job_control(cancel, Progress())
-            job = {"id": request_id, "input": body["input"]}
             loop = asyncio.get_running_loop()
             items = await loop.run_in_executor(service.pool, lambda: list(worker.run(job, control)))
-    finally:
-        service.admission.release()
+        finally:
+            admission.release()
     if items and "error" in items[-1]:
         code = items[-1].get("error_code", InternalError.code)
         return JSONResponse(
@@ -306,6 +331,16 @@ async def _runsync(service: Service, request: Request, request_id: str) -> Respo
     )
 
 
+async def _native_input(request: Request, request_id: str) -> dict[str, Any]:
+    body = await read_json(request.stream(), request.headers.get("content-length"))
+    if not isinstance(body, dict) or "input" not in body:
+        raise InvalidInput('the request body must be a JSON object {"input": {...}}')
+    extra = [k for k in body if k not in NATIVE_KEYS]
+    if extra:
+        raise InvalidInput(f"only `input` is read here; remove: {', '.join(map(str, extra))[:200]}")
+    return {"id": request_id, "input": body["input"]}
+
+
 # -- listings ---------------------------------------------------------------------------------
 
 
@@ -316,22 +351,9 @@ def _models_list(service: Service) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-def list_voices(library: Any) -> list[dict[str, Any]]:
-    """The default voice and the library's (VoiceLibrary.list_voices, where this version has
-    it): name, seconds, creation time and the transcript's start."""
-    voices: list[dict[str, Any]] = [{"name": DEFAULT_VOICE_NAME}]
-    lister = getattr(library, "list_voices", None)
-    if lister is None:
-        return voices
-    for info in lister():
-        entry = {
-            key: getattr(info, key)
-            for key in ("name", "duration_s", "created", "transcript_preview")
-            if getattr(info, key, None) is not None
-        }
-        if entry.get("name") != DEFAULT_VOICE_NAME:
-            voices.append(entry)
-    return voices
+def list_voices(library: VoiceLibrary) -> list[dict[str, Any]]:
+    """Every voice, "default" first: the same list as the `voice.list` job action."""
+    return [dataclasses.asdict(info) for info in library.list_voices()]
 
 
 async def _answer_openai(make: Callable[[], Any]) -> Response:
