@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Iterator
 
 import pytest
 
@@ -178,3 +179,60 @@ def test_a_bad_body_gives_its_admitted_place_back(path):
         sent = asyncio.run(call_app(create_app(service), "POST", path, receive))
         assert sent[0]["status"] == 400
     assert service.admission.admitted == 0
+
+
+def test_a_client_that_leaves_while_queued_is_never_prepared():
+    from f5worker.job.http.app import create_app
+    from f5worker.job.http.service import Service
+    from f5worker.testing.http import http_settings
+
+    prepared: list[object] = []
+
+    class Worker(StubWorker):
+        def prepare(self, *args: object) -> None:
+            prepared.append(args)
+
+    service = Service(http_settings(max_concurrency=1, http_max_waiting=1))
+    service.ready(Worker())
+    messages: Iterator[dict] = iter([])
+
+    async def receive() -> dict:
+        message = next(messages, None)
+        if message is None:  # the body, then the client hangs up
+            await asyncio.sleep(0.01)
+            return {"type": "http.disconnect"}
+        return message
+
+    async def scenario(path: str) -> list[dict]:
+        nonlocal messages
+        service.admission = Admission(1, 1)  # bound to this run's event loop
+        messages = iter([{"type": "http.request", "body": b'{"input": {}}', "more_body": False}])
+        await service.admission.acquire()  # the slot is busy
+        queued = asyncio.create_task(call_app(create_app(service), "POST", path, receive))
+        await asyncio.sleep(0.1)
+        assert service.admission.admitted == 2
+        service.admission.release()
+        return await asyncio.wait_for(queued, 5)
+
+    for path in ["/v1/audio/speech", "/runsync"]:
+        sent = asyncio.run(scenario(path))
+        assert b"CANCELLED" in sent[1]["body"], sent
+        assert service.admission.admitted == 0
+    assert prepared == []
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/runsync"])
+def test_a_client_that_leaves_mid_body_is_no_bug(path, caplog):
+    from f5worker.job.http.app import create_app
+    from f5worker.job.http.service import Service
+    from f5worker.testing.http import http_settings
+
+    service = Service(http_settings())
+    service.ready(StubWorker())
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    sent = asyncio.run(call_app(create_app(service), "POST", path, receive))
+    assert sent[0]["status"] == 499 and service.admission.admitted == 0
+    assert "Traceback" not in caplog.text

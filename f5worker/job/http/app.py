@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from f5worker.errors import InternalError, InvalidInput, JobCancelled, WorkerError
@@ -117,6 +118,8 @@ def create_app(service: Service) -> ASGIApp:
         request_id = _request_id()
         try:
             return await _speech(service, request, request_id)
+        except ClientDisconnect:
+            return _client_left(request_id)
         except WorkerError as err:
             return _openai_error(service, err, request_id)
         except Exception:  # a bug, not the input: still OpenAI's error shape, never plain text
@@ -128,6 +131,8 @@ def create_app(service: Service) -> ASGIApp:
         request_id = _request_id()
         try:
             return await _runsync(service, request, request_id)
+        except ClientDisconnect:
+            return _client_left(request_id)
         except WorkerError as err:
             return _native_error(service, err, request_id)
         except Exception:  # Worker.run codes its own failures; this is the route's own bug
@@ -390,6 +395,12 @@ def _payload(service: Service, err: WorkerError, request_id: str) -> dict[str, A
     if service.worker is not None:
         return service.worker.error_payload(err, request_id)
     return err.to_payload()
+
+
+def _client_left(request_id: str) -> Response:
+    # Not an error of ours: nobody reads this answer (499: nginx's "client closed request").
+    log.info("request %s: the client left while sending its body", request_id)
+    return Response(status_code=499)
 
 
 def _internal() -> InternalError:
