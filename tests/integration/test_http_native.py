@@ -97,7 +97,10 @@ def test_bodies_a_json_parser_rejects_get_coded_statuses(url, body, status, code
 
 
 def test_a_good_job_answers_like_the_queue(url):
-    response = runsync(url, json.dumps({"input": {**GOOD, "stream": True}}).encode())
+    # a queue payload as it is, with the keys only RunPod's queue acts on
+    queue_keys = {"webhook": "https://example.invalid/hook", "policy": {"ttl": 60000}}
+    payload = {"input": {**GOOD, "stream": True}, **queue_keys, "s3Config": {}}
+    response = runsync(url, json.dumps(payload).encode())
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "COMPLETED" and body["id"].startswith("http-")

@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 STREAM_FORMATS = ("audio", "sse")
 NATIVE_KEYS = ("input",)
+# RunPod's queue-job keys besides `input`: the platform acts on them, a worker never sees them.
+# Accepted and ignored here, so a queue payload works unchanged against this route.
+QUEUE_ONLY_KEYS = ("webhook", "policy", "s3Config")
 
 
 class StreamAborted(Exception):
@@ -340,7 +343,10 @@ async def _native_input(request: Request, request_id: str) -> dict[str, Any]:
     body = await read_json(request.stream(), request.headers.get("content-length"))
     if not isinstance(body, dict) or "input" not in body:
         raise InvalidInput('the request body must be a JSON object {"input": {...}}')
-    extra = [k for k in body if k not in NATIVE_KEYS]
+    ignored = [k for k in QUEUE_ONLY_KEYS if k in body]
+    if ignored:
+        log.debug("request %s: ignoring the queue-only keys %s", request_id, ", ".join(ignored))
+    extra = [k for k in body if k not in NATIVE_KEYS and k not in QUEUE_ONLY_KEYS]
     if extra:
         raise InvalidInput(f"only `input` is read here; remove: {', '.join(map(str, extra))[:200]}")
     return {"id": request_id, "input": body["input"]}
