@@ -236,3 +236,29 @@ def test_a_client_that_leaves_mid_body_is_no_bug(path, caplog):
     sent = asyncio.run(call_app(create_app(service), "POST", path, receive))
     assert sent[0]["status"] == 499 and service.admission.admitted == 0
     assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(404, "NOT_FOUND"), (405, "METHOD_NOT_ALLOWED"), (400, "INVALID_INPUT")]
+)
+@pytest.mark.parametrize("prefix", ["/v1/audio", ""])
+def test_starlettes_http_errors_get_the_matching_code(status, code, prefix):
+    from starlette.exceptions import HTTPException
+
+    from f5worker.job.http.app import create_app
+    from f5worker.job.http.service import Service
+    from f5worker.testing.http import http_settings
+
+    app = create_app(Service(http_settings()))
+
+    @app.app.get(f"{prefix}/raises")  # Quiet wraps the FastAPI app
+    async def raises() -> None:
+        raise HTTPException(status, "bad")
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent = asyncio.run(call_app(app, "GET", f"{prefix}/raises", receive))
+    body = json.loads(sent[1]["body"])
+    assert sent[0]["status"] == status
+    assert (body["error"]["code"] if prefix else body["error_code"]) == code
