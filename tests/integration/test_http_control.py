@@ -122,17 +122,17 @@ class FailingWorker(Worker):
 
 
 @pytest.fixture
-def failing(engine) -> Iterator[tuple[str, FailingWorker]]:
+def failing(engine) -> Iterator[tuple[str, FailingWorker, Service]]:
     settings = http_settings()
     service = Service(settings)
     worker = FailingWorker(engine, settings)
     service.ready(worker)
     with serving(service) as url:
-        yield url, worker
+        yield url, worker, service
 
 
 def test_a_failure_in_the_first_chunk_gets_its_status(failing):
-    url, worker = failing
+    url, worker, _ = failing
     worker.fail_at = 0
     for route, body in [
         ("/v1/audio/speech", SPEECH),
@@ -144,7 +144,7 @@ def test_a_failure_in_the_first_chunk_gets_its_status(failing):
 
 
 def test_a_failure_after_the_first_byte_cuts_audio_and_ends_sse_with_an_error(failing, caplog):
-    url, worker = failing
+    url, worker, service = failing
     worker.fail_at = 1
     body = {"input": LONG[:600], "response_format": "pcm", **FAST}
     with (
@@ -168,6 +168,8 @@ def test_a_failure_after_the_first_byte_cuts_audio_and_ends_sse_with_an_error(fa
             "message": "the model could not synthesize this chunk",
         },
     }
+    wait_for(lambda: service.admission.admitted == 0)
+    assert (service.counters.failed, service.counters.cancelled) == (2, 0)
 
 
 def test_the_voices_route_serves_the_voice_list_action(engine):

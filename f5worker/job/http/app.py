@@ -206,7 +206,7 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
         body_iter = _sse_body(service, stream, first, job, progress, request_id)
         media_type, headers = "text/event-stream", {"Cache-Control": "no-cache"}
     else:
-        body_iter = _audio_body(service, stream, first, request_id)
+        body_iter = _audio_body(service, stream, first, progress, request_id)
         media_type, headers = MIME_TYPES[fmt], {}
     log.info(
         "request %s: speech %s/%s chars=%d chunks=%d first_byte_s=%.3f",
@@ -237,18 +237,19 @@ async def _speech_input(request: Request) -> tuple[dict[str, Any], str]:
 
 
 async def _audio_body(
-    service: Service, stream: AudioStream, first: bytes | None, request_id: str
+    service: Service,
+    stream: AudioStream,
+    first: bytes | None,
+    progress: Progress,
+    request_id: str,
 ) -> AsyncIterator[bytes]:
     data = first
     while data is not None:
         yield data
         try:
             data = await stream.next()
-        except WorkerError as err:
-            _payload(service, err, request_id)
-            raise StreamAborted from None
-        except Exception:
-            log.exception("request %s failed mid-stream", request_id)
+        except Exception as exc:
+            _failed_mid_stream(service, exc, progress, request_id)
             raise StreamAborted from None
 
 
@@ -265,15 +266,23 @@ async def _sse_body(
         yield sse.delta(data)
         try:
             data = await stream.next()
-        except WorkerError as err:
-            _payload(service, err, request_id)
+        except Exception as exc:
+            err = _failed_mid_stream(service, exc, progress, request_id)
             yield sse.error(err.code, err.message)
             return
-        except Exception:
-            log.exception("request %s failed mid-stream", request_id)
-            yield sse.error(InternalError.code, "unexpected error; see the worker log")
-            return
     yield sse.done(len(job.req.text), progress.samples)
+
+
+def _failed_mid_stream(
+    service: Service, exc: Exception, progress: Progress, request_id: str
+) -> WorkerError:
+    """Log a failure after the first byte (its code, or the traceback of a bug) and mark it."""
+    progress.failed = True
+    if isinstance(exc, WorkerError):
+        _payload(service, exc, request_id)
+        return exc
+    log.error("request %s failed mid-stream", request_id, exc_info=exc)
+    return _internal()
 
 
 async def _finishing(
@@ -293,12 +302,15 @@ async def _finishing(
         complete = True
     finally:
         stream.close()
-        if not complete:
+        if progress.failed:
+            service.counters.failed += 1
+        elif not complete:
             service.counters.cancelled += 1
+        outcome = "failed" if progress.failed else "done" if complete else "stopped"
         log.info(
             "request %s %s: chunks=%d/%d audio_s=%.2f total_s=%.3f",
             request_id,
-            "done" if complete else "stopped",
+            outcome,
             progress.chunks_done,
             progress.chunks_total,
             progress.audio_s,

@@ -34,6 +34,7 @@ class Progress:
     chunks_total: int = 0
     samples: int = 0  # at the model's rate
     sample_rate: int = 24000
+    failed: bool = False  # set by the route when a chunk after the first fails
 
     @property
     def audio_s(self) -> float:
