@@ -239,7 +239,13 @@ def test_a_client_that_leaves_mid_body_is_no_bug(path, caplog):
 
 
 @pytest.mark.parametrize(
-    ("status", "code"), [(404, "NOT_FOUND"), (405, "METHOD_NOT_ALLOWED"), (400, "INVALID_INPUT")]
+    ("status", "code"),
+    [
+        (404, "NOT_FOUND"),
+        (405, "METHOD_NOT_ALLOWED"),
+        (400, "INVALID_INPUT"),
+        (500, "INTERNAL_ERROR"),
+    ],
 )
 @pytest.mark.parametrize("prefix", ["/v1/audio", ""])
 def test_starlettes_http_errors_get_the_matching_code(status, code, prefix):

@@ -56,7 +56,7 @@ NATIVE_KEYS = ("input",)
 # RunPod's queue-job keys besides `input`: the platform acts on them, a worker never sees them.
 # Accepted and ignored here, so a queue payload works unchanged against this route.
 QUEUE_ONLY_KEYS = ("webhook", "policy", "s3Config")
-# Starlette's own HTTP errors (routing) -> codes; any other status it raises is a bad request.
+# Starlette's own HTTP errors (routing) -> codes; any other 4xx it raises is a bad request.
 _ROUTING_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
@@ -81,7 +81,8 @@ def create_app(service: Service) -> ASGIApp:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        code = _ROUTING_CODES.get(exc.status_code, "INVALID_INPUT")
+        fallback = "INTERNAL_ERROR" if exc.status_code >= 500 else "INVALID_INPUT"
+        code = _ROUTING_CODES.get(exc.status_code, fallback)
         if exc.status_code in _ROUTING_CODES:
             message = f"{request.method} {request.url.path} is not served here"
         else:
