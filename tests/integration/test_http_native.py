@@ -77,7 +77,7 @@ BODIES = [
     ("not-utf8", b'{"input": "\\xff\xff"}', 400, "INVALID_INPUT"),
     ("a-list", b"[1, 2]", 400, "INVALID_INPUT"),
     ("no-input", b'{"text": "Hi."}', 400, "INVALID_INPUT"),
-    ("extra-key", b'{"input": {"text": "Hi."}, "webhook": "x"}', 400, "INVALID_INPUT"),
+    ("extra-key", b'{"input": {"text": "Hi."}, "inputs": "x"}', 400, "INVALID_INPUT"),
     ("huge-integer", b'{"input": {"text": "Hi.", "seed": ' + b"9" * 5000 + b"}}", 400, None),
     ("deep-nesting", b'{"input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, None),
     ("over-16-mb", b'{"input": {"text": "' + b"a" * (17 << 20) + b'"}}', 413, None),
