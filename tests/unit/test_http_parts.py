@@ -1,5 +1,6 @@
 """The HTTP adapter's small parts: statuses per code, the admission bound, SSE framing and
-bounded JSON bodies. No server and no model."""
+bounded JSON bodies; and the routes' paths that need no model, called as an ASGI app. No server
+and no model."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from starlette.exceptions import HTTPException
 
 from f5worker import errors
 from f5worker.errors import InvalidInput, Overloaded, RequestTooLarge, WorkerError
 from f5worker.job.http import sse
 from f5worker.job.http.admission import Admission
+from f5worker.job.http.app import create_app
 from f5worker.job.http.body import parse_json, read_json
+from f5worker.job.http.service import Service
 from f5worker.job.http.statuses import STATUS_BY_CODE, openai_body, retry_headers, status_of
+from f5worker.testing.http import http_settings
 
 
 def all_codes() -> set[str]:
@@ -142,10 +147,6 @@ async def call_app(app, method: str, path: str, receive) -> list[dict]:
 
 @pytest.mark.parametrize("path", ["/v1/audio/speech", "/runsync"])
 def test_a_full_worker_refuses_a_request_before_reading_its_body(path):
-    from f5worker.job.http.app import create_app
-    from f5worker.job.http.service import Service
-    from f5worker.testing.http import http_settings
-
     service = Service(http_settings(max_concurrency=1, http_max_waiting=1))
     service.ready(StubWorker())
     service.admission.admit()  # at work
@@ -165,10 +166,6 @@ def test_a_full_worker_refuses_a_request_before_reading_its_body(path):
 
 @pytest.mark.parametrize("path", ["/v1/audio/speech", "/runsync"])
 def test_a_bad_body_gives_its_admitted_place_back(path):
-    from f5worker.job.http.app import create_app
-    from f5worker.job.http.service import Service
-    from f5worker.testing.http import http_settings
-
     service = Service(http_settings(max_concurrency=1, http_max_waiting=0))
     service.ready(StubWorker())
 
@@ -182,10 +179,6 @@ def test_a_bad_body_gives_its_admitted_place_back(path):
 
 
 def test_a_client_that_leaves_while_queued_is_never_prepared():
-    from f5worker.job.http.app import create_app
-    from f5worker.job.http.service import Service
-    from f5worker.testing.http import http_settings
-
     prepared: list[object] = []
 
     class Worker(StubWorker):
@@ -223,10 +216,6 @@ def test_a_client_that_leaves_while_queued_is_never_prepared():
 
 @pytest.mark.parametrize("path", ["/v1/audio/speech", "/runsync"])
 def test_a_client_that_leaves_mid_body_is_no_bug(path, caplog):
-    from f5worker.job.http.app import create_app
-    from f5worker.job.http.service import Service
-    from f5worker.testing.http import http_settings
-
     service = Service(http_settings())
     service.ready(StubWorker())
 
@@ -249,12 +238,6 @@ def test_a_client_that_leaves_mid_body_is_no_bug(path, caplog):
 )
 @pytest.mark.parametrize("prefix", ["/v1/audio", ""])
 def test_starlettes_http_errors_get_the_matching_code(status, code, prefix):
-    from starlette.exceptions import HTTPException
-
-    from f5worker.job.http.app import create_app
-    from f5worker.job.http.service import Service
-    from f5worker.testing.http import http_settings
-
     app = create_app(Service(http_settings()))
 
     @app.app.get(f"{prefix}/raises")  # Quiet wraps the FastAPI app
