@@ -33,7 +33,7 @@ MIME_TYPES = {
     "ogg": "audio/ogg",
     "opus": "audio/ogg",
     "mp3": "audio/mpeg",
-    "pcm": "audio/L16",
+    "pcm": "audio/pcm",  # 16-bit little-endian mono; OpenAI's name (L16 is big-endian)
     "aac": "audio/aac",
 }
 ENCODED_BY_AV = ("aac",)  # ADTS: raw AAC frames, the stream form browsers and ffmpeg play

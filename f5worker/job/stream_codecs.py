@@ -51,6 +51,10 @@ class StreamEncoder(Protocol):
         """The rest: flushed encoder frames and the container's trailer."""
         ...
 
+    def close(self) -> None:
+        """Free the encoder without finishing the file (a stream cut short); idempotent."""
+        ...
+
 
 def stream_encoder(fmt: str, sample_rate: int) -> StreamEncoder:
     if fmt == "pcm":
@@ -82,6 +86,9 @@ class _Pcm:
     def finish(self) -> bytes:
         return b""
 
+    def close(self) -> None:
+        pass
+
 
 class _Wav:
     def __init__(self, sample_rate: int) -> None:
@@ -93,6 +100,9 @@ class _Wav:
 
     def finish(self) -> bytes:
         return self._header  # an empty utterance is still a WAV file
+
+    def close(self) -> None:
+        pass
 
 
 def wav_header(sample_rate: int, channels: int = 1, bits: int = 16) -> bytes:
@@ -140,6 +150,8 @@ class _AvEncoder:
         self._closed = False
 
     def encode(self, audio: Audio) -> bytes:
+        if self._closed:  # libav's state is gone: using it would crash the process
+            raise RuntimeError("this encoder is closed")
         samples = np.clip(np.nan_to_num(audio.samples, nan=0.0), -1.0, 1.0).astype(np.float32)
         if samples.size:
             frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
@@ -155,3 +167,12 @@ class _AvEncoder:
             self._out.mux(self._stream.encode(None))
             self._out.close()
         return self._sink.drain()
+
+    def close(self) -> None:
+        # The container holds libav's codec and muxer state (megabytes, outside Python's
+        # accounting), which only the cycle collector would otherwise free: release it now.
+        # What the trailer writes goes to the sink and is dropped.
+        if not self._closed:
+            self._closed = True
+            self._out.close()
+        self._sink.drain()

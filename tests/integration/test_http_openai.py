@@ -126,6 +126,7 @@ def test_the_first_bytes_of_a_paragraph_arrive_well_before_the_last(url):
     started = time.perf_counter()
     with httpx.stream("POST", f"{url}/v1/audio/speech", json=body, timeout=120) as response:
         assert response.status_code == 200
+        assert response.headers["content-type"] == "audio/pcm"  # little-endian: not audio/L16
         parts = response.iter_raw()
         first = next(parts)
         first_s = time.perf_counter() - started

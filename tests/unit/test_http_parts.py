@@ -1,20 +1,26 @@
 """The HTTP adapter's small parts: statuses per code, the admission bound, SSE framing and
-bounded JSON bodies. No server and no model."""
+bounded JSON bodies; and the routes' paths that need no model, called as an ASGI app. No server
+and no model."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+from collections.abc import Iterator
 
 import pytest
+from starlette.exceptions import HTTPException
 
 from f5worker import errors
 from f5worker.errors import InvalidInput, Overloaded, RequestTooLarge, WorkerError
 from f5worker.job.http import sse
 from f5worker.job.http.admission import Admission
+from f5worker.job.http.app import create_app
 from f5worker.job.http.body import parse_json, read_json
+from f5worker.job.http.service import Service
 from f5worker.job.http.statuses import STATUS_BY_CODE, openai_body, retry_headers, status_of
+from f5worker.testing.http import http_settings
 
 
 def all_codes() -> set[str]:
@@ -105,3 +111,143 @@ def test_bodies_are_bounded_and_parsed_or_coded(parts, length, error):
 
 def test_json_that_python_accepts_reaches_the_schema():
     assert parse_json(b'{"speed": NaN, "text": "\\ud800"}')["text"] == "\ud800"
+
+
+class StubWorker:
+    """Enough of a Worker for routes that must answer before using it."""
+
+    on_fatal = None
+
+    def error_payload(self, err: WorkerError, job_id: str) -> dict:
+        return err.to_payload()
+
+
+async def call_app(app, method: str, path: str, receive) -> list[dict]:
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"16000000")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "scheme": "http",
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/runsync"])
+def test_a_full_worker_refuses_a_request_before_reading_its_body(path):
+    service = Service(http_settings(max_concurrency=1, http_max_waiting=1))
+    service.ready(StubWorker())
+    service.admission.admit()  # at work
+    service.admission.admit()  # waiting
+    reads = 0
+
+    async def receive() -> dict:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": b" " * 16_000_000, "more_body": False}
+
+    sent = asyncio.run(call_app(create_app(service), "POST", path, receive))
+    assert sent[0]["status"] == 429 and (b"retry-after", b"1") in sent[0]["headers"]
+    assert b"OVERLOADED" in sent[1]["body"]
+    assert reads == 0 and service.admission.admitted == 2
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/runsync"])
+def test_a_bad_body_gives_its_admitted_place_back(path):
+    service = Service(http_settings(max_concurrency=1, http_max_waiting=0))
+    service.ready(StubWorker())
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"{not json", "more_body": False}
+
+    for _ in range(2):  # the second would be refused if the first kept its place
+        sent = asyncio.run(call_app(create_app(service), "POST", path, receive))
+        assert sent[0]["status"] == 400
+    assert service.admission.admitted == 0
+
+
+def test_a_client_that_leaves_while_queued_is_never_prepared():
+    prepared: list[object] = []
+
+    class Worker(StubWorker):
+        def prepare(self, *args: object) -> None:
+            prepared.append(args)
+
+    service = Service(http_settings(max_concurrency=1, http_max_waiting=1))
+    service.ready(Worker())
+    messages: Iterator[dict] = iter([])
+
+    async def receive() -> dict:
+        message = next(messages, None)
+        if message is None:  # the body, then the client hangs up
+            await asyncio.sleep(0.01)
+            return {"type": "http.disconnect"}
+        return message
+
+    async def scenario(path: str) -> list[dict]:
+        nonlocal messages
+        service.admission = Admission(1, 1)  # bound to this run's event loop
+        messages = iter([{"type": "http.request", "body": b'{"input": {}}', "more_body": False}])
+        await service.admission.acquire()  # the slot is busy
+        queued = asyncio.create_task(call_app(create_app(service), "POST", path, receive))
+        await asyncio.sleep(0.1)
+        assert service.admission.admitted == 2
+        service.admission.release()
+        return await asyncio.wait_for(queued, 5)
+
+    for path in ["/v1/audio/speech", "/runsync"]:
+        sent = asyncio.run(scenario(path))
+        assert b"CANCELLED" in sent[1]["body"], sent
+        assert service.admission.admitted == 0
+    assert prepared == []
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/runsync"])
+def test_a_client_that_leaves_mid_body_is_no_bug(path, caplog):
+    service = Service(http_settings())
+    service.ready(StubWorker())
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    sent = asyncio.run(call_app(create_app(service), "POST", path, receive))
+    assert sent[0]["status"] == 499 and service.admission.admitted == 0
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (404, "NOT_FOUND"),
+        (405, "METHOD_NOT_ALLOWED"),
+        (400, "INVALID_INPUT"),
+        (500, "INTERNAL_ERROR"),
+    ],
+)
+@pytest.mark.parametrize("prefix", ["/v1/audio", ""])
+def test_starlettes_http_errors_get_the_matching_code(status, code, prefix):
+    app = create_app(Service(http_settings()))
+
+    @app.app.get(f"{prefix}/raises")  # Quiet wraps the FastAPI app
+    async def raises() -> None:
+        raise HTTPException(status, "bad")
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent = asyncio.run(call_app(app, "GET", f"{prefix}/raises", receive))
+    body = json.loads(sent[1]["body"])
+    assert sent[0]["status"] == status
+    assert (body["error"]["code"] if prefix else body["error_code"]) == code

@@ -66,3 +66,15 @@ def test_what_cannot_stream_is_unsupported(fmt, rate):
     with pytest.raises(UnsupportedFormat):
         stream_encoder(fmt, rate)
     assert fmt not in STREAM_FORMATS or rate != RATE
+
+
+@pytest.mark.parametrize("fmt", [*STREAM_FORMATS])
+def test_an_unfinished_encoder_closes_once_and_then_refuses_work(fmt):
+    encoder = stream_encoder(fmt, RATE)
+    encoder.encode(PIECES[0])
+    encoder.close()  # a stream cut short: libav's state is freed now, not at the next gc
+    encoder.close()
+    if fmt not in ("pcm", "wav"):
+        with pytest.raises(RuntimeError):
+            encoder.encode(PIECES[1])
+        assert encoder.finish() == b""  # nothing left over, and no trailer after a close

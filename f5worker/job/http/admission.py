@@ -28,16 +28,29 @@ class Admission:
 
     async def acquire(self) -> None:
         """Wait for a slot, or raise Overloaded at once when the wait queue is full."""
+        self.admit()
+        await self.wait_for_slot()
+
+    def admit(self) -> None:
+        """Count a request in, or raise Overloaded when the wait queue is full. Routes call
+        this before reading a body, so at most limit + max_waiting bodies are held at once."""
         if self._admitted >= self.limit + self.max_waiting:
             self.rejected += 1
             raise Overloaded(
                 f"this worker is busy ({self.limit} at work, {self.max_waiting} waiting); retry"
             )
         self._admitted += 1
+
+    def withdraw(self) -> None:
+        """An admitted request that leaves before it has a slot (bad body, client gone)."""
+        self._admitted -= 1
+
+    async def wait_for_slot(self) -> None:
+        """After admit(): wait for a slot; withdraws the request if the wait is cancelled."""
         try:
             await self._slots.acquire()
         except BaseException:  # the client left while waiting
-            self._admitted -= 1
+            self.withdraw()
             raise
 
     def release(self) -> None:

@@ -17,37 +17,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from f5worker.errors import InternalError, InvalidInput, WorkerError
+from f5worker.errors import InternalError, InvalidInput, JobCancelled, WorkerError
 from f5worker.job import openai_compat
 from f5worker.job.codecs import MIME_TYPES
 from f5worker.job.http import sse
 from f5worker.job.http.body import read_json
 from f5worker.job.http.service import Service
-from f5worker.job.http.speech import AudioStream, Progress, encoded_chunks
+from f5worker.job.http.speech import AudioStream, Progress, encoded_chunks, prepare_speech
 from f5worker.job.http.statuses import (
     native_body,
     openai_body,
     retry_headers,
     status_of,
 )
-from f5worker.job.voices import DEFAULT_VOICE_NAME
+
+if TYPE_CHECKING:
+    from f5worker.job.voices import VoiceLibrary
+    from f5worker.job.worker import PreparedJob
 
 log = logging.getLogger(__name__)
 
 STREAM_FORMATS = ("audio", "sse")
 NATIVE_KEYS = ("input",)
+# RunPod's queue-job keys besides `input`: the platform acts on them, a worker never sees them.
+# Accepted and ignored here, so a queue payload works unchanged against this route.
+QUEUE_ONLY_KEYS = ("webhook", "policy", "s3Config")
+# Starlette's own HTTP errors (routing) -> codes; any other 4xx it raises is a bad request.
+_ROUTING_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
 class StreamAborted(Exception):
@@ -71,8 +81,12 @@ def create_app(service: Service) -> ASGIApp:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        code = "NOT_FOUND" if exc.status_code == 404 else "METHOD_NOT_ALLOWED"
-        message = f"{request.method} {request.url.path} is not served here"
+        fallback = "INTERNAL_ERROR" if exc.status_code >= 500 else "INVALID_INPUT"
+        code = _ROUTING_CODES.get(exc.status_code, fallback)
+        if exc.status_code in _ROUTING_CODES:
+            message = f"{request.method} {request.url.path} is not served here"
+        else:
+            message = str(exc.detail)
         if request.url.path.startswith("/v1/"):
             body: dict[str, Any] = {
                 "error": {
@@ -113,21 +127,26 @@ def create_app(service: Service) -> ASGIApp:
         request_id = _request_id()
         try:
             return await _speech(service, request, request_id)
+        except ClientDisconnect:
+            return _client_left(request_id)
         except WorkerError as err:
             return _openai_error(service, err, request_id)
+        except Exception:  # a bug, not the input: still OpenAI's error shape, never plain text
+            log.exception("request %s failed", request_id)
+            return _openai_error(service, _internal(), request_id)
 
     @app.post("/runsync")
     async def runsync(request: Request) -> Response:
         request_id = _request_id()
         try:
             return await _runsync(service, request, request_id)
+        except ClientDisconnect:
+            return _client_left(request_id)
         except WorkerError as err:
-            payload = _payload(service, err, request_id)
-            return JSONResponse(
-                native_body(payload, request_id),
-                status_code=status_of(err.code),
-                headers=retry_headers(err.code),
-            )
+            return _native_error(service, err, request_id)
+        except Exception:  # Worker.run codes its own failures; this is the route's own bug
+            log.exception("request %s failed", request_id)
+            return _native_error(service, _internal(), request_id)
 
     return Quiet(app)
 
@@ -137,24 +156,31 @@ def create_app(service: Service) -> ASGIApp:
 
 async def _speech(service: Service, request: Request, request_id: str) -> Response:
     worker = service.require_worker()
-    body = await read_json(request.stream(), request.headers.get("content-length"))
-    if not isinstance(body, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    stream_format = body.pop("stream_format", None) or "audio"  # null: the default, as elsewhere
-    if stream_format not in STREAM_FORMATS:
-        raise InvalidInput(f"stream_format must be one of {', '.join(STREAM_FORMATS)}")
-    openai_compat.speech_to_native(body, "request")  # names unknown fields as this route's
-    raw = {"openai_route": openai_compat.SPEECH_ROUTE, "openai_input": body}
-
-    await service.admission.acquire()
-    service.counters.requests += 1
+    admission = service.admission
+    admission.admit()  # before the body is read: a full worker holds no more bodies in memory
+    try:
+        raw, stream_format = await _speech_input(request)
+    except BaseException:
+        admission.withdraw()
+        raise
     cancel = threading.Event()
     loop = asyncio.get_running_loop()
     stream: AudioStream | None = None
+    working = False
     try:
+        # Watched from the queue on: a client that gives up while waiting is not prepared.
         async with _cancel_on_disconnect(request, cancel):
+            await admission.wait_for_slot()
+            working = True
+            service.counters.requests += 1
             job = await loop.run_in_executor(
-                service.pool, worker.prepare, raw, request_id, service.first_chunk_bytes
+                service.pool,
+                prepare_speech,
+                worker,
+                raw,
+                request_id,
+                service.first_chunk_bytes,
+                cancel.is_set,
             )
             progress = Progress()
             control = _job_control(cancel, progress)
@@ -162,7 +188,7 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
 
             def closed() -> None:  # on the event loop, once the job thread is done
                 service.counters.chunks += progress.chunks_done
-                service.admission.release()
+                admission.release()
 
             stream = AudioStream(
                 chunks, service.pool, cancel, lambda: loop.call_soon_threadsafe(closed)
@@ -170,18 +196,18 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
             started = time.perf_counter()
             first = await stream.next()  # a failure here still gets its status
     except BaseException:
-        if stream is None:
-            service.admission.release()
-        else:
+        if stream is not None:
             stream.close()
-        raise
+        elif working:
+            admission.release()
+        raise  # (a wait cut short has withdrawn itself)
     ttfb = time.perf_counter() - started
     fmt = job.req.format
     if stream_format == "sse":
         body_iter = _sse_body(service, stream, first, job, progress, request_id)
         media_type, headers = "text/event-stream", {"Cache-Control": "no-cache"}
     else:
-        body_iter = _audio_body(service, stream, first, request_id)
+        body_iter = _audio_body(service, stream, first, progress, request_id)
         media_type, headers = MIME_TYPES[fmt], {}
     log.info(
         "request %s: speech %s/%s chars=%d chunks=%d first_byte_s=%.3f",
@@ -199,19 +225,32 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
     )
 
 
+async def _speech_input(request: Request) -> tuple[dict[str, Any], str]:
+    """The body as the worker's raw input, and its stream format; every failure coded."""
+    body = await read_json(request.stream(), request.headers.get("content-length"))
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    stream_format = body.pop("stream_format", None) or "audio"  # null: the default, as elsewhere
+    if stream_format not in STREAM_FORMATS:
+        raise InvalidInput(f"stream_format must be one of {', '.join(STREAM_FORMATS)}")
+    openai_compat.speech_to_native(body, "request")  # names unknown fields as this route's
+    return {"openai_route": openai_compat.SPEECH_ROUTE, "openai_input": body}, stream_format
+
+
 async def _audio_body(
-    service: Service, stream: AudioStream, first: bytes | None, request_id: str
+    service: Service,
+    stream: AudioStream,
+    first: bytes | None,
+    progress: Progress,
+    request_id: str,
 ) -> AsyncIterator[bytes]:
     data = first
     while data is not None:
         yield data
         try:
             data = await stream.next()
-        except WorkerError as err:
-            _payload(service, err, request_id)
-            raise StreamAborted from None
-        except Exception:
-            log.exception("request %s failed mid-stream", request_id)
+        except Exception as exc:
+            _failed_mid_stream(service, exc, progress, request_id)
             raise StreamAborted from None
 
 
@@ -219,7 +258,7 @@ async def _sse_body(
     service: Service,
     stream: AudioStream,
     first: bytes | None,
-    job: Any,
+    job: PreparedJob,
     progress: Progress,
     request_id: str,
 ) -> AsyncIterator[bytes]:
@@ -228,15 +267,23 @@ async def _sse_body(
         yield sse.delta(data)
         try:
             data = await stream.next()
-        except WorkerError as err:
-            _payload(service, err, request_id)
+        except Exception as exc:
+            err = _failed_mid_stream(service, exc, progress, request_id)
             yield sse.error(err.code, err.message)
             return
-        except Exception:
-            log.exception("request %s failed mid-stream", request_id)
-            yield sse.error(InternalError.code, "unexpected error; see the worker log")
-            return
     yield sse.done(len(job.req.text), progress.samples)
+
+
+def _failed_mid_stream(
+    service: Service, exc: Exception, progress: Progress, request_id: str
+) -> WorkerError:
+    """Log a failure after the first byte (its code, or the traceback of a bug) and mark it."""
+    progress.failed = True
+    if isinstance(exc, WorkerError):
+        _payload(service, exc, request_id)
+        return exc
+    log.error("request %s failed mid-stream", request_id, exc_info=exc)
+    return _internal()
 
 
 async def _finishing(
@@ -256,12 +303,15 @@ async def _finishing(
         complete = True
     finally:
         stream.close()
-        if not complete:
+        if progress.failed:
+            service.counters.failed += 1
+        elif not complete:
             service.counters.cancelled += 1
+        outcome = "failed" if progress.failed else "done" if complete else "stopped"
         log.info(
             "request %s %s: chunks=%d/%d audio_s=%.2f total_s=%.3f",
             request_id,
-            "done" if complete else "stopped",
+            outcome,
             progress.chunks_done,
             progress.chunks_total,
             progress.audio_s,
@@ -274,24 +324,26 @@ async def _finishing(
 
 async def _runsync(service: Service, request: Request, request_id: str) -> Response:
     worker = service.require_worker()
-    body = await read_json(request.stream(), request.headers.get("content-length"))
-    if not isinstance(body, dict) or "input" not in body:
-        raise InvalidInput('the request body must be a JSON object {"input": {...}}')
-    extra = [k for k in body if k not in NATIVE_KEYS]
-    if extra:
-        raise InvalidInput(f"only `input` is read here; remove: {', '.join(map(str, extra))[:200]}")
-    await service.admission.acquire()
-    service.counters.requests += 1
+    admission = service.admission
+    admission.admit()  # before the body is read, as for speech
+    try:
+        job = await _native_input(request, request_id)
+    except BaseException:
+        admission.withdraw()
+        raise
     cancel = threading.Event()
     started = time.perf_counter()
-    try:
-        async with _cancel_on_disconnect(request, cancel):
+    async with _cancel_on_disconnect(request, cancel):
+        await admission.wait_for_slot()
+        try:
+            service.counters.requests += 1
+            if cancel.is_set():
+                raise JobCancelled("the client left while its request waited")
             control = _job_control(cancel, Progress())
-            job = {"id": request_id, "input": body["input"]}
             loop = asyncio.get_running_loop()
             items = await loop.run_in_executor(service.pool, lambda: list(worker.run(job, control)))
-    finally:
-        service.admission.release()
+        finally:
+            admission.release()
     if items and "error" in items[-1]:
         code = items[-1].get("error_code", InternalError.code)
         return JSONResponse(
@@ -305,6 +357,19 @@ async def _runsync(service: Service, request: Request, request_id: str) -> Respo
     )
 
 
+async def _native_input(request: Request, request_id: str) -> dict[str, Any]:
+    body = await read_json(request.stream(), request.headers.get("content-length"))
+    if not isinstance(body, dict) or "input" not in body:
+        raise InvalidInput('the request body must be a JSON object {"input": {...}}')
+    ignored = [k for k in QUEUE_ONLY_KEYS if k in body]
+    if ignored:
+        log.debug("request %s: ignoring the queue-only keys %s", request_id, ", ".join(ignored))
+    extra = [k for k in body if k not in NATIVE_KEYS and k not in QUEUE_ONLY_KEYS]
+    if extra:
+        raise InvalidInput(f"only `input` is read here; remove: {', '.join(map(str, extra))[:200]}")
+    return {"id": request_id, "input": body["input"]}
+
+
 # -- listings ---------------------------------------------------------------------------------
 
 
@@ -315,22 +380,9 @@ def _models_list(service: Service) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-def list_voices(library: Any) -> list[dict[str, Any]]:
-    """The default voice and the library's (VoiceLibrary.list_voices, where this version has
-    it): name, seconds, creation time and the transcript's start."""
-    voices: list[dict[str, Any]] = [{"name": DEFAULT_VOICE_NAME}]
-    lister = getattr(library, "list_voices", None)
-    if lister is None:
-        return voices
-    for info in lister():
-        entry = {
-            key: getattr(info, key)
-            for key in ("name", "duration_s", "created", "transcript_preview")
-            if getattr(info, key, None) is not None
-        }
-        if entry.get("name") != DEFAULT_VOICE_NAME:
-            voices.append(entry)
-    return voices
+def list_voices(library: VoiceLibrary) -> list[dict[str, Any]]:
+    """Every voice, "default" first: the same list as the `voice.list` job action."""
+    return [dataclasses.asdict(info) for info in library.list_voices()]
 
 
 async def _answer_openai(make: Callable[[], Any]) -> Response:
@@ -344,8 +396,7 @@ async def _answer_openai(make: Callable[[], Any]) -> Response:
         )
     except Exception:
         log.exception("listing failed")
-        err = InternalError("unexpected error; see the worker log")
-        return JSONResponse(openai_body(err), status_code=500)
+        return JSONResponse(openai_body(_internal()), status_code=500)
     return JSONResponse(result)
 
 
@@ -368,6 +419,25 @@ def _payload(service: Service, err: WorkerError, request_id: str) -> dict[str, A
     if service.worker is not None:
         return service.worker.error_payload(err, request_id)
     return err.to_payload()
+
+
+def _client_left(request_id: str) -> Response:
+    # Not an error of ours: nobody reads this answer (499: nginx's "client closed request").
+    log.info("request %s: the client left while sending its body", request_id)
+    return Response(status_code=499)
+
+
+def _internal() -> InternalError:
+    return InternalError("unexpected error; see the worker log")
+
+
+def _native_error(service: Service, err: WorkerError, request_id: str) -> Response:
+    payload = _payload(service, err, request_id)
+    return JSONResponse(
+        native_body(payload, request_id),
+        status_code=status_of(err.code),
+        headers=retry_headers(err.code),
+    )
 
 
 def _openai_error(service: Service, err: WorkerError, request_id: str) -> Response:

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 class Counters:
     requests: int = 0
     cancelled: int = 0  # streams stopped early because the client went away
+    failed: int = 0  # streams cut by a failure after their first byte
     chunks: int = 0  # text chunks synthesized for streamed requests
 
 

@@ -16,10 +16,14 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from f5worker.errors import InternalError, JobCancelled
 from f5worker.job.codecs import StreamResampler, shorten_pauses
 from f5worker.job.stream_codecs import stream_encoder
+
+if TYPE_CHECKING:  # the worker module imports torch, which the server must not wait for
+    from f5worker.job.worker import JobControl, PreparedJob, Worker
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Progress:
     chunks_total: int = 0
     samples: int = 0  # at the model's rate
     sample_rate: int = 24000
+    failed: bool = False  # set by the route when a chunk after the first fails
 
     @property
     def audio_s(self) -> float:
@@ -39,23 +44,45 @@ class Progress:
         self.chunks_done, self.chunks_total = done, total
 
 
+def prepare_speech(
+    worker: Worker,
+    raw: dict[str, Any],
+    request_id: str,
+    first_chunk_bytes: int | None,
+    cancelled: Callable[[], bool],
+) -> PreparedJob:
+    """Worker.prepare for the speech route, in a pool thread; not for a client already gone."""
+    if cancelled():
+        raise JobCancelled("the client left while its request waited")
+    job = worker.prepare(raw, request_id, first_chunk_bytes)
+    # Imported here: torch is loaded by now (the worker is ready), but not at the server's start.
+    from f5worker.job.worker import PreparedJob
+
+    if not isinstance(job, PreparedJob):  # a batch needs `texts`, which this route never sends
+        raise InternalError("the speech route prepared a batch")
+    return job
+
+
 def encoded_chunks(
-    worker: Any, job: Any, fmt: str, control: Any, progress: Progress
+    worker: Worker, job: PreparedJob, fmt: str, control: JobControl, progress: Progress
 ) -> Iterator[bytes]:
     """The job's audio as `fmt` bytes; what concatenates to one file. Runs in a pool thread."""
     rate = job.req.sample_rate or job.engine.sample_rate
     progress.sample_rate = job.engine.sample_rate
     resample = StreamResampler(job.engine.sample_rate, rate)
     encoder = stream_encoder(fmt, rate)
-    for piece in worker.pieces(job, control):
-        progress.samples += piece.audio.samples.size
-        audio = shorten_pauses(piece.audio) if job.req.remove_silence else piece.audio
-        data = encoder.encode(resample(audio, last=piece.last))
-        if data:
-            yield data
-    tail = encoder.finish()
-    if tail:
-        yield tail
+    try:
+        for piece in worker.pieces(job, control):
+            progress.samples += piece.audio.samples.size
+            audio = shorten_pauses(piece.audio) if job.req.remove_silence else piece.audio
+            data = encoder.encode(resample(audio, last=piece.last))
+            if data:
+                yield data
+        tail = encoder.finish()
+        if tail:
+            yield tail
+    finally:  # also when the stream is cut: the client left, a cancel, a failed chunk
+        encoder.close()
 
 
 class AudioStream:
