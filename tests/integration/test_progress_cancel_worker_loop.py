@@ -59,12 +59,15 @@ def test_progress_is_posted_in_order_and_before_the_result(runpod):
 def test_a_cancelled_job_frees_the_worker_for_the_next(runpod, worker_log):
     """Stopped after its first progress report, the long job ends at its next chunk boundary
     (the engine makes chunks in batches: at the end of the batch under way), and the next
-    job is done sooner than the long job's first batch took."""
+    job is done well before the rest of the long job could have been made: the engine was
+    freed, not run to the end. (Not "sooner than one batch": on an idle machine a batch of
+    this model is shorter than the SDK's own stop-channel and job-take polling.)"""
     runpod.submit("long", LONG)
     runpod.wait_progress("long")
     first_at, _ = runpod.progress["long"][0]
-    [(_, total)] = counts(runpod.progress["long"][:1])
+    [(first_done, total)] = counts(runpod.progress["long"][:1])
     first_batch_s = first_at - runpod.taken_at["long"]
+    rest_s = first_batch_s / first_done * (total - first_done)  # the long job's remaining work
 
     stopped_at = time.monotonic()
     runpod.stop("long")
@@ -83,7 +86,7 @@ def test_a_cancelled_job_frees_the_worker_for_the_next(runpod, worker_log):
     assert "long" not in runpod.done  # a stopped job posts no result: RunPod marks it
     last_done, _ = counts(runpod.progress["long"])[-1]
     assert last_done < total  # it stopped part-way
-    assert delay < first_batch_s
+    assert delay < rest_s / 2, (delay, rest_s)
     assert "job long failed: CANCELLED" in worker_log.read_text()
     # Once stopped, the job reports nothing new (a post already under way may still land).
     assert sum(stamp > stopped_at for stamp, _ in runpod.progress["long"]) <= 1
