@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -99,6 +100,32 @@ def moto_server(*buckets: str) -> Iterator[str]:
         server.stop()
 
 
+@contextlib.contextmanager
+def moto_process(*buckets: str) -> Iterator[str]:
+    """moto_server in a process of its own, for a server that outlives a test module (a
+    session-wide worker): an in-process server shares moto's process-global backend, which the
+    next moto_server() resets, and its buckets would vanish under the worker."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="moto-") as work_dir:
+        log_path = Path(work_dir) / "moto.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            _wait_for_s3(proc, url, 60.0, log_path)
+            client = client_for(url)
+            for bucket in buckets:
+                client.create_bucket(Bucket=bucket)
+            yield url
+        finally:
+            _stop(proc)
+
+
 def weed_binary() -> str:
     beside = Path(sys.executable).parent / "weed"
     found = str(beside) if beside.exists() else shutil.which("weed")
@@ -158,7 +185,8 @@ def _wait_for_s3(proc: subprocess.Popen, url: str, timeout: float, log_path: Pat
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"weed exited {proc.returncode}: {log_path.read_text()[-2000:]}")
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the S3 server exited {proc.returncode}: {tail}")
         try:
             client.create_bucket(Bucket=probe)
             client.put_object(Bucket=probe, Key="k", Body=b"ok")
@@ -168,7 +196,7 @@ def _wait_for_s3(proc: subprocess.Popen, url: str, timeout: float, log_path: Pat
                 return
         except Exception as exc:  # not ready yet: connection refused, 5xx, no volumes
             if time.monotonic() > deadline:
-                raise TimeoutError(f"SeaweedFS not ready after {timeout} s: {exc!r}") from exc
+                raise TimeoutError(f"the S3 server not ready after {timeout} s: {exc!r}") from exc
         time.sleep(0.5)
 
 

@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from f5worker.testing import REPO
 from f5worker.testing.audio import noise, wav_bytes
-from f5worker.testing.s3_servers import client_for, free_port, moto_server, s3_env
+from f5worker.testing.s3_servers import client_for, free_port, moto_process, s3_env
 
 LIBRARY_BUCKET = "worker"
 T = TypeVar("T")
@@ -352,7 +352,7 @@ def seed_library(client: Any) -> None:
 @contextmanager
 def full_worker(model_dir: Path, log_path: Path) -> Iterator[tuple[str, str]]:
     """(local API URL, S3 URL): the demo model, a voice library, MAX_CONCURRENCY=4."""
-    with moto_server(LIBRARY_BUCKET) as s3_url:
+    with moto_process(LIBRARY_BUCKET) as s3_url:  # shared by the session: a backend of its own
         seed_library(client_for(s3_url))
         env = {
             "MODEL_DIR": str(model_dir),

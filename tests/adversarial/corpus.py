@@ -259,7 +259,7 @@ def batches(rng: random.Random) -> Iterator[Case]:
     odd = [None, True, 1e308, -(10**400), [], {}, "\ud800", {"text": "\udfff"}, [f"{CANARY} a"]]
     odd += [{"text": "x", "voice": {"a": 1}}, {"text": "x", "seed": 2**70}, {"text": "x", "k": 1}]
     yield "batch", "json-entries", batch([f"{CANARY} first.", *odd, f"{CANARY} last."])
-    yield "batch", "all-bad", batch([None, {"text": ""}, {"text": "x", "format": "aac"}] * 5)
+    yield "batch", "all-bad", batch([None, {"text": ""}, {"text": "x", "format": "wma"}] * 5)
     letters = string.ascii_letters
     solid = ["".join(rng.choices(letters, k=150)) for _ in range(32)]
     yield "batch", "32-unsplittable", batch(solid, captions="srt")
