@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 
 from container.fake_flash_attn import F5_TTS_IMPORTS, GOOD_KERNEL, make_wheel  # noqa: E402
 from f5worker.testing.s3_servers import SECRET_KEY, client_for, moto_server, s3_env  # noqa: E402
+from f5worker.testing.worker import ping  # noqa: E402
 
 BASE_IMAGE = "localhost/standin-runpod-pytorch:2.4-py3.11"
 IMAGE = "localhost/f5-tts-worker"
@@ -331,16 +332,6 @@ def wait_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:
             return
         time.sleep(0.2)
     raise SystemExit(f"/ping not 200 after {READY_TIMEOUT_S:.0f} s ({seen}):\n{tail(log)}")
-
-
-def ping(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as err:
-        return err.code
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
 
 
 def answer_speech(url: str) -> None:

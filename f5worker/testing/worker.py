@@ -136,6 +136,17 @@ def _answers(url: str) -> bool:
         return False
 
 
+def ping(url: str) -> int | None:
+    """The status of GET <url>/ping (an HTTP-mode worker's health), None while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
 def wait_until(
     ready: Callable[[], bool], proc: subprocess.Popen, log_path: Path, timeout: float
 ) -> None:

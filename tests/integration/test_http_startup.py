@@ -5,26 +5,14 @@ from __future__ import annotations
 
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import httpx
 import pytest
 
 from f5worker.testing.s3_servers import free_port
-from f5worker.testing.worker import spawn
+from f5worker.testing.worker import ping, spawn
 
 pytestmark = pytest.mark.slow
-
-
-def ping(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as err:
-        return err.code
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
 
 
 def test_make_run_http_answers_ping_from_the_start_then_serves(demo_model_dir, tmp_path):
