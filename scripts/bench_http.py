@@ -36,6 +36,7 @@ import httpx
 from bench_common import REPO, TEXTS, build_full_arch_model, command_line, machine_facts, table
 
 from f5worker.testing.s3_servers import free_port
+from f5worker.testing.worker import wait_until
 
 log = logging.getLogger("bench_http")
 GOAL = 0.25  # a paragraph's first byte at most a quarter of its total time
@@ -159,7 +160,7 @@ def _worker(target: str, env: dict[str, str], log_path: Path) -> Iterator[_Start
             start_new_session=True,
         )
     try:
-        yield _Started(url, lambda: _wait_ready(proc, ready, log_path, timeout=900))
+        yield _Started(url, lambda: wait_until(lambda: _answers_200(ready), proc, log_path, 900))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -174,16 +175,10 @@ class _Started:
     wait: Callable[[], None]
 
 
-def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited:\n{log_path.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=2, follow_redirects=True).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"worker not ready after {timeout} s:\n{log_path.read_text()[-3000:]}")
+def _answers_200(url: str) -> bool:
+    with contextlib.suppress(httpx.TransportError):
+        return httpx.get(url, timeout=2, follow_redirects=True).status_code == 200
+    return False
 
 
 def _report(args: argparse.Namespace, rows: list[list[Any]]) -> None:
