@@ -6,7 +6,7 @@ which adds progress reports); build_worker and start_sdk are the names start-up 
 self-check reads them here).
 """
 
-from f5worker.job.runpod_queue import build_worker, start_sdk
+from f5worker.serve.queue import build_worker, start_sdk
 from f5worker.startup.main import main
 
 __all__ = ["build_worker", "main", "start_sdk"]

@@ -37,6 +37,9 @@ class WorkerError(Exception):
     code: ClassVar[str] = "INTERNAL_ERROR"
     retryable: ClassVar[bool] = False
     fatal: ClassVar[bool] = False
+    # The HTTP status the load-balancing mode answers with. Only INTERNAL_ERROR is a 500:
+    # every other failure says what went wrong in its status (the tests hold every class to it).
+    http_status: ClassVar[int] = 500
 
     def __init__(self, message: str) -> None:
         message = safe_text(str(message))
@@ -55,30 +58,55 @@ class WorkerError(Exception):
         return payload
 
 
+def error_classes() -> list[type[WorkerError]]:
+    """Every coded error class defined so far (the tree under WorkerError), base first."""
+    found: list[type[WorkerError]] = []
+    todo: list[type[WorkerError]] = [WorkerError]
+    while todo:
+        cls = todo.pop(0)
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def http_status_of(code: str) -> int:
+    """The HTTP status of a code carried in a payload (a failed job's item); 500 if unknown."""
+    for cls in error_classes():
+        if cls.code == code:
+            return cls.http_status
+    return WorkerError.http_status
+
+
 class InvalidInput(WorkerError, ValueError):
     code = "INVALID_INPUT"
+    http_status = 400
 
 
 class TextTooLong(InvalidInput):
     code = "TEXT_TOO_LONG"
+    http_status = 413
 
 
 class UnsupportedFormat(InvalidInput):
     code = "UNSUPPORTED_FORMAT"
+    http_status = 400
 
 
 class BadRefAudio(InvalidInput):
     code = "BAD_REF_AUDIO"
+    http_status = 400
 
 
 class VoiceNotFound(WorkerError, LookupError):
     code = "VOICE_NOT_FOUND"
+    http_status = 404
 
 
 class VoiceExists(WorkerError, ValueError):
     """voice.add with a name the library already holds: delete it first (no silent replace)."""
 
     code = "VOICE_EXISTS"
+    http_status = 409
 
 
 class VoiceChanged(WorkerError):
@@ -86,12 +114,14 @@ class VoiceChanged(WorkerError):
     was deleted. A retry would delete the new version, so it is the caller's to decide."""
 
     code = "VOICE_CHANGED"
+    http_status = 409  # replaced by another writer while this one deleted it
 
 
 class VoiceLimitReached(WorkerError):
     """voice.add to a library that holds VOICE_MAX_COUNT voices already."""
 
     code = "VOICE_LIMIT_REACHED"
+    http_status = 409
 
 
 class VoiceWritesDisabled(WorkerError):
@@ -99,22 +129,26 @@ class VoiceWritesDisabled(WorkerError):
     library): not the caller's input to fix, and a retry gives the same answer."""
 
     code = "VOICE_WRITES_DISABLED"
+    http_status = 403  # the operator made the voice library read-only
 
 
 class ModelNotFound(WorkerError, LookupError):
     """A job asked for a model this worker does not serve; the message lists the ones it does."""
 
     code = "MODEL_NOT_FOUND"
+    http_status = 404
 
 
 class OutputTooLarge(WorkerError):
     code = "OUTPUT_TOO_LARGE"
+    http_status = 413
 
 
 class StorageError(WorkerError, OSError):
     """An S3 or hub failure; the message names bucket and key, never credentials."""
 
     code = "STORAGE_ERROR"
+    http_status = 502  # S3 (voice library, references, output bucket) or the hub failed
     retryable = True
     reason: str = ""  # the S3 error code or exception type, where one is known
 
@@ -123,36 +157,42 @@ class ConfigError(WorkerError, ValueError):
     """A bad environment value, raised at start-up rather than at the first job."""
 
     code = "CONFIG_ERROR"
+    http_status = 503
 
 
 class ModelError(WorkerError):
     """The model directory is missing, incomplete or does not load."""
 
     code = "MODEL_ERROR"
+    http_status = 503
 
 
 class SynthesisFailed(WorkerError):
     """The model could not synthesize this input; the same input fails the same way."""
 
     code = "SYNTHESIS_FAILED"
+    http_status = 422
 
 
 class JobCancelled(WorkerError):
     """The job was cancelled (by RunPod, or an HTTP client that went away) between chunks."""
 
     code = "CANCELLED"
+    http_status = 499  # nginx's "client closed request": the client went away, nobody reads it
 
 
 class RequestTooLarge(InvalidInput):
     """An HTTP request body over the server's bound (before any JSON is parsed)."""
 
     code = "REQUEST_TOO_LARGE"
+    http_status = 413
 
 
 class Overloaded(WorkerError):
     """Every slot of an HTTP worker is busy and its small wait queue is full."""
 
     code = "OVERLOADED"
+    http_status = 429
     retryable = True
 
 
@@ -160,11 +200,27 @@ class NotReady(WorkerError):
     """An HTTP worker is still starting (model loading, warm-up)."""
 
     code = "INITIALIZING"
+    http_status = 503
     retryable = True
+
+
+class RouteNotFound(WorkerError, LookupError):
+    """An HTTP path this worker does not serve."""
+
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class MethodNotAllowed(WorkerError):
+    """An HTTP method a served path does not take."""
+
+    code = "METHOD_NOT_ALLOWED"
+    http_status = 405
 
 
 class InternalError(WorkerError):
     code = "INTERNAL_ERROR"
+    http_status = 500
     retryable = True
 
 
@@ -172,5 +228,6 @@ class GPUError(WorkerError):
     """CUDA is broken or out of memory for good: the worker should be replaced."""
 
     code = "GPU_ERROR"
+    http_status = 503
     retryable = True
     fatal = True

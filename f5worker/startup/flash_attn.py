@@ -90,6 +90,7 @@ class FlashAttnUnavailable(WorkerError, RuntimeError):
     """FLASH_ATTN=require and no flash-attn kernel loads here: the image or the GPU is wrong."""
 
     code = "FLASH_ATTN_UNAVAILABLE"
+    http_status = 503
     fatal = True
 
 

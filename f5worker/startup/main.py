@@ -5,7 +5,7 @@ flash-attn and imports torch and f5-tts (about 16 s cold), so a cold start costs
 slower of the two rather than their sum; the engine loads once both are done.
 
 `model_cache_init.py` (the image's CMD) calls main(), which serves RunPod jobs (SERVE_MODE=queue)
-or HTTP requests as a load-balancing endpoint (SERVE_MODE=http, job/http/serve.py);
+or HTTP requests as a load-balancing endpoint (SERVE_MODE=http, serve/http/serve.py);
 `--rp_serve_api --rp_api_port N` serves the SDK's local HTTP API instead; `--diagnose` prints
 the environment report and exits 0/1;
 `--fetch-model` only puts the model in MODEL_CACHE_DIR (the image build's BAKE_MODEL step).
@@ -83,13 +83,13 @@ def _start(settings: Settings) -> int:
     to the RunPod SDK; the http mode starts its server first (so /ping answers while the
     model loads) and builds the worker beside it."""
     if settings.serve_mode == "http":
-        from f5worker.job.http.serve import serve_http
+        from f5worker.serve.http.serve import serve_http
 
         return serve_http(settings, lambda: _build_worker(settings))
     worker = _build_worker(settings)
     if worker is None:
         return 1
-    from f5worker.job import runpod_queue
+    from f5worker.serve import queue as runpod_queue
 
     runpod_queue.start_sdk(worker, settings)
     return 0

@@ -16,9 +16,9 @@ from dataclasses import replace
 import uvicorn
 
 from f5worker.config import Settings
-from f5worker.job.http.app import create_app
-from f5worker.job.http.serve import listening_sockets
-from f5worker.job.http.service import Service
+from f5worker.serve.http.app import create_app
+from f5worker.serve.http.serve import listening_sockets
+from f5worker.serve.http.service import Service
 from f5worker.testing.s3_servers import free_port
 
 

@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 
 from f5worker.config import Settings
-from f5worker.job.runpod_queue import sdk_can_stream, sdk_config, start_sdk
 from f5worker.job.worker import Worker
+from f5worker.serve.queue import sdk_can_stream, sdk_config, start_sdk
 from f5worker.testing.audio import noise, spoken_sentences, wav_b64
 
 FAST = {"nfe_step": 2}

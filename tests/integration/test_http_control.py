@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from f5worker.errors import SynthesisFailed
-from f5worker.job.http.service import Service
 from f5worker.job.worker import JobControl, Worker
+from f5worker.serve.http.service import Service
 from f5worker.testing.http import http_settings, serving
 from f5worker.testing.s3_servers import free_port
 

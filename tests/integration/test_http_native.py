@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from f5worker.job.http.service import Service
-from f5worker.job.http.statuses import status_of
+from f5worker.errors import http_status_of
+from f5worker.serve.http.service import Service
 from f5worker.testing.audio import noise, wav_bytes
 from f5worker.testing.http import http_settings, serving
 from f5worker.testing.s3_servers import client_for, moto_server
@@ -22,7 +22,7 @@ from f5worker.testing.web import audio_server
 from f5worker.testing.worker import LIBRARY_BUCKET, seed_library
 from tests.integration.test_bad_inputs import CASES, GOOD, fill, table_worker
 
-STATUSES = {code: status_of(code) for _, _, code in CASES}
+STATUSES = {code: http_status_of(code) for _, _, code in CASES}
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ import pytest
 import soundfile as sf
 from openai import OpenAI
 
-from f5worker.job.http.service import Service
 from f5worker.job.worker import Worker
+from f5worker.serve.http.service import Service
 from f5worker.testing.http import http_settings, serving
 
 FAST = {"quality": "fast", "seed": 3}  # extension fields, sent with extra_body

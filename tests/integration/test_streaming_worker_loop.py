@@ -19,8 +19,8 @@ import soundfile as sf
 
 from f5worker.config import Settings
 from f5worker.errors import GPUError
-from f5worker.job.runpod_queue import sdk_config
 from f5worker.job.worker import Worker
+from f5worker.serve.queue import sdk_config
 from f5worker.testing.audio import noise, wav_bytes
 from f5worker.testing.s3_servers import client_for, moto_server, s3_env
 from f5worker.testing.worker import FakeRunPod, running_worker_loop

@@ -27,7 +27,7 @@ TORCH_USERS = (
     "f5worker.engine",
     "f5worker.job.worker",
     "f5worker.job.batch",  # the worker's batch path (it builds on job.worker)
-    "f5worker.job.runpod_queue",
+    "f5worker.serve.queue",
     "f5worker.models.demo",
     "f5worker.testing",
 )
@@ -42,7 +42,7 @@ def run_python(code: str, cwd: Path = REPO, env: dict[str, str] | None = None):
 
 def test_the_package_has_one_place_per_stage():
     stages = {m.split(".")[1] for m in MODULES if m.count(".") >= 2}
-    assert stages == {"engine", "job", "models", "startup", "testing"}
+    assert stages == {"engine", "job", "models", "serve", "startup", "testing"}
     top_level = sorted(p.stem for p in REPO.glob("*.py"))
     assert top_level == sorted(ENTRY_POINTS)
 

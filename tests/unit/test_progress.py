@@ -7,9 +7,9 @@ import json
 import threading
 import time
 
-from f5worker.job.progress import FLUSH_TIMEOUT_S, POST_TIMEOUT_S, ProgressSender
-from f5worker.job.runpod_queue import QueueHandler
 from f5worker.job.worker import JobControl
+from f5worker.serve.progress import FLUSH_TIMEOUT_S, POST_TIMEOUT_S, ProgressSender
+from f5worker.serve.queue import QueueHandler
 
 
 class SlowPost:
@@ -165,7 +165,7 @@ def test_runpod_posts_share_one_session_and_reach_the_job_done_url(monkeypatch):
 
     from runpod.serverless.modules import rp_http
 
-    from f5worker.job.runpod_queue import runpod_progress_post
+    from f5worker.serve.queue import runpod_progress_post
 
     bodies: list[str] = []
     clients: set[tuple] = set()

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from f5worker.config import Settings
-from f5worker.job.progress import ProgressPost, ProgressSender
 from f5worker.job.worker import JobControl, Worker, build_worker
+from f5worker.serve.progress import ProgressPost, ProgressSender
 
 
 class RunPodProgress:

@@ -23,9 +23,9 @@ from typing import Any
 
 from f5worker.config import Settings
 from f5worker.errors import WorkerError
-from f5worker.job.http.app import create_app
-from f5worker.job.http.service import Service
 from f5worker.redact import redact_urls
+from f5worker.serve.http.app import create_app
+from f5worker.serve.http.service import Service
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from f5worker.config import Settings
 from f5worker.errors import GPUError, NotReady
-from f5worker.job.http.admission import Admission
+from f5worker.serve.http.admission import Admission
 
 log = logging.getLogger(__name__)
 

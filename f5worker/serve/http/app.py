@@ -31,19 +31,21 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from f5worker.errors import InternalError, InvalidInput, JobCancelled, WorkerError
+from f5worker.errors import (
+    InternalError,
+    InvalidInput,
+    JobCancelled,
+    MethodNotAllowed,
+    RouteNotFound,
+    WorkerError,
+)
 from f5worker.job import openai_compat
 from f5worker.job.codecs import MIME_TYPES
-from f5worker.job.http import sse
-from f5worker.job.http.body import read_json
-from f5worker.job.http.service import Service
-from f5worker.job.http.speech import AudioStream, Progress, encoded_chunks, prepare_speech
-from f5worker.job.http.statuses import (
-    native_body,
-    openai_body,
-    retry_headers,
-    status_of,
-)
+from f5worker.serve.http import sse
+from f5worker.serve.http.body import read_json
+from f5worker.serve.http.service import Service
+from f5worker.serve.http.speech import AudioStream, Progress, encoded_chunks, prepare_speech
+from f5worker.serve.http.statuses import Shape, error_response, payload_response
 
 if TYPE_CHECKING:
     from f5worker.job.voices import VoiceLibrary
@@ -56,8 +58,6 @@ NATIVE_KEYS = ("input",)
 # RunPod's queue-job keys besides `input`: the platform acts on them, a worker never sees them.
 # Accepted and ignored here, so a queue payload works unchanged against this route.
 QUEUE_ONLY_KEYS = ("webhook", "policy", "s3Config")
-# Starlette's own HTTP errors (routing) -> codes; any other 4xx it raises is a bad request.
-_ROUTING_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
 class StreamAborted(Exception):
@@ -81,24 +81,7 @@ def create_app(service: Service) -> ASGIApp:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        fallback = "INTERNAL_ERROR" if exc.status_code >= 500 else "INVALID_INPUT"
-        code = _ROUTING_CODES.get(exc.status_code, fallback)
-        if exc.status_code in _ROUTING_CODES:
-            message = f"{request.method} {request.url.path} is not served here"
-        else:
-            message = str(exc.detail)
-        if request.url.path.startswith("/v1/"):
-            body: dict[str, Any] = {
-                "error": {
-                    "message": message,
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": code,
-                }
-            }
-        else:
-            body = {"error": f"{code}: {message}", "error_code": code, "retryable": False}
-        return JSONResponse(body, status_code=exc.status_code)
+        return error_response(_routing_error(request, exc), _shape(request.url.path))
 
     @app.get("/ping")
     async def ping() -> Response:
@@ -345,12 +328,7 @@ async def _runsync(service: Service, request: Request, request_id: str) -> Respo
         finally:
             admission.release()
     if items and "error" in items[-1]:
-        code = items[-1].get("error_code", InternalError.code)
-        return JSONResponse(
-            native_body(items[-1], request_id),
-            status_code=status_of(code),
-            headers=retry_headers(code),
-        )
+        return payload_response(items[-1], request_id)
     took_ms = round((time.perf_counter() - started) * 1000)
     return JSONResponse(
         {"id": request_id, "status": "COMPLETED", "output": items, "executionTime": took_ms}
@@ -391,12 +369,10 @@ async def _answer_openai(make: Callable[[], Any]) -> Response:
         if isinstance(result, Awaitable):
             result = await result
     except WorkerError as err:
-        return JSONResponse(
-            openai_body(err), status_code=status_of(err.code), headers=retry_headers(err.code)
-        )
+        return error_response(err, "openai")
     except Exception:
         log.exception("listing failed")
-        return JSONResponse(openai_body(_internal()), status_code=500)
+        return error_response(_internal(), "openai")
     return JSONResponse(result)
 
 
@@ -432,21 +408,28 @@ def _internal() -> InternalError:
 
 
 def _native_error(service: Service, err: WorkerError, request_id: str) -> Response:
-    payload = _payload(service, err, request_id)
-    return JSONResponse(
-        native_body(payload, request_id),
-        status_code=status_of(err.code),
-        headers=retry_headers(err.code),
-    )
+    return payload_response(_payload(service, err, request_id), request_id)
 
 
 def _openai_error(service: Service, err: WorkerError, request_id: str) -> Response:
     _payload(service, err, request_id)
-    return JSONResponse(
-        openai_body(err),
-        status_code=status_of(err.code),
-        headers={**retry_headers(err.code), "X-Request-Id": request_id},
-    )
+    return error_response(err, "openai", request_id)
+
+
+def _shape(path: str) -> Shape:
+    return "openai" if path.startswith("/v1/") else "native"
+
+
+def _routing_error(request: Request, exc: HTTPException) -> WorkerError:
+    """Starlette's own HTTP errors as coded ones; any other 4xx it raises is a bad request."""
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404:
+        return RouteNotFound(f"{where} is not served here")
+    if exc.status_code == 405:
+        return MethodNotAllowed(f"{where} is not served here")
+    if exc.status_code >= 500:
+        return _internal()
+    return InvalidInput(str(exc.detail))
 
 
 @contextlib.asynccontextmanager

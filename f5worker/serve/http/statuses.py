@@ -1,0 +1,54 @@
+"""Every error response of the HTTP mode is built here, in one of two shapes.
+
+The native routes answer with the queue's error payload (`error`, `error_code`, `retryable`), so
+a client keeps its error handling when it switches endpoint types. The OpenAI routes (`/v1/...`)
+answer in OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`) with our code in
+`code`, so the official client raises the exception class that matches the status. The status
+itself is the error class's `http_status` (errors.py), never restated here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi.responses import JSONResponse
+
+from f5worker.errors import WorkerError, http_status_of
+
+RETRY_AFTER_S = 1  # Retry-After of a 429 or 503: one short synthesis frees a slot
+Shape = Literal["native", "openai"]
+
+
+def retry_headers(status: int) -> dict[str, str]:
+    return {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else {}
+
+
+def openai_body(err: WorkerError) -> dict[str, Any]:
+    if err.http_status == 429:
+        kind = "rate_limit_error"
+    elif err.http_status >= 500:
+        kind = "server_error"
+    else:
+        kind = "invalid_request_error"
+    return {"error": {"message": err.message, "type": kind, "param": None, "code": err.code}}
+
+
+def error_response(err: WorkerError, shape: Shape, request_id: str | None = None) -> JSONResponse:
+    """The response for `err`; a native one carries RunPod's failed-job fields too."""
+    if shape == "openai":
+        return _response(openai_body(err), err.http_status, request_id)
+    return payload_response(err.to_payload(), request_id)
+
+
+def payload_response(payload: dict[str, Any], request_id: str | None) -> JSONResponse:
+    """A native failed request from a job's coded error item (Worker.run's last item)."""
+    status = http_status_of(str(payload.get("error_code", "")))
+    body = payload if request_id is None else {"id": request_id, "status": "FAILED", **payload}
+    return _response(body, status, request_id)
+
+
+def _response(body: dict[str, Any], status: int, request_id: str | None) -> JSONResponse:
+    headers = retry_headers(status)
+    if request_id is not None:
+        headers["X-Request-Id"] = request_id
+    return JSONResponse(body, status_code=status, headers=headers)
