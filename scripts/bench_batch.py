@@ -23,8 +23,8 @@ from bench_common import command_line, interleaved, machine_facts, table
 
 from f5worker.config import Settings
 from f5worker.engine.f5tts import BatchPlan, F5TTSEngine
-from f5worker.job.worker import Worker
 from f5worker.models.demo import build_demo_model
+from f5worker.startup.compose import make_worker
 
 log = logging.getLogger("bench_batch")
 WORDS = [
@@ -62,7 +62,7 @@ def main() -> int:
         engine = F5TTSEngine.load(model_dir, device=args.device)
         if args.plan == "padded":
             engine = engine.with_plan(BatchPlan())
-        worker = Worker(engine, Settings(worker_version="bench"))
+        worker = make_worker(engine, Settings(worker_version="bench"))
         texts = lines(args.lines)
         common = {"nfe_step": args.nfe, "seed": 1, "format": "pcm"}
 

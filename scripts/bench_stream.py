@@ -38,7 +38,7 @@ def main() -> int:
     from f5worker.engine import torch_thread
     from f5worker.engine.f5tts import F5TTSEngine
     from f5worker.job.voices import default_voice
-    from f5worker.job.worker import Worker
+    from f5worker.startup.compose import make_worker
 
     work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     if args.model == "full":
@@ -49,7 +49,7 @@ def main() -> int:
         model_dir = torch_thread.run(build_demo_model, work / "demo")
     engine = F5TTSEngine.load(model_dir, args.device)
     engine.warm_up(default_voice())
-    worker = Worker(engine, Settings())
+    worker = make_worker(engine, Settings())
     rows = []
     for name in args.texts:
         job = {"text": TEXTS[name], "nfe_step": args.nfe, "seed": 1, "format": args.format}

@@ -1,10 +1,10 @@
 """Batch jobs (`texts`): many short texts in one job, one result item per entry, in order.
 
 Each entry is a request of its own (schema.parse_entry: the batch's fields with the entry's
-text, voice, seed and format), prepared as a single job is (Worker.prepare_request), so an
-entry's audio is what the same text sent alone with the same seed gives. The engine makes all
-entries in as few passes as it can (F5TTSEngine.synthesize_lines: the chunks of entries that
-share a voice are batched together, as the chunks of one long text are).
+text, voice, seed and format), prepared as a single job is (Worker.prepare_request, passed
+in), so an entry's audio is what the same text sent alone with the same seed gives. The engine
+makes all entries in as few passes as it can (F5TTSEngine.synthesize_lines: the chunks of
+entries that share a voice are batched together, as the chunks of one long text are).
 
 Failures: a malformed batch (texts not a list, empty, too many entries or characters, with
 `text` or `stream`) fails the job. An entry that is not valid, or whose voice cannot be found,
@@ -18,21 +18,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from f5worker.engine.f5tts import Line
 from f5worker.errors import JobCancelled, WorkerError
-from f5worker.job.output import Delivery, ResultBudget
+from f5worker.job.output import ResultBudget
+from f5worker.job.prepared import JobControl, Piece, PreparedJob
 from f5worker.job.schema import TTSRequest, parse_entry
-from f5worker.job.worker import JobControl, Piece, PreparedJob
+from f5worker.job.synthesis import whole_item
 
 if TYPE_CHECKING:
     from f5worker.audio import Audio, Voice
-    from f5worker.job.worker import Worker
 
 log = logging.getLogger(__name__)
+
+VoiceMemo = dict[tuple[Any, ...], "Voice | WorkerError"]
+# Worker.prepare_request for one entry: (entry, result budget, voice memo) -> prepared entry.
+PrepareEntry = Callable[[TTSRequest, ResultBudget, VoiceMemo], PreparedJob]
+# Worker.error_payload: (error, job id) -> the coded payload (and the fatal-error hook).
+ErrorPayload = Callable[[WorkerError, str], dict[str, Any]]
 
 
 @dataclass
@@ -48,18 +54,16 @@ class PreparedBatch:
         return sum(e.chars for e in self.entries if isinstance(e, PreparedJob))
 
 
-def prepare(worker: Worker, req: TTSRequest, job_id: str) -> PreparedBatch:
-    """Every entry prepared against one result budget and one memo of voices. A bad `model`
-    or `return` is the whole batch's error (every entry shares it): raised before the entries."""
-    worker.models.get(req.model)
-    Delivery(req.return_mode, req.format, job_id, worker.store)  # `return: url` needs a bucket
-    budget = ResultBudget(worker.max_result_b64)
-    voices: dict[tuple[Any, ...], Voice | WorkerError] = {}
+def prepare(
+    req: TTSRequest, job_id: str, prepare_entry: PrepareEntry, budget: ResultBudget
+) -> PreparedBatch:
+    """Every entry prepared against one result budget and one memo of voices. The caller has
+    checked what every entry shares (`model`, `return`) before: that fails the whole batch."""
+    voices: VoiceMemo = {}
     entries: list[PreparedJob | WorkerError] = []
     for raw in req.texts or ():
         try:
-            entry = parse_entry(req, raw)
-            entries.append(worker.prepare_request(entry, job_id, budget=budget, voices=voices))
+            entries.append(prepare_entry(parse_entry(req, raw), budget, voices))
         except WorkerError as err:
             if err.fatal:
                 raise
@@ -67,12 +71,14 @@ def prepare(worker: Worker, req: TTSRequest, job_id: str) -> PreparedBatch:
     return PreparedBatch(req, entries, job_id)
 
 
-def items(worker: Worker, batch: PreparedBatch, control: JobControl) -> Iterator[dict[str, Any]]:
+def items(
+    batch: PreparedBatch, control: JobControl, failed: ErrorPayload, version: str
+) -> Iterator[dict[str, Any]]:
     """One item per entry, in order, each as soon as it and every entry before it are done.
     Progress counts chunks over all entries; a cancel is honoured between engine passes."""
     valid = [(i, e) for i, e in enumerate(batch.entries) if isinstance(e, PreparedJob)]
     ready: dict[int, dict[str, Any]] = {
-        i: _failed(worker, e, i, batch.job_id)
+        i: _failed(failed, e, i, batch.job_id)
         for i, e in enumerate(batch.entries)
         if isinstance(e, WorkerError)
     }
@@ -94,7 +100,7 @@ def items(worker: Worker, batch: PreparedBatch, control: JobControl) -> Iterator
             entry.clock.stages["synthesis"] = time.perf_counter() - started
             done += len(audios)
             control.progress(done, total)
-            ready[index] = _finished(worker, entry, index, audios, batch.job_id)
+            ready[index] = _finished(failed, version, entry, index, audios, batch.job_id)
     finally:
         made.close()
 
@@ -107,20 +113,25 @@ def _made(valid: list[tuple[int, PreparedJob]]) -> Iterator[tuple[int, list[Audi
 
 
 def _finished(
-    worker: Worker, entry: PreparedJob, index: int, audios: list[Audio], job_id: str
+    failed: ErrorPayload,
+    version: str,
+    entry: PreparedJob,
+    index: int,
+    audios: list[Audio],
+    job_id: str,
 ) -> dict[str, Any]:
-    pieces = [
+    made = [
         Piece(n, len(audios), text, audio)
         for n, (text, audio) in enumerate(zip(entry.chunks, audios, strict=True))
     ]
     try:
-        item = worker.finish(entry, pieces, index=index)
+        item = whole_item(entry, made, index=index)
     except WorkerError as err:  # the result alone is too large, say: this entry fails
-        return _failed(worker, err, index, job_id)
-    return {"index": index} | item | entry.stamp(worker.settings.worker_version)
+        return _failed(failed, err, index, job_id)
+    return {"index": index} | item | entry.stamp(version)
 
 
-def _failed(worker: Worker, err: WorkerError, index: int, job_id: str) -> dict[str, Any]:
-    payload = worker.error_payload(err, f"{job_id}[{index}]")
+def _failed(failed: ErrorPayload, err: WorkerError, index: int, job_id: str) -> dict[str, Any]:
+    payload = failed(err, f"{job_id}[{index}]")
     version = payload.pop("worker_version")
     return {"index": index, "item_error": payload, "worker_version": version}

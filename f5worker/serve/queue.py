@@ -2,11 +2,15 @@
 
 The SDK decides once per handler function, not per request, whether a handler streams
 (inspect.isasyncgenfunction), so the handler given to it is the async generator
-`Worker.handle`, with `return_aggregate_stream`: /run and /runsync return the list of items, and
-/stream returns them as they come. worker-vllm, RunPod's most used worker, makes the same choice.
-The SDK's single-job test mode (`python handler.py`, `--test_input`) and its realtime route call
-handlers without generator support; there the handler is `Worker.handle_collected`, which
-returns the same list in one piece.
+`QueueHandler.handle`, with `return_aggregate_stream`: /run and /runsync return the list of
+items, and /stream returns them as they come. worker-vllm, RunPod's most used worker, makes the
+same choice. The SDK's single-job test mode (`python handler.py`, `--test_input`) and its
+realtime route call handlers without generator support; there the handler is
+`QueueHandler.collected`, which returns the same list in one piece.
+
+Each step of a job (Worker.run's next item) runs in a thread pool of MAX_CONCURRENCY threads,
+so the SDK's event loop stays free and concurrent jobs overlap their downloads, encoding and
+uploads while the engine serialises the GPU work.
 
 Progress and cancel (QueueHandler): after each text chunk the job's progress, "<done>/<total>
 chunks", is posted as RunPod's progress update, which a client sees as the `output` of an
@@ -18,20 +22,27 @@ on one sender thread per job (progress.py), through one HTTP session per job, an
 the result; a post still under way when the flush wait ends is cancelled. The SDK's local API
 (`make run`) runs a job inside its /status request and has no job-done URL: there nothing is
 posted. A cancel or timeout makes the SDK (runpod >= 1.12, its stop channel) cancel the job's
-task; Worker.handle then stops the job at its next chunk boundary.
+task; QueueHandler.stream then stops the job at its next chunk boundary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from f5worker.config import Settings
-from f5worker.job.worker import JobControl, Worker, build_worker
+from f5worker.job.prepared import JobControl
 from f5worker.serve.progress import ProgressPost, ProgressSender
+
+if TYPE_CHECKING:  # the worker module imports torch; the adapter is given a ready one
+    from f5worker.job.worker import Worker
+
+_DONE = object()
 
 
 class RunPodProgress:
@@ -68,26 +79,31 @@ def runpod_progress_post(job: dict[str, Any]) -> ProgressPost | None:
 
 
 class QueueHandler:
-    """The SDK's generator handler: Worker.handle with the job's progress posted to RunPod."""
+    """The SDK's handlers around a ready Worker: its jobs stepped on a pool of MAX_CONCURRENCY
+    threads, each job's progress posted to RunPod."""
 
     def __init__(
         self,
         worker: Worker,
         progress_post: Callable[[dict[str, Any]], ProgressPost | None] = runpod_progress_post,
+        max_concurrency: int | None = None,
     ) -> None:
         self.worker = worker
         self._progress_post = progress_post
+        size = max_concurrency or worker.settings.max_concurrency
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="tts-job")
 
     async def handle(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The streaming handler: `stream` with the job's progress posted as it goes."""
         post = self._progress_post(job)
         if post is None:
-            async for item in self.worker.handle(job):
+            async for item in self.stream(job):
                 yield item
             return
         sender = ProgressSender(post, name=f"progress-{str(job.get('id', '-'))[:40]}")
         flushed = False
         try:
-            async for item in self.worker.handle(job, JobControl(progress=sender)):
+            async for item in self.stream(job, JobControl(progress=sender)):
                 if "error" in item:  # the last item: the SDK sends the result right after it
                     await asyncio.to_thread(sender.close)
                     flushed = True
@@ -97,6 +113,44 @@ class QueueHandler:
         finally:
             if not flushed:  # stopped: no result follows, so nothing is worth waiting for
                 sender.close(flush=False)
+
+    async def stream(
+        self, job: dict[str, Any], control: JobControl | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Worker.run stepped in the pool, each item yielded as soon as it exists.
+
+        A stop (the SDK cancels this task on a RunPod cancel or timeout, or its consumer goes
+        away) sets a flag the job reads before each chunk: the step under way ends after its
+        chunk, so the engine is free for the next job, and the job is closed then."""
+        stop = threading.Event()
+        base = control or JobControl()
+        items = self.worker.run(
+            job,
+            dataclasses.replace(base, cancelled=lambda: stop.is_set() or base.cancelled()),
+        )
+        step: Future[Any] | None = None
+        try:
+            while True:
+                step = self._pool.submit(next, items, _DONE)
+                item = await asyncio.wrap_future(step)
+                if item is _DONE:
+                    return
+                yield item
+        finally:
+            stop.set()
+            if step is not None and not step.done():
+                # Still in its chunk: close the job from the pool thread once the step ends.
+                step.add_done_callback(lambda _step: items.close())
+            else:
+                items.close()
+
+    async def collected(self, job: dict[str, Any]) -> Any:
+        """For SDK modes that cannot stream: the list of items, or the error payload alone."""
+        loop = asyncio.get_running_loop()
+        items = await loop.run_in_executor(self._pool, lambda: list(self.worker.run(job)))
+        if items and "error" in items[-1]:
+            return items[-1]
+        return items
 
 
 def sdk_can_stream(argv: list[str]) -> bool:
@@ -121,8 +175,9 @@ def sdk_config(worker: Worker, settings: Settings, streaming: bool) -> dict[str,
     run_job reads `refresh_worker` from a result), but the SDK reads config["refresh_worker"]
     after every job, so a fatal error sets it: the SDK marks the job stopPod and stops taking
     jobs, and RunPod replaces the worker."""
+    handler = QueueHandler(worker)
     config: dict[str, Any] = {
-        "handler": QueueHandler(worker).handle if streaming else worker.handle_collected,
+        "handler": handler.handle if streaming else handler.collected,
         "return_aggregate_stream": True,
         "concurrency_modifier": lambda _current: settings.max_concurrency,
     }
@@ -145,7 +200,3 @@ def start_sdk(
         start = runpod.serverless.start
     streaming = sdk_can_stream(sys.argv[1:] if argv is None else argv)
     start(sdk_config(worker, settings, streaming))
-
-
-def serve(settings: Settings, model_dir: Path, attn_backend: str = "torch") -> None:
-    start_sdk(build_worker(settings, model_dir, attn_backend), settings)

@@ -18,6 +18,7 @@ from f5worker.job.fetch import S3_UNUSABLE, FetchPolicy, RefAudioFetcher
 from f5worker.job.schema import MAX_TEXT_CHARS
 from f5worker.job.voices import MAX_REF_BYTES, VoiceLibrary
 from f5worker.job.worker import Worker
+from f5worker.startup.compose import make_worker
 from f5worker.testing.audio import noise, wav_b64, wav_bytes
 from f5worker.testing.s3_servers import client_for
 from f5worker.testing.web import audio_server
@@ -180,7 +181,7 @@ def worker(engine, s3_url) -> Worker:
 def table_worker(engine, s3_url: str, settings: Settings | None = None) -> Worker:
     """The worker the table's cases expect: its voice library and s3:// references on the S3
     server at s3_url, loopback reference URLs allowed, a 64 KB result limit."""
-    return Worker(
+    return make_worker(
         engine,
         settings or Settings(worker_version="bad-1"),
         voices=VoiceLibrary(BUCKET, "f5-tts", client_factory=lambda: client_for(s3_url)),
@@ -236,7 +237,7 @@ def test_bad_input_then_a_good_job(worker, http_url, monkeypatch, inp, code):
 
 def test_storage_down_is_retryable_and_the_worker_keeps_serving(engine):
     dead = lambda: client_for("http://127.0.0.1:9")  # noqa: E731
-    worker = Worker(
+    worker = make_worker(
         engine,
         Settings(),
         voices=VoiceLibrary(BUCKET, "f5-tts", client_factory=dead),

@@ -11,8 +11,10 @@ import pytest
 from f5worker.config import Settings
 from f5worker.engine.f5tts import BatchPlan, Line, SynthesisParams
 from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
+from f5worker.job.prepared import JobControl
 from f5worker.job.voices import default_voice
-from f5worker.job.worker import JobControl, Worker
+from f5worker.job.worker import Worker
+from f5worker.startup.compose import make_worker
 from f5worker.testing.audio import noise, wav_b64
 
 BASE = {"nfe_step": 2, "seed": 4, "format": "pcm"}
@@ -47,7 +49,7 @@ def fetcher() -> CountingFetcher:
 
 @pytest.fixture(scope="module")
 def worker(engine, fetcher) -> Worker:
-    return Worker(engine, Settings(worker_version="batch-1"), fetcher=fetcher)
+    return make_worker(engine, Settings(worker_version="batch-1"), fetcher=fetcher)
 
 
 def run(worker: Worker, control: JobControl | None = None, **inp) -> list[dict]:

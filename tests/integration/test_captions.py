@@ -12,7 +12,9 @@ import srt
 import webvtt
 
 from f5worker.config import Settings
-from f5worker.job.worker import JobControl, Worker
+from f5worker.job.prepared import JobControl
+from f5worker.job.worker import Worker
+from f5worker.startup.compose import make_worker
 
 TEXT = (
     "The first sentence sets the scene in a quiet town by the sea. "
@@ -28,7 +30,7 @@ FRAME_S = 256 / 24000  # one mel frame (hop 256 at 24 kHz)
 
 @pytest.fixture(scope="module")
 def worker(engine) -> Worker:
-    return Worker(engine, Settings(worker_version="captions-1"))
+    return make_worker(engine, Settings(worker_version="captions-1"))
 
 
 def run(worker: Worker, **changes) -> list[dict]:

@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 
 from f5worker.config import Settings
-from f5worker.job.worker import Worker
-from f5worker.serve.queue import sdk_can_stream, sdk_config, start_sdk
+from f5worker.serve.queue import QueueHandler, sdk_can_stream, sdk_config, start_sdk
+from f5worker.startup.compose import make_worker
 from f5worker.testing.audio import noise, spoken_sentences, wav_b64
 
 FAST = {"nfe_step": 2}
@@ -23,7 +23,7 @@ FAST = {"nfe_step": 2}
 
 @pytest.fixture(scope="module")
 def worker(engine):
-    return Worker(engine, Settings(worker_version="test-1", max_concurrency=4))
+    return make_worker(engine, Settings(worker_version="test-1", max_concurrency=4))
 
 
 def job(**inp):
@@ -72,7 +72,7 @@ def test_success_shape(worker):
 
 
 def test_the_quality_preset_sets_the_steps_and_the_operator_sets_the_default(engine):
-    fast_by_default = Worker(engine, Settings(worker_version="t", default_quality="fast"))
+    fast_by_default = make_worker(engine, Settings(worker_version="t", default_quality="fast"))
     text = {"text": "Hi there.", "seed": 1}
     (out,) = fast_by_default.run({"id": "q1", "input": text})
     assert (out["quality"], out["nfe_step"]) == ("fast", 7)
@@ -206,7 +206,7 @@ def test_concurrent_jobs_keep_their_own_seeds(worker):
 
 def test_async_handler_yields_what_run_yields(worker):
     async def collect():
-        return [item async for item in worker.handle(job(text="Async.", seed=9))]
+        return [item async for item in QueueHandler(worker).stream(job(text="Async.", seed=9))]
 
     items = asyncio.run(collect())
     direct = run_one(worker, text="Async.", seed=9)
@@ -225,7 +225,7 @@ def without_timings(item: dict) -> dict:
     ],
 )
 def test_collected_handler_for_sdk_modes_without_streaming(worker, inp, expected):
-    out = asyncio.run(worker.handle_collected({"id": "c", "input": {**FAST, **inp}}))
+    out = asyncio.run(QueueHandler(worker).collected({"id": "c", "input": {**FAST, **inp}}))
     assert isinstance(out, expected)
     if expected is dict:
         assert out["error_code"] == "INVALID_INPUT"  # run_job turns the error key into FAILED
@@ -236,18 +236,19 @@ def test_collected_handler_for_sdk_modes_without_streaming(worker, inp, expected
 def test_sdk_config(worker):
     seen = {}
     start_sdk(worker, Settings(max_concurrency=3), start=seen.update, argv=["--rp_serve_api"])
-    handler = seen["handler"]  # Worker.handle with RunPod progress reports (QueueHandler)
+    handler = seen["handler"]  # Worker.run stepped, with RunPod progress reports
     assert handler.__self__.worker is worker and inspect.isasyncgenfunction(handler)
     assert seen["return_aggregate_stream"] is True
     assert seen["concurrency_modifier"](1) == 3
     plain = sdk_config(worker, Settings(), streaming=False)["handler"]
-    assert plain == worker.handle_collected and inspect.iscoroutinefunction(plain)
+    assert plain.__self__.worker is worker and plain.__name__ == "collected"
+    assert inspect.iscoroutinefunction(plain)
 
 
 def test_only_a_fatal_error_asks_the_sdk_for_a_new_worker(engine, monkeypatch):
     from f5worker.errors import GPUError, InternalError
 
-    worker = Worker(engine, Settings())
+    worker = make_worker(engine, Settings())
     config = sdk_config(worker, Settings(), streaming=True)
     for error, refresh in ((InternalError("transient"), False), (GPUError("broken"), True)):
 
@@ -288,7 +289,7 @@ def test_build_worker_loads_with_the_dtype_setting(demo_model_dir):
     """DTYPE reaches the engine: the weights are in that dtype and a job still succeeds."""
     import torch
 
-    from f5worker.job.worker import build_worker
+    from f5worker.startup.compose import build_worker
 
     bf16 = build_worker(Settings(dtype="bfloat16", device="cpu"), demo_model_dir)
     assert next(bf16.engine.model.parameters()).dtype == torch.bfloat16

@@ -12,8 +12,10 @@ import httpx
 import pytest
 
 from f5worker.errors import SynthesisFailed
-from f5worker.job.worker import JobControl, Worker
+from f5worker.job.prepared import JobControl
+from f5worker.job.worker import Worker
 from f5worker.serve.http.service import Service
+from f5worker.startup.compose import make_worker
 from f5worker.testing.http import http_settings, serving
 from f5worker.testing.s3_servers import free_port
 
@@ -40,7 +42,7 @@ def test_ping_says_initializing_then_healthy_and_other_routes_wait(engine):
         native = httpx.post(f"{url}/runsync", json={"input": {"text": "Hi."}})
         assert native.status_code == 503 and native.json()["error_code"] == "INITIALIZING"
 
-        service.ready(Worker(engine, settings))
+        service.ready(make_worker(engine, settings))
         ping = httpx.get(f"{url}/ping")
         assert (ping.status_code, ping.json()) == (200, {"status": "healthy"})
 
@@ -59,7 +61,7 @@ def test_ping_on_its_own_port():
 def busy(engine) -> Iterator[tuple[str, Service]]:
     settings = http_settings(max_concurrency=1, http_max_waiting=1)
     service = Service(settings)
-    service.ready(Worker(engine, settings))
+    service.ready(make_worker(engine, settings))
     with serving(service) as url:
         yield url, service
 
@@ -127,7 +129,7 @@ class FailingWorker(Worker):
 def failing(engine) -> Iterator[tuple[str, FailingWorker, Service]]:
     settings = http_settings()
     service = Service(settings)
-    worker = FailingWorker(engine, settings)
+    worker = make_worker(engine, settings, worker_cls=FailingWorker)
     service.ready(worker)
     with serving(service) as url:
         yield url, worker, service
@@ -177,7 +179,7 @@ def test_a_failure_after_the_first_byte_cuts_audio_and_ends_sse_with_an_error(fa
 def test_the_voices_route_serves_the_voice_list_action(engine):
     settings = http_settings()  # no bucket: the library holds the default voice only
     service = Service(settings)
-    worker = Worker(engine, settings)
+    worker = make_worker(engine, settings)
     service.ready(worker)
     with serving(service) as url:
         listing = httpx.get(f"{url}/v1/audio/voices").json()
@@ -200,7 +202,7 @@ class BrokenWorker(Worker):
 def test_an_unexpected_exception_gets_the_coded_500_not_plain_text(engine, caplog):
     settings = http_settings()
     service = Service(settings)
-    service.ready(BrokenWorker(engine, settings))
+    service.ready(make_worker(engine, settings, worker_cls=BrokenWorker))
     with serving(service) as url:
         speech = httpx.post(f"{url}/v1/audio/speech", json=SPEECH, timeout=30)
         native = httpx.post(f"{url}/runsync", json={"input": {"text": "Hi."}}, timeout=30)

@@ -22,8 +22,8 @@ import pytest
 import soundfile as sf
 from openai import OpenAI
 
-from f5worker.job.worker import Worker
 from f5worker.serve.http.service import Service
+from f5worker.startup.compose import make_worker
 from f5worker.testing.http import http_settings, serving
 
 FAST = {"quality": "fast", "seed": 3}  # extension fields, sent with extra_body
@@ -43,7 +43,7 @@ PARAGRAPH = " ".join(
 def service(engine) -> Service:
     settings = http_settings(max_concurrency=2)
     service = Service(settings)
-    service.ready(Worker(engine, settings))
+    service.ready(make_worker(engine, settings))
     return service
 
 

@@ -9,7 +9,10 @@ import threading
 import pytest
 
 from f5worker.config import Settings
-from f5worker.job.worker import JobControl, Worker
+from f5worker.job.prepared import JobControl
+from f5worker.job.worker import Worker
+from f5worker.serve.queue import QueueHandler
+from f5worker.startup.compose import make_worker
 
 TEXT = (
     "The first sentence sets the scene in a quiet town by the sea. "
@@ -21,7 +24,7 @@ TEXT = (
 
 @pytest.fixture(scope="module")
 def worker(engine) -> Worker:
-    return Worker(engine, Settings(worker_version="control-1"))
+    return make_worker(engine, Settings(worker_version="control-1"))
 
 
 def test_prepare_splits_once_and_raises_input_errors_before_synthesis(worker):
@@ -66,9 +69,11 @@ def test_a_cancelled_handler_task_stops_the_job_at_the_next_chunk(worker):
         in_chunk.set()
         resume.wait(60)
 
+    handler = QueueHandler(worker, max_concurrency=1)
+
     async def cancel_mid_job() -> None:
         job = {"id": "c", "input": {"text": TEXT, "nfe_step": 2}}
-        items = worker.handle(job, JobControl(progress=progress))
+        items = handler.stream(job, JobControl(progress=progress))
         task = asyncio.create_task(anext(items))
         await asyncio.to_thread(in_chunk.wait, 60)
         task.cancel()
@@ -78,5 +83,5 @@ def test_a_cancelled_handler_task_stops_the_job_at_the_next_chunk(worker):
 
     asyncio.run(cancel_mid_job())
     resume.set()
-    worker._pool.submit(lambda: None).result(timeout=60)  # one thread: after the job's step
+    handler._pool.submit(lambda: None).result(timeout=60)  # one thread: after the job's step
     assert seen == [1]

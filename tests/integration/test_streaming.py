@@ -17,6 +17,8 @@ from f5worker.config import Settings
 from f5worker.errors import VoiceNotFound
 from f5worker.job.voices import default_voice
 from f5worker.job.worker import Worker
+from f5worker.serve.queue import QueueHandler
+from f5worker.startup.compose import make_worker
 from f5worker.testing.worker import full_worker, post, runsync, shared
 
 LONG = (
@@ -34,7 +36,7 @@ STREAM = {"text": LONG, "nfe_step": 2, "seed": 7, "stream": True}
 
 @pytest.fixture(scope="module")
 def worker(engine) -> Worker:
-    return Worker(engine, Settings(worker_version="stream-1"))
+    return make_worker(engine, Settings(worker_version="stream-1"))
 
 
 def items(worker: Worker, **inp) -> list[dict]:
@@ -89,7 +91,9 @@ def test_every_chunk_is_a_complete_file(worker, fmt):
 def test_first_chunk_comes_before_the_last_is_computed(worker):
     async def timed() -> list[float]:
         start, stamps = time.perf_counter(), []
-        async for _ in worker.handle({"id": "t", "input": {**STREAM, "format": "pcm"}}):
+        async for _ in QueueHandler(worker).stream(
+            {"id": "t", "input": {**STREAM, "format": "pcm"}}
+        ):
             stamps.append(time.perf_counter() - start)
         return stamps
 

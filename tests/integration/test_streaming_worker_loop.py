@@ -21,6 +21,7 @@ from f5worker.config import Settings
 from f5worker.errors import GPUError
 from f5worker.job.worker import Worker
 from f5worker.serve.queue import sdk_config
+from f5worker.startup.compose import make_worker
 from f5worker.testing.audio import noise, wav_bytes
 from f5worker.testing.s3_servers import client_for, moto_server, s3_env
 from f5worker.testing.worker import FakeRunPod, running_worker_loop
@@ -192,7 +193,7 @@ def handle_job(worker: Worker, inp: dict) -> dict:
 
 
 def test_mid_stream_failure_in_the_sdks_job_runner(engine, monkeypatch, transport):
-    worker = Worker(engine, Settings())
+    worker = make_worker(engine, Settings())
     real = engine.synthesize_stream
 
     def fails_after_one(text, voice, params, chunks=None):
@@ -208,7 +209,7 @@ def test_mid_stream_failure_in_the_sdks_job_runner(engine, monkeypatch, transpor
 
 
 def test_a_fatal_gpu_error_refreshes_the_worker(engine, monkeypatch, transport):
-    worker = Worker(engine, Settings())
+    worker = make_worker(engine, Settings())
 
     def broken(*_a, **_k):
         raise GPUError("GPU out of memory twice in a row")

@@ -10,6 +10,7 @@ import pytest
 
 from f5worker.config import Settings
 from f5worker.job.worker import Worker
+from f5worker.startup.compose import make_worker
 from f5worker.testing.audio import noise, wav_b64
 from f5worker.testing.s3_servers import moto_server, s3_env
 
@@ -37,7 +38,7 @@ def run(worker: Worker, inp: dict) -> dict:
 
 
 def test_voice_jobs_beside_synthesis_on_two_workers(engine, settings):
-    a, b = Worker(engine, settings), Worker(engine, settings)
+    a, b = make_worker(engine, settings), make_worker(engine, settings)
     added = run(
         a,
         {
@@ -62,7 +63,7 @@ def test_voice_jobs_beside_synthesis_on_two_workers(engine, settings):
 
 
 def test_a_failed_action_is_a_coded_item_and_the_worker_goes_on(engine, settings):
-    worker = Worker(engine, settings)
+    worker = make_worker(engine, settings)
     for inp, code in [
         ({"action": "voice.get", "name": "nobody"}, "VOICE_NOT_FOUND"),
         ({"action": "voice.add", "name": "x"}, "INVALID_INPUT"),

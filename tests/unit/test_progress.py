@@ -7,7 +7,8 @@ import json
 import threading
 import time
 
-from f5worker.job.worker import JobControl
+from f5worker.config import Settings
+from f5worker.job.prepared import JobControl
 from f5worker.serve.progress import FLUSH_TIMEOUT_S, POST_TIMEOUT_S, ProgressSender
 from f5worker.serve.queue import QueueHandler
 
@@ -111,16 +112,17 @@ def test_no_thread_without_a_report():
 
 
 class FakeWorker:
-    """Worker.handle's contract: items, reporting progress through the control it is given."""
+    """Worker.run's contract: items, reporting progress through the control it is given."""
 
     def __init__(self, items: list[dict]) -> None:
         self.items = items
+        self.settings = Settings(max_concurrency=1)
 
-    async def handle(self, job: dict, control: JobControl | None = None):
+    def run(self, job: dict, control: JobControl | None = None):
         control = control or JobControl()
         for i, item in enumerate(self.items):
             control.progress(i + 1, len(self.items))
-            await asyncio.sleep(0.01)
+            time.sleep(0.01)
             yield item
 
 

@@ -41,6 +41,7 @@ from f5worker.errors import (
 )
 from f5worker.job import openai_compat
 from f5worker.job.codecs import MIME_TYPES
+from f5worker.job.prepared import JobControl, PreparedJob
 from f5worker.serve.http import sse
 from f5worker.serve.http.body import read_json
 from f5worker.serve.http.service import Service
@@ -49,7 +50,6 @@ from f5worker.serve.http.statuses import Shape, error_response, payload_response
 
 if TYPE_CHECKING:
     from f5worker.job.voices import VoiceLibrary
-    from f5worker.job.worker import PreparedJob
 
 log = logging.getLogger(__name__)
 
@@ -383,10 +383,7 @@ def _request_id() -> str:
     return "http-" + secrets.token_hex(6)
 
 
-def _job_control(cancel: threading.Event, progress: Progress) -> Any:
-    # Imported here: the worker module imports torch, which the server must not wait for.
-    from f5worker.job.worker import JobControl
-
+def _job_control(cancel: threading.Event, progress: Progress) -> JobControl:
     return JobControl(cancelled=cancel.is_set, progress=progress)
 
 

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from f5worker.errors import InternalError, JobCancelled
-from f5worker.job.codecs import StreamResampler, shorten_pauses
+from f5worker.job.prepared import JobControl, PreparedJob
+from f5worker.job.shaping import Shaper
 from f5worker.job.stream_codecs import stream_encoder
 
 if TYPE_CHECKING:  # the worker module imports torch, which the server must not wait for
-    from f5worker.job.worker import JobControl, PreparedJob, Worker
+    from f5worker.job.worker import Worker
 
 
 @dataclass
@@ -55,9 +56,6 @@ def prepare_speech(
     if cancelled():
         raise JobCancelled("the client left while its request waited")
     job = worker.prepare(raw, request_id, first_chunk_bytes)
-    # Imported here: torch is loaded by now (the worker is ready), but not at the server's start.
-    from f5worker.job.worker import PreparedJob
-
     if not isinstance(job, PreparedJob):  # a batch needs `texts`, which this route never sends
         raise InternalError("the speech route prepared a batch")
     return job
@@ -67,15 +65,13 @@ def encoded_chunks(
     worker: Worker, job: PreparedJob, fmt: str, control: JobControl, progress: Progress
 ) -> Iterator[bytes]:
     """The job's audio as `fmt` bytes; what concatenates to one file. Runs in a pool thread."""
-    rate = job.req.sample_rate or job.engine.sample_rate
     progress.sample_rate = job.engine.sample_rate
-    resample = StreamResampler(job.engine.sample_rate, rate)
-    encoder = stream_encoder(fmt, rate)
+    shape = Shaper(job.engine.sample_rate, job.req.sample_rate, job.req.remove_silence, True)
+    encoder = stream_encoder(fmt, shape.out_rate)
     try:
         for piece in worker.pieces(job, control):
             progress.samples += piece.audio.samples.size
-            audio = shorten_pauses(piece.audio) if job.req.remove_silence else piece.audio
-            data = encoder.encode(resample(audio, last=piece.last))
+            data = encoder.encode(shape(piece.audio, last=piece.last).audio)
             if data:
                 yield data
         tail = encoder.finish()

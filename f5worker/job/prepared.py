@@ -1,0 +1,117 @@
+"""The values a job passes between its stages: a prepared job, its pieces, its control, its clock.
+
+Kept apart from worker.py so that the worker, the batch path and the transports share them
+without importing one another (the transports import this module, which imports no torch).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from f5worker import presets
+from f5worker.audio import Audio, Voice
+from f5worker.job.output import Delivery
+from f5worker.job.schema import TTSRequest
+from f5worker.models.reference import ModelRef
+
+if TYPE_CHECKING:  # the engine imports torch; these are only annotations here
+    from f5worker.engine.f5tts import F5TTSEngine, SynthesisParams
+
+
+@dataclass(frozen=True)
+class JobControl:
+    """What a serving adapter tells a running job, and hears from it between chunks.
+
+    cancelled: true once the job should stop (a RunPod cancel, an HTTP client that went away);
+        checked before each chunk, so the engine is free after the chunk in progress.
+    progress: called with (chunks done, chunks in all) after each chunk.
+    """
+
+    cancelled: Callable[[], bool] = lambda: False
+    progress: Callable[[int, int], None] = lambda _done, _total: None
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One text chunk's audio as the engine made it (before any output processing)."""
+
+    index: int
+    count: int
+    text: str
+    audio: Audio
+
+    @property
+    def last(self) -> bool:
+        return self.index == self.count - 1
+
+
+@dataclass
+class PreparedJob:
+    """A validated job, ready for its first model step (Worker.prepare)."""
+
+    req: TTSRequest
+    model: ModelRef
+    engine: F5TTSEngine
+    voice: Voice
+    params: SynthesisParams
+    preset: presets.Preset
+    chunks: list[str]
+    deliver: Delivery
+    clock: Clock
+
+    @property
+    def chars(self) -> int:
+        return len(self.req.text)
+
+    @property
+    def fade_samples(self) -> int:
+        """The cross-fade the engine holds back at the end of each piece but the last."""
+        return int(self.params.cross_fade_duration * self.engine.sample_rate)
+
+    def stamp(self, worker_version: str) -> dict[str, Any]:
+        """What every item of this job says about how it was made."""
+        return {
+            "seed": self.params.seed,
+            "model": self.model.name,
+            "quality": self.preset.name,
+            "nfe_step": self.params.nfe_step,
+            "ref_audio_s": round(self.voice.audio.duration_s, 3),
+            "worker_version": worker_version,
+        }
+
+
+class Clock:
+    """`with clock("stage"):` adds the stage's wall time in seconds to the current item."""
+
+    def __init__(self, now: Callable[[], float] = time.perf_counter) -> None:
+        self.stages: dict[str, float] = {}
+        self.now = now
+
+    def __call__(self, name: str) -> _Stage:
+        return _Stage(self, name)
+
+    def reset(self) -> None:
+        self.stages = {}
+
+    def drop(self, name: str) -> None:
+        self.stages.pop(name, None)
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.stages.items()}
+
+
+class _Stage:
+    def __init__(self, clock: Clock, name: str) -> None:
+        self.clock = clock
+        self.name = name
+        self.start = 0.0
+
+    def __enter__(self) -> None:
+        self.start = self.clock.now()
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = self.clock.now() - self.start
+        self.clock.stages[self.name] = self.clock.stages.get(self.name, 0.0) + elapsed

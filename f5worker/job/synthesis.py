@@ -1,0 +1,102 @@
+"""A prepared job -> the engine's pieces -> shaped, encoded, delivered result items.
+
+`pieces` is the only loop over the engine for one job: between chunks it reports progress and
+honours a cancel, so the engine is free for the next job after at most one chunk's (or one
+batch's) work. `whole_item` and `stream_items` are the queue's two item shapes; the HTTP stream
+shapes the same pieces (shaping.Shaper) into one continuous encoded body instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from f5worker.audio import Audio
+from f5worker.errors import JobCancelled
+from f5worker.job import captions
+from f5worker.job.codecs import MIME_TYPES, encode
+from f5worker.job.prepared import JobControl, Piece, PreparedJob
+from f5worker.job.shaping import Shaper
+
+
+def pieces(job: PreparedJob, control: JobControl) -> Iterator[Piece]:
+    """The engine's audio chunk by chunk (cross-faded; the pieces concatenate to the whole
+    utterance)."""
+    count = len(job.chunks)
+    audio = job.engine.synthesize_stream(job.req.text, job.voice, job.params, job.chunks)
+    try:
+        for index, text in enumerate(job.chunks):
+            if control.cancelled():
+                raise JobCancelled(f"cancelled after {index} of {count} chunks")
+            with job.clock("synthesis"):
+                piece = next(audio, None)
+            if piece is None:
+                return
+            control.progress(index + 1, count)
+            yield Piece(index, count, text, piece)
+    finally:
+        audio.close()
+
+
+def shaper(job: PreparedJob, streamed: bool) -> Shaper:
+    return Shaper(job.engine.sample_rate, job.req.sample_rate, job.req.remove_silence, streamed)
+
+
+def whole_item(job: PreparedJob, made: list[Piece], index: int = 0) -> dict[str, Any]:
+    """The one result item of a whole utterance made of `made` (with its captions)."""
+    samples = np.concatenate([piece.audio.samples for piece in made])
+    shaped = shaper(job, streamed=False)(
+        Audio(samples.astype(np.float32, copy=False), job.engine.sample_rate)
+    )
+    item = _deliver(shaped.audio, job, index=index)
+    if job.req.captions:
+        texts = [(p.text, len(p.audio.samples)) for p in made]
+        timing = captions.Placement(
+            job.fade_samples, shaped.keep, shaped.kept, shaped.audio.duration_s
+        )
+        item |= captions.item_fields(job.req.captions, texts, timing)
+    return item
+
+
+def stream_items(job: PreparedJob, made: Iterator[Piece]) -> Iterator[dict[str, Any]]:
+    """One item per text chunk; the items concatenate to the whole utterance (pcm exactly).
+    Captions: each item's own sentences, timed from the start of the utterance."""
+    shape = shaper(job, streamed=True)
+    offset_s, numbered = 0.0, 1
+    for piece in made:
+        shaped = shape(piece.audio, last=piece.last)
+        item = _deliver(shaped.audio, job, index=piece.index)
+        if job.req.captions:
+            texts = [(piece.text, len(piece.audio.samples))]
+            timing = captions.Placement(
+                job.fade_samples,
+                shaped.keep,
+                shaped.kept,
+                shaped.audio.duration_s,
+                offset_s,
+                piece.last,
+            )
+            item |= captions.item_fields(job.req.captions, texts, timing, numbered)
+            numbered += len(item["segments"])
+        offset_s += shaped.audio.duration_s
+        yield item | {"chunk": piece.index, "chunks": piece.count}
+        job.clock.reset()
+
+
+def _deliver(audio: Audio, job: PreparedJob, index: int) -> dict[str, Any]:
+    req, clock = job.req, job.clock
+    with clock("encode"):
+        data = encode(audio, req.format)
+    with clock("upload"):
+        out = job.deliver(data, index)
+    if "audio_url" not in out:
+        clock.drop("upload")  # inline: base64 only, not worth a stage of its own
+    return out | {
+        "format": req.format,
+        "mime_type": MIME_TYPES[req.format],
+        "sample_rate": audio.sample_rate,
+        "duration_s": round(audio.duration_s, 3),
+        "timings": clock.rounded(),
+    }
