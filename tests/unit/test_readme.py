@@ -1,4 +1,4 @@
-"""The docs' promises: the README's first commands, and the API's input table generated from the schema."""
+"""The docs' promises: the README's first commands; the input table in docs/api.md (schema)."""
 
 from f5worker.job.schema import fields_markdown
 from f5worker.testing import REPO
