@@ -1,13 +1,13 @@
 """Parallel ranged GETs into open files, each hashed in order while it fills. Never imports torch.
 
 Why not boto3's transfer manager (s3transfer), which we tried first? Measured with
-scripts/bench_s3_sync.py (JOURNAL.md): with response checksums set to `when_required`, which
-S3-compatible stores need, s3transfer fetches each object's first part alone and schedules the
-rest only when it completes (one part's time lost per file on a slow link), funnels every write
-through one IO thread, and refetches a broken part from its start. Here every size is known from
-the manifest, so all ranges are requested at once, the network threads write with pwrite, a
-broken range resumes from the last byte received, and sha256 runs over the contiguous prefix as
-it grows, so verification costs no second pass over the file.
+scripts/bench_s3_sync.py (docs/decisions/002-own-ranged-get-s3-engine.md): with response checksums
+set to `when_required`, which S3-compatible stores need, s3transfer fetches each object's first
+part alone and schedules the rest only when it completes (one part's time lost per file on a slow
+link), funnels every write through one IO thread, and refetches a broken part from its start. Here
+every size is known from the manifest, so all ranges are requested at once, the network threads
+write with pwrite, a broken range resumes from the last byte received, and sha256 runs over the
+contiguous prefix as it grows, so verification costs no second pass over the file.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ MiB = 1024 * 1024
 JSON = "application/json"
 POINTER_NAME = "latest.json"
 _VERSION = VERSION_PATTERN
-# Chosen by scripts/bench_s3_sync.py --sweep (JOURNAL.md).
+# Chosen by scripts/bench_s3_sync.py --sweep (docs/decisions/002-own-ranged-get-s3-engine.md).
 SYNC_RANGES = RangedConfig(part_size=16 * MiB, concurrency=16, read_size=1 * MiB)
 # Files up to multipart_threshold go up in one PUT, longer ones in parts of multipart_chunksize;
 # at most max_concurrency buffers (here 8 x 16 MiB) are in memory at once.

@@ -4,7 +4,8 @@ One chain for every model reference (models/reference.py), each step logged with
 a local directory (MODEL_DIR for the default model, or a reference that is an absolute path),
 used as is; RunPod's cached models (models/runpod_cache.py, read in place, nothing downloaded);
 the S3 cache (sync_models_from_s3); a complete local copy in MODEL_CACHE_DIR; the model's
-source, which is the Hugging Face hub, or the demo generator for `demo` (DESIGN.md section 5).
+source, which is the Hugging Face hub, or the demo generator for `demo` (docs/design.md,
+"The demo model").
 A reference's storage key (its directory and S3 key segment) is derived from the whole
 reference, so two models never share an entry. Whatever came from a source, or from a local copy
 that S3 lacks, is uploaded to S3 by a daemon thread while the worker serves; its errors are

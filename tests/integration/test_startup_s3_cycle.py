@@ -1,4 +1,5 @@
-"""The whole cache cycle through the real start-up, with no stand-in at all (DESIGN.md section 5):
+"""The whole cache cycle through the real start-up, with no stand-in at all (docs/design.md,
+"The demo model"):
 `model_cache_init.py --rp_serve_api` with MODEL_NAME=demo and an S3 cache on a local server.
 
 First start: S3 miss -> the demo generator is the source -> serve -> background upload. Second

@@ -1,4 +1,4 @@
-"""Module boundaries of DESIGN.md section 1, checked in fresh interpreters.
+"""Module boundaries of docs/design.md, "Layout and boundaries", checked in fresh interpreters.
 
 - only the engine, the job worker that drives it, the demo model generator and test support
   import torch;
