@@ -48,6 +48,7 @@ from boto3.s3.transfer import TransferConfig
 from f5worker.config import Settings
 from f5worker.errors import StorageError
 from f5worker.files import TEMP_SUFFIX
+from f5worker.models.fill import Filled, complete, fill_version
 from f5worker.models.local_cache import (
     LOCK_TIMEOUT_S,
     check_model_name,
@@ -75,10 +76,7 @@ from f5worker.models.ranged import (
 from f5worker.models.store import (
     CURRENT,
     VERSION_PATTERN,
-    Filled,
     ModelStore,
-    complete,
-    fill_version,
     inside,
     source_pointer,
 )
