@@ -192,7 +192,7 @@ def _nowhere(ref: ModelRef, settings: Settings, err: StorageError) -> StorageErr
 
 def _from_s3(settings: Settings) -> PreparedModel | None:
     """A served model on a hit (or S3 down but a complete local copy); None on a miss."""
-    from f5worker.models.s3_cache import sync_models_from_s3
+    from f5worker.models.s3_sync import sync_models_from_s3
 
     try:
         result = sync_models_from_s3(settings)
@@ -244,7 +244,7 @@ def start_background_upload(settings: Settings, model_dir: Path) -> threading.Th
 
 
 def _upload_logged(settings: Settings, model_dir: Path) -> None:
-    from f5worker.models.s3_cache import upload_models_to_s3
+    from f5worker.models.s3_upload import upload_models_to_s3
 
     try:
         upload_models_to_s3(settings, model_dir)
