@@ -39,7 +39,9 @@ import numpy as np
 from f5worker import presets
 from f5worker.audio import Audio, Voice
 from f5worker.config import Settings
-from f5worker.engine.f5tts import F5TTSEngine, SynthesisParams, free_memory
+from f5worker.engine.f5tts import F5TTSEngine
+from f5worker.engine.loading import free_memory
+from f5worker.engine.plan import SynthesisParams
 from f5worker.errors import InternalError, JobCancelled, WorkerError
 from f5worker.job import captions
 from f5worker.job.codecs import MIME_TYPES, StreamResampler, encode, pause_mask, resample
