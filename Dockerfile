@@ -46,6 +46,7 @@ ARG FLASH_ATTN_BAKE=auto
 ARG FLASH_ATTN_BAKE_SHA256=""
 COPY f5worker/__init__.py f5worker/errors.py f5worker/redact.py f5worker/
 COPY f5worker/startup/__init__.py f5worker/startup/flash_attn.py \
+     f5worker/startup/flash_attn_install.py f5worker/startup/flash_attn_wheels.py \
      f5worker/startup/flash_attn_wheels.json f5worker/startup/
 RUN if [ "${FLASH_ATTN_BAKE}" != "none" ]; then \
       python -m f5worker.startup.flash_attn --bake "${FLASH_ATTN_BAKE}" \

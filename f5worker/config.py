@@ -15,7 +15,7 @@ from pathlib import Path
 from f5worker.errors import ConfigError
 from f5worker.models.reference import ModelRef, parse_models, parse_reference
 from f5worker.presets import DEFAULT_QUALITY, QUALITIES
-from f5worker.startup.flash_attn import check_custom_wheel, check_sha256
+from f5worker.startup.flash_attn_wheels import check_custom_wheel, check_sha256
 
 FLASH_ATTN_MODES = ("auto", "off", "require")
 DEVICES = ("auto", "cpu", "cuda")

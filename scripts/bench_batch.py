@@ -22,7 +22,8 @@ from typing import Any
 from bench_common import command_line, interleaved, machine_facts, table
 
 from f5worker.config import Settings
-from f5worker.engine.f5tts import BatchPlan, F5TTSEngine
+from f5worker.engine.f5tts import F5TTSEngine
+from f5worker.engine.plan import BatchPlan
 from f5worker.models.demo import build_demo_model
 from f5worker.startup.compose import make_worker
 

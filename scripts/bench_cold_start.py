@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from f5worker.config import Settings
 from f5worker.models.demo import build_demo_model
-from f5worker.models.s3_cache import upload_models_to_s3
+from f5worker.models.s3_upload import upload_models_to_s3
 from f5worker.s3 import make_client
 from f5worker.testing.s3_servers import free_ports, s3_env, seaweedfs
 

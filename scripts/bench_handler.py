@@ -117,7 +117,7 @@ def _load_engine(model_dir: Path) -> Any:
 
 
 def _measure(url: str, engine: Any, text: str, name: str, nfe: int, args: argparse.Namespace):
-    from f5worker.engine.f5tts import SynthesisParams
+    from f5worker.engine.plan import SynthesisParams
     from f5worker.job.codecs import encode
     from f5worker.job.voices import default_voice
 

@@ -237,7 +237,8 @@ def _assemble_upstream(model_dir: Path, spec: Any, device: str) -> Any:
 def _ours(
     variant: str, model_dir: Path, device: str, engines: dict[tuple[str, bool], Any]
 ) -> Callable[[str, int, int], Result]:
-    from f5worker.engine.f5tts import BatchPlan, F5TTSEngine, SynthesisParams
+    from f5worker.engine.f5tts import F5TTSEngine
+    from f5worker.engine.plan import BatchPlan, SynthesisParams
     from f5worker.job.voices import default_voice
 
     name, _, dtype = variant.partition(":")

@@ -132,7 +132,7 @@ def references(gap_s: float) -> dict[bool, Any]:
 def _measure(
     engine: Any, voices: dict[bool, Any], args: argparse.Namespace
 ) -> tuple[list[list[Any]], int]:
-    from f5worker.engine.f5tts import SynthesisParams
+    from f5worker.engine.plan import SynthesisParams
 
     variants = [VARIANTS[name] for name in args.variants]
     audio: dict[str, Any] = {}

@@ -129,7 +129,7 @@ def make_file_set(src: Path, size: int) -> Path:
 
 def publish(src: Path, endpoint: str, client) -> str:
     from f5worker.config import Settings
-    from f5worker.models.s3_cache import upload_models_to_s3
+    from f5worker.models.s3_upload import upload_models_to_s3
 
     client.create_bucket(Bucket=BUCKET)
     settings = Settings(model_name=MODEL, s3_bucket=BUCKET, model_cache_dir=src.parent / "up")
@@ -258,7 +258,7 @@ def child_ours(client, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from f5worker.config import Settings
-    from f5worker.models.s3_cache import SYNC_RANGES, sync_models_from_s3
+    from f5worker.models.s3_sync import SYNC_RANGES, sync_models_from_s3
 
     ranges = SYNC_RANGES
     if args.chunk_mb:
@@ -272,7 +272,7 @@ def child_ours(client, args: argparse.Namespace) -> int:
 
 
 def _remote_files(client) -> tuple[str, list]:
-    from f5worker.models.s3_cache import find_latest
+    from f5worker.models.s3_layout import find_latest
 
     version, manifest = find_latest(client, BUCKET, f"f5-tts/{MODEL}/")
     return f"f5-tts/{MODEL}/{version}/", list(manifest.files)

@@ -105,7 +105,9 @@ def _child(name: str, model_dir: Path, nfe: int) -> int:
 
     if not name.startswith("torch-thread"):
         torch_thread.run = _in_place  # type: ignore[assignment]
-    from f5worker.engine.f5tts import F5TTSEngine, SynthesisParams, import_backend
+    from f5worker.engine.f5tts import F5TTSEngine
+    from f5worker.engine.loading import import_backend
+    from f5worker.engine.plan import SynthesisParams
     from f5worker.job.voices import default_voice
 
     voice, params = default_voice(), SynthesisParams(seed=1, nfe_step=nfe)

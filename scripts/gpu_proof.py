@@ -281,7 +281,7 @@ def _engine_vs_upstream(proof: Proof, engine: Any, dtype: str, nfe: int, device:
     import torch
     from f5_tts.infer.utils_infer import infer_batch_process
 
-    from f5worker.engine.f5tts import SynthesisParams
+    from f5worker.engine.plan import SynthesisParams
     from f5worker.job.voices import default_voice
 
     voice, text = default_voice(), TEXTS["sentence"]
@@ -340,7 +340,7 @@ def _trimming(proof: Proof, engine: Any, dtype: str, device: str) -> None:
     """The `fast` preset's reference bound: 12 s of two sentences vs the first sentence."""
     from bench_quality import SHORT_TEXT, TWELVE_S_GAP, references
 
-    from f5worker.engine.f5tts import SynthesisParams
+    from f5worker.engine.plan import SynthesisParams
 
     voices = references(TWELVE_S_GAP)
     params = SynthesisParams(seed=SEED, nfe_step=7)
@@ -360,7 +360,7 @@ def _trimming(proof: Proof, engine: Any, dtype: str, device: str) -> None:
 
 
 def _batched_vs_sequential(proof: Proof, engine: Any, dtype: str, device: str) -> None:
-    from f5worker.engine.f5tts import BatchPlan, SynthesisParams
+    from f5worker.engine.plan import BatchPlan, SynthesisParams
     from f5worker.job.voices import default_voice
 
     voice, params = default_voice(), SynthesisParams(seed=SEED, nfe_step=16)
@@ -385,7 +385,7 @@ def _batched_vs_sequential(proof: Proof, engine: Any, dtype: str, device: str) -
 
 
 def _flash_vs_torch(proof: Proof, model_dir: Path, engine: Any, dtype: str, device: str) -> None:
-    from f5worker.engine.f5tts import SynthesisParams
+    from f5worker.engine.plan import SynthesisParams
     from f5worker.job.voices import default_voice
 
     try:

@@ -26,13 +26,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from f5worker.startup.flash_attn import (  # noqa: E402
+from f5worker.startup.flash_attn_install import download, file_sha256  # noqa: E402
+from f5worker.startup.flash_attn_wheels import (  # noqa: E402
     PINS_FILE,
     RELEASES,
     NoMatchingWheel,
     TorchBuild,
-    download,
-    file_sha256,
     load_pins,
     parse_wheel_url,
     select_wheel,

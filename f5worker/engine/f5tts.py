@@ -1,16 +1,16 @@
 """F5TTSEngine: load a model directory, warm up, synthesize. The only torch / f5_tts user.
 
-Models are built and loaded with upstream's own functions (load_model, load_vocoder) and text is
-split with upstream's chunk_text. Sampling is upstream's CFM.sample, restated in sampler.py as
-plain functions; this module decides how a request's chunks reach it (docs/benchmarks.md has the
-measurements behind each choice):
+Models are built and loaded with upstream's own functions (load_model, load_vocoder; see
+loading.py) and text is split with upstream's chunk_text. Sampling is upstream's CFM.sample,
+restated in sampler.py as plain functions; this module decides how a request's chunks reach it
+(docs/benchmarks.md has the measurements behind each choice):
 
-- the text chunks of a request are grouped by a BatchPlan (on CUDA: the first chunk alone for
-  a stream's first audio, the rest as padded batches with the padding masked out of
+- the text chunks of a request are grouped by a BatchPlan (plan.py; on CUDA: the first chunk
+  alone for a stream's first audio, the rest as padded batches with the padding masked out of
   attention) instead of upstream's one thread per chunk;
 - all model work runs on one thread (torch_thread.py), which keeps CPU operators fast;
 - each chunk is seeded with seed + its index, so a seed fixes the whole utterance;
-- the reference's mel spectrogram is computed once per voice (a bounded LRU);
+- the reference's mel spectrogram is computed once per voice (a bounded LRU, reference_cache.py);
 - optionally the transformer is compiled with torch.compile (off by default).
 
 For a single chunk the result is bit-identical to upstream with the same seed (a test checks).
@@ -20,34 +20,24 @@ reference as a file on disk.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import hashlib
-import io
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchaudio
 
-from f5worker.audio import Audio, Voice, cross_fade
+from f5worker.audio import Audio, Voice
 from f5worker.engine import sampler, torch_thread
 from f5worker.engine.chunking import bound_chunks, cap_combining_marks, shorten_first
-from f5worker.errors import (
-    GPUError,
-    InternalError,
-    InvalidInput,
-    ModelError,
-    SynthesisFailed,
-    TextTooLong,
-)
+from f5worker.engine.loading import load_model_dir
+from f5worker.engine.plan import BatchPlan, Joiner, Line, SynthesisParams, chunk_seed, share_a_pass
+from f5worker.engine.reference_cache import Reference, ReferenceCache
+from f5worker.errors import GPUError, InternalError, InvalidInput, SynthesisFailed, TextTooLong
 from f5worker.models.spec import SAMPLE_RATE, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -59,155 +49,6 @@ MAX_GENERATION_S = 22.0  # upstream's budget for reference + generated audio per
 # would ask for more, and without a bound one chunk could take minutes and gigabytes.
 MAX_CHUNK_AUDIO_S = 30.0
 MAX_AUDIO_S = 1200.0  # default bound on one request's audio (setting MAX_AUDIO_SECONDS)
-BACKBONES = ("DiT", "MMDiT", "UNetT")
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-SEED_MASK = 2**63 - 1  # torch seeds are unsigned 64-bit; stay in the positive int64 range
-CPU_CONCURRENT_CHUNKS = 2  # measured on 2 cores
-
-
-@dataclass(frozen=True)
-class SynthesisParams:
-    seed: int
-    nfe_step: int = 32
-    speed: float = 1.0
-    cfg_strength: float = 2.0
-    sway_sampling_coef: float = -1.0
-    cross_fade_duration: float = 0.15
-
-
-@dataclass(frozen=True)
-class BatchPlan:
-    """How the chunks of one request are grouped into transformer passes.
-
-    The plan depends only on the number of chunks, never on whether the caller streams, so
-    synthesize() and synthesize_stream() always produce the same samples.
-
-    max_batch: chunks per transformer pass; 1 is upstream's one-chunk-at-a-time order.
-    first_chunk_alone: the first chunk is its own pass, so a stream's first audio costs one
-        chunk's compute instead of the whole request's.
-    mask_padding: mask the padding of a batch of unequal lengths out of attention, so each
-        chunk comes out as it would alone (to float rounding); without it the shorter chunks
-        attend to the padding, as in upstream's batched evaluation.
-    batch_vocoder: one vocoder pass over the padded batch instead of one per chunk; the last
-        frames of each padded chunk then differ slightly from its one-chunk result.
-    concurrent: run the chunks of a group side by side in threads, each as a batch of one,
-        instead of as one padded batch. Each chunk then computes exactly what it would alone.
-    """
-
-    max_batch: int = 8
-    first_chunk_alone: bool = True
-    mask_padding: bool = True
-    batch_vocoder: bool = False
-    concurrent: bool = False
-
-    @classmethod
-    def for_device(cls, device: torch.device) -> BatchPlan:
-        """The measured defaults (docs/benchmarks.md). CUDA: padded batches. CPU: a padded
-        batch was 2.5 times slower than one chunk at a time (masked attention there builds the
-        full mask), while two chunks side by side in threads use both cores of a small machine
-        better than one chunk's operators do, as upstream's thread pool shows."""
-        if device.type == "cuda":
-            return cls()
-        return cls(max_batch=CPU_CONCURRENT_CHUNKS, concurrent=True)
-
-    def groups(self, n_chunks: int) -> list[range]:
-        if self.max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
-        start = 1 if self.first_chunk_alone and n_chunks > 1 else 0
-        out = [range(0, start)] if start else []
-        out += [
-            range(i, min(i + self.max_batch, n_chunks))
-            for i in range(start, n_chunks, self.max_batch)
-        ]
-        return out
-
-
-@dataclass(frozen=True)
-class Line:
-    """One utterance of a batch: its voice, its text already split, its settings and seed."""
-
-    voice: Voice
-    chunks: Sequence[str]
-    params: SynthesisParams
-
-
-class _Joiner:
-    """Cross-fades consecutive chunk waveforms into pieces: each piece holds back the fade-out
-    tail that the next chunk fades into, so the pieces concatenate to the whole utterance."""
-
-    def __init__(self, count: int, sample_rate: int, seconds: float) -> None:
-        self.remaining = count
-        self.sample_rate = sample_rate
-        self.seconds = seconds
-        self.tail = np.zeros(0, dtype=np.float32)
-
-    def add(self, wave: np.ndarray) -> Audio:
-        self.remaining -= 1
-        joined = cross_fade([self.tail, wave], self.sample_rate, self.seconds)
-        fade = int(self.seconds * self.sample_rate)
-        keep = 0 if self.remaining == 0 else min(fade, len(wave))
-        self.tail = joined[len(joined) - keep :]
-        return Audio(joined[: len(joined) - keep], self.sample_rate)
-
-
-def _chunk_seed(seed: int, index: int) -> int:
-    """Chunk i of an utterance is seeded with seed + i, so a seed fixes the whole utterance."""
-    return (seed + index) & SEED_MASK
-
-
-def _share_a_pass(lines: Sequence[Line]) -> list[list[int]]:
-    """Line indexes grouped by what one pass must share: the reference (voice) and every
-    setting but the seed; groups in the order they first appear."""
-    groups: dict[tuple[object, ...], list[int]] = {}
-    for n, line in enumerate(lines):
-        key = (_ReferenceCache.key(line.voice), replace(line.params, seed=0))
-        groups.setdefault(key, []).append(n)
-    return list(groups.values())
-
-
-@dataclass(frozen=True)
-class _Reference:
-    """What every chunk of a voice needs, computed once per voice."""
-
-    mel: torch.Tensor  # (1, frames, n_mels) in the model's dtype, on the device
-    rms: float
-    text: str  # normalised transcript
-    audio_frames: int  # reference samples // hop, upstream's frame count for durations
-
-
-class _ReferenceCache:
-    """A small LRU of prepared references, keyed by a hash of the samples, rate and text."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[tuple[str, int, str], _Reference] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    @staticmethod
-    def key(voice: Voice) -> tuple[str, int, str]:
-        digest = hashlib.blake2b(voice.audio.samples.tobytes(), digest_size=16).hexdigest()
-        return digest, voice.audio.sample_rate, voice.text
-
-    def get(self, key: tuple[str, int, str]) -> _Reference | None:
-        with self._lock:
-            ref = self._items.get(key)
-            if ref is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return ref
-
-    def put(self, key: tuple[str, int, str], ref: _Reference) -> None:
-        if self._size <= 0:
-            return
-        with self._lock:
-            self._items[key] = ref
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
 
 
 class F5TTSEngine:
@@ -239,7 +80,7 @@ class F5TTSEngine:
             torch.compile(model.transformer, dynamic=True) if compile else model.transformer
         )
         self._dtype = next(model.parameters()).dtype
-        self._refs = _ReferenceCache(ref_cache_size)
+        self._refs = ReferenceCache(ref_cache_size)
         # Upstream's attention processors read the padding mask only when this flag is set; it
         # is set per padded batch from the plan, so engines that share a model (the benchmark's
         # variants) each get their own choice.
@@ -298,46 +139,7 @@ class F5TTSEngine:
         ref_cache_size: int,
         max_audio_s: float,
     ) -> F5TTSEngine:
-        import f5_tts.model
-        from f5_tts.infer.utils_infer import load_model, load_vocoder
-
-        try:
-            spec = ModelSpec.load(model_dir)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ModelError(f"{model_dir} has no valid model.json: {exc}") from None
-        if spec.backbone not in BACKBONES:
-            raise ModelError(f"unknown backbone {spec.backbone!r}; expected one of {BACKBONES}")
-        if dtype != "auto" and dtype not in DTYPES:
-            raise ModelError(f"unknown dtype {dtype!r}; expected auto or one of {list(DTYPES)}")
-        dev = resolve_device(device)
-        model_cls = getattr(f5_tts.model, spec.backbone)
-        arch = dict(spec.arch, attn_backend=attn_backend)
-        out = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(out):  # upstream prints paths while loading
-                model = load_model(
-                    model_cls,
-                    arch,
-                    str(model_dir / spec.checkpoint),
-                    mel_spec_type=spec.mel_spec["mel_spec_type"],
-                    vocab_file=str(model_dir / spec.vocab),
-                    device=str(dev),
-                )
-                vocoder = load_vocoder(
-                    "vocos",
-                    is_local=True,
-                    local_path=str(model_dir / spec.vocoder_dir),
-                    device=str(dev),
-                )
-        except Exception as exc:  # any load failure: a ModelError naming what does not fit
-            mismatch = describe_mismatch(model_dir, spec, model_cls, arch)
-            if mismatch:
-                raise ModelError(mismatch) from None
-            raise ModelError(f"model in {model_dir} failed to load: {type(exc).__name__}") from exc
-        finally:
-            log.debug("upstream load output: %s", out.getvalue().strip())
-        if dtype != "auto":
-            model = model.to(DTYPES[dtype])
+        model, vocoder, spec, dev = load_model_dir(model_dir, device, attn_backend, dtype)
         log.info(
             "model %s loaded on %s (%s, attention=%s, compile=%s)",
             spec.name,
@@ -387,9 +189,9 @@ class F5TTSEngine:
         if chunks is None:
             chunks = self.split_text(text, voice, params.speed)
         ref = torch_thread.run(self._reference, voice)
-        joiner = _Joiner(len(chunks), self.sample_rate, params.cross_fade_duration)
+        joiner = Joiner(len(chunks), self.sample_rate, params.cross_fade_duration)
         for group in self.plan.groups(len(chunks)):
-            seeds = [_chunk_seed(params.seed, i) for i in group]
+            seeds = [chunk_seed(params.seed, i) for i in group]
             waves = self._generate_group(ref, [chunks[i] for i in group], params, seeds)
             for wave in waves:
                 yield joiner.add(wave)
@@ -404,7 +206,7 @@ class F5TTSEngine:
         it would as a job of its own (exactly with the CPU plan, to float rounding in a padded
         batch). Yields (line index, its pieces) as each line completes: lines of one voice in
         order, voices in the order they first appear."""
-        for members in _share_a_pass(lines):
+        for members in share_a_pass(lines):
             first = lines[members[0]]
             ref = torch_thread.run(self._reference, first.voice)
             work = [(n, i) for n in members for i in range(len(lines[n].chunks))]
@@ -412,12 +214,12 @@ class F5TTSEngine:
             for start in range(0, len(work), self.plan.max_batch):
                 part = work[start : start + self.plan.max_batch]
                 texts = [lines[n].chunks[i] for n, i in part]
-                seeds = [_chunk_seed(lines[n].params.seed, i) for n, i in part]
+                seeds = [chunk_seed(lines[n].params.seed, i) for n, i in part]
                 made = self._generate_group(ref, texts, first.params, seeds)
                 for (n, _i), wave in zip(part, made, strict=True):
                     waves[n].append(wave)
                     if len(waves[n]) == len(lines[n].chunks):
-                        joiner = _Joiner(
+                        joiner = Joiner(
                             len(waves[n]), self.sample_rate, first.params.cross_fade_duration
                         )
                         yield n, [joiner.add(w) for w in waves.pop(n)]
@@ -489,7 +291,7 @@ class F5TTSEngine:
 
     def _generate_group(
         self,
-        ref: _Reference,
+        ref: Reference,
         texts: Sequence[str],
         params: SynthesisParams,
         seeds: Sequence[int],
@@ -513,7 +315,7 @@ class F5TTSEngine:
 
     def _generate_side_by_side(
         self,
-        ref: _Reference,
+        ref: Reference,
         texts: Sequence[str],
         params: SynthesisParams,
         seeds: Sequence[int],
@@ -527,8 +329,8 @@ class F5TTSEngine:
             ]
             return [f.result()[0] for f in futures]
 
-    def _reference(self, voice: Voice) -> _Reference:
-        key = _ReferenceCache.key(voice)
+    def _reference(self, voice: Voice) -> Reference:
+        key = ReferenceCache.key(voice)
         ref = self._refs.get(key)
         if ref is None:
             ref = self._prepare_reference(voice)
@@ -536,7 +338,7 @@ class F5TTSEngine:
         return ref
 
     @torch.inference_mode()
-    def _prepare_reference(self, voice: Voice) -> _Reference:
+    def _prepare_reference(self, voice: Voice) -> Reference:
         """Upstream's reference preparation (infer_batch_process + CFM.sample's mel step)."""
         audio = torch.from_numpy(voice.audio.samples).unsqueeze(0)
         rms = float(torch.sqrt(torch.mean(torch.square(audio))))
@@ -549,14 +351,12 @@ class F5TTSEngine:
             audio = resampler(audio)
         audio = audio.to(self.device)
         mel = self.model.mel_spec(audio).permute(0, 2, 1).to(self._dtype)
-        return _Reference(
-            mel, rms, sampler.model_ref_text(voice.text), audio.shape[-1] // self._hop
-        )
+        return Reference(mel, rms, sampler.model_ref_text(voice.text), audio.shape[-1] // self._hop)
 
     @torch.inference_mode()
     def _generate(
         self,
-        ref: _Reference,
+        ref: Reference,
         texts: Sequence[str],
         params: SynthesisParams,
         seeds: Sequence[int],
@@ -566,7 +366,7 @@ class F5TTSEngine:
 
     def _sample(
         self,
-        ref: _Reference,
+        ref: Reference,
         texts: Sequence[str],
         params: SynthesisParams,
         seeds: Sequence[int],
@@ -606,7 +406,7 @@ class F5TTSEngine:
         return torch.where(cond_mask, cond, y), durations
 
     def _vocode(
-        self, ref: _Reference, mel: torch.Tensor, durations: Sequence[int]
+        self, ref: Reference, mel: torch.Tensor, durations: Sequence[int]
     ) -> list[np.ndarray]:
         """Mel frames after the reference -> waveforms, each chunk cut to its own length."""
         start = ref.audio_frames
@@ -642,108 +442,3 @@ def _synthesis_failed(exc: Exception) -> SynthesisFailed:
     operators; the client learns only that this text could not be synthesized."""
     log.error("synthesis failed (%s)", type(exc).__name__, exc_info=exc)
     return SynthesisFailed("this text could not be synthesized; change the text or settings")
-
-
-def import_backend() -> None:
-    """Import f5-tts's inference modules now (about 15 s cold), so that start-up can pay for
-    them while the model syncs instead of inside load(). On the torch thread: torchdiffeq runs
-    a torch operator when imported, which would give the importing thread an OpenMP team."""
-    torch_thread.run(_import_backend)
-
-
-def _import_backend() -> None:
-    import f5_tts.infer.utils_infer
-    import f5_tts.model  # noqa: F401
-
-
-MAX_DIFFS_SHOWN = 3
-
-
-def free_memory() -> None:
-    """After an engine is dropped: collect it and return CUDA's cached blocks, on the torch
-    thread (where the engine's tensors were made and used)."""
-
-    def run() -> None:
-        import gc
-
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    torch_thread.run(run)
-
-
-def describe_mismatch(
-    model_dir: Path, spec: ModelSpec, model_cls: type, arch: dict[str, object]
-) -> str | None:
-    """Why a checkpoint does not fit its architecture and vocab, in words, or None.
-
-    Upstream's load_model fails with torch's load_state_dict error, a long message listing
-    every tensor; this compares the checkpoint's tensor shapes with the ones the arch and vocab
-    build (on the meta device: no memory) and names both sides."""
-    try:
-        found = checkpoint_shapes(model_dir / spec.checkpoint)
-        from f5_tts.model.utils import get_tokenizer
-
-        _, vocab_size = get_tokenizer(str(model_dir / spec.vocab), "custom")
-        with torch.device("meta"):
-            transformer = model_cls(
-                **arch, text_num_embeds=vocab_size, mel_dim=spec.mel_spec["n_mel_channels"]
-            )
-    except Exception as exc:  # an unreadable checkpoint or vocab: say which
-        log.debug("shape comparison failed: %r", exc)
-        return None
-    expected = {f"transformer.{k}": tuple(v.shape) for k, v in transformer.state_dict().items()}
-    found = {k: v for k, v in found.items() if k.startswith("transformer.")}
-    diffs = [
-        f"{k} is {list(found[k])} in the checkpoint, {list(v)} for the arch"
-        for k, v in expected.items()
-        if k in found and found[k] != v
-    ]
-    missing = [k for k in expected if k not in found]
-    extra = [k for k in found if k not in expected]
-    if missing:
-        diffs.append(f"{len(missing)} tensor(s) missing from the checkpoint, e.g. {missing[0]}")
-    if extra:
-        diffs.append(f"{len(extra)} tensor(s) the arch does not have, e.g. {extra[0]}")
-    if not diffs:
-        return None
-    more = f" (+{len(diffs) - MAX_DIFFS_SHOWN} more)" if len(diffs) > MAX_DIFFS_SHOWN else ""
-    dims = ", ".join(f"{k}={arch.get(k)}" for k in ("dim", "depth", "heads", "text_dim"))
-    embed = found.get("transformer.text_embed.text_embed.weight")
-    hint = ""
-    if embed and embed[0] != vocab_size + 1:
-        hint = (
-            f"; the checkpoint was trained with a vocab of {embed[0] - 1} symbols, "
-            f"{spec.vocab} has {vocab_size}: give the fine-tune's own vocab (vocab=...)"
-        )
-    return (
-        f"checkpoint {spec.checkpoint} of model {spec.name} does not match its architecture "
-        f"({spec.backbone} {dims}) with vocab {spec.vocab} ({vocab_size} symbols): "
-        + "; ".join(diffs[:MAX_DIFFS_SHOWN])
-        + more
-        + hint
-    )
-
-
-def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape of a checkpoint as upstream reads it (EMA weights, prefix dropped),
-    without loading a safetensors file's data."""
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as fh:
-            raw = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
-    else:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-        state = data.get("ema_model_state_dict") or data.get("model_state_dict") or data
-        raw = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
-    return {k.removeprefix("ema_model."): v for k, v in raw.items()}
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError("DEVICE=cuda but CUDA is not available")
-    return torch.device(device)

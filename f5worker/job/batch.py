@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from f5worker.engine.f5tts import Line
+from f5worker.engine.plan import Line
 from f5worker.errors import JobCancelled, WorkerError
 from f5worker.job.output import ResultBudget
 from f5worker.job.prepared import JobControl, Piece, PreparedJob

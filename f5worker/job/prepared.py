@@ -18,7 +18,8 @@ from f5worker.job.schema import TTSRequest
 from f5worker.models.reference import ModelRef
 
 if TYPE_CHECKING:  # the engine imports torch; these are only annotations here
-    from f5worker.engine.f5tts import F5TTSEngine, SynthesisParams
+    from f5worker.engine.f5tts import F5TTSEngine
+    from f5worker.engine.plan import SynthesisParams
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from typing import Any
 from f5worker import presets
 from f5worker.audio import Voice
 from f5worker.config import Settings
-from f5worker.engine.f5tts import F5TTSEngine, SynthesisParams
+from f5worker.engine.f5tts import F5TTSEngine
+from f5worker.engine.plan import SynthesisParams
 from f5worker.errors import InternalError, WorkerError
 from f5worker.job import batch, synthesis
 from f5worker.job.batch import PreparedBatch, VoiceMemo

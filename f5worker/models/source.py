@@ -35,11 +35,12 @@ from pathlib import Path
 
 from f5worker.config import DEMO_MODEL, Settings
 from f5worker.errors import ModelError, StorageError
+from f5worker.models.fill import add_built_version, serve_local
 from f5worker.models.local_cache import check_model_name, model_lock
 from f5worker.models.manifest import read_manifest
 from f5worker.models.reference import ModelRef
 from f5worker.models.spec import SPEC_NAME
-from f5worker.models.store import ModelStore, add_built_version, serve_local
+from f5worker.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def _nowhere(ref: ModelRef, settings: Settings, err: StorageError) -> StorageErr
 
 def _from_s3(settings: Settings) -> PreparedModel | None:
     """A served model on a hit (or S3 down but a complete local copy); None on a miss."""
-    from f5worker.models.s3_cache import sync_models_from_s3
+    from f5worker.models.s3_sync import sync_models_from_s3
 
     try:
         result = sync_models_from_s3(settings)
@@ -244,7 +245,7 @@ def start_background_upload(settings: Settings, model_dir: Path) -> threading.Th
 
 
 def _upload_logged(settings: Settings, model_dir: Path) -> None:
-    from f5worker.models.s3_cache import upload_models_to_s3
+    from f5worker.models.s3_upload import upload_models_to_s3
 
     try:
         upload_models_to_s3(settings, model_dir)

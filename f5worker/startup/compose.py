@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from f5worker.config import Settings
-from f5worker.engine.f5tts import F5TTSEngine, free_memory
+from f5worker.engine.f5tts import F5TTSEngine
+from f5worker.engine.loading import free_memory
 from f5worker.errors import WorkerError
 from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
 from f5worker.job.models import ModelPool

@@ -170,7 +170,7 @@ def _torch_facts() -> dict[str, str]:
 
 def _flash_attn_wheel() -> dict[str, str]:
     """The release wheel this torch needs and its pin: without one it is never installed here."""
-    from f5worker.startup.flash_attn import NoMatchingWheel, probe_torch, select_wheel
+    from f5worker.startup.flash_attn_wheels import NoMatchingWheel, probe_torch, select_wheel
 
     try:
         wheel = select_wheel(probe_torch())

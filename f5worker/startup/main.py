@@ -120,7 +120,7 @@ def _build_worker(settings: Settings) -> Worker | None:
                 )
             with timeline.step("import"):
                 # torch and f5-tts: the slow part of a cold start
-                from f5worker.engine.f5tts import import_backend
+                from f5worker.engine.loading import import_backend
                 from f5worker.startup.compose import build_worker
 
                 import_backend()

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from f5worker.engine.f5tts import BatchPlan, F5TTSEngine, SynthesisParams
+from f5worker.engine.f5tts import F5TTSEngine
+from f5worker.engine.plan import BatchPlan, SynthesisParams
 from f5worker.job.voices import default_voice
 
 PARAMS = SynthesisParams(seed=3, nfe_step=4)

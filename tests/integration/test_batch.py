@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from f5worker.config import Settings
-from f5worker.engine.f5tts import BatchPlan, Line, SynthesisParams
+from f5worker.engine.plan import BatchPlan, Line, SynthesisParams
 from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
 from f5worker.job.prepared import JobControl
 from f5worker.job.voices import default_voice

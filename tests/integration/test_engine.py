@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from f5worker.audio import Audio, Voice
-from f5worker.engine.f5tts import BatchPlan, F5TTSEngine, SynthesisParams
+from f5worker.engine.f5tts import F5TTSEngine
+from f5worker.engine.plan import BatchPlan, SynthesisParams
 from f5worker.errors import InvalidInput, ModelError
 from f5worker.job.voices import default_voice
 

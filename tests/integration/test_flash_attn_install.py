@@ -37,15 +37,9 @@ from container.fake_flash_attn import (
 )
 from f5worker.config import Settings
 from f5worker.errors import ConfigError
-from f5worker.startup.flash_attn import (
-    DownloadError,
-    FlashAttnUnavailable,
-    Pip,
-    TorchBuild,
-    bake,
-    download,
-    ensure_flash_attn,
-)
+from f5worker.startup.flash_attn import FlashAttnUnavailable, bake, ensure_flash_attn
+from f5worker.startup.flash_attn_install import DownloadError, Pip, download
+from f5worker.startup.flash_attn_wheels import TorchBuild
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from f5worker.startup.flash_attn import TorchBuild, select_wheel
+from f5worker.startup.flash_attn_wheels import TorchBuild, select_wheel
 from f5worker.testing import REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()

@@ -20,17 +20,14 @@ from moto import mock_aws
 from f5worker.config import S3Scope, Settings
 from f5worker.errors import BadRefAudio, StorageError
 from f5worker.job.fetch import (
-    DOWNGRADE,
     S3_UNUSABLE,
     FetchPolicy,
-    NotPublicAddress,
     RefAudioFetcher,
-    _public_socket,
     decode_base64,
     parse_s3_url,
-    redirect_target,
 )
 from f5worker.s3 import make_client
+from f5worker.safe_fetch import DOWNGRADE, NotPublicAddress, _public_socket, redirect_target
 from f5worker.testing.audio import noise, wav_bytes
 from f5worker.testing.web import SERVER_THREAD, audio_server, silent_server
 

@@ -16,13 +16,8 @@ import pytest
 
 from f5worker.errors import ConfigError
 from f5worker.startup import flash_attn
-from f5worker.startup.flash_attn import (
-    FlashAttnUnavailable,
-    TorchBuild,
-    bake,
-    ensure_flash_attn,
-    select_wheel,
-)
+from f5worker.startup.flash_attn import FlashAttnUnavailable, bake, ensure_flash_attn
+from f5worker.startup.flash_attn_wheels import TorchBuild, select_wheel
 
 GPU_BUILD = TorchBuild("2.4.0+cu124", "12.4", False, "cp311", "linux_x86_64", cuda_available=True)
 NO_GPU = TorchBuild("2.4.0+cu124", "12.4", False, "cp311", "linux_x86_64", cuda_available=False)

@@ -13,15 +13,14 @@ import pytest
 from f5worker.config import Settings
 from f5worker.errors import ConfigError
 from f5worker.startup import flash_attn
-from f5worker.startup.flash_attn import (
+from f5worker.startup.flash_attn_install import demangle, explain_load_error
+from f5worker.startup.flash_attn_wheels import (
     BASE_WHEEL_URL,
     PINS_FILE,
     RELEASES,
     NoMatchingWheel,
     NotPinned,
     TorchBuild,
-    demangle,
-    explain_load_error,
     load_pins,
     parse_wheel_url,
     pinned_sha256,
@@ -374,7 +373,7 @@ def test_config_error_for_a_signed_url_does_not_echo_its_signature():
 
 def test_the_image_build_copies_what_the_bake_step_imports():
     """The Dockerfile copies only a few files before `--bake`; each module flash_attn imports
-    from this repo, and the pin table, must be among them."""
+    from this repo (and what those import in turn), and the pin table, must be among them."""
     dockerfile = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
     bake_at = dockerfile.index("f5worker.startup.flash_attn --bake")
     copied = set()
@@ -382,13 +381,17 @@ def test_the_image_build_copies_what_the_bake_step_imports():
         if line.startswith("COPY "):
             sources, dest = line.split()[1:-1], line.split()[-1]
             copied |= {f"{dest.rstrip('/')}/{src.rsplit('/', 1)[-1]}" for src in sources}
-    tree = ast.parse((REPO / "f5worker/startup/flash_attn.py").read_text())
-    ours = {
-        node.module.replace(".", "/") + ".py"
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("f5worker")
-    }
-    needed = ours | {"f5worker/startup/flash_attn.py", f"f5worker/startup/{PINS_FILE.name}"}
+    ours, todo = set(), ["f5worker/startup/flash_attn.py"]
+    while todo:
+        module = todo.pop()
+        ours.add(module)
+        tree = ast.parse((REPO / module).read_text())
+        todo += {
+            node.module.replace(".", "/") + ".py"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("f5worker")
+        } - ours
+    needed = ours | {f"f5worker/startup/{PINS_FILE.name}"}
     assert needed <= copied, needed - copied
     assert '--sha256 "${FLASH_ATTN_BAKE_SHA256}"' in dockerfile
     assert flash_attn.BAKE_SHA_VAR == "FLASH_ATTN_BAKE_SHA256"

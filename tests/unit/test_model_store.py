@@ -26,7 +26,8 @@ from f5worker.models import local_cache
 from f5worker.models.local_cache import model_lock, owned_dir
 from f5worker.models.manifest import build_manifest, manifest_version, read_manifest, write_manifest
 from f5worker.models.ranged import RangedConfig
-from f5worker.models.s3_cache import sync_models_from_s3, upload_models_to_s3
+from f5worker.models.s3_sync import sync_models_from_s3
+from f5worker.models.s3_upload import upload_models_to_s3
 from f5worker.models.source import prepare_model
 from f5worker.models.store import ModelStore, release_all_holds
 from f5worker.s3 import make_client

@@ -14,17 +14,18 @@ from moto import mock_aws
 
 from f5worker.config import Settings
 from f5worker.errors import ConfigError, StorageError
-from f5worker.models import local_cache
-from f5worker.models import s3_cache as s3_utils
+from f5worker.models import local_cache, s3_upload
 from f5worker.models.manifest import (
     FileEntry,
     Manifest,
     build_manifest,
+    manifest_version,
     read_manifest,
     write_manifest,
 )
 from f5worker.models.ranged import RangedConfig
-from f5worker.models.s3_cache import manifest_version, sync_models_from_s3, upload_models_to_s3
+from f5worker.models.s3_sync import sync_models_from_s3
+from f5worker.models.s3_upload import upload_models_to_s3
 from f5worker.models.store import release_all_holds
 from f5worker.s3 import make_client
 
@@ -266,7 +267,7 @@ def test_s3_unreachable_uses_a_complete_local_copy_with_a_warning(tmp_path, s3, 
     settings = published(tmp_path, s3)
     sync(settings, s3)
     dead = make_client("http://127.0.0.1:9", "us-east-1", "k", SECRET, max_attempts=1)
-    with caplog.at_level(logging.WARNING, logger="f5worker.models.s3_cache"):
+    with caplog.at_level(logging.WARNING, logger="f5worker.models.s3_sync"):
         result = sync(settings, dead)
     assert result.status == "local" and result.reused_files == len(FILES)
     [record] = caplog.records
@@ -344,9 +345,9 @@ def test_second_uploader_loses_the_manifest_race_cleanly(tmp_path, s3, monkeypat
     second = make_model(tmp_path / "b", uploader="B")
     assert upload_models_to_s3(settings_for(tmp_path), first, client=s3).committed
     # B checked for the manifest before A committed it, so it goes on to upload.
-    real_exists = s3_utils.exists
+    real_exists = s3_upload.exists
     monkeypatch.setattr(
-        s3_utils,
+        s3_upload,
         "exists",
         lambda c, b, k: False if k.endswith("manifest.json") else real_exists(c, b, k),
     )
@@ -408,7 +409,7 @@ def test_a_file_replaced_between_hash_and_upload_is_not_committed(
     tmp_path, s3, monkeypatch, caplog
 ):
     model_dir = make_model(tmp_path / "src")
-    real_verify = s3_utils.verify_local_copy
+    real_verify = s3_upload.verify_local_copy
 
     def verify_then_replace(directory, manifest):
         ok = real_verify(directory, manifest)
@@ -417,9 +418,9 @@ def test_a_file_replaced_between_hash_and_upload_is_not_committed(
         os.replace(replacement, directory / "vocab.txt")  # the same size, other bytes
         return ok
 
-    monkeypatch.setattr(s3_utils, "verify_local_copy", verify_then_replace)
+    monkeypatch.setattr(s3_upload, "verify_local_copy", verify_then_replace)
     with (
-        caplog.at_level(logging.ERROR, logger="f5worker.models.s3_cache"),
+        caplog.at_level(logging.ERROR, logger="f5worker.models.s3_upload"),
         pytest.raises(StorageError) as info,
     ):
         upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3)
@@ -439,7 +440,7 @@ def test_a_file_rewritten_during_a_multipart_upload_is_aborted_and_not_committed
 ):
     big = os.urandom(12 * MiB)
     model_dir = make_model(tmp_path / "src", {**FILES, "model.safetensors": big})
-    real_read = s3_utils._read
+    real_read = s3_upload._read
     reads = []
 
     def read_then_rewrite(fd, size):
@@ -453,7 +454,7 @@ def test_a_file_rewritten_during_a_multipart_upload_is_aborted_and_not_committed
                 fh.write(b"\0" * 1024)
         return data
 
-    monkeypatch.setattr(s3_utils, "_read", read_then_rewrite)
+    monkeypatch.setattr(s3_upload, "_read", read_then_rewrite)
     with pytest.raises(StorageError, match="no longer matches its manifest"):
         upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3, transfer=PARTS)
     version = manifest_version(read_manifest(model_dir))
@@ -473,7 +474,7 @@ def test_a_multipart_upload_round_trips(tmp_path, s3):
 
 def test_a_file_that_grew_after_it_was_hashed_is_not_uploaded(tmp_path, s3, monkeypatch):
     model_dir = make_model(tmp_path / "src")
-    real_verify = s3_utils.verify_local_copy
+    real_verify = s3_upload.verify_local_copy
 
     def verify_then_append(directory, manifest):
         ok = real_verify(directory, manifest)
@@ -481,7 +482,7 @@ def test_a_file_that_grew_after_it_was_hashed_is_not_uploaded(tmp_path, s3, monk
             fh.write(b" ")
         return ok
 
-    monkeypatch.setattr(s3_utils, "verify_local_copy", verify_then_append)
+    monkeypatch.setattr(s3_upload, "verify_local_copy", verify_then_append)
     with pytest.raises(StorageError, match=r"model\.json no longer matches its manifest"):
         upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3)
     assert_nothing_committed(s3)
