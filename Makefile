@@ -44,9 +44,11 @@ test: venv lint
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not model"
 
+# Style, then the layer contract (pyproject [tool.importlinter]), then the types (mypy).
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 lock: venv
 	$(COMPILE) requirements-dev.in -o requirements-dev.txt
@@ -85,4 +87,4 @@ bench-threads: venv
 	$(PY) scripts/bench_threads.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache

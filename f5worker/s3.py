@@ -20,8 +20,9 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from boto3.exceptions import Boto3Error
@@ -32,6 +33,13 @@ from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
 from f5worker.errors import StorageError
 from f5worker.files import TEMP_SUFFIX, commit_file, sha256_file
+
+if TYPE_CHECKING:  # boto3's generated stubs (a dev dependency): the client's typed surface
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+# How a component gets its S3 client: built on first need (tests pass one for moto).
+ClientFactory = Callable[[], S3Client]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +53,7 @@ CONFLICT_CODES = frozenset({"ConditionalRequestConflict"})
 CONFLICT_RETRIES = 4
 CONFLICT_BACKOFF_S = 0.1  # doubled after each conflict: at most 1.5 s in all
 # Errors worth another attempt: what s3transfer retries for a body cut off mid-way, plus resets.
-RETRYABLE = (*S3_RETRYABLE_DOWNLOAD_ERRORS, ConnectionError)
+RETRYABLE: tuple[type[BaseException], ...] = (*S3_RETRYABLE_DOWNLOAD_ERRORS, ConnectionError)
 S3_ERRORS = (Boto3Error, BotoCoreError, ClientError, OSError)
 DEFAULT_TRANSFER = TransferConfig(
     multipart_threshold=64 * MiB, multipart_chunksize=64 * MiB, max_concurrency=16
@@ -141,7 +149,7 @@ def describe(exc: BaseException) -> str:
         if isinstance(last, BaseException):
             return f"{type(cause).__name__} after retries: {describe(last)}"
         cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, OSError) and exc.errno in errno.errorcode:
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
         return f"{type(exc).__name__} {errno.errorcode[exc.errno]}"
     return type(exc).__name__
 
@@ -158,7 +166,7 @@ def _find(exc: BaseException, kind: type[BaseException]) -> Any:
 # --- reads -----------------------------------------------------------------------------------
 
 
-def read_object(client: Any, bucket: str, key: str, limit: int) -> bytes | None:
+def read_object(client: S3Client, bucket: str, key: str, limit: int) -> bytes | None:
     """The object's bytes, or None when it is larger than `limit` (never more is read).
     Raises ObjectMissing, AccessDenied or StorageError (see the module docstring)."""
     try:
@@ -173,7 +181,7 @@ def read_object(client: Any, bucket: str, key: str, limit: int) -> bytes | None:
     return None if len(data) > limit else data
 
 
-def read_prefix(client: Any, bucket: str, key: str, limit: int) -> bytes | None:
+def read_prefix(client: S3Client, bucket: str, key: str, limit: int) -> bytes | None:
     """At most the first `limit` bytes of the object (one ranged GET); None when it does not
     exist. An empty object is b"" (S3 answers a range on it with 416 InvalidRange)."""
     try:
@@ -190,7 +198,7 @@ def read_prefix(client: Any, bucket: str, key: str, limit: int) -> bytes | None:
         raise error from exc
 
 
-def get_bytes(client: Any, bucket: str, key: str, attempts: int = 3) -> bytes | None:
+def get_bytes(client: S3Client, bucket: str, key: str, attempts: int = 3) -> bytes | None:
     """A small object's bytes, or None when it does not exist.
 
     botocore retries a request that fails before its body arrives; a body cut off mid-way
@@ -212,7 +220,7 @@ def get_bytes(client: Any, bucket: str, key: str, attempts: int = 3) -> bytes | 
             raise error from exc
 
 
-def exists(client: Any, bucket: str, key: str) -> bool:
+def exists(client: S3Client, bucket: str, key: str) -> bool:
     try:
         client.head_object(Bucket=bucket, Key=key)
         return True
@@ -224,7 +232,7 @@ def exists(client: Any, bucket: str, key: str) -> bool:
 
 
 def download_from_s3(
-    client: Any,
+    client: S3Client,
     bucket: str,
     key: str,
     dest: Path,
@@ -262,7 +270,7 @@ def _verify(path: Path, bucket: str, key: str, size: int | None, sha256: str | N
 
 
 def upload_to_s3(
-    client: Any,
+    client: S3Client,
     path: Path,
     bucket: str,
     key: str,
@@ -276,14 +284,14 @@ def upload_to_s3(
         raise storage_error("upload", bucket, key, exc) from exc
 
 
-def put_bytes(client: Any, bucket: str, key: str, body: bytes, content_type: str) -> None:
+def put_bytes(client: S3Client, bucket: str, key: str, body: bytes, content_type: str) -> None:
     try:
         client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
     except S3_ERRORS as exc:
         raise storage_error("upload", bucket, key, exc) from exc
 
 
-def delete_if_match(client: Any, bucket: str, key: str, etag: str) -> bool:
+def delete_if_match(client: S3Client, bucket: str, key: str, etag: str) -> bool:
     """Delete the object if its ETag is still `etag`: True when it is gone (deleted here or
     already), False when it changed. A store that answers 501 to `If-Match` on DELETE gets an
     unconditional delete; one that ignores the header deletes whatever is there."""
@@ -308,7 +316,7 @@ def delete_if_match(client: Any, bucket: str, key: str, etag: str) -> bool:
     return True
 
 
-def put_if_absent(client: Any, bucket: str, key: str, body: bytes, content_type: str) -> bool:
+def put_if_absent(client: S3Client, bucket: str, key: str, body: bytes, content_type: str) -> bool:
     """True if this call created the object; False if one was there (or won the race).
 
     Atomic where the store honours `If-None-Match: *` (AWS S3, MinIO, SeaweedFS, moto). A store

@@ -23,9 +23,10 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -76,8 +77,10 @@ class F5TTSEngine:
         self.max_audio_s = max_audio_s
         self._hop = int(spec.mel_spec["hop_length"])
         # Shapes change with every request, so the graph is compiled for dynamic lengths.
-        self._transformer = (
-            torch.compile(model.transformer, dynamic=True) if compile else model.transformer
+        self._transformer: torch.nn.Module = (
+            cast(torch.nn.Module, torch.compile(model.transformer, dynamic=True))
+            if compile
+            else model.transformer
         )
         self._dtype = next(model.parameters()).dtype
         self._refs = ReferenceCache(ref_cache_size)
@@ -180,7 +183,7 @@ class F5TTSEngine:
         voice: Voice,
         params: SynthesisParams,
         chunks: Sequence[str] | None = None,
-    ) -> Iterator[Audio]:
+    ) -> Generator[Audio, None, None]:
         """Yield audio chunk by chunk, cross-faded: each piece holds back the fade-out tail that
         the next chunk fades into, so the pieces concatenate to exactly the full utterance.
 
@@ -196,7 +199,9 @@ class F5TTSEngine:
             for wave in waves:
                 yield joiner.add(wave)
 
-    def synthesize_lines(self, lines: Sequence[Line]) -> Iterator[tuple[int, list[Audio]]]:
+    def synthesize_lines(
+        self, lines: Sequence[Line]
+    ) -> Generator[tuple[int, list[Audio]], None, None]:
         """Several utterances (a batch job's texts) in as few passes as the plan allows.
 
         The chunks of all lines that share a voice and settings are batched together, up to

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +105,9 @@ def items(
         made.close()
 
 
-def _made(valid: list[tuple[int, PreparedJob]]) -> Iterator[tuple[int, list[Audio]]]:
+def _made(
+    valid: list[tuple[int, PreparedJob]],
+) -> Generator[tuple[int, list[Audio]], None, None]:
     if not valid:
         return
     engine = valid[0][1].engine  # the batch's one model: every entry shares `model`

@@ -24,15 +24,13 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from f5worker.audio import Voice
 from f5worker.config import S3_BUCKET_PATTERN, S3Scope, Settings, is_clean_s3_key
 from f5worker.errors import BadRefAudio, StorageError
 from f5worker.job.voices import MAX_REF_BYTES, voice_from_bytes
-from f5worker.s3 import AccessDenied, ObjectMissing, read_object
+from f5worker.s3 import AccessDenied, ClientFactory, ObjectMissing, S3Client, read_object
 from f5worker.safe_fetch import HttpsPolicy, fetch_https
 
 log = logging.getLogger(__name__)
@@ -74,11 +72,11 @@ class RefAudioFetcher:
     def __init__(
         self,
         policy: FetchPolicy | None = None,
-        s3_client_factory: Callable[[], Any] | None = None,
+        s3_client_factory: ClientFactory | None = None,
     ) -> None:
         self.policy = policy or FetchPolicy()
         self._s3_client_factory = s3_client_factory
-        self._s3_client: Any = None
+        self._s3_client: S3Client | None = None
 
     def fetch(self, ref: str, kind: str) -> bytes:
         """kind is TTSRequest.ref_kind: "base64", "url" or "s3"."""
@@ -129,7 +127,7 @@ class RefAudioFetcher:
         """Whether a reference may name s3://bucket/key (FetchPolicy.s3_allow)."""
         return is_clean_s3_key(key) and any(s.covers(bucket, key) for s in self.policy.s3_allow)
 
-    def _s3(self) -> Any:
+    def _s3(self) -> S3Client:
         if self._s3_client is None:
             assert self._s3_client_factory is not None  # _from_s3 checked
             self._s3_client = self._s3_client_factory()

@@ -97,10 +97,10 @@ def speech_to_native(body: Mapping[str, Any], where: str = "body") -> tuple[dict
         native["model"] = model
     native["format"] = _format(body.get("response_format", OPENAI_DEFAULT_FORMAT))
     voice = native.get("voice")
-    fallback = isinstance(voice, str) and voice.strip().lower() in OPENAI_VOICES
-    if fallback:
+    if isinstance(voice, str) and voice.strip().lower() in OPENAI_VOICES:
         native["voice"] = voice.strip().lower()
-    return native, fallback
+        return native, True
+    return native, False
 
 
 def _format(value: Any) -> Any:

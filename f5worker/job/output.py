@@ -19,14 +19,13 @@ import io
 import re
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from f5worker.errors import InvalidInput, OutputTooLarge, StorageError
 from f5worker.job.codecs import MIME_TYPES
-from f5worker.s3 import S3_ERRORS, storage_error
+from f5worker.s3 import S3_ERRORS, ClientFactory, S3Client, storage_error
 
 MAX_RESULT_B64_BYTES = 15 * 1024 * 1024  # RunPod's /runsync cap is about 20 MB
 DEFAULT_URL_EXPIRY_S = 3600
@@ -39,12 +38,12 @@ class OutputStore:
 
     def __init__(
         self,
-        client_factory: Callable[[], Any],
+        client_factory: ClientFactory,
         bucket: str | None = None,
         url_expiry_s: int = DEFAULT_URL_EXPIRY_S,
     ) -> None:
         self._client_factory = client_factory
-        self._client: Any = None
+        self._client: S3Client | None = None
         self._bucket = bucket
         self.url_expiry_s = url_expiry_s
 
@@ -77,13 +76,13 @@ class OutputStore:
             reason = storage_error("upload", bucket, key, exc).reason
             raise StorageError(f"upload to the output bucket failed: {reason}") from exc
 
-    def _s3(self) -> Any:
+    def _s3(self) -> S3Client:
         if self._client is None:
             self._client = self._client_factory()
         return self._client
 
 
-def make_output_client(endpoint_url: str, access_key_id: str, secret_access_key: str) -> Any:
+def make_output_client(endpoint_url: str, access_key_id: str, secret_access_key: str) -> S3Client:
     """An S3 client for the output bucket, signing with SigV4 as rp_upload does.
 
     s3_utils.make_client leaves the signature to botocore, which presigns with the deprecated

@@ -142,7 +142,9 @@ class _AvEncoder:
         self._out = av.open(
             self._sink, mode="w", format=container, options=_MUXER_OPTIONS.get(container, {})
         )
-        self._stream = self._out.add_stream(codec, rate=sample_rate, layout="mono")
+        stream = self._out.add_stream(codec, rate=sample_rate, layout="mono")
+        assert isinstance(stream, av.AudioStream)  # an audio codec's name gives an audio stream
+        self._stream = stream
         if bit_rate:
             self._stream.bit_rate = bit_rate
         self._rate = sample_rate

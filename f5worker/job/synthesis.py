@@ -8,7 +8,7 @@ shapes the same pieces (shaping.Shaper) into one continuous encoded body instead
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from f5worker.job.prepared import JobControl, Piece, PreparedJob
 from f5worker.job.shaping import Shaper
 
 
-def pieces(job: PreparedJob, control: JobControl) -> Iterator[Piece]:
+def pieces(job: PreparedJob, control: JobControl) -> Generator[Piece, None, None]:
     """The engine's audio chunk by chunk (cross-faded; the pieces concatenate to the whole
     utterance)."""
     count = len(job.chunks)

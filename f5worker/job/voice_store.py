@@ -32,11 +32,11 @@ read, listed and deletable; they are re-prepared on each load, as before.
 
 from __future__ import annotations
 
+import builtins  # `list` below is also a method of VoiceStore
 import json
 import logging
 import re
 import secrets
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC
@@ -45,6 +45,7 @@ from typing import Any
 from f5worker.errors import StorageError, VoiceChanged
 from f5worker.s3 import (
     S3_ERRORS,
+    ClientFactory,
     ObjectMissing,
     delete_if_match,
     put_bytes,
@@ -103,7 +104,7 @@ def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
 class VoiceStore:
     """One library: a bucket and prefix, reached through a client built on first use."""
 
-    def __init__(self, bucket: str, prefix: str, client: Callable[[], Any]) -> None:
+    def __init__(self, bucket: str, prefix: str, client: ClientFactory) -> None:
         self.bucket = bucket
         self.root = "/".join(p for p in (prefix.strip("/"), "voices") if p)
         self._client = client
@@ -145,7 +146,7 @@ class VoiceStore:
         known = {name: self._infos.get((name, etag)) for name, etag in etags.items()}
         unseen = {name: voices[name] for name, info in known.items() if info is None}
         found = {**known, **self._read_infos(unseen)}
-        infos = [found[name] for name in sorted(found) if found[name] is not None]
+        infos = [info for name in sorted(found) if (info := found[name]) is not None]
         # Only what the bucket still holds: bounded by the listing.
         self._infos = {(info.name, etags[info.name]): info for info in infos}
         return infos
@@ -264,7 +265,7 @@ class VoiceStore:
                 return None
             raise error from exc
 
-    def _list_objects(self) -> list[dict[str, Any]]:
+    def _list_objects(self) -> builtins.list[dict[str, Any]]:
         paginator = self._client().get_paginator("list_objects_v2")
         pages = paginator.paginate(
             Bucket=self.bucket,
@@ -272,7 +273,7 @@ class VoiceStore:
             PaginationConfig={"MaxItems": MAX_LIST_PAGES * 1000},
         )
         try:
-            return [obj for page in pages for obj in page.get("Contents", [])]
+            return [dict(obj) for page in pages for obj in page.get("Contents", [])]
         except S3_ERRORS as exc:
             raise storage_error("list", self.bucket, f"{self.root}/", exc) from exc
 

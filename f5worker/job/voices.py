@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -40,7 +39,7 @@ from f5worker.job.codecs import decode, resample
 from f5worker.job.ref_trim import cut_at_sentence, find_pauses
 from f5worker.job.voice_store import BadManifest, StoredVoice, VoiceInfo, VoiceStore, preview
 from f5worker.presets import REF_SECONDS_FULL
-from f5worker.s3 import AccessDenied
+from f5worker.s3 import AccessDenied, ClientFactory, S3Client
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +176,7 @@ class VoiceLibrary:
         self,
         bucket: str | None,
         prefix: str = "",
-        client_factory: Callable[[], Any] | None = None,
+        client_factory: ClientFactory | None = None,
         max_cached: int = MAX_CACHED_VOICES,
         cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
         writes: bool = True,
@@ -188,7 +187,7 @@ class VoiceLibrary:
         self.writes = writes
         self.max_voices = max_voices
         self._client_factory = client_factory
-        self._client: Any = None
+        self._client: S3Client | None = None
         self._max_cached = max_cached
         self._ttl = cache_ttl_s
         self._clock = clock
@@ -276,7 +275,7 @@ class VoiceLibrary:
             raise VoiceExists(f"voice {name!r} exists; delete it first to replace it")
         self.forget(name)
         log.info("voice %s added (%.1f s)", name, audio.duration_s)
-        return VoiceInfo(name, manifest["duration_s"], created, preview(voice.text))
+        return VoiceInfo(name, round(audio.duration_s, 3), created, preview(voice.text))
 
     def delete(self, name: str) -> None:
         store = self.check_writable()
@@ -351,7 +350,7 @@ class VoiceLibrary:
         log.info("voice %s loaded from the library (%.1f s)", name, voice.audio.duration_s)
         return _Cached(voice, stored.created, stored.token, self._clock())
 
-    def _s3(self) -> Any:
+    def _s3(self) -> S3Client:
         with self._lock:
             if self._client is None:
                 if self._client_factory is None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +83,7 @@ class Worker:
 
     def run(
         self, job: dict[str, Any], control: JobControl | None = None
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         """All result items of one job; a failure is the last item, never an exception."""
         job_id = str(job.get("id", "-"))
         started = time.perf_counter()
@@ -199,7 +199,7 @@ class Worker:
         for item in made:
             yield item | job.stamp(version)
 
-    def pieces(self, job: PreparedJob, control: JobControl) -> Iterator[Piece]:
+    def pieces(self, job: PreparedJob, control: JobControl) -> Generator[Piece, None, None]:
         """The engine's audio chunk by chunk (synthesis.pieces: progress and cancel between)."""
         return synthesis.pieces(job, control)
 

@@ -225,8 +225,8 @@ def _download_files(
         for target in targets:
             with contextlib.suppress(OSError):
                 os.close(target.sink.fd)
-        for _, _, tmp in temps.values():
-            tmp.unlink(missing_ok=True)
+        for _, _, temp in temps.values():
+            temp.unlink(missing_ok=True)
 
 
 def _verify_sink(target: Target, entry: FileEntry, bucket: str) -> None:

@@ -140,7 +140,8 @@ def _upload_files(
     """
     part_size = max(int(transfer.multipart_chunksize), MIN_PART_SIZE)
     single_max = max(int(transfer.multipart_threshold), part_size)
-    workers = max(1, int(transfer.max_concurrency))
+    # Set by TransferConfig.__init__, but missing from boto3's stubs.
+    workers = max(1, int(transfer.max_concurrency))  # type: ignore[attr-defined]
     slots = threading.BoundedSemaphore(workers)
     failed = threading.Event()  # a request failed: read no further, finish() raises it
     pool = ThreadPoolExecutor(workers, thread_name_prefix="s3-cache-upload")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from f5worker.config import Settings
 from f5worker.engine.f5tts import F5TTSEngine
@@ -24,7 +24,7 @@ from f5worker.job.output import MAX_RESULT_B64_BYTES, OutputStore, make_output_c
 from f5worker.job.voices import VoiceLibrary, default_voice
 from f5worker.job.worker import Worker
 from f5worker.models.reference import ModelRef
-from f5worker.s3 import make_client
+from f5worker.s3 import ClientFactory, make_client
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def build_worker(
     return make_worker(engine, settings, models=pool)
 
 
-def _worker_s3(settings: Settings) -> Callable[[], Any]:
+def _worker_s3(settings: Settings) -> ClientFactory:
     """The worker's own S3 (voice library, s3:// references): one client, built on first use,
     with the default credential chain (AWS_* variables, profile, instance role)."""
     return functools.cache(lambda: make_client(settings.s3_endpoint_url, settings.aws_region))

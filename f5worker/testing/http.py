@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import uvicorn
 
@@ -22,7 +23,7 @@ from f5worker.serve.http.service import Service
 from f5worker.testing.s3_servers import free_port
 
 
-def http_settings(**overrides: object) -> Settings:
+def http_settings(**overrides: Any) -> Settings:
     return replace(Settings(http_host="127.0.0.1", port=free_port()), **overrides)
 
 

@@ -142,7 +142,8 @@ def seaweedfs(work_dir: Path, timeout: float = 90.0) -> Iterator[str]:
     for attempt in range(3):  # a free port can be taken between probing and binding
         data = work_dir / f"data{attempt}"
         data.mkdir()
-        names = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc")
+        names: tuple[str, ...] = ("master", "master.grpc", "volume", "volume.grpc")
+        names += ("filer", "filer.grpc")
         names += ("s3", "s3.grpc", "s3.iceberg", "s3.lance")
         ports = dict(zip(names, free_ports(len(names)), strict=True))
         args = [weed_binary(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]

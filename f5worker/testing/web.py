@@ -21,6 +21,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 SERVER_THREAD = "audio-server"
 DRIP_S = 0.05  # between two bytes of a dripping response
@@ -30,7 +31,7 @@ SLOW_HOP_S = 0.4  # before each answer of /slow-chain
 class QuietServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that give up mid-response are the point of several tests."""
 
 

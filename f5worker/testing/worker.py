@@ -342,7 +342,12 @@ def shared(request: Any, key: str, make: Callable[[], AbstractContextManager[T]]
     if key not in _SHARED:
         stack = ExitStack()
         _SHARED[key] = stack.enter_context(make())
-        request.session.addfinalizer(lambda: (stack.close(), _SHARED.pop(key, None)))
+
+        def close() -> None:
+            stack.close()
+            _SHARED.pop(key, None)
+
+        request.session.addfinalizer(close)
     return _SHARED[key]
 
 

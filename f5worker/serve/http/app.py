@@ -173,9 +173,10 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
                 service.counters.chunks += progress.chunks_done
                 admission.release()
 
-            stream = AudioStream(
-                chunks, service.pool, cancel, lambda: loop.call_soon_threadsafe(closed)
-            )
+            def closed_soon() -> None:  # from the job's thread
+                loop.call_soon_threadsafe(closed)
+
+            stream = AudioStream(chunks, service.pool, cancel, closed_soon)
             started = time.perf_counter()
             first = await stream.next()  # a failure here still gets its status
     except BaseException:

@@ -19,7 +19,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from f5worker.config import Settings
 from f5worker.errors import WorkerError
@@ -27,12 +27,17 @@ from f5worker.redact import redact_urls
 from f5worker.serve.http.app import create_app
 from f5worker.serve.http.service import Service
 
+if TYPE_CHECKING:
+    import uvicorn
+
+    from f5worker.job.worker import Worker
+
 log = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN_S = 30  # in-flight streams may finish; RunPod's stop waits about this long
 
 
-def serve_http(settings: Settings, build: Callable[[], Any]) -> int:
+def serve_http(settings: Settings, build: Callable[[], Worker | None]) -> int:
     """Serve until stopped; `build` returns the ready Worker, or None when start-up failed."""
     import uvicorn
 
@@ -66,7 +71,7 @@ def listening_sockets(settings: Settings) -> list[socket.socket]:
     return [socket.create_server((settings.http_host, port)) for port in ports]
 
 
-def _start_up(service: Service, server: Any, build: Callable[[], Any]) -> None:
+def _start_up(service: Service, server: uvicorn.Server, build: Callable[[], Worker | None]) -> None:
     try:
         worker = build()
     except WorkerError as err:

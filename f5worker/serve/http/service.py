@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from f5worker.config import Settings
 from f5worker.errors import GPUError, NotReady
 from f5worker.serve.http.admission import Admission
+
+if TYPE_CHECKING:  # the worker module imports torch; /ping answers before it is imported
+    from f5worker.job.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,7 @@ class Counters:
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.worker: Any = None  # f5worker.job.worker.Worker, set by ready()
+        self.worker: Worker | None = None  # set by ready()
         self.failure: str | None = None
         self.admission = Admission(settings.max_concurrency, settings.http_max_waiting)
         # One thread per admitted request steps its job; the engine's own thread does the
@@ -42,7 +45,7 @@ class Service:
             return "unhealthy"
         return "initializing" if self.worker is None else "healthy"
 
-    def ready(self, worker: Any) -> None:
+    def ready(self, worker: Worker) -> None:
         worker.on_fatal = lambda: self.fail("a fatal GPU error")
         self.worker = worker
 
@@ -51,7 +54,7 @@ class Service:
         log.error("worker unhealthy: %s", reason)
         self.failure = reason
 
-    def require_worker(self) -> Any:
+    def require_worker(self) -> Worker:
         if self.failure is not None:
             raise GPUError("this worker is unhealthy and being replaced; retry")
         if self.worker is None:

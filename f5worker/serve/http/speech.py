@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -63,7 +63,7 @@ def prepare_speech(
 
 def encoded_chunks(
     worker: Worker, job: PreparedJob, fmt: str, control: JobControl, progress: Progress
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """The job's audio as `fmt` bytes; what concatenates to one file. Runs in a pool thread."""
     progress.sample_rate = job.engine.sample_rate
     shape = Shaper(job.engine.sample_rate, job.req.sample_rate, job.req.remove_silence, True)
@@ -84,7 +84,7 @@ def encoded_chunks(
 class AudioStream:
     def __init__(
         self,
-        chunks: Iterator[bytes],
+        chunks: Generator[bytes, None, None],
         pool: Executor,
         cancel: threading.Event,
         on_closed: Callable[[], None],
