@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-MAX_MESSAGE_CHARS = 400  # an error travels in a RunPod result and a log line: keep it short
-MAX_NAMES_SHOWN = 5
-MAX_NAME_CHARS = 40
+# An error travels in a RunPod result and a log line: bounded, but long enough for a complete
+# list a caller must act on (the models a worker serves, say), whose names are copied whole.
+MAX_MESSAGE_CHARS = 2048
+MAX_LIST_BYTES = 1536  # of a list inside a message (describe_names)
 
 
 def safe_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -22,12 +23,21 @@ def safe_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def describe_names(names: Iterable[object]) -> str:
-    """A few names a client sent (unknown fields, say), each cut short, the rest counted: the
-    error names the mistake without echoing any amount of input."""
-    shown = sorted({safe_text(str(n), MAX_NAME_CHARS) for n in names})
-    extra = f" and {len(shown) - MAX_NAMES_SHOWN} more" if len(shown) > MAX_NAMES_SHOWN else ""
-    return ", ".join(shown[:MAX_NAMES_SHOWN]) + extra
+def describe_names(names: Iterable[object], budget: int = MAX_LIST_BYTES) -> str:
+    """Names, sorted, each whole (so a caller can copy it), as many as fit in `budget` bytes of
+    UTF-8; the rest are counted. A name too long for the budget alone is cut (only input a
+    client sent can be that long, and echoing it in full would only amplify it)."""
+    shown: list[str] = []
+    unique = sorted({safe_text(str(n), budget) for n in names})
+    used = 0
+    for name in unique:
+        cost = len(name.encode()) + (2 if shown else 0)
+        if shown and used + cost > budget:
+            break
+        shown.append(name)
+        used += cost
+    rest = len(unique) - len(shown)
+    return ", ".join(shown) + (f" and {rest} more" if rest else "")
 
 
 class WorkerError(Exception):

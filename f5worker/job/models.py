@@ -10,7 +10,11 @@ MAX_CONCURRENCY > 1 one extra engine can briefly outlive its eviction.
 Loads happen one at a time (the load lock), outside the dict's lock, so jobs on resident models
 never wait for another model's load. A model's files are found (`fetch`, the source chain)
 before anything is evicted, so a job naming a model that is nowhere gets its coded error and
-costs the resident models nothing. Never imports torch itself (the loader and `free` do).
+costs the resident models nothing. A model that failed to prepare or load is remembered for
+FAILED_MODEL_TTL_S: the jobs naming it meanwhile get MODEL_ERROR (not retryable: the same job
+fails the same way until then) at once, without the load lock and without rerunning the source
+chain. A fatal error (a broken GPU) is never remembered: the worker is replaced anyway.
+Never imports torch itself (the loader and `free` do).
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from f5worker.errors import ModelNotFound, describe_names
+from f5worker.errors import ModelError, ModelNotFound, WorkerError, describe_names
 from f5worker.models.reference import ModelRef
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "default"
+FAILED_MODEL_TTL_S = 60.0  # how long a model that failed to prepare or load is not retried
 E = TypeVar("E")
 
 
@@ -39,6 +44,8 @@ class ModelPool(Generic[E]):
         max_resident: int,
         free: Callable[[], None] = lambda: None,
         fetch: Callable[[ModelRef], object] = lambda ref: None,
+        failed_ttl_s: float = FAILED_MODEL_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not refs:
             raise ValueError("a pool needs at least one model")
@@ -56,6 +63,9 @@ class ModelPool(Generic[E]):
         self._load_lock = threading.Lock()
         self.loads = 0
         self.evictions = 0
+        self._failed_ttl_s = failed_ttl_s
+        self._clock = clock
+        self._failed: dict[str, tuple[float, WorkerError]] = {}  # name -> (when, why)
 
     @property
     def names(self) -> list[str]:
@@ -88,17 +98,44 @@ class ModelPool(Generic[E]):
         engine = self._resident(ref)
         if engine is not None:
             return ref, engine, None
+        self._raise_if_failed(ref)
         started = time.perf_counter()
         with self._load_lock:
             engine = self._resident(ref)  # another job may have loaded it meanwhile
             if engine is None:
-                self._fetch(ref)
-                self._evict_for_one_more()
-                log.info("loading model %s on first use", ref.key)
-                engine = self._load(ref)
-                self.loads += 1
-                self.add(ref, engine)
+                self._raise_if_failed(ref)  # or failed to, while this one waited
+                engine = self._load_once(ref)
         return ref, engine, time.perf_counter() - started
+
+    def _load_once(self, ref: ModelRef) -> E:
+        try:
+            self._fetch(ref)
+            self._evict_for_one_more()
+            log.info("loading model %s on first use", ref.key)
+            engine = self._load(ref)
+        except WorkerError as err:
+            if not err.fatal:
+                with self._lock:
+                    self._failed[ref.name] = (self._clock(), err)
+            raise
+        self.loads += 1
+        self.add(ref, engine)
+        return engine
+
+    def _raise_if_failed(self, ref: ModelRef) -> None:
+        with self._lock:
+            failed = self._failed.get(ref.name)
+            if failed is None:
+                return
+            when, err = failed
+            left = self._failed_ttl_s - (self._clock() - when)
+            if left <= 0:
+                del self._failed[ref.name]
+                return
+        raise ModelError(
+            f"model {ref.name} is unavailable ({err.code}: {err.message}); "
+            f"not retried for another {left:.0f} s"
+        )
 
     def _resident(self, ref: ModelRef) -> E | None:
         with self._lock:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from f5worker.errors import MAX_MESSAGE_CHARS
 from f5worker.testing.audio import noise, wav_bytes
 from f5worker.testing.s3_servers import client_for, moto_server, s3_env
 from f5worker.testing.web import audio_server
@@ -49,6 +50,8 @@ CODES = {
     "SYNTHESIS_FAILED",
 }
 CASES = corpus()
+
+MAX_ERROR_CHARS = MAX_MESSAGE_CHARS + 40  # "<CODE>: " + the bounded message
 
 
 @dataclass
@@ -169,7 +172,7 @@ def _check_error(payload: dict) -> None:
     assert payload["error_code"] in CODES or payload["error_code"] == "STORAGE_ERROR", payload
     assert payload["retryable"] is (payload["error_code"] == "STORAGE_ERROR"), payload
     assert payload["error"].startswith(payload["error_code"] + ": ")
-    assert len(payload["error"]) <= 500 and CANARY not in payload["error"]
+    assert len(payload["error"]) <= MAX_ERROR_CHARS and CANARY not in payload["error"]
     json.dumps(payload, ensure_ascii=False).encode("utf-8")
 
 

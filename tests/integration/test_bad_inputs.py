@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from f5worker.config import S3Scope, Settings
+from f5worker.errors import MAX_MESSAGE_CHARS
 from f5worker.job.fetch import S3_UNUSABLE, FetchPolicy, RefAudioFetcher
 from f5worker.job.schema import MAX_TEXT_CHARS
 from f5worker.job.voices import MAX_REF_BYTES, VoiceLibrary
@@ -29,6 +30,8 @@ BUCKET = LIBRARY_BUCKET
 S3_ALLOW = (S3Scope(BUCKET, "f5-tts/voices/"), S3Scope(BUCKET, "refs/"))
 GOOD = {"text": "Still serving.", "nfe_step": 2, "seed": 1, "format": "mp3"}
 OK = {"text": "Hello.", "nfe_step": 2}
+
+MAX_ERROR_CHARS = MAX_MESSAGE_CHARS + 40  # "<CODE>: " + the bounded message
 
 
 def ref(b64: str) -> dict:
@@ -229,7 +232,7 @@ def test_bad_input_then_a_good_job(worker, http_url, monkeypatch, inp, code):
     assert error["error"].startswith(f"{code}: ") and "Traceback" not in error["error"]
     assert error["retryable"] is False and error["worker_version"] == "bad-1"
     # bounded, and serialisable as the UTF-8 JSON the SDK sends
-    assert len(error["error"]) <= 500
+    assert len(error["error"]) <= MAX_ERROR_CHARS
     json.dumps(error, ensure_ascii=False).encode("utf-8")
     [good] = list(worker.run({"id": "good", "input": GOOD}))
     assert "error" not in good and good["duration_s"] > 0
@@ -337,7 +340,7 @@ def test_a_bad_entry_fails_alone_with_its_code(worker, entry, code):
     assert all("error" not in item for item in items)
     failed = items[1]["item_error"]
     assert (failed["error_code"], failed["retryable"]) == (code, False)
-    assert failed["error"].startswith(f"{code}: ") and len(failed["error"]) <= 500
+    assert failed["error"].startswith(f"{code}: ") and len(failed["error"]) <= MAX_ERROR_CHARS
     assert items[0]["duration_s"] > 0 and items[2]["duration_s"] > 0
 
 

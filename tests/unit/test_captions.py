@@ -86,7 +86,7 @@ def test_srt_reads_back_with_the_srt_package():
     fields = caption_fields(SEGMENTS, "srt", first_number=7)
     cues = list(srt.parse(fields["srt"]))
     assert [c.index for c in cues] == [7, 8]
-    assert [c.content for c in cues] == [s.text for s in SEGMENTS]
+    assert [c.content for c in cues] == ["First line.", "A <tag> & -> arrow."]  # no timing line
     assert [c.end.total_seconds() for c in cues] == [1.25, 3661.5]
     assert fields["segments"][1] == {"text": SEGMENTS[1].text, "start": 1.25, "end": 3661.5}
 
