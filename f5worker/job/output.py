@@ -1,10 +1,12 @@
 """Where encoded audio goes: inline base64, or the output bucket behind a presigned URL.
 
-RunPod stores a job's output with the job and caps it (about 20 MB for /runsync, and the whole
-output list of a streaming job counts). `ResultBudget` keeps the inline part of one job under
-MAX_RESULT_B64_BYTES, leaving headroom for the JSON around it; `return: "auto"` sends an item that
-would not fit to the bucket instead, and without a bucket that is OUTPUT_TOO_LARGE, never a
-truncated or silently dropped result.
+RunPod stores a job's output with the job and caps it (10 MB for /run, 20 MB for /runsync; the
+whole output list of a generator handler counts, serve/limits.py). The worker cannot tell which
+route a job came by, so `ResultBudget` keeps the inline part of one job under
+MAX_RESULT_B64_BYTES, inside the smaller cap with headroom for the JSON around it. With
+`return: "auto"` and a bucket, an item larger than one RunPod yield (AUTO_URL_ABOVE_B64), or one
+that would not fit the budget, goes to the bucket instead of being sent in parts; without a
+bucket an over-budget job is OUTPUT_TOO_LARGE, never a truncated or silently dropped result.
 
 The bucket follows RunPod's convention (runpod.serverless.utils.rp_upload): BUCKET_ENDPOINT_URL,
 BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY, the region read from the endpoint's host, the
@@ -27,7 +29,8 @@ from f5worker.errors import InvalidInput, OutputTooLarge, StorageError
 from f5worker.job.codecs import MIME_TYPES
 from f5worker.s3 import S3_ERRORS, ClientFactory, S3Client, storage_error
 
-MAX_RESULT_B64_BYTES = 15 * 1024 * 1024  # RunPod's /runsync cap is about 20 MB
+MAX_RESULT_B64_BYTES = 9_000_000  # RunPod's /run cap is 10 MB (/runsync: 20 MB)
+AUTO_URL_ABOVE_B64 = 700_000  # `auto` with a bucket: an item this large is a URL, not parts
 DEFAULT_URL_EXPIRY_S = 3600
 MAX_URL_EXPIRY_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL can live
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
@@ -160,13 +163,17 @@ class Delivery:
         if self.mode == "url":
             return self._upload(data, index)
         b64_size = (len(data) + 2) // 3 * 4
+        to_bucket = self.mode == "auto" and self.store is not None
+        if to_bucket and b64_size > AUTO_URL_ABOVE_B64:
+            return self._upload(data, index)
         if self.budget.take(b64_size):
             return {"audio_base64": base64.b64encode(data).decode("ascii")}
-        if self.mode == "auto" and self.store is not None:
+        if to_bucket:
             return self._upload(data, index)
         raise OutputTooLarge(
-            f"the result would exceed {self.budget.limit} bytes of base64; use a compressed "
-            "format (mp3, opus), shorter text, or a worker with an output bucket"
+            f"the result would exceed {self.budget.limit} bytes of base64 (RunPod's /run result "
+            "cap is 10 MB); use a compressed format (mp3, opus), a lower sample_rate, shorter "
+            'text, or `"return": "auto"` on a worker with an output bucket'
         )
 
     def _upload(self, data: bytes, index: int) -> dict[str, Any]:

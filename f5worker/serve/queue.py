@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from f5worker.config import Settings
 from f5worker.job.prepared import JobControl
+from f5worker.serve.limits import fit_item
 from f5worker.serve.progress import ProgressPost, ProgressSender
 
 if TYPE_CHECKING:  # the worker module imports torch; the adapter is given a ready one
@@ -117,7 +118,8 @@ class QueueHandler:
     async def stream(
         self, job: dict[str, Any], control: JobControl | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        """Worker.run stepped in the pool, each item yielded as soon as it exists.
+        """Worker.run stepped in the pool, each item yielded as soon as it exists, in parts
+        where it would not fit in one of RunPod's yields (limits.fit_item).
 
         A stop (the SDK cancels this task on a RunPod cancel or timeout, or its consumer goes
         away) sets a flag the job reads before each chunk: the step under way ends after its
@@ -135,7 +137,8 @@ class QueueHandler:
                 item = await asyncio.wrap_future(step)
                 if item is _DONE:
                     return
-                yield item
+                for part in fit_item(item):
+                    yield part
         finally:
             stop.set()
             if step is not None and not step.done():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -63,6 +64,7 @@ def runpod(demo_model_dir, tmp_path_factory) -> Iterator[FakeRunPod]:
         }
         with FakeRunPod() as fake, running_worker_loop(fake, env, log):
             yield fake
+            assert fake.violations == []  # nothing this module sent is over RunPod's limits
         assert "Traceback" not in log.read_text()
 
 
@@ -81,13 +83,15 @@ def test_a_plain_job_is_a_one_item_list(runpod):
 
 
 def test_a_stream_posts_each_chunk_in_order_then_the_whole_list(runpod):
-    done = submit(runpod, "stream", text=STREAM_TEXT, seed=2, stream=True, format="pcm")
+    inline = {"return": "base64"}  # with `auto` and a bucket, a large chunk would be a URL
+    done = submit(runpod, "stream", text=STREAM_TEXT, seed=2, stream=True, format="pcm", **inline)
     parts = [part["output"] for part in runpod.streamed["stream"]]
-    assert len(parts) >= 3 and [p["chunk"] for p in parts] == list(range(parts[0]["chunks"]))
+    chunks = [p["chunk"] for p in parts if p.get("part", 0) == 0]
+    assert len(chunks) >= 3 and chunks == list(range(parts[0]["chunks"]))
     assert done["output"] == parts  # return_aggregate_stream: /run and /runsync get them all
-    whole = submit(runpod, "whole", text=STREAM_TEXT, seed=2, format="pcm")["output"][0]
+    whole = submit(runpod, "whole", text=STREAM_TEXT, seed=2, format="pcm", **inline)["output"]
     joined = b"".join(base64.b64decode(p["audio_base64"]) for p in parts)
-    assert joined == base64.b64decode(whole["audio_base64"])
+    assert joined == b"".join(base64.b64decode(p["audio_base64"]) for p in whole)
 
 
 @pytest.mark.parametrize(
@@ -121,6 +125,40 @@ def test_a_batch_with_a_failing_entry_completes_with_every_item(runpod):
     assert failed["item_error"]["error_code"] == "VOICE_NOT_FOUND"
     assert first["vtt"].startswith("WEBVTT") and third["segments"][0]["text"] == "Third."
     assert [part["output"] for part in runpod.streamed["batch"]] == done["output"]
+
+
+def joined(items: list[dict]) -> dict[int, bytes]:
+    """Each chunk's file (or the whole file: chunk 0), its parts' audio concatenated."""
+    files: dict[int, bytes] = {}
+    for item in items:
+        chunk = item.get("chunk", 0)
+        files[chunk] = files.get(chunk, b"") + base64.b64decode(item["audio_base64"])
+    return files
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_long_paragraph_at_48khz_fits_runpods_yields(runpod, stream):
+    """About 2 MB of WAV per chunk at 48 kHz (4 MB and more for the whole): every post stays
+    under one yield's 1 MB, in parts that decode back to each chunk's (or the whole) file."""
+    job_id = f"long-48k-{stream}"
+    inp = {"text": STREAM_TEXT, "seed": 3, "sample_rate": 48000, "stream": stream}
+    inp["return"] = "base64"  # the worker has a bucket: `auto` would send URLs (next test)
+    done = submit(runpod, job_id, **inp)
+    posts = runpod.streamed[job_id]
+    assert all(len(json.dumps(post).encode()) < 1_000_000 for post in posts)
+    items = [post["output"] for post in posts]
+    assert done["output"] == items and any(item.get("parts", 1) > 1 for item in items)
+    for number, data in joined(items).items():
+        samples, rate = sf.read(io.BytesIO(data))
+        first = next(i for i in items if i.get("chunk", 0) == number and i.get("part", 0) == 0)
+        assert rate == 48000 and len(samples) / rate == pytest.approx(first["duration_s"], abs=1e-3)
+
+
+def test_auto_sends_a_chunk_too_large_for_a_yield_to_the_bucket(runpod):
+    done = submit(runpod, "long-auto", text=STREAM_TEXT, seed=3, sample_rate=48000, stream=True)
+    items = done["output"]
+    assert all(len(json.dumps(item).encode()) < 1_000_000 for item in items)
+    assert all("part" not in item for item in items) and any("audio_url" in i for i in items)
 
 
 def test_url_return_mode_uploads_to_the_output_bucket(runpod):
@@ -203,7 +241,7 @@ def test_mid_stream_failure_in_the_sdks_job_runner(engine, monkeypatch, transpor
 
     monkeypatch.setattr(worker.engine, "synthesize_stream", fails_after_one)
     config = handle_job(worker, {"text": STREAM_TEXT, "nfe_step": 2, "stream": True})
-    assert [part["output"]["chunk"] for part in transport["stream"]] == [0]
+    assert {part["output"]["chunk"] for part in transport["stream"]} == {0}  # (in parts)
     assert transport["done"] == [{"error": "INTERNAL_ERROR: unexpected error; see the worker log"}]
     assert "refresh_worker" not in config
 
