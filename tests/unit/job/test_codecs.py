@@ -1,3 +1,5 @@
+"""Encoding, decoding, resampling and pause shortening (f5worker/job/codecs.py)."""
+
 import io
 import itertools
 import time
@@ -7,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from f5worker.audio import Audio, cross_fade
+from f5worker.audio import Audio
 from f5worker.errors import BadRefAudio, UnsupportedFormat
 from f5worker.job.codecs import StreamResampler, decode, encode, resample, shorten_pauses
 
@@ -72,16 +74,6 @@ def test_decode_downmixes_stereo():
 def test_decode_rejects_garbage(data):
     with pytest.raises(BadRefAudio):
         decode(data)
-
-
-def test_cross_fade_lengths_and_continuity():
-    a, b = np.ones(1000, np.float32), np.zeros(1000, np.float32)
-    out = cross_fade([a, b], sample_rate=1000, seconds=0.1)
-    assert len(out) == 2000 - 100
-    assert out[899] == pytest.approx(1.0) and out[1000] == pytest.approx(0.0)
-    assert np.all(np.diff(out[900:1000]) <= 0)
-    assert len(cross_fade([a, b], 1000, 0.0)) == 2000
-    assert len(cross_fade([a], 1000, 0.1)) == 1000 and len(cross_fade([], 1000, 0.1)) == 0
 
 
 @pytest.mark.parametrize("fmt", ["wav", "flac", "ogg", "mp3", "opus", "pcm"])
