@@ -22,7 +22,7 @@ from f5worker.startup.compose import make_worker
 from f5worker.testing.audio import noise, wav_b64, wav_bytes
 from f5worker.testing.s3_servers import client_for
 from f5worker.testing.web import audio_server
-from f5worker.testing.worker import LIBRARY_BUCKET, full_worker, runsync, shared
+from f5worker.testing.worker import LIBRARY_BUCKET, runsync
 
 BUCKET = LIBRARY_BUCKET
 # What the worker's Settings give (its voice library), and refs/ as if from REF_AUDIO_S3_ALLOW.
@@ -157,9 +157,8 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def full(request, demo_model_dir, tmp_path_factory) -> tuple[str, str]:
-    log = tmp_path_factory.mktemp("full") / "worker.log"
-    return shared(request, "full", lambda: full_worker(demo_model_dir, log))
+def full(full_worker_urls) -> tuple[str, str]:
+    return full_worker_urls
 
 
 @pytest.fixture(scope="module")
