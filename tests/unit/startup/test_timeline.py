@@ -1,57 +1,83 @@
-"""The start-up timeline's `overlap_saved`: time that steps on two threads really shared."""
+"""The start-up timeline's `overlap_saved`: time that steps on two threads really shared.
+
+Driven by a fake clock: a test moves time on by hand, the threads only order the steps."""
 
 from __future__ import annotations
 
 import threading
-import time
+
+import pytest
 
 from f5worker.startup.timeline import Span, Timeline
 
 
-def run_beside(timeline: Timeline, model_work, imported: threading.Event | None = None) -> None:
-    """A 0.3 s main-thread step while `model_work` runs as the model step on a thread."""
-    thread = threading.Thread(target=model_work)
-    thread.start()
-    with timeline.step("import"):
-        time.sleep(0.3)
-    if imported is not None:
-        imported.set()
-    thread.join()
+class FakeClock:
+    """Seconds that pass only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def test_work_side_by_side_counts_as_saved():
-    timeline = Timeline()
+    clock = FakeClock()
+    timeline = Timeline(clock)
+    entered, done = threading.Event(), threading.Event()
 
     def model() -> None:
         with timeline.step("model"):
-            time.sleep(0.2)
+            entered.set()
+            done.wait(5)
 
-    run_beside(timeline, model)
-    assert 0.15 < timeline.overlap() < 0.3
+    thread = threading.Thread(target=model)
+    thread.start()
+    assert entered.wait(5)
+    with timeline.step("import"):  # 0.3 s on the main thread...
+        clock.advance(0.2)  # ...the model step ends after 0.2 s of it
+        done.set()
+        thread.join()
+        clock.advance(0.1)
+    assert timeline.steps == pytest.approx({"model": 0.2, "import": 0.3})
+    assert timeline.overlap() == pytest.approx(0.2)
 
 
 def test_waiting_for_the_other_thread_is_not_saved_time():
     """The demo model waits for the f5-tts import: in a row, however the spans lie."""
-    timeline = Timeline()
-    imported = threading.Event()
+    clock = FakeClock()
+    timeline = Timeline(clock)
+    entered, imported = threading.Event(), threading.Event()
 
     def model() -> None:
         with timeline.step("model"):
             with timeline.waiting():
-                imported.wait()
-            time.sleep(0.1)  # after the import: nothing runs beside it
+                entered.set()
+                imported.wait(5)
+            clock.advance(0.1)  # after the import: nothing runs beside it
 
-    run_beside(timeline, model, imported)
-    assert timeline.steps["model"] > 0.35  # the sum of the steps says 0.35 s overlapped...
-    assert timeline.overlap() < 0.05  # ...but nothing really did
-    assert "overlap_saved=0.0" in timeline.summary()
+    thread = threading.Thread(target=model)
+    thread.start()
+    assert entered.wait(5)
+    with timeline.step("import"):
+        clock.advance(0.3)
+    imported.set()
+    thread.join()
+    assert timeline.steps["model"] == pytest.approx(0.4)  # the steps say 0.3 s overlapped...
+    assert timeline.overlap() == pytest.approx(0.0)  # ...but nothing really did
+    assert "overlap_saved=0.00s" in timeline.summary()
 
 
 def test_steps_on_one_thread_never_overlap():
-    timeline = Timeline()
+    clock = FakeClock()
+    timeline = Timeline(clock)
     for name in ("a", "b"):
         with timeline.step(name):
-            time.sleep(0.01)
+            clock.advance(0.01)
+    assert timeline.steps == pytest.approx({"a": 0.01, "b": 0.01})
     assert timeline.overlap() == 0.0
 
 
