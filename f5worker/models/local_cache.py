@@ -117,7 +117,13 @@ def check_model_name(name: str) -> str:
 
 @contextlib.contextmanager
 def model_lock(
-    cache_dir: Path, name: str, timeout: float = LOCK_TIMEOUT_S, poll: float = 0.2
+    cache_dir: Path,
+    name: str,
+    timeout: float = LOCK_TIMEOUT_S,
+    poll: float = 0.2,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[bool]:
     """Hold `<cache_dir>/.<name>.lock` exclusively; yields False when it proceeds unlocked.
 
@@ -125,12 +131,13 @@ def model_lock(
     the next start. On filesystems without flock, or after `timeout`, it logs a WARNING and
     proceeds without the lock (best effort, see the module docstring); whoever proceeds
     unlocked must not delete anything (the version store prunes only when this yields True).
+    clock and sleep measure and pass the wait (a test's fake clock).
     """
     ensure_cache_root(cache_dir)
     path = cache_dir / f".{name}.lock"
     fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
     try:
-        locked = _acquire(fd, path, timeout, poll)
+        locked = _acquire(fd, path, timeout, poll, clock, sleep)
         try:
             yield locked
         finally:
@@ -140,8 +147,15 @@ def model_lock(
         os.close(fd)
 
 
-def _acquire(fd: int, path: Path, timeout: float, poll: float) -> bool:
-    deadline = time.monotonic() + timeout
+def _acquire(
+    fd: int,
+    path: Path,
+    timeout: float,
+    poll: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> bool:
+    deadline = clock() + timeout
     waited = False
     while True:
         try:
@@ -153,7 +167,7 @@ def _acquire(fd: int, path: Path, timeout: float, poll: float) -> bool:
             if exc.errno not in _LOCK_ERRNOS:
                 log.warning("cannot lock %s (%s); proceeding without the lock", path, exc.strerror)
                 return False
-        if time.monotonic() >= deadline:
+        if clock() >= deadline:
             log.warning(
                 "model lock %s still held after %.0f s; proceeding without it", path, timeout
             )
@@ -161,7 +175,7 @@ def _acquire(fd: int, path: Path, timeout: float, poll: float) -> bool:
         if not waited:
             log.info("another process holds %s; waiting up to %.0f s", path, timeout)
             waited = True
-        time.sleep(poll)
+        sleep(poll)
 
 
 def disk_free(path: Path) -> int:

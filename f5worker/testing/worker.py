@@ -6,9 +6,9 @@
   API (job-take, job-take-batch, job-stream, job-done, job-stop), so the SDK's real worker loop
   (rp_scale.JobScaler, rp_job.handle_job) runs unchanged.
 - wait_until: poll a started worker until something is true, failing with its log's tail.
-- full_worker + shared: one local-API worker with everything configured (voice library on moto,
-  MAX_CONCURRENCY=4), started once per session for the modules that need it: each start costs
-  15-40 s of a shared CPU.
+- full_worker: one local-API worker with everything configured (voice library on moto,
+  MAX_CONCURRENCY=4); tests/integration/conftest.py starts it once per session
+  (`full_worker_urls`): each start costs 15-40 s of a shared CPU.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from f5worker.testing import REPO
 from f5worker.testing.audio import noise, wav_bytes
@@ -34,8 +34,6 @@ from f5worker.testing.runpod_gateway import FakeRunPod
 from f5worker.testing.s3_servers import client_for, free_port, moto_process, s3_env
 
 LIBRARY_BUCKET = "worker"
-T = TypeVar("T")
-_SHARED: dict[str, Any] = {}
 
 
 @contextmanager
@@ -192,20 +190,6 @@ def running_worker_loop(
 
 
 # -- one fully configured worker per session ---------------------------------------------------
-
-
-def shared(request: Any, key: str, make: Callable[[], AbstractContextManager[T]]) -> T:
-    """Enter make() once per test session, whichever module asks first; exit at session end."""
-    if key not in _SHARED:
-        stack = ExitStack()
-        _SHARED[key] = stack.enter_context(make())
-
-        def close() -> None:
-            stack.close()
-            _SHARED.pop(key, None)
-
-        request.session.addfinalizer(close)
-    return _SHARED[key]
 
 
 def seed_library(client: Any) -> None:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from f5worker.testing.worker import full_worker, runsync, shared
+from f5worker.testing.worker import runsync
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +35,9 @@ JOBS = [
 
 
 @pytest.fixture(scope="module")
-def api(request, demo_model_dir, tmp_path_factory) -> str:
+def api(full_worker_urls) -> str:
     """The session's fully configured worker (MAX_CONCURRENCY=4, voice library)."""
-    log = tmp_path_factory.mktemp("full") / "worker.log"
-    return shared(request, "full", lambda: full_worker(demo_model_dir, log))[0]
+    return full_worker_urls[0]
 
 
 def test_fifty_concurrent_jobs(api):

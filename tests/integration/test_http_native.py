@@ -20,7 +20,7 @@ from f5worker.testing.http import http_settings, serving
 from f5worker.testing.s3_servers import client_for, moto_server
 from f5worker.testing.web import audio_server
 from f5worker.testing.worker import LIBRARY_BUCKET, seed_library
-from tests.integration.test_bad_inputs import CASES, GOOD, fill, table_worker
+from tests.cases.bad_inputs import CASES, GOOD, fill, table_worker
 
 STATUSES = {code: http_status_of(code) for _, _, code in CASES}
 

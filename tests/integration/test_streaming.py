@@ -19,7 +19,7 @@ from f5worker.job.voices import default_voice
 from f5worker.job.worker import Worker
 from f5worker.serve.queue import QueueHandler
 from f5worker.startup.compose import make_worker
-from f5worker.testing.worker import full_worker, post, runsync, shared
+from f5worker.testing.worker import post, runsync
 
 LONG = (
     "The first sentence sets the scene in a quiet town by the sea. "
@@ -128,10 +128,9 @@ def test_a_failure_before_the_first_chunk_is_the_only_item(worker, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def api(request, demo_model_dir, tmp_path_factory) -> str:
+def api(full_worker_urls) -> str:
     """The session's fully configured worker (MAX_CONCURRENCY=4, voice library)."""
-    log = tmp_path_factory.mktemp("full") / "worker.log"
-    return shared(request, "full", lambda: full_worker(demo_model_dir, log))[0]
+    return full_worker_urls[0]
 
 
 @pytest.mark.slow

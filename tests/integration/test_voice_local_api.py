@@ -6,15 +6,14 @@ from __future__ import annotations
 import pytest
 
 from f5worker.testing.audio import noise, wav_b64
-from f5worker.testing.worker import full_worker, runsync, shared
+from f5worker.testing.worker import runsync
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def url(request, demo_model_dir, tmp_path_factory) -> str:
-    log = tmp_path_factory.mktemp("full") / "worker.log"
-    return shared(request, "full", lambda: full_worker(demo_model_dir, log))[0]
+def url(full_worker_urls) -> str:
+    return full_worker_urls[0]
 
 
 def item(url: str, inp: dict) -> dict:

@@ -6,7 +6,6 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
-from moto import mock_aws
 
 from f5worker.audio import Audio
 from f5worker.errors import BadRefAudio, StorageError, VoiceNotFound
@@ -78,13 +77,8 @@ def test_good_reference_in_each_container(fmt):
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-    with mock_aws():
-        client = make_client(region="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+def s3_buckets() -> tuple[str, ...]:
+    return (BUCKET,)
 
 
 def put_voice(s3, name, audio=None, text="A voice from the library.", prefix="f5-tts"):

@@ -7,14 +7,12 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator
 from itertools import count
 
 import numpy as np
 import pytest
 import soundfile as sf
 from botocore.exceptions import ClientError, EndpointConnectionError
-from moto import mock_aws
 
 from f5worker.config import S3Scope
 from f5worker.errors import StorageError, VoiceNotFound, WorkerError
@@ -22,7 +20,6 @@ from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
 from f5worker.job.voice_actions import VoiceActions, parse_action
 from f5worker.job.voice_store import VoiceStore
 from f5worker.job.voices import MAX_REF_SECONDS, TAIL_SILENCE_S, VoiceLibrary, default_voice
-from f5worker.s3 import make_client
 from f5worker.testing.audio import noise, wav_b64, wav_bytes
 
 BUCKET = "voices"
@@ -30,21 +27,14 @@ RATE = 24000  # the model's
 _prefixes = count()
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator:
-    """moto in process (the S3 API, conditional writes included); safe across threads."""
-    with pytest.MonkeyPatch.context() as mp, mock_aws():
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-        client = make_client(region="us-east-1")
-        for bucket in (BUCKET, "elsewhere"):
-            client.create_bucket(Bucket=bucket)
-        yield client
+@pytest.fixture
+def s3_buckets() -> tuple[str, ...]:
+    return (BUCKET, "elsewhere")
 
 
 @pytest.fixture
 def prefix() -> str:
-    """A fresh library per test on the one server."""
+    """A library of its own per test."""
     return f"lib{next(_prefixes)}"
 
 

@@ -1,114 +1,22 @@
-"""The HTTP adapter's small parts: statuses per code, the admission bound, SSE framing and
-bounded JSON bodies; and the routes' paths that need no model, called as an ASGI app. No server
-and no model."""
+"""The HTTP app's routes on the paths that need no model, called as an ASGI app: admission before
+the body, a bad body's place given back, clients that leave, Starlette's own errors. No server
+and no model. (Statuses, admission, SSE and bodies alone: test_statuses, test_admission,
+test_sse, test_body beside this file.)"""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import Iterator
 
 import pytest
 from starlette.exceptions import HTTPException
 
-from f5worker import errors
-from f5worker.errors import InvalidInput, Overloaded, RequestTooLarge, WorkerError
-from f5worker.serve.http import sse
+from f5worker.errors import WorkerError
 from f5worker.serve.http.admission import Admission
 from f5worker.serve.http.app import create_app
-from f5worker.serve.http.body import parse_json, read_json
 from f5worker.serve.http.service import Service
-from f5worker.serve.http.statuses import error_response, openai_body
 from f5worker.testing.http import http_settings
-
-
-def test_every_code_has_its_own_status_and_only_internal_errors_are_500():
-    # Imported so that the error classes defined outside errors.py are in the tree too.
-    import f5worker.job.voice_store
-    import f5worker.s3
-    import f5worker.startup.flash_attn  # noqa: F401
-
-    classes = errors.error_classes()
-    assert len(classes) > 20
-    assert {c.code for c in classes if c.http_status == 500} == {"INTERNAL_ERROR"}
-    assert all(400 <= c.http_status < 600 for c in classes)
-    assert errors.http_status_of("SOMETHING_NEW") == 500
-    assert errors.http_status_of("VOICE_NOT_FOUND") == 404
-
-
-def test_busy_and_starting_say_when_to_retry():
-    assert error_response(errors.Overloaded("busy"), "openai").headers["Retry-After"] == "1"
-    assert error_response(errors.NotReady("wait"), "native").headers["Retry-After"] == "1"
-    assert "Retry-After" not in error_response(errors.InvalidInput("no"), "native").headers
-
-
-def test_the_openai_error_shape_carries_our_code():
-    body = openai_body(errors.VoiceNotFound("no voice named x"))
-    assert body == {
-        "error": {
-            "message": "no voice named x",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "VOICE_NOT_FOUND",
-        }
-    }
-    assert openai_body(errors.Overloaded("busy"))["error"]["type"] == "rate_limit_error"
-    assert openai_body(errors.GPUError("gone"))["error"]["type"] == "server_error"
-
-
-def test_admission_lets_limit_work_and_max_waiting_wait_then_refuses():
-    async def scenario() -> list[str]:
-        admission = Admission(limit=1, max_waiting=1)
-        await admission.acquire()  # at work
-        waiter = asyncio.create_task(admission.acquire())  # waits
-        await asyncio.sleep(0)
-        with pytest.raises(Overloaded):
-            await admission.acquire()
-        admission.release()
-        await asyncio.wait_for(waiter, 1)
-        waiting = asyncio.create_task(admission.acquire())
-        await asyncio.sleep(0)
-        waiting.cancel()  # a client that leaves while waiting gives its place back
-        await asyncio.gather(waiting, return_exceptions=True)
-        admission.release()
-        return [str(admission.admitted), str(admission.rejected)]
-
-    assert asyncio.run(scenario()) == ["0", "1"]
-
-
-def test_sse_events_are_data_lines_with_a_type():
-    event = sse.delta(b"\x00\x01")
-    assert event.startswith(b"data: ") and event.endswith(b"\n\n")
-    assert json.loads(event[6:]) == {
-        "type": "speech.audio.delta",
-        "audio": base64.b64encode(b"\x00\x01").decode(),
-    }
-    done = json.loads(sse.done(characters=10, samples=256 * 94)[6:])
-    assert done["usage"] == {"input_tokens": 10, "output_tokens": 94, "total_tokens": 104}
-
-
-async def chunks_of(*parts: bytes):
-    for part in parts:
-        yield part
-
-
-@pytest.mark.parametrize(
-    ("parts", "length", "error"),
-    [
-        ((b"x" * 10, b"y" * 10), None, RequestTooLarge),  # counted while reading
-        ((b"{}",), "100", RequestTooLarge),  # refused from its Content-Length
-        ((b"",), None, InvalidInput),
-        ((b"{,}",), None, InvalidInput),
-    ],
-)
-def test_bodies_are_bounded_and_parsed_or_coded(parts, length, error):
-    with pytest.raises(error):
-        asyncio.run(read_json(chunks_of(*parts), length, limit=16))
-
-
-def test_json_that_python_accepts_reaches_the_schema():
-    assert parse_json(b'{"speed": NaN, "text": "\\ud800"}')["text"] == "\ud800"
 
 
 class StubWorker:

@@ -5,7 +5,6 @@ import hashlib
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 import f5worker.s3 as f5s3
 from f5worker.errors import StorageError
@@ -20,16 +19,6 @@ from f5worker.s3 import (
 )
 
 BUCKET = "models"
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-    with mock_aws():
-        client = make_client(region="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
 
 
 def test_upload_then_download_verified(s3, tmp_path):

@@ -96,13 +96,21 @@ def test_lock_excludes_a_second_holder_then_times_out_to_unlocked(tmp_path, capl
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(fd)
-        started = time.monotonic()
+        now, polls = [100.0], []
+
+        def sleep(seconds: float) -> None:  # a fake clock: waiting only moves it on
+            polls.append(seconds)
+            now[0] += seconds
+
         with (
             caplog.at_level(logging.INFO, logger="f5worker.models.local_cache"),
-            model_lock(tmp_path, "m", timeout=0.3, poll=0.05) as second,
+            model_lock(
+                tmp_path, "m", timeout=0.3, poll=0.05, clock=lambda: now[0], sleep=sleep
+            ) as second,
         ):
             assert second is False
-        assert 0.3 <= time.monotonic() - started < 5
+        waited = now[0] - 100.0  # the timeout, give or take one poll (floats add up unevenly)
+        assert set(polls) == {0.05} and 0.3 <= waited <= 0.35 + 1e-9
     messages = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert messages[0][0] == "INFO" and "waiting up to 0 s" in messages[0][1]
     assert messages[-1] == (

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from f5worker.config import S3Scope, Settings
 from f5worker.errors import BadRefAudio, StorageError
@@ -363,27 +362,27 @@ def test_the_allowed_set_is_the_voice_library_and_the_settings():
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-    with mock_aws():
-        client = make_client(region="us-east-1")
-        objects = {
-            ("worker", "f5-tts/voices/anna/ref.wav"): AUDIO,
-            ("worker", "f5-tts/voices/big.wav"): b"x" * (LIMIT + 1),
-            ("worker", "f5-tts/voices/anna/ref.txt"): b"Words, not audio.",
-            ("worker", "f5-tts/voices/silent/ref.wav"): SILENT,
-            ("worker", "f5-tts/voices.wav"): AUDIO,
-            ("worker", "f5-tts/other/ref.wav"): AUDIO,
-            ("shared", "refs/a.wav"): AUDIO,
-            ("shared", "refs-old/a.wav"): AUDIO,
-            ("private", "recording.wav"): AUDIO,
-        }
-        for bucket in {b for b, _ in objects}:
-            client.create_bucket(Bucket=bucket)
-        for (bucket, key), body in objects.items():
-            client.put_object(Bucket=bucket, Key=key, Body=body)
-        yield _DeniedFor(client, "denied")
+def s3_buckets() -> tuple[str, ...]:
+    return ("worker", "shared", "private")
+
+
+@pytest.fixture
+def s3(s3):
+    """The conftest's moto client, stocked, with a 403 for bucket "denied"."""
+    objects = {
+        ("worker", "f5-tts/voices/anna/ref.wav"): AUDIO,
+        ("worker", "f5-tts/voices/big.wav"): b"x" * (LIMIT + 1),
+        ("worker", "f5-tts/voices/anna/ref.txt"): b"Words, not audio.",
+        ("worker", "f5-tts/voices/silent/ref.wav"): SILENT,
+        ("worker", "f5-tts/voices.wav"): AUDIO,
+        ("worker", "f5-tts/other/ref.wav"): AUDIO,
+        ("shared", "refs/a.wav"): AUDIO,
+        ("shared", "refs-old/a.wav"): AUDIO,
+        ("private", "recording.wav"): AUDIO,
+    }
+    for (bucket, key), body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    return _DeniedFor(s3, "denied")
 
 
 class _DeniedFor:

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from moto import mock_aws
 
 from f5worker.config import Settings
 from f5worker.errors import StorageError
@@ -30,7 +29,6 @@ from f5worker.models.s3_sync import sync_models_from_s3
 from f5worker.models.s3_upload import upload_models_to_s3
 from f5worker.models.source import prepare_model
 from f5worker.models.store import ModelStore, release_all_holds
-from f5worker.s3 import make_client
 
 BUCKET = "models"
 KiB = 1024
@@ -53,16 +51,6 @@ def fresh_holds() -> Iterator[None]:
     release_all_holds()
     yield
     release_all_holds()
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "moto-key")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "moto-secret")
-    with mock_aws():
-        client = make_client(region="us-east-1", max_attempts=1)
-        client.create_bucket(Bucket=BUCKET)
-        yield client
 
 
 def settings_for(cache: Path, prefix: str = "f5-tts", model: str = "m1") -> Settings:
