@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from f5worker.errors import ModelNotFound, describe_names
-from f5worker.models.reference import ModelRef
+from f5worker.model_ref import ModelRef
 
 log = logging.getLogger(__name__)
 
