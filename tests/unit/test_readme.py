@@ -1,5 +1,7 @@
-"""The docs' promises: the README's first commands; the input table in docs/api.md (schema)."""
+"""The docs' promises: the README's first commands; the input table in docs/api.md (schema) and
+the settings tables in docs/configuration.md (the settings table), generated, not restated."""
 
+from f5worker.config import settings_markdown
 from f5worker.job.schema import fields_markdown
 from f5worker.testing import REPO
 
@@ -18,3 +20,10 @@ def test_input_table_matches_the_schema():
 
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_configuration_tables_match_the_settings_table():
+    """Regenerate with `.venv/bin/python -m f5worker.config --markdown` (between the markers)."""
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    between = doc.split("<!-- settings:begin -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
+    assert between == settings_markdown() + "\n"
