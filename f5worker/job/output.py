@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from f5worker.config.table import default as setting_default
 from f5worker.errors import InvalidInput, OutputTooLarge, StorageError
 from f5worker.job.codecs import MIME_TYPES
 from f5worker.s3 import S3_ERRORS, storage_error
 
 MAX_RESULT_B64_BYTES = 15 * 1024 * 1024  # RunPod's /runsync cap is about 20 MB
-DEFAULT_URL_EXPIRY_S = 3600
-MAX_URL_EXPIRY_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL can live
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -41,7 +40,7 @@ class OutputStore:
         self,
         client_factory: Callable[[], Any],
         bucket: str | None = None,
-        url_expiry_s: int = DEFAULT_URL_EXPIRY_S,
+        url_expiry_s: int = setting_default("bucket_url_expiry_s"),
     ) -> None:
         self._client_factory = client_factory
         self._client: Any = None
