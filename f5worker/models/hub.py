@@ -25,10 +25,10 @@ import yaml
 
 from f5worker.config import Settings
 from f5worker.errors import ModelError, StorageError
+from f5worker.model_ref import ARCH_FILE_SUFFIX, KNOWN_MODELS, HubModel
 from f5worker.models.hf_cache import find_snapshot
 from f5worker.models.local_cache import TEMP_SUFFIX, check_model_name, record_all
 from f5worker.models.manifest import MANIFEST_NAME, build_manifest, write_manifest
-from f5worker.model_ref import ARCH_FILE_SUFFIX, KNOWN_MODELS, HubModel
 from f5worker.models.spec import SPEC_NAME, ModelSpec
 
 log = logging.getLogger(__name__)

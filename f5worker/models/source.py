@@ -35,10 +35,10 @@ from pathlib import Path
 
 from f5worker.config import DEMO_MODEL, Settings
 from f5worker.errors import ModelError, StorageError
+from f5worker.model_ref import ModelRef
 from f5worker.models.fill import add_built_version, serve_local
 from f5worker.models.local_cache import check_model_name, model_lock
 from f5worker.models.manifest import read_manifest
-from f5worker.model_ref import ModelRef
 from f5worker.models.spec import SPEC_NAME
 from f5worker.models.store import ModelStore
 
