@@ -44,7 +44,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # nothing to bake; an unpinned, mismatching or non-loading wheel fails the build.
 ARG FLASH_ATTN_BAKE=auto
 ARG FLASH_ATTN_BAKE_SHA256=""
-COPY f5worker/__init__.py f5worker/errors.py f5worker/redact.py f5worker/
+COPY f5worker/__init__.py f5worker/errors.py f5worker/redact.py f5worker/wheel_checks.py f5worker/
 COPY f5worker/startup/__init__.py f5worker/startup/flash_attn.py \
      f5worker/startup/flash_attn_install.py f5worker/startup/flash_attn_wheels.py \
      f5worker/startup/flash_attn_wheels.json f5worker/startup/

@@ -61,11 +61,11 @@ from runpod.serverless.utils.rp_ssrf import is_safe_address
 from yarl import URL
 
 from f5worker.config import private_download_urls_allowed
+from f5worker.config.table import default as setting_default
 from f5worker.errors import BadRefAudio
 
 log = logging.getLogger(__name__)
 
-URL_TOTAL_TIMEOUT_S = 20.0
 URL_CONNECT_TIMEOUT_S = 5.0
 URL_MAX_REDIRECTS = 3
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -81,7 +81,8 @@ class HttpsPolicy:
     """The limits of one fetch_https."""
 
     max_bytes: int  # the body, on the wire and after inflating
-    total_timeout_s: float = URL_TOTAL_TIMEOUT_S  # the whole URL fetch, redirects included
+    # The whole URL fetch, redirects included (REF_AUDIO_URL_TIMEOUT_S).
+    total_timeout_s: float = setting_default("ref_audio_url_timeout_s")
     connect_timeout_s: float = URL_CONNECT_TIMEOUT_S  # each address tried, within the total
     allow_http_loopback: bool = False  # tests only: plain http to 127.0.0.1 / ::1 / localhost
     # Connect to non-public addresses (RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS); None: as the

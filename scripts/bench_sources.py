@@ -40,8 +40,8 @@ from bench_common import REPO, build_full_arch_model, command_line, machine_fact
 
 sys.path.insert(0, str(REPO))
 
+from f5worker.model_ref import parse_reference
 from f5worker.models.demo import build_demo_model
-from f5worker.models.reference import parse_reference
 from f5worker.models.spec import ModelSpec
 from f5worker.testing.s3_servers import FakeHub, client_for, free_ports, s3_env, seaweedfs
 

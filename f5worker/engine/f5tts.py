@@ -33,6 +33,7 @@ import torch
 import torchaudio
 
 from f5worker.audio import Audio, Voice
+from f5worker.config.table import default as setting_default
 from f5worker.engine import sampler, torch_thread
 from f5worker.engine.chunking import bound_chunks, cap_combining_marks, shorten_first
 from f5worker.engine.loading import load_model_dir
@@ -49,7 +50,6 @@ MAX_GENERATION_S = 22.0  # upstream's budget for reference + generated audio per
 # transcript far too short for its audio (upstream slows texts under 10 bytes to speed 0.3)
 # would ask for more, and without a bound one chunk could take minutes and gigabytes.
 MAX_CHUNK_AUDIO_S = 30.0
-MAX_AUDIO_S = 1200.0  # default bound on one request's audio (setting MAX_AUDIO_SECONDS)
 
 
 class F5TTSEngine:
@@ -63,7 +63,7 @@ class F5TTSEngine:
         plan: BatchPlan | None = None,
         ref_cache_size: int = 16,
         compile: bool = False,
-        max_audio_s: float = MAX_AUDIO_S,
+        max_audio_s: float = setting_default("max_audio_s"),  # MAX_AUDIO_SECONDS
     ) -> None:
         # Upstream's CFM.sample switches to eval mode on every call; this engine samples
         # without it, so dropout must be off from the start.
@@ -108,7 +108,7 @@ class F5TTSEngine:
         compile: bool = False,
         plan: BatchPlan | None = None,
         ref_cache_size: int = 16,
-        max_audio_s: float = MAX_AUDIO_S,
+        max_audio_s: float = setting_default("max_audio_s"),
     ) -> F5TTSEngine:
         """Load any model directory that carries a model.json, without touching the network.
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from f5worker.errors import ModelError, ModelNotFound, WorkerError, describe_names
-from f5worker.models.reference import ModelRef
+from f5worker.model_ref import ModelRef
 
 log = logging.getLogger(__name__)
 

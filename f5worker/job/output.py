@@ -25,14 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from f5worker.config.table import default as setting_default
 from f5worker.errors import InvalidInput, OutputTooLarge, StorageError
 from f5worker.job.codecs import MIME_TYPES
 from f5worker.s3 import S3_ERRORS, ClientFactory, S3Client, storage_error
 
 MAX_RESULT_B64_BYTES = 9_000_000  # RunPod's /run cap is 10 MB (/runsync: 20 MB)
 AUTO_URL_ABOVE_B64 = 700_000  # `auto` with a bucket: an item this large is a URL, not parts
-DEFAULT_URL_EXPIRY_S = 3600
-MAX_URL_EXPIRY_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL can live
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -43,7 +42,7 @@ class OutputStore:
         self,
         client_factory: ClientFactory,
         bucket: str | None = None,
-        url_expiry_s: int = DEFAULT_URL_EXPIRY_S,
+        url_expiry_s: int = setting_default("bucket_url_expiry_s"),
     ) -> None:
         self._client_factory = client_factory
         self._client: S3Client | None = None

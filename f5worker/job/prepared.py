@@ -15,7 +15,7 @@ from f5worker import presets
 from f5worker.audio import Audio, Voice
 from f5worker.job.output import Delivery
 from f5worker.job.schema import TTSRequest
-from f5worker.models.reference import ModelRef
+from f5worker.model_ref import ModelRef
 
 if TYPE_CHECKING:  # the engine imports torch; these are only annotations here
     from f5worker.engine.f5tts import F5TTSEngine

@@ -6,7 +6,7 @@ that its transcript and its pauses agree on (ref_trim.py; else as upstream does)
 request ever writes a temp file (upstream's preprocess_ref_audio_text keeps one per reference and
 never deletes it). Library voices live under `<S3_PREFIX>/voices/<name>/` (voice_store.py says
 how) and are kept in a bounded LRU after first use; the bound is in entries, and an entry is at
-most 12 s of audio (about 2.3 MB at 48 kHz), so the cache is at most MAX_CACHED_VOICES * 2.3 MB.
+most 12 s of audio (about 2.3 MB at 48 kHz), so the cache is at most VOICE_CACHE_SIZE * 2.3 MB.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 import soundfile as sf
 
 from f5worker.audio import Audio, Voice
+from f5worker.config.table import default as setting_default
 from f5worker.errors import (
     BadRefAudio,
     InvalidInput,
@@ -52,9 +53,6 @@ SILENCE_DBFS = -42.0  # upstream's remove_silence_edges threshold
 TAIL_SILENCE_S = 0.05  # upstream appends 50 ms of silence
 MAX_REF_BYTES = 10 * 1024 * 1024  # encoded reference audio, from any source
 MAX_REF_TEXT_BYTES = 4096
-MAX_CACHED_VOICES = 32
-DEFAULT_CACHE_TTL_S = 30.0
-DEFAULT_MAX_VOICES = 500
 
 
 def default_voice_path() -> Path:
@@ -177,10 +175,10 @@ class VoiceLibrary:
         bucket: str | None,
         prefix: str = "",
         client_factory: ClientFactory | None = None,
-        max_cached: int = MAX_CACHED_VOICES,
-        cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
-        writes: bool = True,
-        max_voices: int = DEFAULT_MAX_VOICES,
+        max_cached: int = setting_default("voice_cache_size"),
+        cache_ttl_s: float = setting_default("voice_cache_ttl_s"),
+        writes: bool = setting_default("voice_writes"),
+        max_voices: int = setting_default("voice_max_count"),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bucket = bucket

@@ -25,10 +25,10 @@ import yaml
 
 from f5worker.config import Settings
 from f5worker.errors import ModelError, StorageError
+from f5worker.model_ref import ARCH_FILE_SUFFIX, KNOWN_MODELS, HubModel
 from f5worker.models.hf_cache import find_snapshot
 from f5worker.models.local_cache import TEMP_SUFFIX, check_model_name, record_all
 from f5worker.models.manifest import MANIFEST_NAME, build_manifest, write_manifest
-from f5worker.models.reference import ARCH_FILE_SUFFIX, KNOWN_MODELS, HubModel
 from f5worker.models.spec import SPEC_NAME, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 VOCODER = HubModel(repo="charactr/vocos-mel-24khz", checkpoint="pytorch_model.bin", config="")
 VOCODER_FILES = ("config.yaml", "pytorch_model.bin")
 VOCODER_DIR = "vocos"
-HUB_MODELS = KNOWN_MODELS  # the released checkpoints, by name (models/reference.py)
+HUB_MODELS = KNOWN_MODELS  # the released checkpoints, by name (model_ref.py)
 
 
 def fetch_from_hub(

@@ -35,9 +35,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from f5worker.config import MODEL_NAME_PATTERN
 from f5worker.errors import ConfigError, StorageError
 from f5worker.files import TEMP_SUFFIX, sha256_file, write_atomic
+from f5worker.model_ref import MODEL_NAME_PATTERN
 from f5worker.models.manifest import FileEntry, Manifest
 
 log = logging.getLogger(__name__)

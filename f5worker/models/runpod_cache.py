@@ -26,9 +26,9 @@ from importlib.resources import files
 from pathlib import Path, PurePosixPath
 
 from f5worker.config import Settings
+from f5worker.model_ref import ARCH_FILE_SUFFIX, ModelRef
 from f5worker.models.hf_cache import find_snapshot
 from f5worker.models.hub import VOCODER_DIR, VOCODER_FILES, model_spec, vocoder_snapshot
-from f5worker.models.reference import ARCH_FILE_SUFFIX, ModelRef
 from f5worker.models.spec import SPEC_NAME
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Which model directory to serve, and where it comes from.
 
-One chain for every model reference (models/reference.py), each step logged with its time:
+One chain for every model reference (model_ref.py), each step logged with its time:
 a local directory (MODEL_DIR for the default model, or a reference that is an absolute path),
 used as is; RunPod's cached models (models/runpod_cache.py, read in place, nothing downloaded);
 the S3 cache (sync_models_from_s3); a complete local copy in MODEL_CACHE_DIR; the model's
@@ -35,10 +35,10 @@ from pathlib import Path
 
 from f5worker.config import DEMO_MODEL, Settings
 from f5worker.errors import ModelError, StorageError
+from f5worker.model_ref import ModelRef
 from f5worker.models.fill import add_built_version, serve_local
 from f5worker.models.local_cache import check_model_name, model_lock
 from f5worker.models.manifest import read_manifest
-from f5worker.models.reference import ModelRef
 from f5worker.models.spec import SPEC_NAME
 from f5worker.models.store import ModelStore
 

@@ -23,7 +23,7 @@ from f5worker.job.models import ModelPool
 from f5worker.job.output import MAX_RESULT_B64_BYTES, OutputStore, make_output_client
 from f5worker.job.voices import VoiceLibrary, default_voice
 from f5worker.job.worker import Worker
-from f5worker.models.reference import ModelRef
+from f5worker.model_ref import ModelRef
 from f5worker.s3 import ClientFactory, make_client
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from f5worker.config import Settings
+from f5worker.config.table import ENV_NAMES, SECRET_ENV
 from f5worker.redact import redact_urls
 
 log = logging.getLogger(__name__)
@@ -34,35 +35,12 @@ REQUIRED_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "handler": ("build_worker", "start_sdk"),
 }
 PACKAGES = ("torchaudio", "f5-tts", "runpod", "boto3", "flash-attn")
+# A name that says it is secret is redacted even when the settings table does not mark it.
 _SECRET_MARKERS = ("SECRET", "TOKEN", "PASSWORD", "KEY", "CREDENTIAL")
-# Only these are reported; anything else in the environment is never read here.
-_REPORTED_ENV = (
-    "MODEL_NAME",
-    "MODEL_DIR",
-    "MODEL_CACHE_DIR",
-    "HF_HOME",
-    "HF_TOKEN",
-    "S3_BUCKET",
-    "S3_PREFIX",
-    "S3_ENDPOINT_URL",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "BUCKET_ENDPOINT_URL",
-    "BUCKET_ACCESS_KEY_ID",
-    "BUCKET_SECRET_ACCESS_KEY",
-    "FLASH_ATTN",
-    "FLASH_ATTN_WHEEL_URL",
-    "FLASH_ATTN_WHEEL_SHA256",
-    "DEVICE",
-    "MAX_CONCURRENCY",
-    "LOG_LEVEL",
-    "RUNPOD_LOG_LEVEL",
-    "RUNPOD_POD_ID",
-    "RUNPOD_ENDPOINT_ID",
-    "RUNPOD_GPU_COUNT",
-)
+# Only these are reported: the settings table's variables and what RunPod says about the worker.
+# Anything else in the environment is never read here.
+_RUNPOD_ENV = ("RUNPOD_POD_ID", "RUNPOD_ENDPOINT_ID", "RUNPOD_GPU_COUNT")
+_REPORTED_ENV = (*ENV_NAMES, *_RUNPOD_ENV)
 
 
 def collect(
@@ -104,7 +82,7 @@ def redact(name: str, value: str) -> str:
     """Secret-named variables show only whether they are set; any URL in a value shows only
     scheme, host(:port) and path, since userinfo, query (presigned signatures) and fragment
     (`#access_token=`) carry credentials and this report goes to the logs on every start."""
-    if any(marker in name.upper() for marker in _SECRET_MARKERS):
+    if name in SECRET_ENV or any(marker in name.upper() for marker in _SECRET_MARKERS):
         return "<redacted>" if value else "<empty>"
     return redact_urls(value)
 

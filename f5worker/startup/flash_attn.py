@@ -34,19 +34,16 @@ from f5worker.redact import redact_urls
 from f5worker.startup.flash_attn_install import Pip, explain_load_error, load_in_process
 from f5worker.startup.flash_attn_wheels import (
     BASE_WHEEL_URL,
-    WHEEL_FILE_RE,
     NoMatchingWheel,
     NotPinned,
     TorchBuild,
     Wheel,
-    check_custom_wheel,
-    check_sha256,
     parse_wheel_url,
     probe_torch,
     require_pin,
     select_wheel,
-    wheel_file_name,
 )
+from f5worker.wheel_checks import WHEEL_FILE_RE, check_custom_wheel, check_sha256, wheel_file_name
 
 log = logging.getLogger(__name__)
 

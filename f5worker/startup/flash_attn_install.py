@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from f5worker.redact import redact_urls
-from f5worker.startup.flash_attn_wheels import WHEEL_FILE_RE, TorchBuild, Wheel, wheel_file_name
+from f5worker.startup.flash_attn_wheels import TorchBuild, Wheel
+from f5worker.wheel_checks import WHEEL_FILE_RE, wheel_file_name
 
 VERIFY_CODE = "import flash_attn, flash_attn_2_cuda; print(flash_attn.__version__)"
 PIP_TIMEOUT_S = 600.0

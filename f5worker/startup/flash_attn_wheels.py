@@ -1,8 +1,9 @@
 """Which flash-attn wheel fits the running torch, and whether it may be installed at all.
 
-Pure choices and checks, no downloads and no pip: f5worker/config.py checks the custom wheel
-settings with check_custom_wheel and check_sha256 when it reads the environment, so this module
-imports nothing heavy (probe_torch imports torch only when it is called).
+Pure choices and checks, no downloads and no pip: f5worker/config checks the custom wheel
+settings with check_custom_wheel and check_sha256 (f5worker/wheel_checks.py, below config) when
+it reads the environment; this module imports nothing heavy (probe_torch imports torch only when
+it is called).
 
 The release wheel is named the way flash-attn's own setup.py (`get_wheel_url`) names it:
 `flash_attn-{version}+cu{cuda}torch{major.minor}cxx11abi{TRUE|FALSE}-{cp}-{cp}-{platform}.whl`,
@@ -35,20 +36,14 @@ import platform
 import re
 import sys
 import types
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from f5worker.errors import ConfigError
-from f5worker.redact import redact_urls
+from f5worker.wheel_checks import SHA256_RE, SHA_VAR, URL_VAR, wheel_file_name
 
 BASE_WHEEL_URL = "https://github.com/Dao-AILab/flash-attention/releases/download/v{version}/{name}"
 PINS_FILE = Path(__file__).with_name("flash_attn_wheels.json")
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
-# One path component ending in .whl: what pip installs without building, and a safe file name.
-WHEEL_FILE_RE = re.compile(r"[A-Za-z0-9_.+-]+\.whl")
-URL_VAR, SHA_VAR = "FLASH_ATTN_WHEEL_URL", "FLASH_ATTN_WHEEL_SHA256"
 
 
 class NoMatchingWheel(ValueError):
@@ -149,11 +144,6 @@ _NAME_RE = re.compile(
 )
 
 
-def wheel_file_name(url: str) -> str:
-    """The file name a URL or path ends in; query and fragment (signatures, tokens) are not it."""
-    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
-
-
 def parse_wheel_url(url: str) -> Wheel | None:
     """The fields of a release-style wheel name in a URL or path; None for any other name."""
     name = wheel_file_name(url)
@@ -221,43 +211,6 @@ def require_pin(wheel: Wheel) -> str:
             f"or set {URL_VAR} and {SHA_VAR}"
         )
     return wheel.sha256
-
-
-def check_sha256(value: str | None, var: str, needed_by: str) -> str:
-    """A sha256 the operator gave, lower-cased; ConfigError naming `var` if missing or malformed."""
-    if not value or not value.strip():
-        raise ConfigError(
-            f"{var} is required with {needed_by}: the wheel's sha256 (sha256sum), 64 hex digits"
-        )
-    digest = value.strip().lower()
-    if SHA256_RE.fullmatch(digest) is None:
-        raise ConfigError(f"{var}={value[:80]!r} is not a sha256 (64 hex digits)")
-    return digest
-
-
-def check_custom_wheel(
-    url: str, sha256: str | None, url_var: str = URL_VAR, sha_var: str = SHA_VAR
-) -> str:
-    """The operator's sha256 for a custom wheel URL, once the URL is one we would download.
-
-    https only (the hash guards the bytes, https also who serves them), a `.whl` file name (pip
-    would build anything else, running its setup code) and a sha256: else ConfigError naming the
-    variable, with the URL cut to scheme, host and path.
-    """
-    shown = redact_urls(url)
-    try:
-        parts = urllib.parse.urlsplit(url.strip())
-        host = parts.hostname
-    except ValueError:
-        raise ConfigError(f"{url_var}={shown!r} is not a URL") from None
-    if parts.scheme.lower() != "https" or not host:
-        raise ConfigError(f"{url_var}={shown!r} must be an https:// URL with a host")
-    if WHEEL_FILE_RE.fullmatch(wheel_file_name(url.strip())) is None:
-        raise ConfigError(
-            f"{url_var}={shown!r} must name a .whl file: a source distribution would be built, "
-            "running its setup code"
-        )
-    return check_sha256(sha256, sha_var, url_var)
 
 
 def probe_torch() -> TorchBuild:

@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from f5worker.config.table import default as setting_default
+
 ACCESS_KEY = "test-access-key"
 SECRET_KEY = "test-secret-key-never-logged"
 REGION = "us-east-1"
@@ -53,7 +55,10 @@ def free_ports(count: int) -> list[int]:
 
 
 def s3_env(
-    endpoint: str, bucket: str, prefix: str = "f5-tts", output_bucket: bool = False
+    endpoint: str,
+    bucket: str,
+    prefix: str = setting_default("s3_prefix"),
+    output_bucket: bool = False,
 ) -> dict[str, str]:
     """The environment a worker process needs to use this server as its S3 cache and voice
     library (and, with output_bucket, as RunPod's BUCKET_* output store)."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from f5worker.models.reference import parse_reference
+from f5worker.model_ref import parse_reference
 from f5worker.testing import REPO, finetune
 from f5worker.testing.s3_servers import FakeHub, client_for, free_ports, moto_server, s3_env
 from f5worker.testing.worker import running_worker, runsync

@@ -9,7 +9,7 @@ import pytest
 from f5worker.config import Settings
 from f5worker.engine.f5tts import F5TTSEngine
 from f5worker.errors import ModelError
-from f5worker.models.reference import parse_models, parse_reference
+from f5worker.model_ref import parse_models, parse_reference
 from f5worker.models.source import prepare_model
 from f5worker.startup.compose import build_worker
 from f5worker.testing import finetune

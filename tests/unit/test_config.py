@@ -1,8 +1,9 @@
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from f5worker.config import S3Scope, Settings
+from f5worker.config import SETTINGS, S3Scope, Settings
 from f5worker.errors import ConfigError
 
 
@@ -169,3 +170,33 @@ def test_voice_library_settings():
         with pytest.raises(ConfigError) as info:
             Settings.from_env({name: value})
         assert name in info.value.message
+
+
+def test_every_field_is_declared_once_in_the_table():
+    """Settings' fields and the table's entries are the same set; each default is the table's."""
+    declared = [s.field for s in SETTINGS if s.field]
+    assert sorted(declared) == sorted(f.name for f in fields(Settings))
+    assert len(set(declared)) == len(declared)
+    names = [n for s in SETTINGS for n in (s.env, *s.also) if n]
+    assert len(set(names)) == len(names)
+    built = Settings()
+    for s in SETTINGS:
+        if s.field:
+            assert getattr(built, s.field) == s.default, s.field
+
+
+@pytest.mark.parametrize("entry", [s for s in SETTINGS if s.low is not None], ids=lambda s: s.env)
+def test_bounded_entries_refuse_values_outside_their_bounds(entry):
+    Settings.from_env({entry.env: str(entry.low)})
+    Settings.from_env({entry.env: str(entry.high)})
+    for bad in (entry.low - 1, entry.high + 1):
+        with pytest.raises(ConfigError, match=entry.env):
+            Settings.from_env({entry.env: str(bad)})
+
+
+@pytest.mark.parametrize("entry", [s for s in SETTINGS if s.choices], ids=lambda s: s.env)
+def test_choice_entries_accept_their_choices_only(entry):
+    for option in entry.choices:
+        assert getattr(Settings.from_env({entry.env: option}), entry.field) == option
+    with pytest.raises(ConfigError, match=entry.env):
+        Settings.from_env({entry.env: "not-a-choice"})

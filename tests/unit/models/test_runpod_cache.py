@@ -13,7 +13,7 @@ import pytest
 
 from f5worker.config import Settings
 from f5worker.errors import StorageError
-from f5worker.models.reference import parse_reference
+from f5worker.model_ref import parse_reference
 from f5worker.models.runpod_cache import serve_from_runpod_cache
 from f5worker.models.source import prepare_model
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from f5worker.config import Settings
+from f5worker.config.table import SECRET_ENV
 from f5worker.redact import redact_urls
 from f5worker.startup import diagnostics
 from f5worker.testing import REPO
@@ -197,7 +198,12 @@ def test_this_checkout_exposes_every_required_function():
 
 
 def test_report_facts_and_format(tmp_path):
-    env = {"MODEL_NAME": "demo", "WORKER_GIT_SHA": "abc123", "AWS_SECRET_ACCESS_KEY": "hunter2"}
+    env = {
+        "MODEL_NAME": "demo",
+        "WORKER_GIT_SHA": "abc123",
+        "AWS_SECRET_ACCESS_KEY": "hunter2",
+        "UNRELATED_VARIABLE": "not reported",
+    }
     settings = Settings(
         model_cache_dir=tmp_path / "not-yet", worker_version="v9", worker_git_sha="abc123"
     )
@@ -219,7 +225,8 @@ def test_report_facts_and_format(tmp_path):
     ):
         assert facts[key], key
     assert facts["worker_version"] == "v9" and facts["git_sha"] == "abc123"
-    assert facts["env"] == "MODEL_NAME=demo AWS_SECRET_ACCESS_KEY=<redacted>"
+    # The settings table's variables in its order, secrets redacted; nothing else.
+    assert facts["env"] == "MODEL_NAME=demo AWS_SECRET_ACCESS_KEY=<redacted> WORKER_GIT_SHA=abc123"
     report = diagnostics.format_report(facts)
     assert "hunter2" not in report
     assert all(line.startswith("diag.") and "=" in line for line in report.splitlines())
@@ -251,3 +258,8 @@ def test_collect_imports_neither_handler_nor_f5_tts(tmp_path):
 
 def test_free_gb_walks_up_to_an_existing_dir(tmp_path):
     assert float(diagnostics._free_gb(Path(tmp_path) / "a" / "b")) > 0
+
+
+@pytest.mark.parametrize("name", sorted(SECRET_ENV))
+def test_every_secret_setting_is_redacted(name):
+    assert diagnostics.redact(name, "s3cr3t-value") == "<redacted>"

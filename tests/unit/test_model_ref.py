@@ -7,7 +7,7 @@ import pytest
 from f5worker.config import Settings
 from f5worker.errors import ConfigError, GPUError, ModelError, ModelNotFound, StorageError
 from f5worker.job.models import ModelPool
-from f5worker.models.reference import parse_models, parse_reference
+from f5worker.model_ref import parse_models, parse_reference
 
 FT = "hf://me/ft-xx/ckpts/model_1200000.safetensors?vocab=ckpts/vocab.txt&arch=F5TTS_Base"
 

@@ -46,8 +46,9 @@ QUERY_KEYS = ("vocab", "arch", "revision")
 _REPO_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
 _SERVING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-# A cache-only name becomes a directory and an S3 key segment (config.MODEL_NAME_PATTERN).
-_CACHE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# A model name (a cache-only one, a storage key) becomes a directory and an S3 key segment, so it
+# must be one safe component.
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _DERIVED_PREFIXES = ("hf--", "dir--")  # keys derived from references: no plain name may take one
 _KEY_PART_CHARS = 40  # of owner and repo each in a storage key; the hash carries uniqueness
 
@@ -119,7 +120,7 @@ def parse_reference(text: str, variable: str, name: str | None = None) -> ModelR
         if ".." in path.parts:
             raise ConfigError(f"{variable}: local model directory {text[:100]!r} contains '..'")
         return ModelRef(name or text, _local_key(text), text, local_dir=Path(text))
-    if _CACHE_NAME.fullmatch(text) and not text.startswith(_DERIVED_PREFIXES):
+    if MODEL_NAME_PATTERN.fullmatch(text) and not text.startswith(_DERIVED_PREFIXES):
         # A name with no source of its own: its files are published in the S3 cache (or were
         # put in MODEL_CACHE_DIR) under that name.
         return ModelRef(name or text, text, text)

@@ -1,0 +1,104 @@
+"""How one environment variable's text becomes a value: the readers the settings table uses.
+
+Each reader takes the whole mapping and the variable's name, so a bad value is a ConfigError that
+names the variable. Pure: nothing here reads os.environ by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from f5worker.errors import ConfigError
+
+# S3's bucket naming rules (lower case, 3..63 characters), as s3:// references must spell them.
+S3_BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# The RunPod SDK's own switch for job URLs on private networks, read as the SDK reads it.
+PRIVATE_URLS_ENV = "RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS"
+REF_AUDIO_S3_ALLOW_ENV = "REF_AUDIO_S3_ALLOW"
+
+
+@dataclass(frozen=True)
+class S3Scope:
+    """A bucket, or the keys under one prefix of it, that s3:// references may name."""
+
+    bucket: str
+    prefix: str = ""  # "" is the whole bucket; otherwise whole path segments, ending in "/"
+
+    def covers(self, bucket: str, key: str) -> bool:
+        return bucket == self.bucket and key.startswith(self.prefix)
+
+
+def private_download_urls_allowed(env: Mapping[str, str] | None = None) -> bool:
+    """RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS as runpod.serverless.utils.rp_ssrf reads it: only
+    "1", "true" or "yes" switch the guard off, anything else keeps it on (never an error, so a
+    typo can only make the worker stricter)."""
+    env = os.environ if env is None else env
+    return env.get(PRIVATE_URLS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def s3_scopes(env: Mapping[str, str], name: str) -> tuple[S3Scope, ...]:
+    """Comma-separated `bucket` or `bucket/prefix` entries (an `s3://` in front is allowed).
+
+    A prefix is matched by whole path segments ("refs" covers refs/a.wav, not refs-old/a.wav);
+    empty, "." and ".." segments are refused, as a store that normalises paths would read them
+    as another prefix.
+    """
+    scopes: list[S3Scope] = []
+    for entry in (e.strip() for e in env.get(name, "").split(",")):
+        if not entry:
+            continue
+        rest = entry.removeprefix("s3://")
+        bucket, _, prefix = rest.partition("/")
+        prefix = prefix.strip("/")
+        if not S3_BUCKET_PATTERN.fullmatch(bucket) or (prefix and not is_clean_s3_key(prefix)):
+            raise ConfigError(
+                f"{name} entry {entry[:100]!r} is not `bucket` or `bucket/prefix` "
+                "(a lower-case S3 bucket name; no empty, '.' or '..' path segments)"
+            )
+        scopes.append(S3Scope(bucket, f"{prefix}/" if prefix else ""))
+    return tuple(scopes)
+
+
+def is_clean_s3_key(key: str) -> bool:
+    """No empty, "." or ".." segments and no control characters: a key means what it says."""
+    return all(s not in ("", ".", "..") for s in key.split("/")) and key.isprintable()
+
+
+def opt(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def choice(
+    env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...], upper: bool = False
+) -> str:
+    raw = env.get(name, default).strip()
+    value = raw.upper() if upper else raw.lower()
+    if value not in allowed:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
+
+
+def integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is outside {low}..{high}")
+    return value
