@@ -194,9 +194,11 @@ SETTINGS: tuple[Setting, ...] = (
           "changed: a voice another worker deleted or replaced is seen within this time; 0 = on "
           "every job",
           low=0, high=3600),
-        S("VOICE_WRITES", "voice_writes", bool, True,
-          "`off`: `voice.add` and `voice.delete` jobs fail with `VOICE_WRITES_DISABLED` (listing "
-          "and use still work)"),
+        # Off by default: any caller of the endpoint could otherwise add a clip that others'
+        # jobs then speak with (docs/api.md "Voices" says when to switch it on).
+        S("VOICE_WRITES", "voice_writes", bool, False,
+          "`on`: `voice.add` and `voice.delete` jobs may change the voice library; off, they "
+          "fail with `VOICE_WRITES_DISABLED` (listing and use still work)"),
         S("VOICE_MAX_COUNT", "voice_max_count", int, 500,
           "the most voices `voice.add` lets the library hold (a soft limit: "
           "[Voices](api.md#voices))",

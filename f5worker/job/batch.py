@@ -7,11 +7,13 @@ makes all entries in as few passes as it can (F5TTSEngine.synthesize_lines: the 
 entries that share a voice are batched together, as the chunks of one long text are).
 
 Failures: a malformed batch (texts not a list, empty, too many entries or characters, with
-`text` or `stream`) fails the job. An entry that is not valid, or whose voice cannot be found,
-or whose result is too large, fails only its own item: `{"index": i, "item_error": {error,
-error_code, retryable}}`. The payload is nested because the RunPod worker loop ends a job at
-the first item with a top-level `error` key, which would drop the entries after it. An engine
-failure (out of memory, a broken GPU) or a cancel still fails the whole job.
+`text` or `stream`), or one whose entries add up to more audio than MAX_AUDIO_SECONDS (the
+bound is per job, summed before any model work), fails the job. An entry that is not valid, or
+whose voice cannot be found, or whose result is too large, fails only its own item: `{"index":
+i, "item_error": {error, error_code, retryable}}`. The payload is nested because the RunPod
+worker loop ends a job at the first item with a top-level `error` key, which would drop the
+entries after it. An engine failure (out of memory, a broken GPU) or a cancel still fails the
+whole job.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from f5worker.engine.plan import Line
-from f5worker.errors import JobCancelled, WorkerError
+from f5worker.errors import JobCancelled, TextTooLong, WorkerError
 from f5worker.job.output import ResultBudget
 from f5worker.job.prepared import JobControl, Piece, PreparedJob
 from f5worker.job.schema import TTSRequest, parse_entry
@@ -69,6 +71,22 @@ def prepare(
                 raise
             entries.append(err)
     return PreparedBatch(req, entries, job_id)
+
+
+def check_audio_budget(batch: PreparedBatch) -> None:
+    """MAX_AUDIO_SECONDS bounds a job, not each of its entries: the entries' audio, estimated
+    as split_text estimates one text's, is summed before any model work, so a batch costs no
+    more than the costliest single job."""
+    valid = [e for e in batch.entries if isinstance(e, PreparedJob)]
+    if not valid:
+        return
+    engine = valid[0].engine  # the batch's one model
+    seconds = sum(engine.estimate_seconds(e.chunks, e.voice, e.req.speed) for e in valid)
+    if seconds > engine.max_audio_s:
+        raise TextTooLong(
+            f"this batch's {len(valid)} texts would make about {seconds:.0f} s of audio in all; "
+            f"this worker's limit is {engine.max_audio_s:g} s per job (split it into several)"
+        )
 
 
 def items(

@@ -31,12 +31,14 @@ from f5worker.errors import (
     BadRefAudio,
     InvalidInput,
     StorageError,
+    VoiceChanged,
     VoiceExists,
     VoiceLimitReached,
     VoiceNotFound,
     VoiceWritesDisabled,
 )
 from f5worker.job.codecs import decode, resample
+from f5worker.job.openai_compat import OPENAI_VOICES
 from f5worker.job.ref_trim import cut_at_sentence, find_pauses
 from f5worker.job.voice_store import BadManifest, StoredVoice, VoiceInfo, VoiceStore, preview
 from f5worker.presets import REF_SECONDS_FULL
@@ -45,6 +47,10 @@ from f5worker.s3 import AccessDenied, ClientFactory, S3Client
 log = logging.getLogger(__name__)
 
 DEFAULT_VOICE_NAME = "default"
+# Names a voice.add may not take, compared case-insensitively: the built-in voice, and OpenAI's
+# stock voices, which OpenAI clients (and frameworks that only offer those) send expecting the
+# default voice. A clip added as `alloy` would speak to every such client unasked.
+RESERVED_VOICE_NAMES = frozenset({DEFAULT_VOICE_NAME, *OPENAI_VOICES})
 DEFAULT_VOICE_TEXT = "Some call me nature, others call me mother nature."
 MAX_REF_SECONDS = REF_SECONDS_FULL  # upstream clips references to about 12 s
 MIN_CLIP_SECONDS = 6.0  # upstream's clip at a pause keeps more than 6 s
@@ -191,6 +197,7 @@ class VoiceLibrary:
         self._clock = clock
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # orders this worker's adds and deletes
         self._store = VoiceStore(bucket, prefix, self._s3) if bucket else None
 
     # -- reads ----------------------------------------------------------------------------------
@@ -247,11 +254,21 @@ class VoiceLibrary:
 
     def add(self, name: str, voice: Voice, created: str) -> VoiceInfo:
         """Store a normalised voice (normalise_voice) under a new name, atomically.
+
+        Writes on one worker are ordered (one lock: an add and a delete of one name never
+        interleave, and the count below holds exactly for this worker). Across workers
         max_voices is a soft limit: counted before the write, so adds running at once on
         several workers may each pass the count and overshoot it by their number."""
         store = self.check_writable()
-        if name == DEFAULT_VOICE_NAME:
-            raise VoiceExists(f"voice {name!r} is built in")
+        if name.casefold() in RESERVED_VOICE_NAMES:
+            raise VoiceExists(
+                f"voice name {name!r} is reserved (the built-in voice and OpenAI's stock "
+                "voice names, in any case); choose another"
+            )
+        with self._write_lock:
+            return self._add(store, name, voice, created)
+
+    def _add(self, store: VoiceStore, name: str, voice: Voice, created: str) -> VoiceInfo:
         try:
             full = store.count() >= self.max_voices
         except StorageError as exc:
@@ -276,17 +293,22 @@ class VoiceLibrary:
         return VoiceInfo(name, round(audio.duration_s, 3), created, preview(voice.text))
 
     def delete(self, name: str) -> None:
+        """Remove a voice; returns only once it is gone (read back after the delete)."""
         store = self.check_writable()
-        if name == DEFAULT_VOICE_NAME:
+        if name.casefold() == DEFAULT_VOICE_NAME:
             raise InvalidInput("the default voice is built in and cannot be deleted")
-        try:
-            deleted = store.delete(name)
-        except StorageError as exc:
-            raise type(exc)(f"deleting voice {name!r} failed: {exc.reason}") from exc
-        finally:
-            self.forget(name)
+        with self._write_lock:
+            try:
+                deleted = store.delete(name)
+                still_there = deleted and store.token(name) is not None
+            except StorageError as exc:
+                raise type(exc)(f"deleting voice {name!r} failed: {exc.reason}") from exc
+            finally:
+                self.forget(name)
         if not deleted:
             raise VoiceNotFound(f"voice {name!r} not found in the voice library")
+        if still_there:  # another worker added it again between the delete and the check
+            raise VoiceChanged(f"voice {name!r} was added again while it was being deleted")
         log.info("voice %s deleted", name)
 
     # -- helpers --------------------------------------------------------------------------------

@@ -149,7 +149,9 @@ class Worker:
         def entry(one: TTSRequest, budget: ResultBudget, voices: VoiceMemo) -> PreparedJob:
             return self.prepare_request(one, job_id, budget=budget, voices=voices)
 
-        return batch.prepare(req, job_id, entry, ResultBudget(self.max_result_b64))
+        prepared = batch.prepare(req, job_id, entry, ResultBudget(self.max_result_b64))
+        batch.check_audio_budget(prepared)
+        return prepared
 
     def prepare_request(
         self,

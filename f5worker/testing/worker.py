@@ -215,6 +215,7 @@ def full_worker(model_dir: Path, log_path: Path) -> Iterator[tuple[str, str]]:
             "MODEL_DIR": str(model_dir),
             "MAX_CONCURRENCY": "4",
             "WORKER_VERSION": "api-1",
+            "VOICE_WRITES": "on",
             **s3_env(s3_url, LIBRARY_BUCKET),
         }
         with running_worker(env, log_path) as url:

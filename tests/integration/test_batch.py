@@ -177,3 +177,19 @@ def test_the_cuda_plan_pads_lines_of_unequal_length(engine):
         scale = float(np.abs(alone.samples).max())
         assert piece.samples.shape == alone.samples.shape
         np.testing.assert_allclose(piece.samples, alone.samples, rtol=0, atol=1e-4 * scale)
+
+
+def test_the_audio_budget_is_the_jobs_not_each_entrys(worker, monkeypatch):
+    """Each entry fits MAX_AUDIO_SECONDS alone; together they do not: TEXT_TOO_LONG for the
+    whole batch, before any model work."""
+    alone = run(worker, text=LONG)[0]["duration_s"]
+    monkeypatch.setattr(worker.engine, "max_audio_s", alone * 2.5)
+
+    def no_model_work(*_a, **_k):
+        raise AssertionError("the engine was asked to synthesize")
+
+    monkeypatch.setattr(worker.engine, "synthesize_lines", no_model_work)
+    [failed] = run(worker, texts=[LONG, LONG, LONG, LONG])
+    assert failed["error_code"] == "TEXT_TOO_LONG" and "in all" in failed["error"]
+    monkeypatch.undo()
+    assert len(run(worker, texts=[LONG, LONG])) == 2  # within the budget: served

@@ -28,6 +28,7 @@ def settings() -> Iterator[Settings]:
             s3_endpoint_url=url,
             aws_region=env["AWS_REGION"],
             voice_cache_ttl_s=0,  # check S3 on every use: the delete is seen at once
+            voice_writes=True,
             worker_version="voices-1",
         )
 

@@ -26,8 +26,8 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(f5worker.__path__, "f5wor
 TORCH_USERS = (
     "f5worker.engine",
     "f5worker.job.worker",
-    "f5worker.job.batch",  # the worker's batch path (it builds on job.worker)
-    "f5worker.serve.queue",
+    "f5worker.job.batch",  # the worker's batch path (the engine's plan and lines)
+    "f5worker.startup.compose",  # the composition root loads the engine
     "f5worker.models.demo",
     "f5worker.testing",
 )

@@ -156,11 +156,9 @@ def test_default_quality_is_a_preset_name(value):
 
 def test_voice_library_settings():
     s = Settings.from_env({})
-    assert (s.voice_cache_ttl_s, s.voice_writes, s.voice_max_count) == (30, True, 500)
-    s = Settings.from_env(
-        {"VOICE_CACHE_TTL_S": "0", "VOICE_WRITES": "off", "VOICE_MAX_COUNT": "10"}
-    )
-    assert (s.voice_cache_ttl_s, s.voice_writes, s.voice_max_count) == (0, False, 10)
+    assert (s.voice_cache_ttl_s, s.voice_writes, s.voice_max_count) == (30, False, 500)
+    s = Settings.from_env({"VOICE_CACHE_TTL_S": "0", "VOICE_WRITES": "on", "VOICE_MAX_COUNT": "10"})
+    assert (s.voice_cache_ttl_s, s.voice_writes, s.voice_max_count) == (0, True, 10)
     for name, value in [
         ("VOICE_CACHE_TTL_S", "-1"),
         ("VOICE_CACHE_TTL_S", "3601"),

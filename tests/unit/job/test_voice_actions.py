@@ -39,6 +39,7 @@ def prefix() -> str:
 
 
 def library(s3, prefix: str, **kw) -> VoiceLibrary:
+    kw.setdefault("writes", True)  # the operator's VOICE_WRITES=on (off by default)
     return VoiceLibrary(BUCKET, prefix, client_factory=lambda: s3, **kw)
 
 
@@ -48,6 +49,15 @@ def actions(s3, prefix: str, **kw) -> VoiceActions:
         allow_private_addresses=False, s3_allow=(S3Scope(BUCKET, f"{prefix}/voices/"),)
     )
     return VoiceActions(lib, RefAudioFetcher(policy, s3_client_factory=lambda: s3), RATE)
+
+
+def outcome(act: VoiceActions, inp: dict) -> str:
+    """ "OK", or the code of the coded error the action raised."""
+    try:
+        act.run(inp)
+    except WorkerError as err:
+        return err.code
+    return "OK"
 
 
 def code_of(act: VoiceActions, inp: dict) -> str:
@@ -105,6 +115,10 @@ BAD_INPUTS = [
         "BAD_REF_AUDIO",
     ),
     (add("default"), "VOICE_EXISTS"),
+    # Reserved in any case: the built-in voice and OpenAI's stock names (an OpenAI client asking
+    # for `alloy` means the default voice, never a clip someone added under that name).
+    *[(add(name), "VOICE_EXISTS") for name in ("Default", "DEFAULT", "alloy", "Alloy", "NOVA")],
+    *[(add(name), "VOICE_EXISTS") for name in ("shimmer", "ash", "Ballad", "coral", "sage")],
     (add("a") | {"ref_audio": {"b64": 1}}, "INVALID_INPUT"),
     (add("a") | {"ref_text": ["t"]}, "INVALID_INPUT"),
     (add("a") | {"ref_text": "\ud800"}, "INVALID_INPUT"),  # a lone surrogate: not UTF-8
@@ -191,6 +205,43 @@ def test_the_library_is_bounded(s3, prefix):
     assert code_of(act, add("c")) == "VOICE_LIMIT_REACHED"
     act.run({"action": "voice.delete", "name": "a"})
     act.run(add("c"))
+
+
+def test_the_limit_holds_exactly_for_parallel_adds_on_one_worker(s3, prefix):
+    act = actions(s3, prefix, max_voices=3)
+    codes: list[str] = []
+
+    def one(n: int) -> None:
+        codes.append(outcome(act, add(f"v{n}")))
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(codes) == ["OK"] * 3 + ["VOICE_LIMIT_REACHED"] * 5
+    assert len(act.run({"action": "voice.list"})["voices"]) == 1 + 3
+
+
+def test_adds_and_deletes_of_one_name_are_ordered_and_deleted_means_gone(s3, prefix):
+    """Racing add/delete pairs on one worker: each answer is true when it is given."""
+    act = actions(s3, prefix)
+    answers: list[tuple[str, str]] = []
+
+    def add_then_delete(n: int) -> None:
+        answers.append(("add", outcome(act, add("race"))))
+        answers.append(("delete", outcome(act, {"action": "voice.delete", "name": "race"})))
+
+    threads = [threading.Thread(target=add_then_delete, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    adds = [code for kind, code in answers if kind == "add"]
+    deletes = [code for kind, code in answers if kind == "delete"]
+    assert set(adds) <= {"OK", "VOICE_EXISTS"} and set(deletes) <= {"OK", "VOICE_NOT_FOUND"}
+    assert adds.count("OK") == deletes.count("OK")  # every voice added was deleted once
+    assert [v["name"] for v in act.run({"action": "voice.list"})["voices"]] == ["default"]
 
 
 def test_hand_uploaded_voices_are_listed_and_deletable(s3, prefix):
@@ -467,7 +518,7 @@ def test_a_delete_never_removes_a_voice_replaced_meanwhile(s3, prefix):
         other.run(add("anna", text="A new Anna."))
 
     client = ReplacedBeforeDelete(s3, replace)
-    lib = VoiceLibrary(BUCKET, prefix, client_factory=lambda: client)
+    lib = VoiceLibrary(BUCKET, prefix, client_factory=lambda: client, writes=True)
     with pytest.raises(WorkerError) as info:
         lib.delete("anna")
     assert info.value.code == "VOICE_CHANGED" and not info.value.retryable
