@@ -24,11 +24,10 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# The worker runs as uid 1000 (`worker`), not root. It owns its caches (MODEL_CACHE_DIR, HF_HOME)
-# and its home (~/.local for a run-time flash-attn install, torch/triton caches); the code in
-# /app and site-packages stay root's, read-only to it.
-RUN useradd --uid 1000 --user-group --create-home --no-log-init --shell /bin/bash worker \
- && install -d -o worker -g worker "${MODEL_CACHE_DIR}" "${HF_HOME}"
+# The worker runs as uid 1000 (`worker`), not root. It owns its caches (MODEL_CACHE_DIR, HF_HOME,
+# made after the optional model bake below) and its home (~/.local for a run-time flash-attn
+# install, torch/triton caches); the code in /app and site-packages stay root's, read-only to it.
+RUN useradd --uid 1000 --user-group --create-home --no-log-init --shell /bin/bash worker
 
 # Requirements before code, so a code change does not reinstall them. The image's own torch and
 # torchaudio, read from the installed packages (not the image tag), are a constraint: nothing can
@@ -71,15 +70,16 @@ COPY f5worker/ f5worker/
 RUN python -m compileall -q /app
 
 # Optional: bake a model into MODEL_CACHE_DIR so a start needs neither S3 nor the hub. Fetched as
-# root (the build secret is root's), handed to the worker in the same layer (no second copy).
+# root (the build secret is root's; the model store refuses a cache dir another uid owns), then
+# the caches are handed to the worker in the same layer (no second copy of the model).
 ARG BAKE_MODEL=""
 RUN --mount=type=secret,id=hf_token \
     if [ -n "${BAKE_MODEL}" ]; then \
       HF_TOKEN="$(cat /run/secrets/hf_token 2>/dev/null || true)" MODEL_NAME="${BAKE_MODEL}" \
-        python model_cache_init.py --fetch-model \
-      && rm -rf "${HF_HOME}" && install -d -o worker -g worker "${HF_HOME}" \
-      && chown -R worker:worker "${MODEL_CACHE_DIR}"; \
-    fi
+        python model_cache_init.py --fetch-model && rm -rf "${HF_HOME}"; \
+    fi \
+ && install -d -o worker -g worker "${MODEL_CACHE_DIR}" "${HF_HOME}" \
+ && chown -R worker:worker "${MODEL_CACHE_DIR}"
 
 # The version stamp comes last so a new version does not rebuild the layers above.
 ARG WORKER_VERSION=dev
