@@ -8,10 +8,13 @@ No Docker engine runs on these machines and no registry is reachable, so:
    FLASH_ATTN_BAKE a stand-in flash-attn wheel mounted into the build with its sha256, since
    GitHub is unreachable),
    stamping the git version.
-4. The OCI labels and WORKER_VERSION are checked against git.
+4. The OCI labels and WORKER_VERSION are checked against git, the flash-attn labels against the
+   stand-in wheel (build.sh adds them from the bake step's record), and the image runs as the
+   non-root worker (uid 1000) that can write its caches and home, not the code in /app.
 5. The image's CMD runs with the local-API flags, the demo model on the CPU and a moto S3 server
    on 127.0.0.1 as the model cache; test_input.json is POSTed to /runsync and must come back as
-   a WAV stamped with the version, and the model must land in S3.
+   a WAV stamped with the version, and the model must land in S3; the start-up log must name the
+   baked wheel's sha256.
 6. The same image starts again with SERVE_MODE=http (a load-balancing endpoint; the model now
    an S3 cache hit): /ping must answer 204 while it starts and 200 once warm, and an OpenAI
    speech request must stream back an mp3 that decodes.
@@ -58,6 +61,7 @@ APT_PACKAGES = ("buildah", "debootstrap")
 CA_BUNDLE = os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
 BUCKET = "container-test"
 FLASH_ATTN_WHEEL = "flash_attn-2.7.4.post1+cu12torch2.4cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"
+WORKER_USER = "1000:1000"
 READY_TIMEOUT_S = 300.0
 JOB_TIMEOUT_S = 300.0
 UPLOAD_TIMEOUT_S = 120.0
@@ -214,8 +218,9 @@ def build(env: dict[str, str], uv_cache: str, wheel: Path, wheel_sha256: str) ->
     return done.stdout.strip().splitlines()[-1]
 
 
-def check_stamp(env: dict[str, str], tag: str) -> dict[str, Any]:
-    """Labels, env and tag agree with each other and with git; returns the image config.
+def check_stamp(env: dict[str, str], tag: str, wheel: Path, wheel_sha256: str) -> dict[str, Any]:
+    """Labels, env and tag agree with each other and with git, the flash-attn labels with the
+    baked stand-in wheel, USER is the worker; returns the image config.
 
     Checked against the stamped revision rather than HEAD, which may move during a build.
     """
@@ -246,10 +251,38 @@ def check_stamp(env: dict[str, str], tag: str) -> dict[str, Any]:
         problems.append(f"tag {tag!r}, want {IMAGE}:{version}")
     if config.get("Cmd") != ["python", "-u", "model_cache_init.py"]:
         problems.append(f"CMD is {config.get('Cmd')}")
+    if config.get("User") != WORKER_USER:
+        problems.append(f"USER is {config.get('User')!r}, want {WORKER_USER}")
+    want = {
+        "wheel": wheel.name,
+        "sha256": wheel_sha256,
+        "url": f"/flash-attn-wheels/{wheel.name}",
+        "trust": "pinned",
+    }
+    for key, value in want.items():
+        got = labels.get(f"org.f5worker.flash-attn.{key}")
+        if got != value:
+            problems.append(f"label org.f5worker.flash-attn.{key}={got!r}, want {value!r}")
     if problems:
         raise SystemExit("image stamp is wrong:\n  " + "\n  ".join(problems))
-    print(f"stamp ok: {version}", flush=True)
+    print(f"stamp ok: {version}, flash-attn sha256 {wheel_sha256[:12]}…", flush=True)
     return config
+
+
+def check_user(env: dict[str, str], tag: str) -> None:
+    """The image's default user is uid 1000, which can write its caches and home but not /app."""
+    ctr = run(["buildah", "from", "--pull-never", tag], env, stdout=subprocess.PIPE).stdout.strip()
+    probe = (
+        'id -u; test -w "$MODEL_CACHE_DIR" && test -w "$HF_HOME" && test -w "$HOME" '
+        "&& test ! -w /app && echo caches-writable"
+    )
+    try:
+        out = run(["buildah", "run", ctr, "--", "sh", "-c", probe], env, stdout=subprocess.PIPE)
+    finally:
+        subprocess.run(["buildah", "rm", ctr], env=env, check=False, capture_output=True)
+    if out.stdout.split() != ["1000", "caches-writable"]:
+        raise SystemExit(f"the image does not run as the worker with its caches: {out.stdout!r}")
+    print("user ok: uid 1000 owns its caches and home, /app read-only", flush=True)
 
 
 def free_port() -> int:
@@ -391,11 +424,13 @@ def wait_for_upload(endpoint: str) -> int:
     raise SystemExit(f"no model manifest in s3://{BUCKET} after {UPLOAD_TIMEOUT_S:.0f} s")
 
 
-def check_log(log: Path) -> None:
+def check_log(log: Path, wheel_sha256: str) -> None:
     text = log.read_text(errors="replace")
     wanted = (
         "diag.worker_version=",
         "diag.pkg.flash-attn=2.7.4.post1",  # baked by the build
+        f"diag.flash_attn.wheel_sha256={wheel_sha256}",
+        "diag.flash_attn.wheel_source=baked (pinned)",
         "flash-attn: skipped (DEVICE=cpu)",
         "step flash_attn took",
         "ready: total=",
@@ -449,8 +484,10 @@ def main() -> int:
                 cwd=REPO,
             )
         with steps.step("build the Dockerfile (scripts/build.sh)"):
-            tag = build(env, uv_cache, *stand_in_wheel(work))
-            config = check_stamp(env, tag)
+            wheel, wheel_sha256 = stand_in_wheel(work)
+            tag = build(env, uv_cache, wheel, wheel_sha256)
+            config = check_stamp(env, tag, wheel, wheel_sha256)
+            check_user(env, tag)
         version = tag.rsplit(":", 1)[1]
         with moto_server() as s3:
             client_for(s3).create_bucket(Bucket=BUCKET)
@@ -460,7 +497,7 @@ def main() -> int:
                 with running_image(env, tag, config, worker_env, log) as url:
                     answer_job(url, version)
                     print(f"s3 ok: {wait_for_upload(s3)} objects", flush=True)
-                check_log(log)
+                check_log(log, wheel_sha256)
             with steps.step("start it as an http endpoint (S3 hit): /ping, one speech"):
                 log = work / "worker-http.log"
                 with running_image(env, tag, config, worker_env, log, http=True) as url:

@@ -5,10 +5,20 @@ guessed: run this where the wheels can be reached (GitHub), on files you downloa
 URLs, and commit the entries it prints. Compare them with the sha256 digest the GitHub release
 page shows for each asset.
 
+An image built without a pin baked its wheel on trust on first use from the official https URL
+and says which bytes it got, in its labels and in its start-up log; pin exactly those as
+NAME=SHA256:
+  from the labels (scripts/build.sh adds them):
+    docker inspect --format '{{index .Config.Labels "org.f5worker.flash-attn.wheel"}}={{index
+      .Config.Labels "org.f5worker.flash-attn.sha256"}}' IMAGE
+    (buildah inspect --type image --format '{{index .Docker.Config.Labels "..."}}' IMAGE alike)
+  from the start-up log: diag.flash_attn.wheel=NAME and diag.flash_attn.wheel_sha256=HEX
+    (diag.flash_attn.wheel_source says "baked (first-use)" or "baked (pinned)")
+
 usage:
   .venv/bin/python scripts/pin_flash_attn_wheels.py --list [--platform linux_x86_64]
       every release wheel URL the selection can pick (what to download)
-  .venv/bin/python scripts/pin_flash_attn_wheels.py FILE_OR_URL... [--write]
+  .venv/bin/python scripts/pin_flash_attn_wheels.py FILE|URL|NAME=SHA256... [--write]
       the JSON entries for those wheels; --write merges them into the table, refusing to change
       an existing pin (a release asset whose bytes changed is a reason to stop, not to re-pin)
 """
@@ -30,6 +40,7 @@ from f5worker.startup.flash_attn_install import download, file_sha256  # noqa: E
 from f5worker.startup.flash_attn_wheels import (  # noqa: E402
     PINS_FILE,
     RELEASES,
+    SHA256_RE,
     NoMatchingWheel,
     TorchBuild,
     load_pins,
@@ -57,7 +68,15 @@ def selectable_urls(plat: str) -> list[str]:
 
 
 def pin(source: str) -> tuple[str, str]:
-    """(release wheel file name, sha256 of its bytes) for a local file or a URL."""
+    """(release wheel file name, sha256 of its bytes) for a local file, a URL, or NAME=SHA256 as
+    an image's labels or start-up log give them."""
+    if "=" in source and "://" not in source:
+        name, digest = source.split("=", 1)
+        if parse_wheel_url(name) is None:
+            raise ValueError(f"{name!r} is not a flash-attn release wheel name")
+        if SHA256_RE.fullmatch(digest.strip().lower()) is None:
+            raise ValueError(f"{digest!r} is not a sha256 (64 hex digits)")
+        return name, digest.strip().lower()
     name = wheel_file_name(source)
     if parse_wheel_url(name) is None:
         raise ValueError(f"{name!r} is not a flash-attn release wheel name")
@@ -77,7 +96,7 @@ def merge(pins: dict[str, str], new: dict[str, str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sources", nargs="*", metavar="FILE_OR_URL")
+    parser.add_argument("sources", nargs="*", metavar="FILE|URL|NAME=SHA256")
     parser.add_argument("--list", action="store_true", help="print the selectable wheel URLs")
     parser.add_argument("--platform", default="linux_x86_64")
     parser.add_argument("--write", action="store_true", help=f"merge into {PINS_FILE.name}")

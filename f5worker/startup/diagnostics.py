@@ -147,15 +147,25 @@ def _torch_facts() -> dict[str, str]:
 
 
 def _flash_attn_wheel() -> dict[str, str]:
-    """The release wheel this torch needs and its pin: without one it is never installed here."""
+    """The flash-attn wheel: the one the image baked (its sha256 and whether it was pinned), else
+    the release wheel this torch needs and its pin: without one it is never installed here."""
+    from f5worker.startup.flash_attn_install import read_record
     from f5worker.startup.flash_attn_wheels import NoMatchingWheel, probe_torch, select_wheel
 
+    record = read_record() or {}
+    if record.get("status") == "baked":
+        return {
+            "flash_attn.wheel": record.get("wheel", "?"),
+            "flash_attn.wheel_sha256": record.get("sha256", "?"),
+            "flash_attn.wheel_source": f"baked ({record.get('trust', '?')})",
+        }
+    baked = {"flash_attn.baked": f"none ({record.get('reason', 'no bake record')})"}
     try:
         wheel = select_wheel(probe_torch())
     except NoMatchingWheel as exc:
-        return {"flash_attn.wheel": f"none ({exc})"}
+        return {**baked, "flash_attn.wheel": f"none ({exc})"}
     pin = wheel.sha256 or "none (not installable at run time; bake it or pin it)"
-    return {"flash_attn.wheel": wheel.name, "flash_attn.wheel_sha256": pin}
+    return {**baked, "flash_attn.wheel": wheel.name, "flash_attn.wheel_sha256": pin}
 
 
 def _nvidia_driver() -> str:

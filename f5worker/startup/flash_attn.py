@@ -6,15 +6,17 @@ wheel is kept only after a fresh interpreter has imported `flash_attn` and `flas
 one that does not load is uninstalled again.
 
 `FLASH_ATTN=auto` falls back to torch attention with one WARNING, `require` fails start-up,
-`off` skips. `python -m f5worker.startup.flash_attn --bake auto|URL|FILE [--sha256 HEX]` installs
-the wheel at image build time (the recommended path), so a normal start installs nothing and this
-check costs one import.
+`off` skips. The image build bakes the wheel (flash_attn_bake.py, the recommended path), so a
+normal start installs nothing and this check costs one import; its log line names the baked
+wheel's sha256. `python -m f5worker.startup.flash_attn --select` prints the wheel URL for this
+torch.
 
-This module decides, at start-up (ensure_flash_attn) and at image build (bake): which wheel is
+This module decides at start-up (ensure_flash_attn; flash_attn_bake.py reuses it): which wheel is
 flash_attn_wheels.py's (release selection, the pins, the checks of a custom wheel), getting it
 installed and loaded is flash_attn_install.py's. Installing is running someone else's code, so
-only a wheel whose sha256 is known beforehand is ever installed, at run time and at build time
-alike.
+only a wheel whose sha256 is known beforehand is ever installed at run time: a pin, or the
+operator's FLASH_ATTN_WHEEL_SHA256 for FLASH_ATTN_WHEEL_URL; auto never downloads an unpinned
+wheel here.
 """
 
 from __future__ import annotations
@@ -27,15 +29,19 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-from f5worker.errors import ConfigError, WorkerError
+from f5worker.errors import WorkerError
 from f5worker.redact import redact_urls
-from f5worker.startup.flash_attn_install import Pip, explain_load_error, load_in_process
+from f5worker.startup.flash_attn_install import (
+    Pip,
+    explain_load_error,
+    load_in_process,
+    read_record,
+    use_user_site,
+)
 from f5worker.startup.flash_attn_wheels import (
     BASE_WHEEL_URL,
     NoMatchingWheel,
-    NotPinned,
     TorchBuild,
     Wheel,
     parse_wheel_url,
@@ -43,11 +49,9 @@ from f5worker.startup.flash_attn_wheels import (
     require_pin,
     select_wheel,
 )
-from f5worker.wheel_checks import WHEEL_FILE_RE, check_custom_wheel, check_sha256, wheel_file_name
+from f5worker.wheel_checks import check_custom_wheel, wheel_file_name
 
 log = logging.getLogger(__name__)
-
-BAKE_VAR, BAKE_SHA_VAR = "FLASH_ATTN_BAKE", "FLASH_ATTN_BAKE_SHA256"
 
 
 class FlashAttnUnavailable(WorkerError, RuntimeError):
@@ -99,6 +103,7 @@ def ensure_flash_attn(
     present = check_present()
     if present is None:
         detail = f"flash_attn {_installed_version()} loads against torch {build.torch}"
+        detail += f", {baked_sha256()}"
         log.info("flash-attn: %s", detail)
         return Outcome("flash_attn", "present", detail, time.perf_counter() - started)
     if present != "not installed":
@@ -112,9 +117,10 @@ def ensure_flash_attn(
     if error is not None:
         return _fallback(mode, "fallback", error, started)
     importlib.invalidate_caches()  # so this process's later `import flash_attn` finds it
+    use_user_site()  # installed as the non-root worker: pip put it under ~/.local
     seconds = time.perf_counter() - started
     name = wheel_file_name(url)
-    log.info("flash-attn: installed %s in %.1f s", name, seconds)
+    log.info("flash-attn: installed %s (sha256 %s) in %.1f s", name, sha256, seconds)
     return Outcome("flash_attn", "installed", name, seconds)
 
 
@@ -166,6 +172,15 @@ def _fallback(mode: str, status: str, reason: str, started: float, quiet: bool =
     return Outcome("torch", status, reason, time.perf_counter() - started)
 
 
+def baked_sha256() -> str:
+    """What start-up says about the wheel in use when it came with the image."""
+    record = read_record()
+    if record is None or record.get("status") != "baked":
+        return "not baked by the image build (sha256 unknown)"
+    wheel, digest, trust = (record.get(k, "?") for k in ("wheel", "sha256", "trust"))
+    return f"baked wheel {wheel} sha256 {digest} ({trust})"
+
+
 def _installed_version() -> str:
     try:
         return importlib.metadata.version("flash-attn")
@@ -173,79 +188,11 @@ def _installed_version() -> str:
         return "(unknown version)"
 
 
-def bake(
-    choice: str,
-    sha256: str | None = None,
-    pip: Pip | None = None,
-    probe: Callable[[], TorchBuild] = probe_torch,
-    base_url: str = BASE_WHEEL_URL,
-    pins: Mapping[str, str] | None = None,
-) -> int:
-    """Image build step: install and verify the wheel for the image's torch (no GPU needed).
-
-    `choice` is "auto" (the pinned selection for the installed torch), an https wheel URL or a
-    local wheel file, the last two with `sha256` (FLASH_ATTN_BAKE_SHA256): the same checks as at
-    run time. A CPU torch has nothing to bake and succeeds. With "auto" and no pin for the
-    selected wheel the build goes on without flash-attn, with one WARNING (the image then serves
-    with torch attention): the default build must work where no pin has been added yet, and an
-    unverified wheel never ships. Any other failure fails the build.
-    """
-    build = probe()
-    if build.cuda is None:
-        log.info("flash-attn bake: torch %s is a CPU build, nothing to bake", build.torch)
-        return 0
-    try:
-        wheel, source, digest = _bake_plan(choice, sha256 or None, build, base_url, pins)
-    except NotPinned as exc:
-        if choice != "auto":
-            log.error("flash-attn bake: %s", redact_urls(str(exc)))
-            return 1
-        log.warning("flash-attn bake skipped, the image uses torch attention: %s", exc)
-        return 0
-    except (NoMatchingWheel, ConfigError) as exc:
-        log.error("flash-attn bake: %s", redact_urls(str(exc)))
-        return 1
-    error = install_and_verify(source, digest, wheel, build, pip or Pip())
-    if error is not None:
-        log.error("flash-attn bake failed: %s", redact_urls(error))
-        return 1
-    log.info("flash-attn bake: %s loads against torch %s", wheel_file_name(source), build.torch)
-    return 0
-
-
-def _bake_plan(
-    choice: str,
-    sha256: str | None,
-    build: TorchBuild,
-    base_url: str,
-    pins: Mapping[str, str] | None,
-) -> tuple[Wheel | None, str, str]:
-    """What to bake: the wheel, where it is, and the sha256 its bytes must have."""
-    if choice == "auto":
-        if sha256:
-            raise ConfigError(f"{BAKE_SHA_VAR} is for a wheel URL or file; auto uses the pins")
-        return _choose(None, None, build, base_url, pins)
-    if "://" in choice:
-        return (
-            parse_wheel_url(choice),
-            choice,
-            check_custom_wheel(choice, sha256, BAKE_VAR, BAKE_SHA_VAR),
-        )
-    if WHEEL_FILE_RE.fullmatch(Path(choice).name) is None:
-        raise ConfigError(f"{BAKE_VAR}={choice!r} must be auto, none, an https URL or a .whl file")
-    return parse_wheel_url(choice), choice, check_sha256(sha256, BAKE_SHA_VAR, BAKE_VAR)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--select", action="store_true", help="print the wheel URL for this torch")
-    group.add_argument("--bake", metavar="auto|URL|FILE", help="install and verify (image build)")
-    parser.add_argument("--sha256", default="", help="the sha256 of a --bake URL or FILE")
-    args = parser.parse_args(argv)
+    parser.add_argument("--select", action="store_true", required=True, help="print the URL")
+    parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.bake:
-        return bake(args.bake, args.sha256 or None)
     try:
         sys.stdout.write(select_wheel(probe_torch()).url + "\n")
     except NoMatchingWheel as exc:

@@ -7,6 +7,12 @@ and checks the hash once more itself. A fresh interpreter then imports `flash_at
 `flash_attn_2_cuda`; when that fails, explain_load_error names the cause (a torch or C++ ABI
 mismatch, with both sides). Which wheel, and whether to install one at all, is
 flash_attn_wheels.py's and flash_attn.py's.
+
+The image runs as a non-root user, so its site-packages are read-only to the worker: pip then
+installs into the user site (~/.local, pip's own fallback when site-packages is not writable),
+which this process adds to sys.path after an install (use_user_site). RECORD is what the image
+build baked (flash_attn_bake.py writes it; start-up logs it; scripts/build.sh labels the image
+with it): `key=value` lines, so build.sh can read it without Python.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import hmac
 import http.client
 import importlib
 import importlib.util
+import os
 import re
+import site
 import subprocess
 import sys
 import tempfile
@@ -41,6 +49,10 @@ MAX_WHEEL_BYTES = 1 << 30
 DOWNLOAD_TIMEOUT_S = 600.0  # the whole download, not one read
 SOCKET_TIMEOUT_S = 30.0
 CHUNK_BYTES = 1 << 20
+RECORD = Path("/etc/f5worker/flash-attn-wheel.env")
+RECORD_KEYS = ("status", "wheel", "sha256", "source", "trust", "torch", "reason")
+# What a record value may hold: build.sh puts them into LABEL lines and checks the same set.
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:/+%@,()= -]")
 
 
 def demangle(symbol: str) -> str:
@@ -271,3 +283,36 @@ def load_in_process() -> str | None:
     except ImportError as exc:
         return str(exc)
     return None
+
+
+def use_user_site() -> bool:
+    """After a pip install as a non-root user (pip fell back to ~/.local because site-packages
+    is read-only), make that user site importable here; True if it was added now."""
+    path = site.getusersitepackages()
+    if not site.ENABLE_USER_SITE or path in sys.path or not os.path.isdir(path):
+        return False
+    site.addsitedir(path)
+    importlib.invalidate_caches()
+    return True
+
+
+def write_record(fields: dict[str, str], path: Path = RECORD) -> None:
+    """The baked wheel's record; values are cut to what a LABEL line can carry unquoted-safe."""
+    unknown = set(fields) - set(RECORD_KEYS)
+    if unknown:
+        raise ValueError(f"unknown record keys: {sorted(unknown)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"{key}={_UNSAFE.sub('_', fields[key])[:300]}\n" for key in RECORD_KEYS if key in fields
+    ]
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def read_record(path: Path = RECORD) -> dict[str, str] | None:
+    """The baked wheel's record; None when the image has none (not built by our Dockerfile)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {key: value for key, value in pairs if key in RECORD_KEYS}

@@ -37,8 +37,9 @@ from container.fake_flash_attn import (
 )
 from f5worker.config import Settings
 from f5worker.errors import ConfigError
-from f5worker.startup.flash_attn import FlashAttnUnavailable, bake, ensure_flash_attn
-from f5worker.startup.flash_attn_install import DownloadError, Pip, download
+from f5worker.startup.flash_attn import FlashAttnUnavailable, ensure_flash_attn
+from f5worker.startup.flash_attn_bake import bake
+from f5worker.startup.flash_attn_install import DownloadError, Pip, download, read_record
 from f5worker.startup.flash_attn_wheels import TorchBuild
 
 pytestmark = pytest.mark.slow
@@ -389,16 +390,38 @@ def test_download_refuses_a_redirect_off_https(served_tls, served, tmp_path):
         download(f"file://{root / SELECTED}", tmp_path / SELECTED)
 
 
-def test_bake_installs_the_pinned_wheel_for_the_image_torch(served, pip, venv):
-    base, root, _ = served
+def test_bake_refuses_a_release_url_over_plain_http(served, pip, venv, tmp_path):
+    """The official release URL is https; a base URL that is not is refused before any request."""
+    base, root, requested = served
+    make_wheel(root / "v2.7.4.post1" / SELECTED, GOOD_KERNEL)
+    no_gpu = TorchBuild("2.4.0+cu124", "12.4", False, "cp311", "linux_x86_64")
+    base_url = base + "/v{version}/{name}"
+    record = tmp_path / "record.env"
+    assert bake("auto", pip=pip, probe=lambda: no_gpu, base_url=base_url, record=record) == 1
+    assert requested == [] and not installed(venv) and not record.exists()
+
+
+def test_bake_without_a_pin_is_trust_on_first_use_over_https(served_tls, pip, venv, tmp_path):
+    """No pin: the release URL's bytes (https) are installed, proven, and their sha256 recorded
+    for the labels and the start-up log; with a pin, other bytes fail the build."""
+    base, root, requested = served_tls
+    (root / "v2.7.4.post1").mkdir()
     wheel = make_wheel(root / "v2.7.4.post1" / SELECTED, GOOD_KERNEL)
     no_gpu = TorchBuild("2.4.0+cu124", "12.4", False, "cp311", "linux_x86_64")
     probe, base_url = (lambda: no_gpu), base + "/v{version}/{name}"
-    assert bake("auto", pip=pip, probe=probe, base_url=base_url, pins={}) == 0  # unpinned: skip
+    record = tmp_path / "record.env"
+    assert bake("auto", pip=pip, probe=probe, base_url=base_url, pins={}, record=record) == 0
+    assert requested == [f"/v2.7.4.post1/{SELECTED}"] and pip.verify() is None
+    baked = read_record(record)
+    assert (baked["sha256"], baked["trust"]) == (sha256_of(wheel), "first-use")
+    assert baked["source"] == f"{base}/v2.7.4.post1/{SELECTED}"
+    pip.uninstall()
+    pins = {SELECTED: OTHER_SHA}
+    assert bake("auto", pip=pip, probe=probe, base_url=base_url, pins=pins, record=record) == 1
     assert not installed(venv)
     pins = {SELECTED: sha256_of(wheel)}
-    assert bake("auto", pip=pip, probe=probe, base_url=base_url, pins=pins) == 0
-    assert pip.verify() is None
+    assert bake("auto", pip=pip, probe=probe, base_url=base_url, pins=pins, record=record) == 0
+    assert read_record(record)["trust"] == "pinned" and pip.verify() is None
 
 
 def test_bake_a_local_wheel_file_checks_its_sha256(pip, venv, tmp_path):

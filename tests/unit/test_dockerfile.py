@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from f5worker.startup.flash_attn_install import RECORD, RECORD_KEYS
 from f5worker.startup.flash_attn_wheels import TorchBuild, select_wheel
 from f5worker.testing import REPO
 
@@ -122,8 +123,54 @@ def test_install_step_reads_torch_from_the_installed_packages():
     assert "--override overrides.txt" in DOCKERFILE
 
 
-def test_uv_pin_matches_the_dev_lock():
-    assert re.search(r"uv==([\d.]+)", DOCKERFILE).group(1) == pins("requirements-dev.txt")["uv"]
+def requirement_block(path: str, name: str) -> tuple[str, set[str]]:
+    """(version, hashes) of one `name==version --hash=...` entry of a hashed requirements file."""
+    text = (REPO / path).read_text()
+    match = re.search(rf"^{name}==(\S+)((?:\s*\\\n\s+--hash=sha256:[0-9a-f]{{64}})+)", text, re.M)
+    assert match, f"{path} has no hashed {name} entry"
+    return match[1], set(re.findall(r"--hash=sha256:([0-9a-f]{64})", match[2]))
+
+
+def test_uv_is_installed_by_hash_with_the_dev_lock_s_version_and_hashes():
+    version, hashes = requirement_block("requirements-uv.txt", "uv")
+    assert (version, hashes) == requirement_block("requirements-dev.txt", "uv")
+    assert len(hashes) > 1
+    install = next(i for i in INSTRUCTIONS if "install" in i and "requirements-uv.txt" in i)
+    assert "python -m pip install --no-cache-dir --require-hashes -r requirements-uv.txt" in install
+    assert not re.search(r"install[^&]*\buv==", DOCKERFILE)  # never by version alone
+    assert not dockerignored("requirements-uv.txt")
+
+
+def test_runs_as_the_non_root_worker_that_owns_its_caches():
+    users = [i.split()[1] for i in INSTRUCTIONS if i.startswith("USER ")]
+    assert users == ["1000:1000"]  # numeric: checkable without the image's /etc/passwd
+    assert INSTRUCTIONS.index("USER 1000:1000") > max(
+        n for n, i in enumerate(INSTRUCTIONS) if i.startswith("RUN ")
+    )  # every build step before it runs as root; the worker only runs the CMD
+    assert "useradd --uid 1000 --user-group --create-home" in DOCKERFILE
+    env = dict(re.findall(r"(\w+)=(\S+)", next(i for i in INSTRUCTIONS if "MODEL_CACHE_DIR" in i)))
+    assert env["MODEL_CACHE_DIR"] == "/tmp/models" and env["HF_HOME"] == "/tmp/hf-home"
+    # made after the optional model bake (fetched as root: the store refuses a dir another uid
+    # owns), in the same layer, so the model is not stored twice
+    bake_model = " ".join(next(i for i in INSTRUCTIONS if "--fetch-model" in i).split())
+    assert bake_model.endswith(
+        'fi && install -d -o worker -g worker "${MODEL_CACHE_DIR}" "${HF_HOME}" '
+        '&& chown -R worker:worker "${MODEL_CACHE_DIR}"'
+    )
+    assert "ENV HOME=/home/worker" in INSTRUCTIONS
+
+
+def test_flash_attn_is_baked_by_default_and_recorded_for_the_labels():
+    assert "ARG FLASH_ATTN_BAKE=auto" in INSTRUCTIONS
+    [bake] = [i for i in INSTRUCTIONS if i.startswith("RUN") and "flash_attn_bake" in i]
+    assert bake.startswith("RUN python -m f5worker.startup.flash_attn_bake")
+    assert f"--record {RECORD}" in bake  # build.sh reads the same path back
+    build_sh = (REPO / "scripts" / "build.sh").read_text()
+    assert f"record={RECORD}" in build_sh
+    assert 'wheel | sha256 | trust | reason) labels+=("org.f5worker.flash-attn.$key' in build_sh
+    assert 'labels+=("org.f5worker.flash-attn.url=$value")' in build_sh
+    # what build.sh labels (tests/unit/test_dockerfile_build_script.py runs it) is what is recorded
+    assert set(RECORD_KEYS) == {"status", "wheel", "sha256", "source", "trust", "torch", "reason"}
 
 
 def test_requirements_are_copied_before_the_code():
@@ -179,6 +226,7 @@ def dockerignored(path: str) -> bool:
     ("path", "ignored"),
     [
         ("requirements.txt", False),
+        ("requirements-uv.txt", False),
         ("overrides.txt", False),
         ("model_cache_init.py", False),
         ("test_input.json", False),

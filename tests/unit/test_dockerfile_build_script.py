@@ -1,7 +1,9 @@
-"""scripts/build.sh: the version stamp, the dirty-tree refusal, and the choice of builder.
+"""scripts/build.sh: the version stamp, the dirty-tree refusal, the choice of builder, and the
+flash-attn labels it adds from the bake step's record.
 
 Runs the real script in a scratch git repo with fake `docker` / `buildah` programs on PATH that
-record their arguments (no engine exists here; the real build is `make container-test`).
+record their arguments, answer `run ... cat RECORD` with a given record and keep the Dockerfile
+of the label build (no engine exists here; the real build is `make container-test`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from f5worker.testing import REPO
 
 pytestmark = pytest.mark.slow  # starts a server or a Python process
 
+RECORD_PATH = "/etc/f5worker/flash-attn-wheel.env"
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "t",
     "GIT_AUTHOR_EMAIL": "t@example.com",
@@ -30,13 +34,31 @@ GIT_ENV = {
 }
 
 
+SHA = "ab" * 32
+WHEEL = "flash_attn-2.7.4.post1+cu12torch2.4cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"
+URL = f"https://github.com/Dao-AILab/flash-attention/releases/download/v2.7.4.post1/{WHEEL}"
+BAKED = (
+    f"status=baked\nwheel={WHEEL}\nsha256={SHA}\nsource={URL}\ntrust=first-use\ntorch=2.4.0+cu124\n"
+)
+END = "@@end@@"
+
+
 def fake_tool(bin_dir: Path, name: str, engine_up: bool, record: Path) -> None:
-    """Records `name ARGS...` per call; `docker info` fails unless an engine is 'up'."""
+    """Appends `name ARGS... END` per call; `docker info` fails unless an engine is 'up'; `run`
+    prints $FAKE_RECORD; `from` names a container; a build of a directory other than `.` (the
+    label build) leaves its Dockerfile in $LABEL_DOCKERFILE."""
     script = bin_dir / name
     script.write_text(
         "#!/bin/sh\n"
         f'if [ "$1" = info ]; then exit {0 if engine_up else 1}; fi\n'
-        f'printf "%s\\n" "{name}" "$@" > "{record}"\n'
+        f'printf "%s\\n" "{name}" "$@" "{END}" >> "{record}"\n'
+        'case "$1" in\n'
+        '  run) cat "$FAKE_RECORD" ;;\n'
+        "  from) echo ctr-1 ;;\n"
+        "  build | bud)\n"
+        "    for last; do :; done\n"
+        '    if [ "$last" != . ]; then cp "$last/Dockerfile" "$LABEL_DOCKERFILE"; fi ;;\n'
+        "esac\n"
     )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
@@ -69,10 +91,30 @@ def git(root: Path, *args: str) -> str:
 
 # What build.sh runs besides the builders; PATH holds only these, so a real docker or buildah
 # on this machine can never be reached from a test.
-TOOLS = ("git", "sed", "date", "dirname")
+TOOLS = ("git", "sed", "date", "dirname", "cat", "cp", "mktemp", "rm")
 
 
-def build(repo: Path, tmp_path: Path, *args: str, docker_up: bool = True, buildah: bool = True):
+class Built:
+    """What one build.sh run did: its process, every builder call, the label Dockerfile."""
+
+    def __init__(self, done: subprocess.CompletedProcess, calls: list[list[str]], labels: str):
+        self.done, self.calls, self.labels_dockerfile = done, calls, labels
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The LABEL line of the label build, parsed."""
+        line = next(x for x in self.labels_dockerfile.splitlines() if x.startswith("LABEL"))
+        return dict(re.findall(r'"([^"]+)"="([^"]*)"', line))
+
+
+def build_full(
+    repo: Path,
+    tmp_path: Path,
+    *args: str,
+    docker_up: bool = True,
+    buildah: bool = True,
+    record_text: str = BAKED,
+) -> Built:
     bin_dir = tmp_path / "bin"
     if not bin_dir.exists():
         bin_dir.mkdir()
@@ -80,18 +122,40 @@ def build(repo: Path, tmp_path: Path, *args: str, docker_up: bool = True, builda
             (bin_dir / tool).symlink_to(shutil.which(tool))
     record = tmp_path / "called.txt"
     record.unlink(missing_ok=True)
+    fake_record, label_dockerfile = tmp_path / "record.env", tmp_path / "label.Dockerfile"
+    fake_record.write_text(record_text)
+    label_dockerfile.unlink(missing_ok=True)
     fake_tool(bin_dir, "docker", docker_up, record)
     if buildah:
         fake_tool(bin_dir, "buildah", True, record)
+    env = {
+        **os.environ,
+        **GIT_ENV,
+        "PATH": str(bin_dir),
+        "FAKE_RECORD": str(fake_record),
+        "LABEL_DOCKERFILE": str(label_dockerfile),
+    }
     done = subprocess.run(
         [shutil.which("bash"), "scripts/build.sh", *args],
         cwd=repo,
-        env={**os.environ, **GIT_ENV, "PATH": str(bin_dir)},
+        env=env,
         capture_output=True,
         text=True,
     )
-    called = record.read_text().splitlines() if record.exists() else []
-    return done, called
+    calls: list[list[str]] = [[]]
+    for line in record.read_text().splitlines() if record.exists() else []:
+        if line == END:
+            calls.append([])
+        else:
+            calls[-1].append(line)
+    labels = label_dockerfile.read_text() if label_dockerfile.exists() else ""
+    return Built(done, [c for c in calls if c], labels)
+
+
+def build(repo: Path, tmp_path: Path, *args: str, docker_up: bool = True, buildah: bool = True):
+    """The process and the main build's arguments."""
+    built = build_full(repo, tmp_path, *args, docker_up=docker_up, buildah=buildah)
+    return built.done, (built.calls[0] if built.calls else [])
 
 
 def build_args(called: list[str]) -> dict[str, str]:
@@ -155,3 +219,58 @@ def test_no_builder_at_all_is_an_error(repo, tmp_path):
 def test_unknown_argument(repo, tmp_path):
     done, _ = build(repo, tmp_path, "--bogus")
     assert done.returncode == 2 and "unknown argument --bogus" in done.stderr
+
+
+def test_the_baked_wheel_becomes_labels_through_a_second_build(repo, tmp_path):
+    built = build_full(repo, tmp_path)
+    assert built.done.returncode == 0, built.done.stderr
+    tag = "f5-tts-worker:v1.2.3"
+    steps = [c[:2] for c in built.calls]
+    assert steps == [["docker", "build"], ["docker", "run"], ["docker", "build"]]
+    assert built.calls[1] == ["docker", "run", "--rm", "--entrypoint", "cat", tag, RECORD_PATH]
+    label_build = built.calls[2]
+    assert label_build[label_build.index("--tag") + 1] == tag  # the same tag, now labelled
+    assert built.labels_dockerfile.splitlines()[0] == f"FROM {tag}"
+    assert built.labels == {
+        "org.f5worker.flash-attn.wheel": WHEEL,
+        "org.f5worker.flash-attn.sha256": SHA,
+        "org.f5worker.flash-attn.url": URL,
+        "org.f5worker.flash-attn.trust": "first-use",
+    }
+    assert built.done.stdout.strip().splitlines()[-1] == tag
+
+
+def test_labels_with_buildah_read_the_record_from_a_container(repo, tmp_path):
+    built = build_full(repo, tmp_path, docker_up=False)
+    assert built.done.returncode == 0, built.done.stderr
+    tag = "f5-tts-worker:v1.2.3"
+    assert built.calls[1] == ["buildah", "from", "--pull-never", tag]
+    assert built.calls[2] == ["buildah", "run", "ctr-1", "--", "cat", RECORD_PATH]
+    assert built.calls[3] == ["buildah", "rm", "ctr-1"]
+    assert built.calls[4][:4] == ["buildah", "bud", "--format", "docker"]
+    assert built.labels["org.f5worker.flash-attn.sha256"] == SHA
+
+
+def test_nothing_baked_is_labelled_as_such(repo, tmp_path):
+    reason = "torch 2.4.1+cpu is a CPU build, nothing to bake"
+    built = build_full(repo, tmp_path, record_text=f"status=none\nreason={reason}\n")
+    assert built.done.returncode == 0, built.done.stderr
+    assert built.labels == {
+        "org.f5worker.flash-attn.wheel": "none",
+        "org.f5worker.flash-attn.reason": reason,
+    }
+
+
+@pytest.mark.parametrize(
+    "record_text",
+    [
+        "",  # the image has no record: not built by this Dockerfile's bake step
+        f'status=baked\nwheel={WHEEL}" evil="1\n',  # never a quote into a LABEL line
+        "status=baked\nsha256=$(id)\n",
+    ],
+)
+def test_a_missing_or_odd_record_fails_the_build(repo, tmp_path, record_text):
+    built = build_full(repo, tmp_path, record_text=record_text)
+    assert built.done.returncode == 1
+    assert "build.sh: unexpected line" in built.done.stderr
+    assert built.labels_dockerfile == ""

@@ -39,6 +39,7 @@ ELSEWHERE = {
     "redact.py": "tests/unit/startup/test_diagnostics.py",
     "serve/queue.py": "tests/unit/serve/test_progress.py",  # QueueHandler's progress flush
     "startup/flash_attn_install.py": "tests/integration/test_flash_attn_install.py",
+    "startup/flash_attn_bake.py": "tests/integration/test_flash_attn_install.py",  # real wheel server
     # The settings table and its readers: through Settings.from_env, as a caller uses them.
     "config/table.py": "tests/unit/test_config.py",
     "config/values.py": "tests/unit/test_config.py",

@@ -263,3 +263,27 @@ def test_free_gb_walks_up_to_an_existing_dir(tmp_path):
 @pytest.mark.parametrize("name", sorted(SECRET_ENV))
 def test_every_secret_setting_is_redacted(name):
     assert diagnostics.redact(name, "s3cr3t-value") == "<redacted>"
+
+
+def test_the_baked_flash_attn_wheel_and_its_sha256_are_reported(monkeypatch):
+    """What the image build baked (its record): name, sha256 and whether it was pinned, so the
+    operator can pin a first-use wheel from the log."""
+    from f5worker.startup import flash_attn_install
+
+    wheel = "flash_attn-2.7.4.post1+cu12torch2.4cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"
+    baked = {"status": "baked", "wheel": wheel, "sha256": "ab" * 32, "trust": "first-use"}
+    monkeypatch.setattr(flash_attn_install, "read_record", lambda: baked)
+    assert diagnostics._flash_attn_wheel() == {
+        "flash_attn.wheel": wheel,
+        "flash_attn.wheel_sha256": "ab" * 32,
+        "flash_attn.wheel_source": "baked (first-use)",
+    }
+    report = diagnostics.format_report(diagnostics._flash_attn_wheel())
+    assert f"diag.flash_attn.wheel_sha256={'ab' * 32}" in report.splitlines()
+    skipped = {"status": "none", "reason": "FLASH_ATTN_BAKE=none"}
+    monkeypatch.setattr(flash_attn_install, "read_record", lambda: skipped)
+    facts = diagnostics._flash_attn_wheel()
+    assert facts["flash_attn.baked"] == "none (FLASH_ATTN_BAKE=none)"
+    assert "flash_attn.wheel" in facts  # the selection for this torch, as before
+    monkeypatch.setattr(flash_attn_install, "read_record", lambda: None)
+    assert diagnostics._flash_attn_wheel()["flash_attn.baked"] == "none (no bake record)"

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from f5worker.errors import ConfigError
-from f5worker.startup import flash_attn
-from f5worker.startup.flash_attn import FlashAttnUnavailable, bake, ensure_flash_attn
+from f5worker.startup import flash_attn, flash_attn_bake
+from f5worker.startup.flash_attn import FlashAttnUnavailable, ensure_flash_attn
+from f5worker.startup.flash_attn_bake import bake
+from f5worker.startup.flash_attn_install import read_record
 from f5worker.startup.flash_attn_wheels import TorchBuild, select_wheel
 
 GPU_BUILD = TorchBuild("2.4.0+cu124", "12.4", False, "cp311", "linux_x86_64", cuda_available=True)
@@ -140,6 +142,43 @@ def test_missing_package_installs_the_selected_wheel_and_verifies_it(caplog):
     assert pip.calls[0][1].endswith("/v2.7.4.post1/" + SELECTED)
     assert pip.hashes == [PIN]  # the pin goes with the wheel to the installer
     assert not records(caplog, logging.WARNING)
+
+
+def test_start_up_logs_the_sha256_of_the_wheel_it_uses(caplog, monkeypatch):
+    """A baked wheel: the record's sha256; a run-time install: the pinned sha256 it checked."""
+    baked = {"status": "baked", "wheel": SELECTED, "sha256": PIN, "trust": "pinned"}
+    monkeypatch.setattr(flash_attn, "read_record", lambda: baked)
+    outcome = ensure_flash_attn("auto", probe=probe_of(GPU_BUILD), check_present=lambda: None)
+    assert f"baked wheel {SELECTED} sha256 {PIN} (pinned)" in outcome.detail
+    assert outcome.detail in " ".join(r.getMessage() for r in records(caplog, logging.INFO))
+    monkeypatch.setattr(flash_attn, "read_record", lambda: None)
+    outcome = ensure_flash_attn("auto", probe=probe_of(GPU_BUILD), check_present=lambda: None)
+    assert "not baked by the image build (sha256 unknown)" in outcome.detail
+    caplog.clear()
+    monkeypatch.setattr(flash_attn, "use_user_site", lambda: False)
+    ensure_flash_attn(
+        "auto", probe=probe_of(GPU_BUILD), pip=FakePip(), check_present=absent, pins=PINS
+    )
+    assert f"installed {SELECTED} (sha256 {PIN})" in caplog.text
+
+
+def test_a_run_time_install_as_non_root_is_importable_from_the_user_site(monkeypatch, tmp_path):
+    """pip falls back to ~/.local when site-packages is read-only (the image's worker user);
+    this process then needs that directory on sys.path."""
+    import site
+    import sys
+
+    from f5worker.startup import flash_attn_install
+
+    user_site = tmp_path / "site-packages"
+    monkeypatch.setattr(site, "getusersitepackages", lambda: str(user_site))
+    monkeypatch.setattr(site, "ENABLE_USER_SITE", True)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert flash_attn_install.use_user_site() is False  # pip installed nothing there
+    user_site.mkdir()
+    assert flash_attn_install.use_user_site() is True
+    assert str(user_site) in sys.path
+    assert flash_attn_install.use_user_site() is False  # once
 
 
 def test_broken_install_is_replaced(caplog):
@@ -292,15 +331,40 @@ def test_require_fails_with_the_same_reason(torch_build, failing, reason, remove
 LOCAL_WHEEL = f"/wheels/{SELECTED}"
 
 
+def served(digests: dict[str, str]):
+    """A stand-in for download(url, dest): the sha256 each URL's bytes have; records the URLs."""
+    seen: list[str] = []
+
+    def fetch(url: str, dest) -> str:
+        seen.append(url)
+        dest.write_bytes(b"wheel")
+        return digests.get(url.rsplit("/", 1)[-1], PIN)
+
+    fetch.seen = seen  # type: ignore[attr-defined]
+    return fetch
+
+
+def bake_records(caplog, level):
+    return [r for r in caplog.records if r.name == flash_attn_bake.log.name and r.levelno == level]
+
+
+@pytest.fixture
+def local_wheel(monkeypatch):
+    """The bake checks a local wheel file's bytes; here every local file has CUSTOM_SHA."""
+    monkeypatch.setattr(flash_attn_bake, "file_sha256", lambda path: CUSTOM_SHA)
+
+
 @pytest.mark.parametrize(
     ("choice", "sha256", "torch_build", "failing", "status", "installs"),
     [
+        ("none", None, NO_GPU, {}, 0, []),
         ("auto", None, CPU_TORCH, {}, 0, []),  # nothing to bake for a CPU torch
         ("auto", None, NO_GPU, {}, 0, ["install", "verify"]),  # no GPU needed at build time
         ("auto", None, NEW_TORCH, {}, 1, []),
         ("auto", None, NO_GPU, {"verify_error": UNDEFINED}, 1, ["install", "verify", "uninstall"]),
-        ("auto", None, NO_GPU, {"install_error": "sha256 mismatch"}, 1, ["install"]),
-        ("auto", CUSTOM_SHA, NO_GPU, {}, 1, []),  # auto takes its hash from the pins only
+        ("auto", None, NO_GPU, {"install_error": "pip failed"}, 1, ["install"]),
+        ("auto", PIN, NO_GPU, {}, 0, ["install", "verify"]),  # the same pin twice is fine
+        ("auto", CUSTOM_SHA, NO_GPU, {}, 1, []),  # disagrees with the table's pin
         ("https://x/y.whl", CUSTOM_SHA, NO_GPU, {}, 0, ["install", "verify"]),
         ("https://x/y.whl", None, NO_GPU, {}, 1, []),  # no hash, no install
         ("https://x/y.whl", "abc", NO_GPU, {}, 1, []),
@@ -308,38 +372,100 @@ LOCAL_WHEEL = f"/wheels/{SELECTED}"
         ("https://x/flash_attn-2.7.4.post1.tar.gz", CUSTOM_SHA, NO_GPU, {}, 1, []),
         (LOCAL_WHEEL, CUSTOM_SHA, NO_GPU, {}, 0, ["install", "verify"]),  # air-gapped build
         (LOCAL_WHEEL, None, NO_GPU, {}, 1, []),
+        (LOCAL_WHEEL, PIN, NO_GPU, {}, 1, []),  # its bytes are not the given sha256
         ("/wheels/flash_attn-2.7.4.post1.tar.gz", CUSTOM_SHA, NO_GPU, {}, 1, []),
     ],
 )
-def test_bake_at_image_build_time(choice, sha256, torch_build, failing, status, installs):
+def test_bake_at_image_build_time(
+    choice, sha256, torch_build, failing, status, installs, local_wheel, tmp_path
+):
     pip = FakePip(**failing)
-    assert bake(choice, sha256, pip=pip, probe=probe_of(torch_build), pins=PINS) == status
+    fetch = served({"y.whl": CUSTOM_SHA})
+    record = tmp_path / "record.env"
+    got = bake(
+        choice, sha256, pip=pip, probe=probe_of(torch_build), pins=PINS, record=record, fetch=fetch
+    )
+    assert got == status
     assert [c[0] for c in pip.calls] == installs
     if installs:
         assert pip.hashes == [PIN if choice == "auto" else CUSTOM_SHA]
+        assert "://" not in pip.calls[0][1]  # pip gets the checked local file, never a URL
+    if status == 0:
+        baked = read_record(record)
+        assert baked["status"] == ("baked" if installs else "none")
+        if installs:
+            assert baked["sha256"] == pip.hashes[0] and baked["trust"] == "pinned"
+    else:
+        assert not record.exists()
 
 
-def test_bake_never_installs_an_unpinned_wheel(caplog):
-    """The image build uses the same rule as a start: no pin, no install. The default build
-    (auto) goes on with torch attention and one WARNING, so it works before a pin is added."""
+def test_bake_without_a_pin_trusts_the_official_url_on_first_use(caplog, tmp_path):
+    """No pin: the official https release URL's bytes are installed, and their sha256 recorded
+    (trust=first-use) and logged with the command that pins them."""
     pip = FakePip()
-    assert bake("auto", pip=pip, probe=probe_of(NO_GPU), pins={}) == 0
+    fetch = served({SELECTED: CUSTOM_SHA})
+    record = tmp_path / "record.env"
+    assert bake("auto", pip=pip, probe=probe_of(NO_GPU), pins={}, record=record, fetch=fetch) == 0
+    assert fetch.seen == [select_wheel(NO_GPU, pins={}).url]
+    assert fetch.seen[0].startswith("https://github.com/Dao-AILab/flash-attention/releases/")
+    assert pip.hashes == [CUSTOM_SHA]
+    assert read_record(record) == {
+        "status": "baked",
+        "wheel": SELECTED,
+        "sha256": CUSTOM_SHA,
+        "source": fetch.seen[0],
+        "trust": "first-use",
+        "torch": NO_GPU.torch,
+    }
+    [warning] = bake_records(caplog, logging.WARNING)
+    assert "trust on first use" in warning.getMessage()
+    assert f"pin_flash_attn_wheels.py {SELECTED}={CUSTOM_SHA} --write" in warning.getMessage()
+
+
+def test_bake_refuses_a_release_url_that_is_not_https(tmp_path):
+    pip, fetch = FakePip(), served({})
+    status = bake(
+        "auto",
+        pip=pip,
+        probe=probe_of(NO_GPU),
+        pins={},
+        base_url="http://mirror.example/v{version}/{name}",
+        record=tmp_path / "r.env",
+        fetch=fetch,
+    )
+    assert status == 1 and fetch.seen == [] and pip.calls == []
+
+
+def test_bake_with_a_pin_refuses_other_bytes(tmp_path):
+    pip, fetch = FakePip(), served({SELECTED: CUSTOM_SHA})
+    assert bake("auto", pip=pip, probe=probe_of(NO_GPU), pins=PINS, fetch=fetch) == 1
+    assert fetch.seen and pip.calls == []
+    assert bake("auto", PIN, pip=pip, probe=probe_of(NO_GPU), pins={}, fetch=fetch) == 1
     assert pip.calls == []
-    [warning] = records(caplog, logging.WARNING)
-    assert f"{SELECTED} has no pinned sha256" in warning.getMessage()
-    assert "torch attention" in warning.getMessage()
+
+
+def test_cpu_torch_says_so_in_one_line(caplog, tmp_path):
+    caplog.set_level(logging.INFO, logger=flash_attn_bake.log.name)
+    record = tmp_path / "r.env"
+    assert bake("auto", pip=FakePip(), probe=probe_of(CPU_TORCH), record=record) == 0
+    [line] = bake_records(caplog, logging.INFO)
+    assert "torch 2.4.0+cpu is a CPU build, nothing to bake" in line.getMessage()
+    reason = "torch 2.4.0+cpu is a CPU build, nothing to bake"
+    assert read_record(record) == {"status": "none", "reason": reason}
 
 
 @pytest.mark.parametrize(
     ("argv", "called"),
     [
-        (["--bake", "auto", "--sha256", ""], ("auto", None)),  # the Dockerfile's empty build arg
-        (["--bake", "/w/x.whl", "--sha256", CUSTOM_SHA], ("/w/x.whl", CUSTOM_SHA)),
-        (["--bake", "https://h/x.whl"], ("https://h/x.whl", None)),
+        (["auto", "--sha256", ""], ("auto", None)),  # the Dockerfile's empty build arg
+        (["/w/x.whl", "--sha256", CUSTOM_SHA], ("/w/x.whl", CUSTOM_SHA)),
+        (["https://h/x.whl"], ("https://h/x.whl", None)),
     ],
 )
-def test_bake_command_line(monkeypatch, argv, called):
+def test_bake_command_line(monkeypatch, argv, called, tmp_path):
     seen = []
-    monkeypatch.setattr(flash_attn, "bake", lambda choice, sha256: seen.append((choice, sha256)))
-    flash_attn.main(argv)
+    monkeypatch.setattr(
+        flash_attn_bake, "bake", lambda choice, sha256, record: seen.append((choice, sha256))
+    )
+    flash_attn_bake.main([*argv, "--record", str(tmp_path / "r.env")])
     assert seen == [called]

@@ -12,8 +12,8 @@ import pytest
 
 from f5worker.config import Settings
 from f5worker.errors import ConfigError
-from f5worker.startup import flash_attn
-from f5worker.startup.flash_attn_install import demangle, explain_load_error
+from f5worker.startup import flash_attn_bake
+from f5worker.startup.flash_attn_install import RECORD, demangle, explain_load_error
 from f5worker.startup.flash_attn_wheels import (
     BASE_WHEEL_URL,
     PINS_FILE,
@@ -375,13 +375,13 @@ def test_the_image_build_copies_what_the_bake_step_imports():
     """The Dockerfile copies only a few files before `--bake`; each module flash_attn imports
     from this repo (and what those import in turn), and the pin table, must be among them."""
     dockerfile = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
-    bake_at = dockerfile.index("f5worker.startup.flash_attn --bake")
+    bake_at = dockerfile.index("python -m f5worker.startup.flash_attn_bake")
     copied = set()
     for line in dockerfile[:bake_at].splitlines():
         if line.startswith("COPY "):
             sources, dest = line.split()[1:-1], line.split()[-1]
             copied |= {f"{dest.rstrip('/')}/{src.rsplit('/', 1)[-1]}" for src in sources}
-    ours, todo = set(), ["f5worker/startup/flash_attn.py"]
+    ours, todo = set(), ["f5worker/startup/flash_attn_bake.py"]
     while todo:
         module = todo.pop()
         ours.add(module)
@@ -394,7 +394,8 @@ def test_the_image_build_copies_what_the_bake_step_imports():
     needed = ours | {f"f5worker/startup/{PINS_FILE.name}"}
     assert needed <= copied, needed - copied
     assert '--sha256 "${FLASH_ATTN_BAKE_SHA256}"' in dockerfile
-    assert flash_attn.BAKE_SHA_VAR == "FLASH_ATTN_BAKE_SHA256"
+    assert f"--record {RECORD}" in dockerfile
+    assert flash_attn_bake.BAKE_SHA_VAR == "FLASH_ATTN_BAKE_SHA256"
 
 
 def _pin_script():
@@ -421,3 +422,17 @@ def test_pin_script_lists_what_the_selection_picks_and_never_changes_a_pin(tmp_p
         script.merge({name: DIGEST}, {name: digest})
     with pytest.raises(ValueError, match="not a flash-attn release wheel"):
         script.pin(str(tmp_path / "flash_attn-2.7.4.post1.tar.gz"))
+
+
+def test_pin_script_pins_what_an_image_label_or_log_names(capsys):
+    """NAME=SHA256, as `org.f5worker.flash-attn.{wheel,sha256}` or the diag lines give them."""
+    script = _pin_script()
+    assert script.pin(f"{IMAGE_WHEEL}={DIGEST.upper()}") == (IMAGE_WHEEL, DIGEST)
+    with pytest.raises(ValueError, match="not a sha256"):
+        script.pin(f"{IMAGE_WHEEL}=abc")
+    with pytest.raises(ValueError, match="not a flash-attn release wheel"):
+        script.pin(f"flash_attn-2.7.4.post1.tar.gz={DIGEST}")
+    assert script.main([f"{IMAGE_WHEEL}={DIGEST}"]) == 0
+    assert capsys.readouterr().out == f'  "{IMAGE_WHEEL}": "{DIGEST}",\n'
+    doc = (REPO / "scripts" / "pin_flash_attn_wheels.py").read_text()
+    assert "org.f5worker.flash-attn.sha256" in doc and "diag.flash_attn.wheel_sha256" in doc
