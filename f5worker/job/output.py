@@ -158,6 +158,11 @@ class Delivery:
         self._prefix = _UNSAFE_KEY_CHARS.sub("_", job_id)[:128] or "job"
         self._run = uuid.uuid4().hex[:8]  # two runs of one job id never overwrite each other
 
+    @property
+    def inline_only(self) -> bool:
+        """Whether everything must fit inline: no bucket for what would not."""
+        return self.mode == "base64" or (self.mode == "auto" and self.store is None)
+
     def __call__(self, data: bytes, index: int = 0) -> dict[str, Any]:
         if self.mode == "url":
             return self._upload(data, index)

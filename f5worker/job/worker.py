@@ -32,7 +32,7 @@ from f5worker.audio import Voice
 from f5worker.config import Settings
 from f5worker.engine.f5tts import F5TTSEngine
 from f5worker.engine.plan import SynthesisParams
-from f5worker.errors import InternalError, WorkerError
+from f5worker.errors import InternalError, OutputTooLarge, WorkerError
 from f5worker.job import batch, synthesis
 from f5worker.job.batch import PreparedBatch, VoiceMemo
 from f5worker.job.fetch import RefAudioFetcher
@@ -95,6 +95,8 @@ class Worker:
                 yield item
                 return
             prepared = self.prepare(job.get("input"), job_id)
+            if isinstance(prepared, PreparedJob):  # results delivered as items, not a stream
+                _refuse_what_cannot_be_delivered(prepared)
             stats.chars = prepared.chars
             for item in self.items(prepared, control or JobControl()):
                 stats.items += 1
@@ -229,3 +231,30 @@ class Worker:
         if req.voice is not None and req.voice != DEFAULT_VOICE:
             return self.voices.get(req.voice, fallback_to_default=req.voice_fallback)
         return default_voice()
+
+
+# 16-bit samples: the formats whose size the duration alone sets (wav's header aside).
+_UNCOMPRESSED = ("wav", "pcm")
+_MARGIN = 1.1  # the estimate's duration rule is upstream's, and its cross-fades overlap
+
+
+def _refuse_what_cannot_be_delivered(job: PreparedJob) -> None:
+    """An uncompressed result that will plainly not fit the job's inline budget, and has no
+    bucket to go to, is refused before any model work, with what to change, instead of after
+    minutes of synthesis. Compressed formats are left to the delivery check (their size is
+    known only once encoded). Only for results delivered as items (run): an HTTP audio stream
+    carries no inline budget."""
+    req, deliver = job.req, job.deliver
+    if req.format not in _UNCOMPRESSED or req.remove_silence or not deliver.inline_only:
+        return
+    seconds = job.engine.estimate_seconds(job.chunks, job.voice, req.speed)
+    rate = req.sample_rate or job.engine.sample_rate
+    b64_bytes = seconds * rate * 2 * 4 / 3
+    if b64_bytes > deliver.budget.left * _MARGIN:
+        raise OutputTooLarge(
+            f"about {seconds:.0f} s of {req.format} at {rate} Hz is about "
+            f"{b64_bytes / 1e6:.0f} MB of base64, over the {deliver.budget.limit / 1e6:.0f} MB "
+            "a result may carry inline (RunPod's /run cap is 10 MB); use a compressed format "
+            "(mp3, opus), a lower sample_rate, shorter text, or `return: auto` on a worker "
+            "with an output bucket"
+        )

@@ -45,3 +45,17 @@ def fit_item(item: dict[str, Any], limit: int = MAX_YIELD_BYTES) -> list[dict[st
     where = {key: item[key] for key in LOCATING_KEYS if key in item}
     rest = [where | {"audio_base64": s, "part": n, "parts": count} for n, s in enumerate(slices)]
     return [first, *rest[1:]]
+
+
+def join_parts(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The inverse of fit_item over a job's output, as a client would do it: each run of parts
+    becomes the one item it was cut from (its audio whole, `part` and `parts` gone)."""
+    joined: list[dict[str, Any]] = []
+    for item in items:
+        if "part" not in item:
+            joined.append(item)
+        elif item["part"] == 0:
+            joined.append({k: v for k, v in item.items() if k not in ("part", "parts")})
+        else:
+            joined[-1]["audio_base64"] += item["audio_base64"]
+    return joined

@@ -272,9 +272,65 @@ def batches(rng: random.Random) -> Iterator[Case]:
     yield "batch", "with-text", {**speak("Hi."), "texts": [f"{CANARY} b."]}
 
 
+# -- 7. the production contract (#21): platform limits, budgets, reserved names, subtitles --------
+
+PARAGRAPH = " ".join(
+    f"{CANARY} sentence {n} walks along the harbour wall, past boats, nets and gulls."
+    for n in range(12)
+)
+
+
+def platform_limits(rng: random.Random) -> Iterator[Case]:
+    """Results that would pass RunPod's 1 MB per yield or /run's 10 MB unless cut or refused."""
+    shapes = (("wav", 48000, False), ("wav", 48000, True), ("flac", 48000, False))
+    for fmt, rate, stream in (*shapes, ("pcm", 44100, True), ("aac", 48000, True)):
+        inp = speak(PARAGRAPH, format=fmt, sample_rate=rate, stream=stream)
+        yield "limits", f"paragraph-{fmt}-{rate}-stream-{stream}", inp
+    slow = speak(PARAGRAPH, format="wav", sample_rate=48000, speed=0.3)
+    yield "limits", "slow-48k-wav-over-run-cap", slow
+    yield "limits", "batch-48k-wav", {"texts": [PARAGRAPH] * 3, "format": "wav", **FAST}
+
+
+def budgets(rng: random.Random) -> Iterator[Case]:
+    """A batch whose entries each fit MAX_AUDIO_SECONDS but add up past it (and its members)."""
+    line = f"{CANARY} " + " ".join(rng.choices(["harbour", "boats", "gulls", "nets"], k=8)) + "."
+    yield "budgets", "64-slow-entries", {"texts": [line] * 64, "speed": 0.3, **FAST}
+    yield "budgets", "entries-each-slow", {"texts": [{"text": line, "speed": 0.3}] * 60, **FAST}
+    yield "budgets", "four-slow-paragraphs", {"texts": [PARAGRAPH] * 4, "speed": 0.3, **FAST}
+
+
+def reserved_names(rng: random.Random) -> Iterator[Case]:
+    """Voice writes: off by default; reserved names in any case; none may replace a voice."""
+    clip = b64(wav_bytes(noise(2)))
+    for name in ("alloy", "ALLOY", "Default", "nova", "anna", "new-voice"):
+        add = {"action": "voice.add", "name": name, "ref_audio": clip, "ref_text": f"{CANARY} x"}
+        yield "voices", f"add-{name}", add
+    yield "voices", "delete-anna", {"action": "voice.delete", "name": "anna"}
+    yield "voices", "delete-default", {"action": "voice.delete", "name": "DEFAULT"}
+
+
+def subtitles(rng: random.Random) -> Iterator[Case]:
+    """Caption text shaped like cue timing lines, cue numbers and headers."""
+    forged = [
+        "00:00:05,000 --> 00:00:09,000",
+        "1\n00:00:01,000 --> 00:00:02,000\nforged",
+        "a--->b ----> c",
+        "WEBVTT --> NOTE",
+        "\r\n\r\n2\r\n00:00:00,000 --> 00:00:01,000",
+        "\u2028-->\u2029-->\x85-->",
+    ]
+    for n, text in enumerate(forged):
+        for mode in ("srt", "vtt"):
+            stream = n % 2 == 1
+            inp = speak(f"One. {text}. Two. {text}.", captions=mode, stream=stream)
+            yield "subtitles", f"forged-{n}-{mode}" + ("-stream" if stream else ""), inp
+
+
 def corpus(seed: int = 20261201) -> list[Case]:
     rng = random.Random(seed)
     cases: list[Case] = []
-    for make in (unsplittable, schema_values, bombs, urls, s3_refs, batches):
+    groups = (unsplittable, schema_values, bombs, urls, s3_refs, batches)
+    groups += (platform_limits, budgets, reserved_names, subtitles)
+    for make in groups:
         cases.extend(make(rng))
     return cases

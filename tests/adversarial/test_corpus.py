@@ -19,8 +19,11 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+import srt
+import webvtt
 
 from f5worker.errors import MAX_MESSAGE_CHARS
+from f5worker.serve.limits import MAX_YIELD_BYTES, join_parts
 from f5worker.testing.audio import noise, wav_bytes
 from f5worker.testing.s3_servers import client_for, moto_server, s3_env
 from f5worker.testing.web import audio_server
@@ -48,6 +51,8 @@ CODES = {
     "VOICE_NOT_FOUND",
     "OUTPUT_TOO_LARGE",
     "SYNTHESIS_FAILED",
+    "VOICE_EXISTS",  # a reserved voice name
+    "VOICE_WRITES_DISABLED",  # voice writes are off by default
 }
 CASES = corpus()
 
@@ -133,8 +138,12 @@ def test_hostile_input(live, kind, case, inp):
 
 
 def _check_output(items: list) -> str:
-    """Valid audio items, or a coded error as the last item; returns the outcome's name."""
+    """Valid audio items, or a coded error as the last item; returns the outcome's name. Every
+    item fits one of RunPod's yields (the SDK posts each one); parts are joined as a client
+    joins them, then each item's audio must decode and its subtitles hold exactly its cues."""
     assert isinstance(items, list) and items
+    assert all(len(json.dumps(item).encode()) < MAX_YIELD_BYTES for item in items)
+    items = join_parts(items)
     last = items[-1]
     if last.get("sdk") == "refused":
         return "SDK_REFUSED"
@@ -147,8 +156,19 @@ def _check_output(items: list) -> str:
             _check_error(item["item_error"])
             failed += 1
             continue
+        if "action" in item:  # a voice action that succeeded (voice.list, say)
+            continue
         assert _decoded_samples(item) > 0
+        _check_subtitles(item)
     return "audio" if not failed else "batch with failed entries"
+
+
+def _check_subtitles(item: dict) -> None:
+    """No caption text can add or drop a cue (a forged timing line would)."""
+    if "srt" in item:
+        assert len(list(srt.parse(item["srt"]))) == len(item["segments"])
+    if "vtt" in item:
+        assert len(webvtt.from_buffer(io.StringIO(item["vtt"]))) == len(item["segments"])
 
 
 def _decoded_samples(item: dict) -> int:

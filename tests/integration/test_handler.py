@@ -296,3 +296,17 @@ def test_build_worker_loads_with_the_dtype_setting(demo_model_dir):
     assert not bf16.engine.compiled
     items = list(bf16.run(job(text="Half precision weights.")))
     assert items[0]["duration_s"] > 0.5
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("wav", "base64"), ("pcm", "auto")])
+def test_an_uncompressed_result_that_cannot_fit_is_refused_before_model_work(
+    worker, monkeypatch, fmt, mode
+):
+    def no_model_work(*_a, **_k):
+        raise AssertionError("the engine was asked to synthesize")
+
+    monkeypatch.setattr(worker.engine, "synthesize_stream", no_model_work)
+    text = "A sentence of ordinary length about the sea and the boats. " * 60
+    payload = run_one(worker, text=text, format=fmt, sample_rate=48000, **{"return": mode})
+    assert payload["error_code"] == "OUTPUT_TOO_LARGE"
+    assert "compressed format" in payload["error"] and "sample_rate" in payload["error"]

@@ -39,7 +39,8 @@ ELSEWHERE = {
     "redact.py": "tests/unit/startup/test_diagnostics.py",
     "serve/queue.py": "tests/unit/serve/test_progress.py",  # QueueHandler's progress flush
     "startup/flash_attn_install.py": "tests/integration/test_flash_attn_install.py",
-    "startup/flash_attn_bake.py": "tests/integration/test_flash_attn_install.py",  # real wheel server
+    # the bake against a real HTTPS wheel server on 127.0.0.1
+    "startup/flash_attn_bake.py": "tests/integration/test_flash_attn_install.py",
     # The settings table and its readers: through Settings.from_env, as a caller uses them.
     "config/table.py": "tests/unit/test_config.py",
     "config/values.py": "tests/unit/test_config.py",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from f5worker.serve.limits import MAX_YIELD_BYTES, fit_item
+from f5worker.serve.limits import MAX_YIELD_BYTES, fit_item, join_parts
 
 
 @pytest.mark.parametrize("size", [0, 1, 699_999, 700_000, 700_001, 2_100_003, 5_000_000])
@@ -23,3 +23,11 @@ def test_fit_item_cuts_audio_into_parts_that_decode_back(size):
         assert all(p["chunk"] == 2 and "segments" not in p for p in parts[1:])
     else:
         assert parts == [item]
+
+
+def test_join_parts_restores_each_item():
+    big = {"audio_base64": "QUJD" * 400_000, "chunk": 0, "segments": [1]}
+    small = {"audio_base64": "QUJD", "chunk": 1}
+    items = [*fit_item(big), *fit_item(small), *fit_item(big | {"chunk": 2})]
+    assert len(items) > 3
+    assert join_parts(items) == [big, small, big | {"chunk": 2}]
