@@ -107,6 +107,13 @@ class BadRefAudio(InvalidInput):
     http_status = 400
 
 
+class ConsentRequired(InvalidInput):
+    """voice.add without a `consent` record where the operator requires one."""
+
+    code = "CONSENT_REQUIRED"
+    http_status = 400
+
+
 class VoiceNotFound(WorkerError, LookupError):
     code = "VOICE_NOT_FOUND"
     http_status = 404

@@ -71,6 +71,8 @@ class Settings:
     voice_cache_ttl_s: int = default("voice_cache_ttl_s")
     voice_writes: bool = default("voice_writes")
     voice_max_count: int = default("voice_max_count")
+    voice_require_consent: bool = default("voice_require_consent")
+    voice_aliases: tuple[tuple[str, str], ...] = default("voice_aliases")
     flash_attn: str = default("flash_attn")
     flash_attn_wheel_url: str | None = default("flash_attn_wheel_url")
     flash_attn_wheel_sha256: str | None = default("flash_attn_wheel_sha256")

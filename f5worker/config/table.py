@@ -199,6 +199,13 @@ SETTINGS: tuple[Setting, ...] = (
         S("VOICE_WRITES", "voice_writes", bool, False,
           "`on`: `voice.add` and `voice.delete` jobs may change the voice library; off, they "
           "fail with `VOICE_WRITES_DISABLED` (listing and use still work)"),
+        S("VOICE_ALIASES", "voice_aliases", tuple, (),
+          "comma-separated `alias=voice`: a job (or an OpenAI client) naming the alias, in any "
+          "case, speaks with that library voice, e.g. `alloy=narrator` for clients that only "
+          "send OpenAI's stock names",
+          parse=lambda env, s: values.voice_aliases(env, s.env)),
+        S("VOICE_REQUIRE_CONSENT", "voice_require_consent", bool, False,
+          "`on`: `voice.add` without a `consent` record fails with `CONSENT_REQUIRED`"),
         S("VOICE_MAX_COUNT", "voice_max_count", int, 500,
           "the most voices `voice.add` lets the library hold (a soft limit: "
           "[Voices](api.md#voices))",

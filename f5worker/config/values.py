@@ -62,6 +62,29 @@ def s3_scopes(env: Mapping[str, str], name: str) -> tuple[S3Scope, ...]:
     return tuple(scopes)
 
 
+VOICE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def voice_aliases(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """Comma-separated `alias=voice` pairs (`alloy=narrator`): a job naming the alias (in any
+    case) speaks with the library voice. Set by the operator, never by a job: it lets clients
+    that can only send OpenAI's stock names (Pipecat's OpenAI service) use a cloned voice."""
+    pairs: dict[str, str] = {}
+    for entry in (e.strip() for e in env.get(name, "").split(",")):
+        if not entry:
+            continue
+        alias, _, voice = (part.strip() for part in entry.partition("="))
+        if not (VOICE_NAME_PATTERN.fullmatch(alias) and VOICE_NAME_PATTERN.fullmatch(voice)):
+            raise ConfigError(
+                f"{name} entry {entry[:100]!r} is not `alias=voice` (voice names: 1-64 letters, "
+                "digits, '.', '_' or '-')"
+            )
+        if alias.casefold() in pairs:
+            raise ConfigError(f"{name} names the alias {alias!r} twice")
+        pairs[alias.casefold()] = voice
+    return tuple(pairs.items())
+
+
 def is_clean_s3_key(key: str) -> bool:
     """No empty, "." or ".." segments and no control characters: a key means what it says."""
     return all(s not in ("", ".", "..") for s in key.split("/")) and key.isprintable()

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-VoiceMemo = dict[tuple[Any, ...], "Voice | WorkerError"]
+# (voice, ref_audio, ref_text, bound) -> (the name results give, the fitted voice) or the error
+VoiceMemo = dict[tuple[Any, ...], "tuple[str, Voice] | WorkerError"]
 # Worker.prepare_request for one entry: (entry, result budget, voice memo) -> prepared entry.
 PrepareEntry = Callable[[TTSRequest, ResultBudget, VoiceMemo], PreparedJob]
 # Worker.error_payload: (error, job id) -> the coded payload (and the fatal-error hook).

@@ -62,6 +62,7 @@ class PreparedJob:
     chunks: list[str]
     deliver: Delivery
     clock: Clock
+    voice_name: str = "default"  # `ref_audio`, a library voice, or `default`
 
     @property
     def chars(self) -> int:
@@ -77,6 +78,7 @@ class PreparedJob:
         return {
             "seed": self.params.seed,
             "model": self.model.name,
+            "voice": self.voice_name,
             "quality": self.preset.name,
             "nfe_step": self.params.nfe_step,
             "ref_audio_s": round(self.voice.audio.duration_s, 3),

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from f5worker.errors import InvalidInput
+from f5worker.errors import ConsentRequired, InvalidInput
 from f5worker.job.fetch import RefAudioFetcher
 from f5worker.job.schema import (
     MAX_REF_AUDIO_B64_CHARS,
@@ -63,8 +63,18 @@ _REF_AUDIO = Field(
 _REF_TEXT = Field(
     "ref_text", str, None, "Transcript of `ref_audio`.", max_len=MAX_REF_TEXT_CHARS, required=True
 )
+MAX_CONSENT_CHARS = 500
+_CONSENT = Field(
+    "consent",
+    str,
+    None,
+    "Who consented to this voice being cloned, and how (free text: a name, a date, where the "
+    "signed release is); stored with the voice, shown by `voice.get` and `voice.list`. "
+    "Required when the worker sets `VOICE_REQUIRE_CONSENT=on`.",
+    max_len=MAX_CONSENT_CHARS,
+)
 ACTIONS: dict[str, tuple[Field, ...]] = {
-    VOICE_ADD: (_ACTION, _NAME, _REF_AUDIO, _REF_TEXT),
+    VOICE_ADD: (_ACTION, _NAME, _REF_AUDIO, _REF_TEXT, _CONSENT),
     VOICE_LIST: (_ACTION,),
     VOICE_GET: (_ACTION, _NAME),
     VOICE_DELETE: (_ACTION, _NAME),
@@ -77,6 +87,7 @@ class VoiceAction:
     name: str | None = None
     ref_audio: str | None = None
     ref_text: str | None = None
+    consent: str | None = None
 
 
 def is_action(raw: Any) -> bool:
@@ -106,10 +117,12 @@ class VoiceActions:
         fetcher: RefAudioFetcher,
         sample_rate: int,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        require_consent: bool = False,
     ) -> None:
         self.library = library
         self.fetcher = fetcher
         self.sample_rate = sample_rate
+        self.require_consent = require_consent
         self._now = now
         self._run: dict[str, Callable[[VoiceAction], dict[str, Any]]] = {
             VOICE_ADD: self._add,
@@ -126,11 +139,17 @@ class VoiceActions:
     def _add(self, action: VoiceAction) -> dict[str, Any]:
         assert action.name and action.ref_audio and action.ref_text  # required fields
         self.library.check_writable()  # before any download
+        consent = " ".join((action.consent or "").split())
+        if self.require_consent and not consent:
+            raise ConsentRequired(
+                "this worker records consent for every voice (VOICE_REQUIRE_CONSENT): send "
+                "`consent`, who agreed to the clone and how"
+            )
         ref = action.ref_audio
         voice = self.fetcher.voice(ref, ref_kind(ref), action.ref_text.strip())
         voice = normalise_voice(voice, self.sample_rate)
         created = self._now().isoformat(timespec="seconds").replace("+00:00", "Z")
-        info = self.library.add(action.name, voice, created)
+        info = self.library.add(action.name, voice, created, consent)
         return {"voice": asdict(info) | {"transcript": voice.text}}
 
     def _list(self, _action: VoiceAction) -> dict[str, Any]:
@@ -139,14 +158,15 @@ class VoiceActions:
 
     def _get(self, action: VoiceAction) -> dict[str, Any]:
         assert action.name
-        voice, created = self.library.entry(action.name)
+        entry = self.library.entry(action.name)
         return {
             "voice": {
                 "name": action.name,
-                "duration_s": round(voice.audio.duration_s, 3),
-                "created": created,
-                "transcript": voice.text,
-                "sample_rate": voice.audio.sample_rate,
+                "duration_s": round(entry.voice.audio.duration_s, 3),
+                "created": entry.created,
+                "transcript": entry.voice.text,
+                "sample_rate": entry.voice.audio.sample_rate,
+                "consent": entry.consent,
             }
         }
 

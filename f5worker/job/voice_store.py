@@ -85,6 +85,7 @@ class VoiceInfo:
     duration_s: float | None
     created: str  # ISO 8601, UTC
     transcript_preview: str
+    consent: str = ""  # who consented to the clone and how, as voice.add recorded it
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class StoredVoice:
     created: str
     token: str  # changes whenever the voice does (the manifest's ETag, or the legacy pair's)
     sample_rate: int | None  # of a normalised (manifest) voice; None: a legacy upload
+    consent: str = ""
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -126,7 +128,12 @@ class VoiceStore:
         if audio is None:  # deleted between the two reads
             return None
         return StoredVoice(
-            audio, manifest["transcript"], manifest["created"], etag, manifest["sample_rate"]
+            audio,
+            manifest["transcript"],
+            manifest["created"],
+            etag,
+            manifest["sample_rate"],
+            str(manifest.get("consent", "")),
         )
 
     def token(self, name: str) -> str | None:
@@ -310,7 +317,11 @@ class VoiceStore:
                 return None  # deleted since the listing
             manifest = got[0]
             return VoiceInfo(
-                name, manifest["duration_s"], manifest["created"], preview(manifest["transcript"])
+                name,
+                manifest["duration_s"],
+                manifest["created"],
+                preview(manifest["transcript"]),
+                str(manifest.get("consent", "")),
             )
         key = self.key(name, LEGACY_TEXT)
         data = read_prefix(self._client(), self.bucket, key, MAX_LEGACY_TEXT_BYTES)

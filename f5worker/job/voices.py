@@ -164,6 +164,16 @@ class _Cached:
     created: str
     token: str
     checked: float  # monotonic time of the last look at S3
+    consent: str = ""
+
+
+@dataclass(frozen=True)
+class VoiceEntry:
+    """A named voice with what the library records about it."""
+
+    voice: Voice
+    created: str
+    consent: str
 
 
 class VoiceLibrary:
@@ -204,22 +214,22 @@ class VoiceLibrary:
 
     def get(self, name: str, fallback_to_default: bool = False) -> Voice:
         try:
-            return self.entry(name)[0]
+            return self.entry(name).voice
         except VoiceNotFound:
             if fallback_to_default:
                 return default_voice()
             raise
 
-    def entry(self, name: str) -> tuple[Voice, str]:
-        """(voice, created) of a named voice; VOICE_NOT_FOUND when there is none."""
+    def entry(self, name: str) -> VoiceEntry:
+        """A named voice and its record; VOICE_NOT_FOUND when there is none."""
         if name == DEFAULT_VOICE_NAME:
-            return default_voice(), ""
+            return VoiceEntry(default_voice(), "", "")
         cached = self._cached(name)
         if cached is not None and self._clock() - cached.checked < self._ttl:
-            return cached.voice, cached.created
+            return VoiceEntry(cached.voice, cached.created, cached.consent)
         if cached is not None and self._still_current(name, cached):
             cached.checked = self._clock()
-            return cached.voice, cached.created
+            return VoiceEntry(cached.voice, cached.created, cached.consent)
         self.forget(name)
         loaded = self._load(name)
         with self._lock:
@@ -227,7 +237,7 @@ class VoiceLibrary:
             self._cache.move_to_end(name)
             while len(self._cache) > self._max_cached:
                 self._cache.popitem(last=False)
-        return loaded.voice, loaded.created
+        return VoiceEntry(loaded.voice, loaded.created, loaded.consent)
 
     def list_voices(self) -> list[VoiceInfo]:
         """Every voice, "default" first, read from S3 now (no cache: always current)."""
@@ -252,7 +262,7 @@ class VoiceLibrary:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def add(self, name: str, voice: Voice, created: str) -> VoiceInfo:
+    def add(self, name: str, voice: Voice, created: str, consent: str = "") -> VoiceInfo:
         """Store a normalised voice (normalise_voice) under a new name, atomically.
 
         Writes on one worker are ordered (one lock: an add and a delete of one name never
@@ -266,9 +276,11 @@ class VoiceLibrary:
                 "voice names, in any case); choose another"
             )
         with self._write_lock:
-            return self._add(store, name, voice, created)
+            return self._add(store, name, voice, created, consent)
 
-    def _add(self, store: VoiceStore, name: str, voice: Voice, created: str) -> VoiceInfo:
+    def _add(
+        self, store: VoiceStore, name: str, voice: Voice, created: str, consent: str
+    ) -> VoiceInfo:
         try:
             full = store.count() >= self.max_voices
         except StorageError as exc:
@@ -281,6 +293,7 @@ class VoiceLibrary:
             "duration_s": round(audio.duration_s, 3),
             "sample_rate": audio.sample_rate,
             "created": created,
+            "consent": consent,
         }
         try:
             added = store.create(name, encode_reference(audio), manifest)
@@ -290,7 +303,7 @@ class VoiceLibrary:
             raise VoiceExists(f"voice {name!r} exists; delete it first to replace it")
         self.forget(name)
         log.info("voice %s added (%.1f s)", name, audio.duration_s)
-        return VoiceInfo(name, round(audio.duration_s, 3), created, preview(voice.text))
+        return VoiceInfo(name, round(audio.duration_s, 3), created, preview(voice.text), consent)
 
     def delete(self, name: str) -> None:
         """Remove a voice; returns only once it is gone (read back after the delete)."""
@@ -368,7 +381,7 @@ class VoiceLibrary:
             raise VoiceNotFound(f"voice {name!r} has an empty ref.txt")
         voice = stored_voice(stored, name)
         log.info("voice %s loaded from the library (%.1f s)", name, voice.audio.duration_s)
-        return _Cached(voice, stored.created, stored.token, self._clock())
+        return _Cached(voice, stored.created, stored.token, self._clock(), stored.consent)
 
     def _s3(self) -> S3Client:
         with self._lock:

@@ -75,7 +75,13 @@ class Worker:
         self.fetcher = fetcher
         self.store = store
         self.max_result_b64 = max_result_b64
-        self.voice_actions = VoiceActions(voices, fetcher, self.engine.sample_rate)
+        self._aliases = dict(settings.voice_aliases)
+        self.voice_actions = VoiceActions(
+            voices,
+            fetcher,
+            self.engine.sample_rate,
+            require_consent=settings.voice_require_consent,
+        )
         # Called on a fatal error (GPU broken): each transport points it at its own way out.
         self.on_fatal: Callable[[], None] = lambda: None
 
@@ -175,7 +181,7 @@ class Worker:
         preset, nfe_step = presets.resolve(req.quality, req.nfe_step, self.settings.default_quality)
         with clock("voice"):
             # Before any duration is estimated: the clip's pace sets the output's length.
-            voice = self._fitted_voice(req, preset.max_ref_seconds, voices)
+            voice_name, voice = self._fitted_voice(req, preset.max_ref_seconds, voices)
         seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
         params = SynthesisParams(
             seed=seed,
@@ -186,7 +192,9 @@ class Worker:
             cross_fade_duration=req.cross_fade_duration,
         )
         chunks = engine.split_text(req.text, voice, req.speed, first_chunk_bytes)
-        return PreparedJob(req, ref, engine, voice, params, preset, chunks, deliver, clock)
+        return PreparedJob(
+            req, ref, engine, voice, params, preset, chunks, deliver, clock, voice_name
+        )
 
     def items(
         self, job: PreparedJob | PreparedBatch, control: JobControl
@@ -209,15 +217,18 @@ class Worker:
 
     def _fitted_voice(
         self, req: TTSRequest, max_ref_seconds: float, memo: VoiceMemo | None
-    ) -> Voice:
-        """The request's voice fitted to the preset; through `memo` (a batch's) each distinct
-        voice is fetched once, and a failed fetch fails its other entries without a retry."""
+    ) -> tuple[str, Voice]:
+        """The request's voice (its name, as results give it, and the voice fitted to the
+        preset); through `memo` (a batch's) each distinct voice is fetched once, and a failed
+        fetch fails its other entries without a retry."""
         if memo is None:
-            return fit_voice(self._voice(req), max_ref_seconds)
+            name, voice = self._voice(req)
+            return name, fit_voice(voice, max_ref_seconds)
         key = (req.voice, req.ref_audio, req.ref_text, max_ref_seconds)
         if key not in memo:
             try:
-                memo[key] = fit_voice(self._voice(req), max_ref_seconds)
+                name, voice = self._voice(req)
+                memo[key] = (name, fit_voice(voice, max_ref_seconds))
             except WorkerError as err:
                 memo[key] = err
         found = memo[key]
@@ -225,12 +236,18 @@ class Worker:
             raise found
         return found
 
-    def _voice(self, req: TTSRequest) -> Voice:
+    def _voice(self, req: TTSRequest) -> tuple[str, Voice]:
+        """(the name results give: `ref_audio`, a library voice after VOICE_ALIASES, or
+        `default`, the voice)."""
         if req.ref_audio is not None:
-            return self.fetcher.voice(req.ref_audio, req.ref_kind or "base64", req.ref_text or "")
-        if req.voice is not None and req.voice != DEFAULT_VOICE:
-            return self.voices.get(req.voice, fallback_to_default=req.voice_fallback)
-        return default_voice()
+            kind = req.ref_kind or "base64"
+            return "ref_audio", self.fetcher.voice(req.ref_audio, kind, req.ref_text or "")
+        if req.voice is None or req.voice == DEFAULT_VOICE:
+            return DEFAULT_VOICE, default_voice()
+        name = self._aliases.get(req.voice.casefold(), req.voice)
+        aliased = name != req.voice  # the operator's alias must exist: no silent default
+        voice = self.voices.get(name, fallback_to_default=req.voice_fallback and not aliased)
+        return (DEFAULT_VOICE if voice is default_voice() else name), voice
 
 
 # 16-bit samples: the formats whose size the duration alone sets (wav's header aside).

@@ -55,6 +55,7 @@ def test_success_shape(worker):
         "duration_s",
         "seed",
         "model",
+        "voice",
         "quality",
         "nfe_step",
         "ref_audio_s",

@@ -186,7 +186,13 @@ def test_the_voices_route_serves_the_voice_list_action(engine):
     action = list(worker.run({"id": "v", "input": {"action": "voice.list"}}, JobControl()))
     assert listing["data"] == action[0]["voices"]
     assert [v["name"] for v in listing["data"]] == ["default"]
-    assert set(listing["data"][0]) == {"name", "duration_s", "created", "transcript_preview"}
+    assert set(listing["data"][0]) == {
+        "name",
+        "duration_s",
+        "created",
+        "transcript_preview",
+        "consent",
+    }
 
 
 class BrokenWorker(Worker):

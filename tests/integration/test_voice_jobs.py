@@ -4,6 +4,7 @@ using within VOICE_CACHE_TTL_S."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -73,3 +74,28 @@ def test_a_failed_action_is_a_coded_item_and_the_worker_goes_on(engine, settings
         item = run(worker, inp)
         assert item["error_code"] == code and item["retryable"] is False
     assert "error" not in run(worker, {"text": "Still here.", "nfe_step": 2})
+
+
+def test_aliases_map_stock_names_to_library_voices_and_results_name_the_voice(engine, settings):
+    """VOICE_ALIASES=alloy=narrator: an OpenAI client that can only send `alloy` (Pipecat's
+    OpenAI service) speaks with the cloned voice; without an alias `alloy` is the default."""
+    plain = make_worker(engine, settings)
+    clip = {"ref_audio": wav_b64(noise(3, 16000), 16000), "ref_text": "I narrate."}
+    run(plain, {"action": "voice.add", "name": "narrator", **clip})
+    aliased = make_worker(
+        engine, dataclasses.replace(settings, voice_aliases=(("alloy", "narrator"),))
+    )
+    openai = {
+        "openai_route": "/v1/audio/speech",
+        "openai_input": {"input": "Hi.", "voice": "ALLOY"},
+    }
+    assert run(aliased, openai)["voice"] == "narrator"
+    assert run(plain, openai)["voice"] == "default"  # a stock name without an alias
+    fast = {"text": "Hi.", "nfe_step": 2}
+    assert run(aliased, {**fast, "voice": "alloy"})["voice"] == "narrator"
+    assert run(plain, {**fast, "voice": "narrator"})["voice"] == "narrator"
+    assert run(plain, fast)["voice"] == "default"
+    assert run(plain, {**fast, **clip})["voice"] == "ref_audio"
+    run(plain, {"action": "voice.delete", "name": "narrator"})
+    gone = run(aliased, openai)  # an alias to a missing voice is an error, never silent default
+    assert gone["error_code"] == "VOICE_NOT_FOUND"

@@ -198,3 +198,12 @@ def test_choice_entries_accept_their_choices_only(entry):
         assert getattr(Settings.from_env({entry.env: option}), entry.field) == option
     with pytest.raises(ConfigError, match=entry.env):
         Settings.from_env({entry.env: "not-a-choice"})
+
+
+def test_voice_aliases_are_the_operators_pairs():
+    env = {"VOICE_ALIASES": " alloy=narrator, Nova = anna_v2 ,"}
+    assert Settings.from_env(env).voice_aliases == (("alloy", "narrator"), ("nova", "anna_v2"))
+    assert Settings.from_env({}).voice_aliases == ()
+    for bad in ("alloy", "alloy=", "=narrator", "alloy=a b", "alloy=x, ALLOY=y", "a=../x"):
+        with pytest.raises(ConfigError, match="VOICE_ALIASES"):
+            Settings.from_env({"VOICE_ALIASES": bad})

@@ -207,6 +207,24 @@ def test_the_library_is_bounded(s3, prefix):
     act.run(add("c"))
 
 
+def test_consent_is_stored_shown_and_required_where_the_operator_says(s3, prefix):
+    act = actions(s3, prefix)
+    record = "Anna Berg, signed release 2026-11-02, contracts/anna.pdf"
+    added = act.run(add("anna") | {"consent": f"  {record}\n"})["voice"]
+    assert added["consent"] == record  # one line, as stored
+    assert act.run({"action": "voice.get", "name": "anna"})["voice"]["consent"] == record
+    listed = act.run({"action": "voice.list"})["voices"]
+    assert [v["consent"] for v in listed] == ["", record]  # default: built in, no record
+    act.run(add("bob"))  # not required here: an add without one is stored with ""
+    assert act.run({"action": "voice.get", "name": "bob"})["voice"]["consent"] == ""
+
+    strict = VoiceActions(library(s3, prefix), act.fetcher, RATE, require_consent=True)
+    assert code_of(strict, add("carl")) == "CONSENT_REQUIRED"
+    assert code_of(strict, add("carl") | {"consent": "   "}) == "CONSENT_REQUIRED"
+    assert code_of(strict, add("carl") | {"consent": "x" * 501}) == "INVALID_INPUT"
+    assert strict.run(add("carl") | {"consent": "Carl, by email"})["voice"]["consent"]
+
+
 def test_the_limit_holds_exactly_for_parallel_adds_on_one_worker(s3, prefix):
     act = actions(s3, prefix, max_voices=3)
     codes: list[str] = []
