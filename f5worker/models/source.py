@@ -9,9 +9,10 @@ source, which is the Hugging Face hub, or the demo generator for `demo` (docs/de
 A reference's storage key (its directory and S3 key segment) is derived from the whole
 reference, so two models never share an entry. Whatever came from a source, or from a local copy
 that S3 lacks, is uploaded to S3 by a daemon thread while the worker serves; its errors are
-logged and never stop serving. A model found nowhere is a StorageError naming the reference
-and every place looked in (start-up fails for the default model; a job gets the error for
-another), never noise in its place: the demo model stands in only for the default model when
+logged and never stop serving. A model found nowhere is a ModelError (not retryable: the places
+were just looked in) naming the reference and every place looked in, with the source's own
+failure (start-up fails for the default model; a job gets the error for another), never noise
+in its place: the demo model stands in only for the default model when
 the operator named no model at all and configured no S3 cache (`make run` offline), with one
 WARNING.
 
@@ -194,15 +195,17 @@ def _ensure_local(
     return "hub", add_built_version(store, lambda d: fetch(sources, store.name, d), locked=locked)
 
 
-def _nowhere(ref: ModelRef, sources: ModelSources, err: StorageError) -> StorageError:
-    """The model is in no place the chain looks: name the reference and every place."""
+def _nowhere(ref: ModelRef, sources: ModelSources, err: StorageError) -> ModelError:
+    """The model is in no place the chain looks: name the reference and every place, and the
+    source's own failure. A ModelError, not retried at once: every place was just looked in (a
+    job naming the model again looks again, once the model pool's memory of it expires)."""
     places = ["MODEL_CACHE_DIR"]
     if ref.hub is not None:
         places.insert(0, "RunPod's cached models")
     if sources.s3 is not None:
         places.append("the S3 cache")
     label = ref.name if ref.name == ref.text else f"{ref.name} ({ref.text})"
-    return StorageError(f"model {label} is not in {', '.join(places)}; {err.message}")
+    return ModelError(f"model {label} is not in {', '.join(places)}; {err.message}")
 
 
 def _from_s3(sources: ModelSources, name: str) -> PreparedModel | None:

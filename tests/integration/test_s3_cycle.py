@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from f5worker.config import Settings
-from f5worker.errors import StorageError
+from f5worker.errors import ModelError
 from f5worker.models import source as model_source
 from f5worker.models.hub import fetch_from_hub
 from f5worker.models.manifest import build_manifest, write_manifest
@@ -176,7 +176,7 @@ def test_with_s3_configured_an_unreachable_hub_fails_start_up(
 ):
     closed = f"http://127.0.0.1:{free_ports(1)[0]}"
     fetch = functools.partial(fetch_from_hub, endpoint=closed)
-    with pytest.raises(StorageError, match=r"hub resolve SWivid/F5-TTS/.* failed: ConnectError"):
+    with pytest.raises(ModelError, match=r"hub resolve SWivid/F5-TTS/.* failed: ConnectError"):
         prepare(settings_for(tmp_path, bucket, s3_url), fetch=fetch)
 
 
@@ -228,7 +228,7 @@ def test_a_named_model_found_nowhere_fails_naming_it_and_never_serves_the_demo(
     tmp_path, monkeypatch
 ):
     monkeypatch.setattr(model_source, "_build_demo", lambda *_: pytest.fail("built the demo"))
-    with pytest.raises(StorageError) as info:
+    with pytest.raises(ModelError) as info:
         prepare(settings_for(tmp_path, None, None))  # demo_fallback: MODEL_NAME was set
     assert info.value.message.startswith(
         f"model {MODEL} is not in RunPod's cached models, MODEL_CACHE_DIR; hub resolve SWivid/"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from f5worker.config import Settings
-from f5worker.errors import StorageError
+from f5worker.errors import ModelError
 from f5worker.model_ref import parse_reference
 from f5worker.models.runpod_cache import serve_from_runpod_cache
 from f5worker.models.source import prepare_model
@@ -74,7 +74,7 @@ def test_a_cached_model_without_its_vocoder_falls_through_to_the_next_source(tmp
     copy, the hub) instead of failing on RunPod's copy, and the end names every place."""
     cache_repo(tmp_path / "runpod", "me/ft-xx", FILES, "a" * 40)
     settings = settings_for(tmp_path)
-    with caplog.at_level(logging.INFO), pytest.raises(StorageError) as info:
+    with caplog.at_level(logging.INFO), pytest.raises(ModelError) as info:
         prepare_model(ModelSources.from_settings(settings), settings.default_model, default=True)
     key = settings.default_model.key
     messages = [r.getMessage() for r in caplog.records]
