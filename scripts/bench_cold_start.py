@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 from f5worker.config import Settings
 from f5worker.models.demo import build_demo_model
 from f5worker.models.s3_upload import upload_models_to_s3
+from f5worker.models.sources import ModelSources
 from f5worker.s3 import make_client
 from f5worker.testing.s3_servers import free_ports, s3_env, seaweedfs
 
@@ -108,7 +109,8 @@ def _publish(env: dict[str, str], name: str, model_dir: Path) -> float:
     os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
     client = make_client(settings.s3_endpoint_url, settings.aws_region)
     client.create_bucket(Bucket=BUCKET)
-    upload_models_to_s3(settings, model_dir, client=client)
+    s3 = ModelSources.from_settings(settings).s3
+    upload_models_to_s3(s3, settings.model_name, model_dir, client=client)
     return sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file()) / 1e9
 
 

@@ -130,10 +130,12 @@ def make_file_set(src: Path, size: int) -> Path:
 def publish(src: Path, endpoint: str, client) -> str:
     from f5worker.config import Settings
     from f5worker.models.s3_upload import upload_models_to_s3
+    from f5worker.models.sources import ModelSources
 
     client.create_bucket(Bucket=BUCKET)
-    settings = Settings(model_name=MODEL, s3_bucket=BUCKET, model_cache_dir=src.parent / "up")
-    return upload_models_to_s3(settings, src, client=client).version
+    settings = Settings(s3_bucket=BUCKET, model_cache_dir=src.parent / "up")
+    s3 = ModelSources.from_settings(settings).s3
+    return upload_models_to_s3(s3, MODEL, src, client=client).version
 
 
 def start_proxy(endpoint: str, rate_mb: float, latency_ms: float) -> tuple[subprocess.Popen, str]:
@@ -259,16 +261,16 @@ def child_ours(client, args: argparse.Namespace) -> int:
 
     from f5worker.config import Settings
     from f5worker.models.s3_sync import SYNC_RANGES, sync_models_from_s3
+    from f5worker.models.sources import ModelSources
 
     ranges = SYNC_RANGES
     if args.chunk_mb:
         ranges = replace(ranges, part_size=args.chunk_mb * MiB)
     if args.concurrency:
         ranges = replace(ranges, concurrency=args.concurrency)
-    settings = Settings(
-        model_name=MODEL, s3_bucket=BUCKET, model_cache_dir=args.dest, s3_endpoint_url=args.endpoint
-    )
-    return sync_models_from_s3(settings, client=client, ranges=ranges).downloaded_bytes
+    settings = Settings(s3_bucket=BUCKET, model_cache_dir=args.dest, s3_endpoint_url=args.endpoint)
+    sources = ModelSources.from_settings(settings)
+    return sync_models_from_s3(sources, MODEL, client=client, ranges=ranges).downloaded_bytes
 
 
 def _remote_files(client) -> tuple[str, list]:

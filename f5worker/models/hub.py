@@ -2,7 +2,7 @@
 
 Used on an S3 cache miss (and with no S3 cache, when nothing is cached locally). huggingface_hub
 itself honours HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE; its download cache lives in
-`$HF_HOME/hub` (settings.hf_home, under /tmp so it stays off a small volume). Each file is then
+`$HF_HOME/hub` (sources.hf_home, under /tmp so it stays off a small volume). Each file is then
 hard-linked (same filesystem, no extra disk) or copied into the model directory in the layout of
 model_spec.py; model.json takes the architecture from the f5-tts package's own config yaml, and
 the manifest is written last, so a fetch cut short never looks complete. The vocoder
@@ -23,12 +23,12 @@ from typing import Any
 
 import yaml
 
-from f5worker.config import Settings
 from f5worker.errors import ModelError, StorageError
 from f5worker.model_ref import ARCH_FILE_SUFFIX, KNOWN_MODELS, HubModel
 from f5worker.models.hf_cache import find_snapshot
 from f5worker.models.local_cache import TEMP_SUFFIX, check_model_name, record_all
 from f5worker.models.manifest import MANIFEST_NAME, build_manifest, write_manifest
+from f5worker.models.sources import ModelSources
 from f5worker.models.spec import SPEC_NAME, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -41,28 +41,30 @@ HUB_MODELS = KNOWN_MODELS  # the released checkpoints, by name (model_ref.py)
 
 
 def fetch_from_hub(
-    settings: Settings,
+    sources: ModelSources,
+    name: str,
     dest: Path | None = None,
     *,
     endpoint: str | None = None,
     token: str | None = None,
     model: HubModel | None = None,
 ) -> Path:
-    """Write `<MODEL_CACHE_DIR>/<MODEL_NAME>` (or dest) from the hub and return it.
+    """Write model `name` (model, default: the released checkpoint of that name) into
+    `<MODEL_CACHE_DIR>/<name>` (or dest) from the hub and return it.
 
     endpoint/token default to huggingface_hub's own (HF_ENDPOINT, HF_TOKEN); tests pass a
     local endpoint. Every failure is a StorageError naming repo and file, never the token.
     """
-    name = check_model_name(settings.model_name)
+    name = check_model_name(name)
     model = model or HUB_MODELS.get(name)
     if model is None:
         raise StorageError(
             f"no hub source is known for MODEL_NAME={name}; known: {', '.join(sorted(HUB_MODELS))}"
         )
-    dest = dest or settings.model_cache_dir / name
+    dest = dest or sources.cache_dir / name
     dest.mkdir(parents=True, exist_ok=True)
     (dest / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new manifest lands
-    hub = _Hub(settings.hf_home / "hub", endpoint, token)
+    hub = _Hub(sources.hf_home / "hub", endpoint, token)
     started = time.perf_counter()
 
     commit = hub.resolve(model.repo, model.checkpoint, model.revision)
@@ -72,7 +74,7 @@ def fetch_from_hub(
         _place(hub.download(model.repo, model.vocab, commit), dest / "vocab.txt")
     else:
         _place(Path(str(files("f5_tts.infer").joinpath("examples/vocab.txt"))), dest / "vocab.txt")
-    vocoder, vocoder_commit = vocoder_snapshot(settings, hub)
+    vocoder, vocoder_commit = vocoder_snapshot(sources, hub)
     for filename in VOCODER_FILES:
         _place(vocoder / filename, dest / VOCODER_DIR / filename)
 
@@ -107,15 +109,15 @@ def fetch_from_hub(
     return dest
 
 
-def vocoder_snapshot(settings: Settings, hub: _Hub | None = None) -> tuple[Path, str]:
+def vocoder_snapshot(sources: ModelSources, hub: _Hub | None = None) -> tuple[Path, str]:
     """(directory holding the vocoder's files, its commit): from RunPod's cached models or
     HF_HOME's hub cache when either has it (an image can bake it there), else downloaded."""
-    for root in (settings.runpod_hf_cache_dir, settings.hf_home / "hub"):
+    for root in (sources.runpod_hf_cache_dir, sources.hf_home / "hub"):
         found = find_snapshot(root, VOCODER.repo, VOCODER.revision, list(VOCODER_FILES))
         if found is not None:
             return found, found.name
     log.info("vocoder %s is not cached; downloading it from the hub", VOCODER.repo)
-    hub = hub or _Hub(settings.hf_home / "hub", None, None)
+    hub = hub or _Hub(sources.hf_home / "hub", None, None)
     commit = hub.resolve(VOCODER.repo, VOCODER_FILES[0], VOCODER.revision)
     paths = [hub.download(VOCODER.repo, filename, commit) for filename in VOCODER_FILES]
     return paths[0].parent, commit

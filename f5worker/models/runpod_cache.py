@@ -25,26 +25,26 @@ import tempfile
 from importlib.resources import files
 from pathlib import Path, PurePosixPath
 
-from f5worker.config import Settings
 from f5worker.model_ref import ARCH_FILE_SUFFIX, ModelRef
 from f5worker.models.hf_cache import find_snapshot
 from f5worker.models.hub import VOCODER_DIR, VOCODER_FILES, model_spec, vocoder_snapshot
+from f5worker.models.sources import ModelSources
 from f5worker.models.spec import SPEC_NAME
 
 log = logging.getLogger(__name__)
 
 
-def serve_from_runpod_cache(settings: Settings, ref: ModelRef) -> Path | None:
+def serve_from_runpod_cache(sources: ModelSources, ref: ModelRef) -> Path | None:
     """A model directory reading ref's files in place from RunPod's cache, or None (a miss)."""
     hub = ref.hub
-    if hub is None or not settings.runpod_hf_cache_dir.is_dir():
+    if hub is None or not sources.runpod_hf_cache_dir.is_dir():
         return None
     arch_file = hub.config if hub.config.endswith(ARCH_FILE_SUFFIX) else None
     wanted = [p for p in (hub.checkpoint, hub.vocab, arch_file) if p]
-    snapshot = find_snapshot(settings.runpod_hf_cache_dir, hub.repo, hub.revision, wanted)
+    snapshot = find_snapshot(sources.runpod_hf_cache_dir, hub.repo, hub.revision, wanted)
     if snapshot is None:
         return None
-    vocoder, _ = vocoder_snapshot(settings)
+    vocoder, _ = vocoder_snapshot(sources)
     out = Path(tempfile.mkdtemp(prefix=f"f5worker-{ref.key}-"))
     checkpoint = PurePosixPath(hub.checkpoint).name
     (out / checkpoint).symlink_to((snapshot / hub.checkpoint).resolve())

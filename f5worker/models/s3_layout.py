@@ -13,7 +13,7 @@ latest.json; when it is missing or stale (an uploader died between manifest and 
 the versions and takes the newest committed manifest.
 
 This module is what the sync down (models/s3_sync.py) and the upload (models/s3_upload.py) share:
-the keys, the bucket and client of the settings, and finding the newest committed version. The
+the keys, the bucket and client of an S3Location, and finding the newest committed version. The
 S3 calls and their error mapping are f5worker.s3's. Never imports torch.
 """
 
@@ -23,10 +23,10 @@ import json
 import logging
 from typing import Any
 
-from f5worker.config import Settings
 from f5worker.errors import StorageError
 from f5worker.models.local_cache import check_model_name
 from f5worker.models.manifest import MANIFEST_NAME, Manifest, ManifestError
+from f5worker.models.sources import S3Location
 from f5worker.models.store import VERSION_PATTERN
 from f5worker.s3 import S3_ERRORS, ObjectMissing, get_bytes, make_client, storage_error
 
@@ -36,20 +36,21 @@ POINTER_NAME = "latest.json"
 _VERSION = VERSION_PATTERN
 
 
-def model_prefix(settings: Settings) -> str:
-    """`<S3_PREFIX>/<model>/`, with an empty S3_PREFIX meaning the bucket root."""
-    parts = [p for p in (settings.s3_prefix.strip("/"), check_model_name(settings.model_name)) if p]
+def model_prefix(s3: S3Location, name: str) -> str:
+    """`<S3_PREFIX>/<name>/`, with an empty S3_PREFIX meaning the bucket root."""
+    parts = [p for p in (s3.prefix.strip("/"), check_model_name(name)) if p]
     return "/".join(parts) + "/"
 
 
-def cache_bucket(settings: Settings) -> str:
-    if not settings.s3_bucket:
+def cache_location(s3: S3Location | None) -> S3Location:
+    """s3, or a StorageError when the S3 model cache is off (no location, or no bucket)."""
+    if s3 is None or not s3.bucket:
         raise StorageError("S3_BUCKET is not set; the S3 model cache is off")
-    return settings.s3_bucket
+    return s3
 
 
-def cache_client(settings: Settings, client: Any | None) -> Any:
-    return client or make_client(settings.s3_endpoint_url, settings.aws_region)
+def cache_client(s3: S3Location, client: Any | None) -> Any:
+    return client or make_client(s3.endpoint_url, s3.region)
 
 
 def _read_manifest(client: Any, bucket: str, key: str) -> Manifest | None:

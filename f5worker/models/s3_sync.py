@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from f5worker.config import Settings
 from f5worker.errors import StorageError
 from f5worker.files import TEMP_SUFFIX
 from f5worker.models.fill import Filled, complete, fill_version
@@ -39,7 +38,8 @@ from f5worker.models.ranged import (
     Target,
     download_ranges,
 )
-from f5worker.models.s3_layout import cache_bucket, cache_client, find_latest, model_prefix
+from f5worker.models.s3_layout import cache_client, cache_location, find_latest, model_prefix
+from f5worker.models.sources import ModelSources
 from f5worker.models.store import CURRENT, ModelStore, inside, source_pointer
 from f5worker.s3 import describe
 
@@ -73,14 +73,16 @@ class ModelPaths:
 
 
 def sync_models_from_s3(
-    settings: Settings,
+    sources: ModelSources,
+    name: str,
     *,
     client: Any | None = None,
     ranges: RangedConfig = SYNC_RANGES,
     free_bytes: Callable[[Path], int] = disk_free,
     lock_timeout: float = LOCK_TIMEOUT_S,
 ) -> ModelPaths:
-    """Make `<MODEL_CACHE_DIR>/<MODEL_NAME>/versions/<version>` the newest version in S3.
+    """Make `<MODEL_CACHE_DIR>/<name>/versions/<version>` the newest version of model `name` in
+    the S3 cache sources.s3 (a StorageError when it is None: the cache is off).
 
     Files already present and verified are kept, files of other local versions with the same
     bytes linked, the rest downloaded in parallel, verified and renamed into place; a new
@@ -89,10 +91,11 @@ def sync_models_from_s3(
     copy exists, that copy is used with a WARNING. An unsafe cache root or model directory (a
     symlink, or another user's) is refused before anything else.
     """
-    bucket = cache_bucket(settings)
-    store = ModelStore.checked(settings.model_cache_dir, settings.model_name)
-    prefix = model_prefix(settings)
-    client = cache_client(settings, client)
+    location = cache_location(sources.s3)
+    bucket = location.bucket
+    store = ModelStore.checked(sources.cache_dir, name)
+    prefix = model_prefix(location, name)
+    client = cache_client(location, client)
     pointer = source_pointer(f"s3://{bucket}/{prefix}")
     try:
         found = find_latest(client, bucket, prefix)
@@ -108,7 +111,7 @@ def sync_models_from_s3(
             f"{manifest.model!r}, not {store.name!r}"
         )
     store.version_dir(version)  # a bad name fails before the lock
-    with model_lock(settings.model_cache_dir, store.name, lock_timeout) as locked:
+    with model_lock(sources.cache_dir, store.name, lock_timeout) as locked:
         started = time.perf_counter()
 
         def download(entries: tuple[FileEntry, ...], target: Path, record: Record) -> None:

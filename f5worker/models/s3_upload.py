@@ -26,7 +26,6 @@ from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 
-from f5worker.config import Settings
 from f5worker.errors import StorageError
 from f5worker.models.local_cache import check_model_name, verify_local_copy
 from f5worker.models.manifest import (
@@ -37,7 +36,8 @@ from f5worker.models.manifest import (
     manifest_version,
     read_manifest,
 )
-from f5worker.models.s3_layout import POINTER_NAME, cache_bucket, cache_client, model_prefix
+from f5worker.models.s3_layout import POINTER_NAME, cache_client, cache_location, model_prefix
+from f5worker.models.sources import S3Location
 from f5worker.models.store import inside
 from f5worker.s3 import S3_ERRORS, exists, put_bytes, put_if_absent, storage_error
 
@@ -63,20 +63,23 @@ class UploadResult:
 
 
 def upload_models_to_s3(
-    settings: Settings,
+    s3: S3Location | None,
+    name: str,
     model_dir: Path,
     *,
     client: Any | None = None,
     transfer: TransferConfig = UPLOAD_TRANSFER,
 ) -> UploadResult:
-    """Publish model_dir as a new cache entry: data files first, manifest last (IfNoneMatch="*"),
-    then latest.json. A second uploader of the same version loses the manifest race cleanly.
+    """Publish model_dir, a directory of model `name`, as a new entry of the S3 cache s3 (None:
+    the cache is off, a StorageError): data files first, manifest last (IfNoneMatch="*"), then
+    latest.json. A second uploader of the same version loses the manifest race cleanly.
 
     The files are verified against the manifest first, then hashed again as they are sent
     (_upload_files): a file that no longer matches aborts the upload with an ERROR log and
     commits nothing."""
-    bucket = cache_bucket(settings)
-    name = check_model_name(settings.model_name)
+    location = cache_location(s3)
+    bucket = location.bucket
+    name = check_model_name(name)
     try:
         manifest = read_manifest(model_dir)
     except ManifestError as exc:
@@ -89,8 +92,8 @@ def upload_models_to_s3(
         message = f"{model_dir} does not match its manifest; not uploading it"
         log.error("%s", message)
         raise StorageError(message)
-    client = cache_client(settings, client)
-    prefix = model_prefix(settings)
+    client = cache_client(location, client)
+    prefix = model_prefix(location, name)
     version = manifest_version(manifest)
     manifest_key = f"{prefix}{version}/{MANIFEST_NAME}"
     uploaded = 0

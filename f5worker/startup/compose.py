@@ -24,6 +24,7 @@ from f5worker.job.output import MAX_RESULT_B64_BYTES, OutputStore, make_output_c
 from f5worker.job.voices import VoiceLibrary, default_voice
 from f5worker.job.worker import Worker
 from f5worker.model_ref import ModelRef
+from f5worker.models.sources import ModelSources
 from f5worker.s3 import ClientFactory, make_client
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ def build_worker(
     at start-up, which their first load then uses instead of running the source chain."""
     prepared = dict(prepared or {})
     prepared.setdefault(settings.default_model.name, model_dir)
+    sources = ModelSources.from_settings(settings)
 
     def load_dir(directory: Path) -> F5TTSEngine:
         engine = F5TTSEngine.load(
@@ -102,7 +104,8 @@ def build_worker(
         if directory is None:
             from f5worker.models.source import prepare_model
 
-            directory = prepare_model(settings, ref=ref).model_dir
+            default = ref == settings.default_model
+            directory = prepare_model(sources, ref, default=default).model_dir
             prepared[ref.name] = directory  # a held version: valid for the process's life
         return directory
 

@@ -30,6 +30,7 @@ from f5worker.config import Settings
 from f5worker.errors import WorkerError
 from f5worker.log_setup import configure_logging
 from f5worker.models.source import prepare_model, resolve_model_dir
+from f5worker.models.sources import ModelSources
 from f5worker.redact import redact_urls
 from f5worker.startup import diagnostics
 from f5worker.startup.flash_attn import ensure_flash_attn
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.diagnose:
             return _diagnose(settings)
         if args.fetch_model:
-            prepared = prepare_model(settings)
+            sources = ModelSources.from_settings(settings)
+            prepared = prepare_model(sources, settings.default_model, default=True)
             if prepared.upload is not None:  # a daemon thread: wait, or the exit would kill it
                 prepared.upload.join()
             log.info("model ready at %s", prepared.model_dir)
@@ -149,12 +151,14 @@ def _model_step(
         with timeline.waiting():
             backend_ready.wait()
 
+    sources = ModelSources.from_settings(settings)
+    default = settings.default_model
     with timeline.step("model"):
-        prepared = {settings.default_model.name: resolve_model_dir(settings, wait_for_backend)}
+        prepared = {default.name: resolve_model_dir(sources, default, wait_for_backend)}
         if settings.models_preload == "all":
             for ref in settings.model_refs[1:]:
                 try:
-                    found = prepare_model(settings, wait_for_backend=wait_for_backend, ref=ref)
+                    found = prepare_model(sources, ref, wait_for_backend=wait_for_backend)
                 except WorkerError as err:
                     log.error("model %s not preloaded: %s: %s", ref.name, err.code, err.message)
                     continue

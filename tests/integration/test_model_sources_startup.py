@@ -169,10 +169,12 @@ def test_another_model_found_nowhere_is_a_coded_error_and_the_worker_keeps_servi
     env = env_for(tmp_path, closed, MODELS=f"base={demo_model_dir}, xx={missing}")
     log_path = tmp_path / "worker.log"
     with worker(env, log_path) as url:
-        for _ in range(2):  # asked again, it is looked for again, and fails again the same way
+        # Asked again within FAILED_MODEL_TTL_S, the remembered failure answers at once.
+        for said in (f"model xx ({missing}) is not in ", "model xx is unavailable (MODEL_ERROR: "):
             error = last_item(url, model="xx")
-            assert error["error_code"] == "STORAGE_ERROR" and "audio_base64" not in error
-            assert error["error"].startswith(f"STORAGE_ERROR: model xx ({missing}) is not in ")
+            assert error["error_code"] == "MODEL_ERROR" and "audio_base64" not in error
+            assert error["retryable"] is False  # every place was just looked in
+            assert error["error"].startswith(f"MODEL_ERROR: {said}")
             assert "hub resolve nobody/f5-missing/model_1.safetensors@main failed" in error["error"]
             served = last_item(url)
             assert served["model"] == "base" and audio(served)
@@ -198,6 +200,6 @@ def test_a_default_model_found_nowhere_fails_start_up_naming_it(tmp_path, closed
     places = "RunPod's cached models, MODEL_CACHE_DIR" + (", the S3 cache" if s3 else "")
     # The log cuts every URL-like text to its path: the query (vocab, arch) is left out there.
     named = SAFET.split("?")[0]
-    assert f"start-up failed: STORAGE_ERROR: model {named} is not in {places}; hub " in line
+    assert f"start-up failed: MODEL_ERROR: model {named} is not in {places}; hub " in line
     assert "Traceback" not in done.stderr and "serving the demo model" not in done.stderr
     assert not (tmp_path / "models" / "demo").exists()

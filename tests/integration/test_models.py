@@ -10,7 +10,8 @@ from f5worker.config import Settings
 from f5worker.engine.f5tts import F5TTSEngine
 from f5worker.errors import ModelError
 from f5worker.model_ref import parse_models, parse_reference
-from f5worker.models.source import prepare_model
+from f5worker.models.source import PreparedModel, prepare_model
+from f5worker.models.sources import ModelSources
 from f5worker.startup.compose import build_worker
 from f5worker.testing import finetune
 from f5worker.testing.s3_servers import FakeHub
@@ -56,6 +57,12 @@ def settings_for(tmp_path, models: str, **kw) -> Settings:
     )
 
 
+def prepare(settings: Settings, **kw) -> PreparedModel:
+    """The default model of settings, prepared as start-up prepares it."""
+    sources = ModelSources.from_settings(settings)
+    return prepare_model(sources, settings.default_model, default=True, **kw)
+
+
 SAFET = finetune.reference("model_1000.safetensors")
 PT = finetune.reference("model_1000.pt")
 
@@ -63,20 +70,20 @@ PT = finetune.reference("model_1000.pt")
 @pytest.mark.parametrize("ref", [SAFET, PT], ids=["safetensors", "pt"])
 def test_a_hub_finetune_with_its_own_vocab_and_arch_loads_and_speaks(tmp_path, hub, ref):
     settings = settings_for(tmp_path, f"ft={ref}")
-    prepared = prepare_model(settings)
+    prepared = prepare(settings)
     assert prepared.origin == "hub"
     assert prepared.model_dir.parent.parent.name.startswith("hf--someone--f5-finetune-xx--")
     engine = F5TTSEngine.load(prepared.model_dir, "cpu")
     assert engine.model.transformer.text_embed.text_embed.num_embeddings == 181
     # A second start finds the local copy; nothing is downloaded.
     before = len(hub.requests)
-    assert prepare_model(settings).origin == "local"
+    assert prepare(settings).origin == "local"
     assert len(hub.requests) == before
 
 
 def test_a_finetune_with_upstream_vocab_fails_start_up_naming_checkpoint_and_arch(tmp_path, hub):
     ref = finetune.reference("model_1000.safetensors", vocab=False)
-    prepared = prepare_model(settings_for(tmp_path, ref))
+    prepared = prepare(settings_for(tmp_path, ref))
     with pytest.raises(ModelError) as info:
         F5TTSEngine.load(prepared.model_dir, "cpu")
     message = info.value.message
@@ -87,7 +94,7 @@ def test_a_finetune_with_upstream_vocab_fails_start_up_naming_checkpoint_and_arc
 
 def test_upstream_named_arch_that_does_not_fit_fails_cleanly(tmp_path, hub):
     ref = finetune.reference("model_1000.pt", arch="F5TTS_v1_Small")
-    prepared = prepare_model(settings_for(tmp_path, ref))
+    prepared = prepare(settings_for(tmp_path, ref))
     with pytest.raises(ModelError, match=r"does not match its architecture .*dim=768"):
         F5TTSEngine.load(prepared.model_dir, "cpu")
 
@@ -108,7 +115,7 @@ def test_runpod_cached_models_are_read_in_place_without_a_download(tmp_path, hub
     )
     assert (root / f"models--{finetune.REPO.replace('/', '--')}" / "refs" / "main").is_file()
     before = len(hub.requests)
-    prepared = prepare_model(settings_for(tmp_path, SAFET))
+    prepared = prepare(settings_for(tmp_path, SAFET))
     assert prepared.origin == "runpod_cache"
     assert len(hub.requests) == before  # nothing downloaded
     ckpt = prepared.model_dir / "model_1000.safetensors"
@@ -118,7 +125,7 @@ def test_runpod_cached_models_are_read_in_place_without_a_download(tmp_path, hub
 
 def test_two_models_per_job_choice_lru_and_unknown_model(tmp_path, hub):
     settings = settings_for(tmp_path, f"ft={SAFET},ftpt={PT}", max_resident_models=1)
-    model_dir = prepare_model(settings).model_dir
+    model_dir = prepare(settings).model_dir
     worker = build_worker(settings, model_dir)
     job = {"text": "Hello there.", "seed": 3, "nfe_step": 2, "format": "pcm", "return": "base64"}
 

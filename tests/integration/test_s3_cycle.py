@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from f5worker.config import Settings
-from f5worker.errors import StorageError
+from f5worker.errors import ModelError
 from f5worker.models import source as model_source
 from f5worker.models.hub import fetch_from_hub
 from f5worker.models.manifest import build_manifest, write_manifest
-from f5worker.models.source import prepare_model
+from f5worker.models.source import PreparedModel, prepare_model
+from f5worker.models.sources import ModelSources
 from f5worker.testing import REPO
 from f5worker.testing.s3_servers import (
     REGION,
@@ -48,7 +49,10 @@ import json, logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
 from f5worker.config import Settings
 from f5worker.models.source import prepare_model
-prepared = prepare_model(Settings.from_env())
+from f5worker.models.sources import ModelSources
+settings = Settings.from_env()
+sources = ModelSources.from_settings(settings)
+prepared = prepare_model(sources, settings.default_model, default=True)
 if prepared.upload is not None:
     prepared.upload.join(120)
 print(json.dumps({"origin": prepared.origin, "dir": str(prepared.model_dir)}))
@@ -134,6 +138,12 @@ def settings_for(tmp_path: Path, bucket: str | None, endpoint: str | None, **kw)
     )
 
 
+def prepare(settings: Settings, **kw) -> PreparedModel:
+    """The default model of settings, prepared as start-up prepares it."""
+    sources = ModelSources.from_settings(settings)
+    return prepare_model(sources, settings.default_model, default=True, **kw)
+
+
 @pytest.fixture
 def s3_credentials(monkeypatch):
     for name, value in s3_env("unused", "unused").items():
@@ -149,7 +159,7 @@ def test_miss_with_a_complete_local_copy_serves_it_and_uploads_it(
     (local / "model.json").write_text("{}")
     write_manifest(local, build_manifest(local, "m1", {"kind": "test"}))
     settings = settings_for(tmp_path, bucket, s3_url, model_name="m1")
-    prepared = prepare_model(settings, fetch=lambda s, d: pytest.fail("fetched"))
+    prepared = prepare(settings, fetch=lambda s, n, d: pytest.fail("fetched"))
     # The flat copy an older worker left is served as a version of its own (hard links).
     assert prepared.origin == "local" and prepared.model_dir.parent == local / "versions"
     assert tree(prepared.model_dir) == {
@@ -158,9 +168,7 @@ def test_miss_with_a_complete_local_copy_serves_it_and_uploads_it(
     }
     assert (local / "model.json").stat().st_ino == (prepared.model_dir / "model.json").stat().st_ino
     prepared.upload.join(60)
-    assert (
-        prepare_model(settings_for(tmp_path / "b", bucket, s3_url, model_name="m1")).origin == "s3"
-    )
+    assert prepare(settings_for(tmp_path / "b", bucket, s3_url, model_name="m1")).origin == "s3"
 
 
 def test_with_s3_configured_an_unreachable_hub_fails_start_up(
@@ -168,8 +176,8 @@ def test_with_s3_configured_an_unreachable_hub_fails_start_up(
 ):
     closed = f"http://127.0.0.1:{free_ports(1)[0]}"
     fetch = functools.partial(fetch_from_hub, endpoint=closed)
-    with pytest.raises(StorageError, match=r"hub resolve SWivid/F5-TTS/.* failed: ConnectError"):
-        prepare_model(settings_for(tmp_path, bucket, s3_url), fetch=fetch)
+    with pytest.raises(ModelError, match=r"hub resolve SWivid/F5-TTS/.* failed: ConnectError"):
+        prepare(settings_for(tmp_path, bucket, s3_url), fetch=fetch)
 
 
 def test_a_failing_background_upload_is_logged_and_serving_goes_on(
@@ -177,9 +185,7 @@ def test_a_failing_background_upload_is_logged_and_serving_goes_on(
 ):
     settings = settings_for(tmp_path, "no-such-bucket", s3_url)
     with FakeHub(REPOS) as hub, caplog.at_level(logging.WARNING):
-        prepared = prepare_model(
-            settings, fetch=functools.partial(fetch_from_hub, endpoint=hub.url)
-        )
+        prepared = prepare(settings, fetch=functools.partial(fetch_from_hub, endpoint=hub.url))
         prepared.upload.join(60)
     assert prepared.origin == "hub" and (prepared.model_dir / "manifest.json").is_file()
     messages = [(r.levelname, r.threadName, r.getMessage()) for r in caplog.records]
@@ -205,7 +211,7 @@ def test_without_s3_an_unreachable_hub_serves_the_demo_with_one_warning(
 
     monkeypatch.setattr(model_source, "_build_demo", build)
     with caplog.at_level(logging.WARNING):
-        prepared = prepare_model(settings_for(tmp_path, None, None, demo_fallback=True))
+        prepared = prepare(settings_for(tmp_path, None, None, demo_fallback=True))
     assert prepared.origin == "demo-fallback" and len(built) == 1
     assert built[0].parent == prepared.model_dir.parent == tmp_path / "models/demo/versions"
     assert (prepared.model_dir / "model.json").is_file() and not built[0].exists()
@@ -222,8 +228,8 @@ def test_a_named_model_found_nowhere_fails_naming_it_and_never_serves_the_demo(
     tmp_path, monkeypatch
 ):
     monkeypatch.setattr(model_source, "_build_demo", lambda *_: pytest.fail("built the demo"))
-    with pytest.raises(StorageError) as info:
-        prepare_model(settings_for(tmp_path, None, None))  # demo_fallback: MODEL_NAME was set
+    with pytest.raises(ModelError) as info:
+        prepare(settings_for(tmp_path, None, None))  # demo_fallback: MODEL_NAME was set
     assert info.value.message.startswith(
         f"model {MODEL} is not in RunPod's cached models, MODEL_CACHE_DIR; hub resolve SWivid/"
     )

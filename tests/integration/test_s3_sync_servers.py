@@ -24,9 +24,8 @@ from f5worker.models.manifest import (
     write_manifest,
 )
 from f5worker.models.ranged import RangedConfig
-from f5worker.models.s3_sync import sync_models_from_s3
-from f5worker.models.s3_upload import upload_models_to_s3
 from f5worker.testing.s3_servers import REGION, client_for, moto_server, seaweedfs
+from s3_utils import sync_models_from_s3, upload_models_to_s3
 
 pytestmark = pytest.mark.slow  # starts a server or a Python process
 

@@ -17,9 +17,9 @@ import pytest
 
 from f5worker.config import Settings
 from f5worker.models.manifest import build_manifest, write_manifest
-from f5worker.models.s3_upload import upload_models_to_s3
 from f5worker.testing import REPO
 from f5worker.testing.s3_servers import TcpProxy, client_for, moto_server, s3_env
+from s3_utils import upload_models_to_s3
 
 pytestmark = pytest.mark.slow  # starts a server or a Python process
 
@@ -29,7 +29,7 @@ CHILD = """
 import json, logging, sys
 from f5worker.config import Settings
 from f5worker.models.ranged import RangedConfig
-from f5worker.models.s3_sync import sync_models_from_s3
+from s3_utils import sync_models_from_s3
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 parts = RangedConfig(part_size=1 << 20, concurrency=2)
 result = sync_models_from_s3(Settings.from_env(), ranges=parts)
@@ -115,7 +115,7 @@ SYNC_THEN_LOAD = """
 import hashlib, json, sys
 from f5worker.config import Settings
 from f5worker.models.manifest import read_manifest
-from f5worker.models.s3_sync import sync_models_from_s3
+from s3_utils import sync_models_from_s3
 result = sync_models_from_s3(Settings.from_env())
 manifest = read_manifest(result.model_dir)  # what this worker synced and means to load
 print(json.dumps({"dir": str(result.model_dir), "version": result.version}), flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from f5worker.config import Settings
-from f5worker.errors import ConfigError, GPUError, ModelError, ModelNotFound, StorageError
+from f5worker.errors import ConfigError, GPUError, ModelError, ModelNotFound
 from f5worker.job.models import ModelPool
 from f5worker.model_ref import parse_models, parse_reference
 
@@ -95,11 +95,11 @@ def test_the_demo_stands_in_only_when_no_model_is_named(env, fallback):
 
 def test_a_model_found_nowhere_evicts_nothing():
     def fetch(ref):
-        raise StorageError(f"model {ref.name} is not in MODEL_CACHE_DIR")
+        raise ModelError(f"model {ref.name} is not in MODEL_CACHE_DIR")
 
     pool = ModelPool(parse_models(f"base=F5TTS_v1_Base, xx={FT}"), lambda r: r.key, 1, fetch=fetch)
     pool.add(pool.default, "base-engine")
-    with pytest.raises(StorageError, match="model xx is not in"):
+    with pytest.raises(ModelError, match="model xx is not in"):
         pool.get("xx")
     assert pool.resident() == ["base"] and pool.evictions == 0 and pool.loads == 0
     assert pool.get(None)[1] == "base-engine"
@@ -118,22 +118,22 @@ def test_a_failed_model_is_remembered_and_answered_without_the_load_lock():
 
     def fetch(ref):
         calls.append(ref.name)
-        raise StorageError(f"model {ref.name} is not in MODEL_CACHE_DIR")
+        raise ModelError(f"model {ref.name} is not in MODEL_CACHE_DIR")
 
     clock = FakeClock()
     refs = parse_models(f"base=F5TTS_v1_Base, xx={FT}")
     pool = ModelPool(refs, lambda r: r.key, 2, fetch=fetch, failed_ttl_s=60, clock=clock)
     pool.add(pool.default, "base-engine")
-    with pytest.raises(StorageError):
+    with pytest.raises(ModelError, match="model xx is not in"):
         pool.get("xx")
     with pool._load_lock:  # another model's load under way: the answer does not wait for it
         for _ in range(3):
-            with pytest.raises(ModelError, match=r"model xx is unavailable \(STORAGE_ERROR") as err:
+            with pytest.raises(ModelError, match=r"model xx is unavailable \(MODEL_ERROR") as err:
                 pool.get("xx")
             assert err.value.retryable is False
     assert calls == ["xx"]  # the source chain ran once
     clock.now = 61.0
-    with pytest.raises(StorageError):
+    with pytest.raises(ModelError, match="model xx is not in"):
         pool.get("xx")
     assert calls == ["xx", "xx"]  # retried once the memory expired
 

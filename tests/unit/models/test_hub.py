@@ -15,6 +15,7 @@ from f5worker.models import local_cache
 from f5worker.models.hub import fetch_from_hub
 from f5worker.models.local_cache import verify_local_copy
 from f5worker.models.manifest import read_manifest
+from f5worker.models.sources import ModelSources
 from f5worker.testing.s3_servers import FakeHub, free_ports
 
 TOKEN = "hf_test_token_never_shown"
@@ -47,8 +48,10 @@ def fake_hub(online):
         yield hub
 
 
-def settings_for(tmp_path, model="F5TTS_v1_Base") -> Settings:
-    return Settings(model_name=model, model_cache_dir=tmp_path / "cache", hf_home=tmp_path / "hf")
+def sources_for(tmp_path) -> ModelSources:
+    return ModelSources.from_settings(
+        Settings(model_cache_dir=tmp_path / "cache", hf_home=tmp_path / "hf")
+    )
 
 
 def upstream_yaml(name: str) -> dict:
@@ -56,7 +59,9 @@ def upstream_yaml(name: str) -> dict:
 
 
 def test_fetch_writes_the_model_dir_layout_with_spec_and_manifest(tmp_path, fake_hub, monkeypatch):
-    model_dir = fetch_from_hub(settings_for(tmp_path), endpoint=fake_hub.url, token=TOKEN)
+    model_dir = fetch_from_hub(
+        sources_for(tmp_path), "F5TTS_v1_Base", endpoint=fake_hub.url, token=TOKEN
+    )
     assert model_dir == tmp_path / "cache" / "F5TTS_v1_Base"
     assert {p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()} == {
         ".verified.json",
@@ -95,7 +100,7 @@ def test_fetch_writes_the_model_dir_layout_with_spec_and_manifest(tmp_path, fake
 
 
 def test_models_without_a_hub_vocab_use_the_one_in_the_wheel(tmp_path, fake_hub):
-    model_dir = fetch_from_hub(settings_for(tmp_path, "F5TTS_Base"), endpoint=fake_hub.url)
+    model_dir = fetch_from_hub(sources_for(tmp_path), "F5TTS_Base", endpoint=fake_hub.url)
     wheel_vocab = files("f5_tts.infer").joinpath("examples/vocab.txt").read_bytes()
     assert (model_dir / "vocab.txt").read_bytes() == wheel_vocab
     assert (
@@ -131,7 +136,7 @@ def test_hub_failures_are_storage_errors_naming_repo_and_file(
 ):
     url = fake_hub.url if endpoint == "fake" else closed_port_url()
     with pytest.raises(StorageError) as info:
-        fetch_from_hub(settings_for(tmp_path, model), endpoint=url, token=TOKEN)
+        fetch_from_hub(sources_for(tmp_path), model, endpoint=url, token=TOKEN)
     assert info.value.code == "STORAGE_ERROR" and info.value.message.startswith(message)
     assert TOKEN not in info.value.message
     assert read_manifest(tmp_path / "cache" / model) is None
@@ -142,7 +147,7 @@ def test_offline_mode_fails_fast_without_a_request(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with FakeHub(REPOS) as hub, pytest.raises(StorageError, match="OfflineModeIsEnabled"):
-        fetch_from_hub(settings_for(tmp_path), endpoint=hub.url)
+        fetch_from_hub(sources_for(tmp_path), "F5TTS_v1_Base", endpoint=hub.url)
     assert hub.requests == []
 
 
@@ -152,7 +157,7 @@ def test_a_fetch_cut_short_leaves_no_manifest_even_over_an_old_one(tmp_path, onl
     (model_dir / "manifest.json").write_text('{"model": "F5TTS_v1_Base", "files": []}')
     repos = {"SWivid/F5-TTS": REPOS["SWivid/F5-TTS"]}  # the vocoder repo is missing
     with FakeHub(repos) as hub, pytest.raises(StorageError, match="charactr/vocos-mel-24khz"):
-        fetch_from_hub(settings_for(tmp_path), endpoint=hub.url)
+        fetch_from_hub(sources_for(tmp_path), "F5TTS_v1_Base", endpoint=hub.url)
     assert not (model_dir / "manifest.json").exists()
     assert not list(model_dir.rglob("*.part"))
 
@@ -168,7 +173,7 @@ def test_a_cached_vocoder_is_used_without_asking_the_hub(tmp_path, online):
         (vocos / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
         (vocos / "snapshots" / commit / name).write_bytes(data)
     with FakeHub({"SWivid/F5-TTS": REPOS["SWivid/F5-TTS"]}) as hub:
-        model_dir = fetch_from_hub(settings_for(tmp_path), endpoint=hub.url)
+        model_dir = fetch_from_hub(sources_for(tmp_path), "F5TTS_v1_Base", endpoint=hub.url)
     assert (model_dir / "vocos/pytorch_model.bin").read_bytes() == VOCOS_BIN
     assert read_manifest(model_dir).source["vocoder_revision"] == commit
     assert not [path for _, path in hub.requests if "vocos" in path]

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from f5worker.config import Settings
-from f5worker.errors import StorageError
+from f5worker.errors import ModelError
 from f5worker.model_ref import parse_reference
 from f5worker.models.runpod_cache import serve_from_runpod_cache
 from f5worker.models.source import prepare_model
+from f5worker.models.sources import ModelSources
 
 REF = "hf://me/ft-xx/ckpts/model_100.safetensors?vocab=ckpts/vocab.txt&arch=F5TTS_v1_Base"
 FILES = {"ckpts/model_100.safetensors": b"weights", "ckpts/vocab.txt": b"a\nb\n"}
@@ -49,7 +50,7 @@ def test_a_snapshot_is_served_through_links_and_a_model_json(tmp_path):
     cache_repo(tmp_path / "runpod", "me/ft-xx", FILES, "a" * 40)
     cache_repo(tmp_path / "runpod", "charactr/vocos-mel-24khz", VOCODER, "b" * 40)
     settings = settings_for(tmp_path)
-    served = serve_from_runpod_cache(settings, settings.default_model)
+    served = serve_from_runpod_cache(ModelSources.from_settings(settings), settings.default_model)
     assert (served / "model_100.safetensors").read_bytes() == b"weights"
     assert (served / "vocab.txt").read_bytes() == b"a\nb\n"
     assert (served / "vocos" / "pytorch_model.bin").read_bytes() == b"vocos"
@@ -62,7 +63,10 @@ def test_a_snapshot_lacking_a_file_is_a_miss(tmp_path, missing):
     files = {k: v for k, v in FILES.items() if k != missing}
     cache_repo(tmp_path / "runpod", "me/ft-xx", files, "a" * 40)
     settings = settings_for(tmp_path)
-    assert serve_from_runpod_cache(settings, settings.default_model) is None
+    assert (
+        serve_from_runpod_cache(ModelSources.from_settings(settings), settings.default_model)
+        is None
+    )
 
 
 def test_a_cached_model_without_its_vocoder_falls_through_to_the_next_source(tmp_path, caplog):
@@ -70,8 +74,8 @@ def test_a_cached_model_without_its_vocoder_falls_through_to_the_next_source(tmp
     copy, the hub) instead of failing on RunPod's copy, and the end names every place."""
     cache_repo(tmp_path / "runpod", "me/ft-xx", FILES, "a" * 40)
     settings = settings_for(tmp_path)
-    with caplog.at_level(logging.INFO), pytest.raises(StorageError) as info:
-        prepare_model(settings)
+    with caplog.at_level(logging.INFO), pytest.raises(ModelError) as info:
+        prepare_model(ModelSources.from_settings(settings), settings.default_model, default=True)
     key = settings.default_model.key
     messages = [r.getMessage() for r in caplog.records]
     for said in ("RunPod's cached copy is unusable: hub ", "runpod_cache unusable in "):

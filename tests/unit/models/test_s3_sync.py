@@ -24,7 +24,8 @@ from f5worker.models.manifest import (
 )
 from f5worker.models.ranged import RangedConfig
 from f5worker.models.s3_sync import sync_models_from_s3
-from f5worker.models.s3_upload import upload_models_to_s3
+from f5worker.models.s3_upload import UploadResult, upload_models_to_s3
+from f5worker.models.sources import ModelSources
 from f5worker.models.store import release_all_holds
 from f5worker.s3 import make_client
 
@@ -65,14 +66,20 @@ def make_model(path: Path, files: dict[str, bytes] = FILES, model: str = "m1", *
 
 
 def sync(settings: Settings, s3, **kw):
-    return sync_models_from_s3(settings, client=s3, ranges=SMALL, **kw)
+    return sync_models_from_s3(
+        ModelSources.from_settings(settings), settings.model_name, client=s3, ranges=SMALL, **kw
+    )
+
+
+def upload(settings: Settings, model_dir: Path, **kw) -> UploadResult:
+    """upload_models_to_s3 of settings' S3 cache and model."""
+    s3 = ModelSources.from_settings(settings).s3
+    return upload_models_to_s3(s3, settings.model_name, model_dir, **kw)
 
 
 def published(tmp_path: Path, s3, files: dict[str, bytes] = FILES) -> Settings:
     """A bucket that holds `files` as model m1; returns settings with an empty cache dir."""
-    upload_models_to_s3(
-        settings_for(tmp_path / "uploader"), make_model(tmp_path / "src", files), client=s3
-    )
+    upload(settings_for(tmp_path / "uploader"), make_model(tmp_path / "src", files), client=s3)
     return settings_for(tmp_path / "cache")
 
 
@@ -93,7 +100,7 @@ def keys(s3) -> list[str]:
 
 
 def test_layout_is_model_version_files_manifest_and_pointer(tmp_path, s3):
-    result = upload_models_to_s3(settings_for(tmp_path), make_model(tmp_path / "src"), client=s3)
+    result = upload(settings_for(tmp_path), make_model(tmp_path / "src"), client=s3)
     version = manifest_version(read_manifest(tmp_path / "src"))
     assert result.committed and result.version == version and len(version) == 16
     base = f"f5-tts/m1/{version}/"
@@ -281,9 +288,7 @@ def test_new_version_downloads_only_changed_files_into_its_own_directory(tmp_pat
     old_tree = tree(old_dir)
     files = {k: v for k, v in FILES.items() if k != "vocab.txt"}
     files["vocos/config.yaml"] = b"sample_rate: 22050\n"
-    upload_models_to_s3(
-        settings_for(tmp_path / "up2"), make_model(tmp_path / "src2", files), client=s3
-    )
+    upload(settings_for(tmp_path / "up2"), make_model(tmp_path / "src2", files), client=s3)
     result = sync(settings, s3)
     assert result.downloaded_bytes == len(files["vocos/config.yaml"])
     assert result.model_dir == tmp_path / "cache" / "m1" / "versions" / result.version
@@ -324,7 +329,7 @@ def test_unsafe_model_names_are_config_errors(tmp_path, s3, name):
 def test_upload_of_an_existing_version_changes_nothing(tmp_path, s3):
     settings = published(tmp_path, s3)
     before = {k: s3.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in keys(s3)}
-    again = upload_models_to_s3(settings, tmp_path / "src", client=s3)
+    again = upload(settings, tmp_path / "src", client=s3)
     assert not again.committed and again.uploaded_bytes == 0
     assert {k: s3.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in keys(s3)} == before
 
@@ -332,7 +337,7 @@ def test_upload_of_an_existing_version_changes_nothing(tmp_path, s3):
 def test_second_uploader_loses_the_manifest_race_cleanly(tmp_path, s3, monkeypatch):
     first = make_model(tmp_path / "a", uploader="A")
     second = make_model(tmp_path / "b", uploader="B")
-    assert upload_models_to_s3(settings_for(tmp_path), first, client=s3).committed
+    assert upload(settings_for(tmp_path), first, client=s3).committed
     # B checked for the manifest before A committed it, so it goes on to upload.
     real_exists = s3_upload.exists
     monkeypatch.setattr(
@@ -340,7 +345,7 @@ def test_second_uploader_loses_the_manifest_race_cleanly(tmp_path, s3, monkeypat
         "exists",
         lambda c, b, k: False if k.endswith("manifest.json") else real_exists(c, b, k),
     )
-    result = upload_models_to_s3(settings_for(tmp_path), second, client=s3)
+    result = upload(settings_for(tmp_path), second, client=s3)
     assert not result.committed
     key = f"f5-tts/m1/{result.version}/manifest.json"
     remote = Manifest.from_json(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
@@ -359,7 +364,7 @@ def test_upload_refuses_an_incomplete_or_damaged_dir(tmp_path, s3, damage, messa
     model_dir = make_model(tmp_path / "src")
     damage(model_dir)
     with pytest.raises(StorageError, match=message):
-        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3)
+        upload(settings_for(tmp_path), model_dir, client=s3)
     assert keys(s3) == []
 
 
@@ -367,7 +372,7 @@ def test_upload_errors_name_bucket_and_key_never_credentials(tmp_path, s3):
     model_dir = make_model(tmp_path / "src")
     settings = Settings(model_name="m1", s3_bucket="no-such-bucket", model_cache_dir=tmp_path)
     with pytest.raises(StorageError) as info:
-        upload_models_to_s3(settings, model_dir, client=s3)
+        upload(settings, model_dir, client=s3)
     version = manifest_version(read_manifest(model_dir))
     assert info.value.message == (
         f"upload s3://no-such-bucket/f5-tts/m1/{version}/model.json failed: NoSuchBucket"
@@ -377,7 +382,7 @@ def test_upload_errors_name_bucket_and_key_never_credentials(tmp_path, s3):
 
 def test_empty_prefix_puts_models_at_the_bucket_root(tmp_path, s3):
     settings = settings_for(tmp_path / "cache", s3_prefix="")
-    upload_models_to_s3(settings, make_model(tmp_path / "src"), client=s3)
+    upload(settings, make_model(tmp_path / "src"), client=s3)
     assert "m1/latest.json" in keys(s3)
     assert sync(settings, s3).hit
 
@@ -412,7 +417,7 @@ def test_a_file_replaced_between_hash_and_upload_is_not_committed(
         caplog.at_level(logging.ERROR, logger="f5worker.models.s3_upload"),
         pytest.raises(StorageError) as info,
     ):
-        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3)
+        upload(settings_for(tmp_path), model_dir, client=s3)
     version = manifest_version(read_manifest(model_dir))
     key = f"f5-tts/m1/{version}/vocab.txt"
     assert info.value.message == (
@@ -445,7 +450,7 @@ def test_a_file_rewritten_during_a_multipart_upload_is_aborted_and_not_committed
 
     monkeypatch.setattr(s3_upload, "_read", read_then_rewrite)
     with pytest.raises(StorageError, match="no longer matches its manifest"):
-        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3, transfer=PARTS)
+        upload(settings_for(tmp_path), model_dir, client=s3, transfer=PARTS)
     version = manifest_version(read_manifest(model_dir))
     assert reads[:3] == [5 * MiB, 5 * MiB, 2 * MiB]  # read in parts, the first sent unchanged
     assert f"f5-tts/m1/{version}/model.safetensors" not in keys(s3)
@@ -455,7 +460,7 @@ def test_a_file_rewritten_during_a_multipart_upload_is_aborted_and_not_committed
 def test_a_multipart_upload_round_trips(tmp_path, s3):
     files = {**FILES, "model.safetensors": os.urandom(12 * MiB + 3)}
     model_dir = make_model(tmp_path / "src", files)
-    result = upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3, transfer=PARTS)
+    result = upload(settings_for(tmp_path), model_dir, client=s3, transfer=PARTS)
     assert result.committed and result.uploaded_bytes == sum(map(len, files.values()))
     synced = sync(settings_for(tmp_path / "cache"), s3)
     assert tree(synced.model_dir) == tree(model_dir)
@@ -473,7 +478,7 @@ def test_a_file_that_grew_after_it_was_hashed_is_not_uploaded(tmp_path, s3, monk
 
     monkeypatch.setattr(s3_upload, "verify_local_copy", verify_then_append)
     with pytest.raises(StorageError, match=r"model\.json no longer matches its manifest"):
-        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3)
+        upload(settings_for(tmp_path), model_dir, client=s3)
     assert_nothing_committed(s3)
 
 
@@ -488,7 +493,7 @@ def test_a_failed_part_aborts_the_multipart_upload_and_commits_nothing(tmp_path,
 
     monkeypatch.setattr(s3, "upload_part", failing_part)
     with pytest.raises(StorageError) as info:
-        upload_models_to_s3(settings_for(tmp_path), model_dir, client=s3, transfer=PARTS)
+        upload(settings_for(tmp_path), model_dir, client=s3, transfer=PARTS)
     version = manifest_version(read_manifest(model_dir))
     key = f"f5-tts/m1/{version}/model.safetensors"
     assert info.value.message == f"upload s3://{BUCKET}/{key} failed: ConnectionResetError"

@@ -21,6 +21,7 @@ import pytest
 
 from f5worker.config import Settings
 from f5worker.errors import StorageError
+from f5worker.model_ref import ModelRef
 from f5worker.models import local_cache
 from f5worker.models.local_cache import model_lock, owned_dir
 from f5worker.models.manifest import build_manifest, manifest_version, read_manifest, write_manifest
@@ -28,6 +29,7 @@ from f5worker.models.ranged import RangedConfig
 from f5worker.models.s3_sync import sync_models_from_s3
 from f5worker.models.s3_upload import upload_models_to_s3
 from f5worker.models.source import prepare_model
+from f5worker.models.sources import ModelSources
 from f5worker.models.store import ModelStore, release_all_holds
 
 BUCKET = "models"
@@ -70,11 +72,26 @@ def publish(tmp_path: Path, s3, tag: str, prefix: str = "f5-tts") -> str:
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_bytes(data)
     write_manifest(src, build_manifest(src, "m1", {"kind": "test", "tag": tag}))
-    return upload_models_to_s3(settings_for(tmp_path / "up", prefix), src, client=s3).version
+    return upload(settings_for(tmp_path / "up", prefix), src, client=s3).version
+
+
+M1 = ModelRef("m1", "m1", "m1")  # a cache-only model: no hub source
 
 
 def sync(settings: Settings, s3, **kw):
-    return sync_models_from_s3(settings, client=s3, ranges=SMALL, **kw)
+    return sync_models_from_s3(
+        ModelSources.from_settings(settings), settings.model_name, client=s3, ranges=SMALL, **kw
+    )
+
+
+def upload(settings: Settings, model_dir: Path, **kw):
+    s3 = ModelSources.from_settings(settings).s3
+    return upload_models_to_s3(s3, settings.model_name, model_dir, **kw)
+
+
+def no_s3(cache: Path) -> ModelSources:
+    """The model sources of a worker with cache as MODEL_CACHE_DIR and no S3 cache."""
+    return ModelSources.from_settings(Settings(model_cache_dir=cache))
 
 
 def load(model_dir: Path) -> dict[str, bytes]:
@@ -246,7 +263,7 @@ def test_a_symlink_at_the_cache_root_is_refused_and_nothing_outside_is_touched(t
         sync(settings_for(tmp_path / "cache"), s3)
     assert info.value.message.startswith(f"MODEL_CACHE_DIR {tmp_path / 'cache'} is a symlink")
     with pytest.raises(StorageError, match="is a symlink"):
-        prepare_model(Settings(model_name="m1", model_cache_dir=tmp_path / "cache"))
+        prepare_model(no_s3(tmp_path / "cache"), M1)
     assert listing(outside) == before and (outside / "precious.bin").read_bytes() == b"keep me"
 
 
@@ -262,7 +279,7 @@ def test_a_symlink_at_the_model_dir_is_refused_and_nothing_outside_is_touched(tm
         sync(settings_for(tmp_path / "cache"), s3)
     assert f"{link} is a symlink; refusing it" in info.value.message
     with pytest.raises(StorageError, match="is a symlink"):
-        prepare_model(Settings(model_name="m1", model_cache_dir=tmp_path / "cache"))
+        prepare_model(no_s3(tmp_path / "cache"), M1)
     assert listing(outside) == before
 
 
@@ -352,8 +369,9 @@ def test_without_s3_an_older_workers_flat_copy_is_served_as_a_version(tmp_path):
     home = tmp_path / "cache" / "m1"
     flat_copy(home, "a")
     prepared = prepare_model(
-        Settings(model_name="m1", model_cache_dir=tmp_path / "cache"),
-        fetch=lambda s, d: pytest.fail("fetched"),
+        no_s3(tmp_path / "cache"),
+        M1,
+        fetch=lambda s, n, d: pytest.fail("fetched"),
     )
     assert prepared.origin == "local" and prepared.model_dir.parent == home / "versions"
     assert load(prepared.model_dir) == files_for("a")
@@ -363,17 +381,17 @@ def test_without_s3_an_older_workers_flat_copy_is_served_as_a_version(tmp_path):
 def test_a_hub_fetch_lands_in_a_version_dir_and_the_next_start_serves_it(tmp_path):
     fetched = []
 
-    def fetch(settings: Settings, dest: Path) -> Path:
+    def fetch(sources: ModelSources, name: str, dest: Path) -> Path:
         fetched.append(dest)
         flat_copy(dest, "hub")
         return dest
 
-    settings = Settings(model_name="m1", model_cache_dir=tmp_path / "cache")
-    first = prepare_model(settings, fetch=fetch)
+    sources = no_s3(tmp_path / "cache")
+    first = prepare_model(sources, M1, fetch=fetch)
     assert first.origin == "hub" and first.model_dir.parent == tmp_path / "cache/m1/versions"
     assert not fetched[0].exists()  # the staging dir became the version
     release_all_holds()
-    second = prepare_model(settings, fetch=lambda s, d: pytest.fail("fetched again"))
+    second = prepare_model(sources, M1, fetch=lambda s, n, d: pytest.fail("fetched again"))
     assert (second.origin, second.model_dir) == ("local", first.model_dir)
     assert load(second.model_dir) == files_for("hub")
 
@@ -433,7 +451,7 @@ def test_sha256_is_not_recomputed_for_recorded_files_of_other_versions(tmp_path,
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_bytes(data)
     write_manifest(src, build_manifest(src, "m1", {"kind": "test"}))
-    upload_models_to_s3(settings_for(tmp_path / "up"), src, client=s3)
+    upload(settings_for(tmp_path / "up"), src, client=s3)
 
     def no_hashing(path):
         raise AssertionError(f"re-hashed {path}")
