@@ -62,8 +62,11 @@ class HubModel:
     config: str  # f5_tts/configs/<config>.yaml, or a .yaml path in the repo: backbone, arch, mel
     vocab: str | None = None  # None: the vocab.txt shipped in the f5-tts wheel (upstream's default)
     revision: str = "main"
+    license: str = ""  # known from the model card; "": read the repository's card when fetched
 
 
+# Upstream's released checkpoints are trained on Emilia: their model cards say CC-BY-NC-4.0.
+UPSTREAM_LICENSE = "cc-by-nc-4.0"
 # The checkpoints upstream's f5_tts.api.F5TTS loads for these names (read in its api.py).
 KNOWN_MODELS: dict[str, HubModel] = {
     "F5TTS_v1_Base": HubModel(
@@ -71,12 +74,19 @@ KNOWN_MODELS: dict[str, HubModel] = {
         checkpoint="F5TTS_v1_Base/model_1250000.safetensors",
         config="F5TTS_v1_Base",
         vocab="F5TTS_v1_Base/vocab.txt",
+        license=UPSTREAM_LICENSE,
     ),
     "F5TTS_Base": HubModel(
-        repo="SWivid/F5-TTS", checkpoint="F5TTS_Base/model_1200000.safetensors", config="F5TTS_Base"
+        repo="SWivid/F5-TTS",
+        checkpoint="F5TTS_Base/model_1200000.safetensors",
+        config="F5TTS_Base",
+        license=UPSTREAM_LICENSE,
     ),
     "E2TTS_Base": HubModel(
-        repo="SWivid/E2-TTS", checkpoint="E2TTS_Base/model_1200000.safetensors", config="E2TTS_Base"
+        repo="SWivid/E2-TTS",
+        checkpoint="E2TTS_Base/model_1200000.safetensors",
+        config="E2TTS_Base",
+        license=UPSTREAM_LICENSE,
     ),
 }
 

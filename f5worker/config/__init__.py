@@ -50,6 +50,7 @@ class Settings:
     model_dir: Path | None = default("model_dir")
     models: tuple[ModelRef, ...] = default("models")
     models_preload: str = default("models_preload")
+    model_license: str = default("model_license")
     demo_fallback: bool = default("demo_fallback")
     max_resident_models: int = default("max_resident_models")
     runpod_hf_cache_dir: Path = default("runpod_hf_cache_dir")

@@ -111,6 +111,10 @@ SETTINGS: tuple[Setting, ...] = (
         # only when the operator named no model at all (`make run` out of the box). A model
         # someone named never silently becomes noise.
         S("", "demo_fallback", bool, False, "", parse=_demo_fallback),
+        S("MODEL_LICENSE", "model_license", str, "",
+          "the default model's licence as the operator states it (an SPDX id such as "
+          "`cc-by-nc-4.0`, or a short name); unset: what the model card says, else `unknown`",
+          parse=lambda env, s: values.licence(env, s.env)),
         S("MODELS_PRELOAD", "models_preload", str, "default",
           "`default`: only the default model is loaded (and warmed) before the first job, the "
           "others on first use; `all`: every model's files are prepared at start-up and as many "

@@ -62,6 +62,20 @@ def s3_scopes(env: Mapping[str, str], name: str) -> tuple[S3Scope, ...]:
     return tuple(scopes)
 
 
+LICENCE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_ -]{0,63}")
+
+
+def licence(env: Mapping[str, str], name: str) -> str:
+    """A licence name short and plain enough for a log line and a result field."""
+    value = env.get(name, "").strip()
+    if value and not LICENCE_PATTERN.fullmatch(value):
+        raise ConfigError(
+            f"{name}={value[:100]!r} is not a licence name (letters, digits, '.', '+', '_', '-', "
+            "spaces; at most 64)"
+        )
+    return value
+
+
 VOICE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 

@@ -63,6 +63,7 @@ class PreparedJob:
     deliver: Delivery
     clock: Clock
     voice_name: str = "default"  # `ref_audio`, a library voice, or `default`
+    model_license: str = "unknown"
 
     @property
     def chars(self) -> int:
@@ -78,6 +79,7 @@ class PreparedJob:
         return {
             "seed": self.params.seed,
             "model": self.model.name,
+            "model_license": self.model_license,
             "voice": self.voice_name,
             "quality": self.preset.name,
             "nfe_step": self.params.nfe_step,

@@ -42,6 +42,7 @@ from f5worker.job.prepared import Clock, JobControl, Piece, PreparedJob
 from f5worker.job.schema import DEFAULT_VOICE, MAX_SEED, TTSRequest, parse_request
 from f5worker.job.voice_actions import VoiceActions, is_action
 from f5worker.job.voices import VoiceLibrary, default_voice, fit_voice
+from f5worker.model_ref import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +193,19 @@ class Worker:
             cross_fade_duration=req.cross_fade_duration,
         )
         chunks = engine.split_text(req.text, voice, req.speed, first_chunk_bytes)
+        licence = self.licence_of(ref, engine)
         return PreparedJob(
-            req, ref, engine, voice, params, preset, chunks, deliver, clock, voice_name
+            req, ref, engine, voice, params, preset, chunks, deliver, clock, voice_name, licence
         )
+
+    def licence_of(self, ref: ModelRef, engine: F5TTSEngine | None = None) -> str:
+        """A served model's licence: the operator's MODEL_LICENSE for the default model, else
+        what its model.json recorded (models/licence.py), else what is known of its name."""
+        if ref == self.models.default and self.settings.model_license:
+            return self.settings.model_license
+        if engine is not None:
+            return engine.spec.license
+        return (ref.hub.license if ref.hub else "") or "unknown"
 
     def items(
         self, job: PreparedJob | PreparedBatch, control: JobControl

@@ -93,7 +93,13 @@ def build_demo_model(out_dir: Path, seed: int = 0) -> Path:
     vocoder = Vocos.from_hparams(str(vocos_dir / "config.yaml"))
     torch.save(vocoder.state_dict(), vocos_dir / "pytorch_model.bin")
 
-    spec = ModelSpec(name="demo", backbone="DiT", arch=dict(DEMO_ARCH), checkpoint=CHECKPOINT)
+    spec = ModelSpec(
+        name="demo",
+        backbone="DiT",
+        arch=dict(DEMO_ARCH),
+        checkpoint=CHECKPOINT,
+        license="none (random weights, made here)",
+    )
     (out_dir / SPEC_NAME).write_text(spec.to_json())
     write_manifest(out_dir, build_manifest(out_dir, "demo", {"kind": "demo", "seed": seed}))
     log.info("demo model written to %s", out_dir)

@@ -26,6 +26,7 @@ import yaml
 from f5worker.errors import ModelError, StorageError
 from f5worker.model_ref import ARCH_FILE_SUFFIX, KNOWN_MODELS, HubModel
 from f5worker.models.hf_cache import find_snapshot
+from f5worker.models.licence import CARD_NAME, UNKNOWN, from_card
 from f5worker.models.local_cache import TEMP_SUFFIX, check_model_name, record_all
 from f5worker.models.manifest import MANIFEST_NAME, build_manifest, write_manifest
 from f5worker.models.sources import ModelSources
@@ -81,7 +82,8 @@ def fetch_from_hub(
     config_text = None
     if model.config.endswith(ARCH_FILE_SUFFIX):
         config_text = hub.download(model.repo, model.config, commit).read_text()
-    spec = model_spec(name, model.config, checkpoint, config_text)
+    license = model.license or _card_license(hub, model.repo, commit)
+    spec = model_spec(name, model.config, checkpoint, config_text, license)
     (dest / SPEC_NAME).write_text(spec.to_json())
     source = {
         "kind": "hub",
@@ -123,7 +125,9 @@ def vocoder_snapshot(sources: ModelSources, hub: _Hub | None = None) -> tuple[Pa
     return paths[0].parent, commit
 
 
-def model_spec(name: str, config: str, checkpoint: str, text: str | None = None) -> ModelSpec:
+def model_spec(
+    name: str, config: str, checkpoint: str, text: str | None = None, license: str = UNKNOWN
+) -> ModelSpec:
     """model.json: backbone, arch and mel settings from upstream's yaml for `config`, or from
     `text`, a yaml in upstream's layout that a repo ships (arch=PATH.yaml)."""
     if text is None:
@@ -144,7 +148,18 @@ def model_spec(name: str, config: str, checkpoint: str, text: str | None = None)
         vocab="vocab.txt",
         vocoder_dir=VOCODER_DIR,
         mel_spec=dict(model["mel_spec"]),
+        license=license,
     )
+
+
+def _card_license(hub: _Hub, repo: str, commit: str) -> str:
+    """The repository card's licence; a repo without a card (or an unreadable one) is
+    `unknown`, never a failed fetch."""
+    try:
+        card = hub.download(repo, CARD_NAME, commit)
+        return from_card(card.read_text(errors="replace"))
+    except (StorageError, OSError):
+        return UNKNOWN
 
 
 class _Hub:

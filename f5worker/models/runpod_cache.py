@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from f5worker.model_ref import ARCH_FILE_SUFFIX, ModelRef
 from f5worker.models.hf_cache import find_snapshot
 from f5worker.models.hub import VOCODER_DIR, VOCODER_FILES, model_spec, vocoder_snapshot
+from f5worker.models.licence import CARD_NAME, UNKNOWN, from_card
 from f5worker.models.sources import ModelSources
 from f5worker.models.spec import SPEC_NAME
 
@@ -58,7 +59,10 @@ def serve_from_runpod_cache(sources: ModelSources, ref: ModelRef) -> Path | None
     for filename in VOCODER_FILES:
         (out / VOCODER_DIR / filename).symlink_to((vocoder / filename).resolve())
     text = (snapshot / arch_file).read_text() if arch_file else None
-    (out / SPEC_NAME).write_text(model_spec(ref.key, hub.config, checkpoint, text).to_json())
+    card = snapshot / CARD_NAME
+    license = hub.license or (from_card(card.read_text(errors="replace")) if card.is_file() else "")
+    spec = model_spec(ref.key, hub.config, checkpoint, text, license or UNKNOWN)
+    (out / SPEC_NAME).write_text(spec.to_json())
     log.info(
         "model %s read in place from RunPod's cache (snapshot %s)", ref.key, snapshot.name[:12]
     )

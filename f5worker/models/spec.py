@@ -35,6 +35,7 @@ class ModelSpec:
     vocab: str = "vocab.txt"
     vocoder_dir: str = "vocos"
     mel_spec: dict[str, Any] = field(default_factory=lambda: dict(MEL_SPEC))
+    license: str = "unknown"  # of the weights, as far as known when the dir was made (licence.py)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

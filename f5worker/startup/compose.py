@@ -115,6 +115,11 @@ def build_worker(
     engine = load_dir(model_dir)
     pool = ModelPool(settings.model_refs, load, settings.max_resident_models, free_memory, fetch)
     pool.add(pool.default, engine)
+    log.info(
+        "model %s licence: %s",
+        pool.default.name,
+        settings.model_license or engine.spec.license,
+    )
     if settings.models_preload == "all":
         for ref in pool.refs[1 : pool.max_resident]:
             try:

@@ -55,6 +55,7 @@ def test_success_shape(worker):
         "duration_s",
         "seed",
         "model",
+        "model_license",
         "voice",
         "quality",
         "nfe_step",
@@ -63,6 +64,7 @@ def test_success_shape(worker):
         "worker_version",
     }
     assert out["model"] == "F5TTS_v1_Base"  # the Settings default names the one model
+    assert out["model_license"] == "none (random weights, made here)"  # the demo's model.json
     samples = samples_of(out)
     assert out["sample_rate"] == 24000 and out["format"] == "wav"
     assert out["mime_type"] == "audio/wav"
@@ -311,3 +313,8 @@ def test_an_uncompressed_result_that_cannot_fit_is_refused_before_model_work(
     payload = run_one(worker, text=text, format=fmt, sample_rate=48000, **{"return": mode})
     assert payload["error_code"] == "OUTPUT_TOO_LARGE"
     assert "compressed format" in payload["error"] and "sample_rate" in payload["error"]
+
+
+def test_the_operator_states_the_default_models_licence(engine):
+    stated = make_worker(engine, Settings(model_license="apache-2.0"))
+    assert run_one(stated, text="Hi.")["model_license"] == "apache-2.0"

@@ -11,6 +11,7 @@ import yaml
 
 from f5worker.config import Settings
 from f5worker.errors import StorageError
+from f5worker.model_ref import HubModel
 from f5worker.models import local_cache
 from f5worker.models.hub import fetch_from_hub
 from f5worker.models.local_cache import verify_local_copy
@@ -27,6 +28,11 @@ REPOS = {
         "F5TTS_v1_Base/vocab.txt": b"hub\nvocab\n",
         "F5TTS_Base/model_1200000.safetensors": CKPT[:1000],
     },
+    "someone/fine-tune": {
+        "model.safetensors": CKPT[:2000],
+        "README.md": b"---\nlicense: apache-2.0\n---\n# A fine-tune of F5-TTS\n",
+    },
+    "someone/no-card": {"model.safetensors": CKPT[:2000]},
     "charactr/vocos-mel-24khz": {
         "config.yaml": b"sample_rate: 24000\n",
         "pytorch_model.bin": VOCOS_BIN,
@@ -107,6 +113,20 @@ def test_models_without_a_hub_vocab_use_the_one_in_the_wheel(tmp_path, fake_hub)
         json.loads((model_dir / "model.json").read_text())["arch"]
         == upstream_yaml("F5TTS_Base")["arch"]
     )
+
+
+@pytest.mark.parametrize(
+    ("repo", "licence"), [("someone/fine-tune", "apache-2.0"), ("someone/no-card", "unknown")]
+)
+def test_a_fine_tunes_licence_comes_from_its_card(tmp_path, fake_hub, repo, licence):
+    model = HubModel(repo=repo, checkpoint="model.safetensors", config="F5TTS_v1_Base")
+    model_dir = fetch_from_hub(sources_for(tmp_path), "ft", endpoint=fake_hub.url, model=model)
+    assert json.loads((model_dir / "model.json").read_text())["license"] == licence
+
+
+def test_a_released_checkpoint_has_upstreams_licence(tmp_path, fake_hub):
+    model_dir = fetch_from_hub(sources_for(tmp_path), "F5TTS_Base", endpoint=fake_hub.url)
+    assert json.loads((model_dir / "model.json").read_text())["license"] == "cc-by-nc-4.0"
 
 
 def closed_port_url() -> str:
