@@ -230,6 +230,14 @@ class Unauthorized(WorkerError):
     http_status = 401
 
 
+class TooManyConnections(WorkerError):
+    """An HTTP worker at HTTP_MAX_CONNECTIONS open connections, none of them idle."""
+
+    code = "TOO_MANY_CONNECTIONS"
+    http_status = 503
+    retryable = True
+
+
 class NotReady(WorkerError):
     """An HTTP worker is still starting (model loading, warm-up)."""
 

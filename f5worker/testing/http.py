@@ -17,8 +17,7 @@ from typing import Any
 import uvicorn
 
 from f5worker.config import Settings
-from f5worker.serve.http.app import create_app
-from f5worker.serve.http.serve import listening_sockets
+from f5worker.serve.http.serve import listening_sockets, server_config
 from f5worker.serve.http.service import Service
 from f5worker.testing.s3_servers import free_port
 
@@ -31,9 +30,7 @@ def http_settings(**overrides: Any) -> Settings:
 def serving(service: Service, start_timeout_s: float = 20.0) -> Iterator[str]:
     """Serve `service` until the block ends; yields the base URL."""
     settings = service.settings
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(service), log_config=None, access_log=False, lifespan="off")
-    )
+    server = uvicorn.Server(server_config(service))
     sockets = listening_sockets(settings)
     thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
     thread.start()

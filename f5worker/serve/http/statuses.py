@@ -9,6 +9,8 @@ itself is the error class's `http_status` (errors.py), never restated here.
 
 from __future__ import annotations
 
+import json
+from http import HTTPStatus
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
@@ -52,3 +54,14 @@ def _response(body: dict[str, Any], status: int, request_id: str | None) -> JSON
     if request_id is not None:
         headers["X-Request-Id"] = request_id
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def raw_response(err: WorkerError) -> bytes:
+    """A whole HTTP/1.1 response for a connection the app never saw (headers too slow, too many
+    connections): the native payload, `Connection: close`. The path is unknown, so no shape."""
+    body = json.dumps(err.to_payload(), separators=(",", ":")).encode()
+    status = err.http_status
+    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "content-type: application/json"]
+    head += [f"{name}: {value}" for name, value in retry_headers(status).items()]
+    head += [f"content-length: {len(body)}", "connection: close", "", ""]
+    return "\r\n".join(head).encode("ascii") + body
