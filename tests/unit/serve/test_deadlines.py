@@ -119,4 +119,4 @@ def test_over_the_cap_with_every_connection_in_a_request_a_new_one_is_refused_50
 def test_the_h11_parser_has_the_same_bounds():
     protocol = bounded_protocol(1, 10, parser="h11")
     assert protocol.__mro__[1].__name__ == "BoundedH11"
-    assert getattr(protocol, "header_timeout_s") == 1
+    assert protocol.header_timeout_s == 1  # type: ignore[attr-defined]
