@@ -22,7 +22,15 @@ Shape = Literal["native", "openai"]
 
 
 def retry_headers(status: int) -> dict[str, str]:
-    return {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else {}
+    """The headers a status needs: Retry-After on 429 and 503, the challenge on 401, and on
+    408 `Connection: close` (the rest of a slow body is never read)."""
+    if status in (429, 503):
+        return {"Retry-After": str(RETRY_AFTER_S)}
+    if status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if status == 408:
+        return {"Connection": "close"}
+    return {}
 
 
 def openai_body(err: WorkerError) -> dict[str, Any]:
@@ -62,6 +70,7 @@ def raw_response(err: WorkerError) -> bytes:
     body = json.dumps(err.to_payload(), separators=(",", ":")).encode()
     status = err.http_status
     head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "content-type: application/json"]
-    head += [f"{name}: {value}" for name, value in retry_headers(status).items()]
-    head += [f"content-length: {len(body)}", "connection: close", "", ""]
+    headers = {**retry_headers(status), "Connection": "close"}
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    head += [f"content-length: {len(body)}", "", ""]
     return "\r\n".join(head).encode("ascii") + body
