@@ -1,7 +1,7 @@
 """The routes of the HTTP mode (FastAPI); each composes the adapter's small modules.
 
-- GET /ping: 204 while the model loads, 200 once warm, 503 when the worker is broken (RunPod's
-  load-balancer contract).
+- GET /ping: 204 while the model loads, 200 once warm, 503 when the worker is broken or every
+  slot is stalled (RunPod's load-balancer contract); never behind HTTP_AUTH_TOKEN.
 - POST /v1/audio/speech: OpenAI's speech API; the body is the audio itself, sent as each text
   chunk is synthesized (`stream_format: "audio"`), or OpenAI's speech events (`"sse"`).
 - POST /runsync: the native contract: `{"input": {...}}` as a queue job, answered with
