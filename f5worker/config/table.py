@@ -298,8 +298,9 @@ SETTINGS: tuple[Setting, ...] = (
           "closed",
           low=1, high=600),
         S("HTTP_QUEUE_TIMEOUT_S", "http_queue_timeout_s", int, 20,
-          "http mode: the longest a request waits for a slot (or for a place while the queue "
-          "holds bodies still arriving); then 429 `OVERLOADED` with `Retry-After`",
+          "http mode: the longest a request waits for a slot; then 429 `OVERLOADED` with "
+          "`Retry-After` (a wait for a place held by bodies still arriving may last up to "
+          "`HTTP_BODY_TIMEOUT_S`)",
           low=1, high=600),
         S("HTTP_MAX_CONNECTIONS", "http_max_connections", int, 100,
           "http mode: open connections at most; one more closes the oldest connection still "

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from f5worker.config import Settings
 from f5worker.errors import (
     InternalError,
     InvalidInput,
@@ -165,7 +166,7 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
     settings = service.settings
     admission = service.admission
     # before the body is read: a full worker holds no more bodies in memory
-    await admission.enter(settings.http_queue_timeout_s)
+    await admission.enter(_place_wait_s(settings))
     try:
         raw, stream_format = await _speech_input(request, settings.http_body_timeout_s)
     except BaseException:
@@ -340,7 +341,7 @@ async def _runsync(service: Service, request: Request, request_id: str) -> Respo
     worker = service.require_worker()
     settings = service.settings
     admission = service.admission
-    await admission.enter(settings.http_queue_timeout_s)  # before the body is read, as for speech
+    await admission.enter(_place_wait_s(settings))  # before the body is read, as for speech
     try:
         job = await _native_input(request, request_id, settings.http_body_timeout_s)
     except BaseException:
@@ -412,6 +413,13 @@ async def _answer_openai(make: Callable[[], Any]) -> Response:
 
 
 # -- shared -----------------------------------------------------------------------------------
+
+
+def _place_wait_s(settings: Settings) -> float:
+    """How long a request may wait for a place held by bodies still arriving: each of them is
+    complete or dropped within the body deadline, so this wait ends with a place or a full queue
+    of complete requests (then 429), never with a slow sender still in the way."""
+    return max(settings.http_queue_timeout_s, settings.http_body_timeout_s + 1)
 
 
 def _request_id() -> str:
