@@ -213,6 +213,38 @@ class Overloaded(WorkerError):
     retryable = True
 
 
+class RequestTimeout(WorkerError):
+    """An HTTP client too slow sending its request: the body did not arrive within
+    HTTP_BODY_TIMEOUT_S (its headers within HTTP_HEADER_TIMEOUT_S are the server's: a bare 408)."""
+
+    code = "REQUEST_TIMEOUT"
+    http_status = 408
+    retryable = True
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A POST body that is not `application/json`: refused before it is read, so a web page's
+    simple (form or text/plain) request cannot start a job."""
+
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    http_status = 415
+
+
+class Unauthorized(WorkerError):
+    """HTTP_AUTH_TOKEN is set and the request's bearer token is missing or wrong."""
+
+    code = "UNAUTHORIZED"
+    http_status = 401
+
+
+class TooManyConnections(WorkerError):
+    """An HTTP worker at HTTP_MAX_CONNECTIONS open connections, none of them idle."""
+
+    code = "TOO_MANY_CONNECTIONS"
+    http_status = 503
+    retryable = True
+
+
 class NotReady(WorkerError):
     """An HTTP worker is still starting (model loading, warm-up)."""
 

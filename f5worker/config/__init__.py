@@ -94,6 +94,13 @@ class Settings:
     http_host: str = default("http_host")
     http_max_waiting: int = default("http_max_waiting")
     first_chunk_max_bytes: int = default("first_chunk_max_bytes")
+    http_header_timeout_s: int = default("http_header_timeout_s")
+    http_body_timeout_s: int = default("http_body_timeout_s")
+    http_write_timeout_s: int = default("http_write_timeout_s")
+    http_queue_timeout_s: int = default("http_queue_timeout_s")
+    http_max_connections: int = default("http_max_connections")
+    http_stall_s: int = default("http_stall_s")
+    http_auth_token: str | None = default("http_auth_token")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

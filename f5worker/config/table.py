@@ -294,6 +294,40 @@ SETTINGS: tuple[Setting, ...] = (
         S("HTTP_MAX_WAITING", "http_max_waiting", int, 4,
           "http mode: requests that may wait for a slot beyond `MAX_CONCURRENCY`; more get 429",
           low=0, high=1024),
+        # Client bounds (docs/http.md "Client bounds"): no client holds a connection, a slot or
+        # a place in the queue longer than these, however slowly it sends or reads.
+        S("HTTP_HEADER_TIMEOUT_S", "http_header_timeout_s", int, 10,
+          "http mode: a request's headers must arrive within this many seconds of the connection "
+          "(or of its first byte on a kept-alive one), else 408 and the connection is closed",
+          low=1, high=300),
+        S("HTTP_BODY_TIMEOUT_S", "http_body_timeout_s", int, 30,
+          "http mode: the whole body of a POST must arrive within this many seconds of the "
+          "route starting to read it, else 408 `REQUEST_TIMEOUT` and its admitted place is given "
+          "back",
+          low=1, high=600),
+        S("HTTP_WRITE_TIMEOUT_S", "http_write_timeout_s", int, 30,
+          "http mode: a streamed response that cannot write for this many seconds (the client "
+          "stopped reading) is cut: the job is cancelled, its slot released, the connection "
+          "closed",
+          low=1, high=600),
+        S("HTTP_QUEUE_TIMEOUT_S", "http_queue_timeout_s", int, 20,
+          "http mode: the longest a request waits for a slot; then 429 `OVERLOADED` with "
+          "`Retry-After` (a wait for a place held by bodies still arriving may last up to "
+          "`HTTP_BODY_TIMEOUT_S`)",
+          low=1, high=600),
+        S("HTTP_MAX_CONNECTIONS", "http_max_connections", int, 100,
+          "http mode: open connections at most; one more closes the oldest connection still "
+          "waiting for its headers, or is answered 503 and closed when none is",
+          low=4, high=10000),
+        S("HTTP_STALL_S", "http_stall_s", int, 300,
+          "http mode: `/ping` answers 503 while every slot is held by a request that made no "
+          "progress (no chunk synthesized, no byte written) for this many seconds",
+          low=10, high=3600),
+        S("HTTP_AUTH_TOKEN", "http_auth_token", str, None,
+          "http mode: when set, every route but `/ping` needs `Authorization: Bearer <token>` "
+          "(401 `UNAUTHORIZED` otherwise); for deployments outside RunPod's authenticated "
+          "gateway (a Pod's exposed port, a local network)",
+          secret=True),
         S("FIRST_CHUNK_MAX_BYTES", "first_chunk_max_bytes", int, 0,
           "http mode: the first text chunk's bound, `0` = a quarter of the chunk budget "
           "(upstream's socket server), `-1` = not shortened, N = at most N bytes",

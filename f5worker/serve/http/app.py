@@ -1,7 +1,7 @@
 """The routes of the HTTP mode (FastAPI); each composes the adapter's small modules.
 
-- GET /ping: 204 while the model loads, 200 once warm, 503 when the worker is broken (RunPod's
-  load-balancer contract).
+- GET /ping: 204 while the model loads, 200 once warm, 503 when the worker is broken or every
+  slot is stalled (RunPod's load-balancer contract); never behind HTTP_AUTH_TOKEN.
 - POST /v1/audio/speech: OpenAI's speech API; the body is the audio itself, sent as each text
   chunk is synthesized (`stream_format: "audio"`), or OpenAI's speech events (`"sse"`).
 - POST /runsync: the native contract: `{"input": {...}}` as a queue job, answered with
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hmac
 import logging
 import secrets
 import threading
@@ -26,27 +27,31 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from f5worker.config import Settings
 from f5worker.errors import (
     InternalError,
     InvalidInput,
     JobCancelled,
     MethodNotAllowed,
     RouteNotFound,
+    Unauthorized,
     WorkerError,
 )
 from f5worker.job import openai_compat
 from f5worker.job.codecs import MIME_TYPES
 from f5worker.job.prepared import JobControl, PreparedJob
 from f5worker.serve.http import sse
-from f5worker.serve.http.body import read_json
+from f5worker.serve.http.admission import Slot
+from f5worker.serve.http.body import read_json, require_json
 from f5worker.serve.http.service import Service
 from f5worker.serve.http.speech import AudioStream, Progress, encoded_chunks, prepare_speech
 from f5worker.serve.http.statuses import Shape, error_response, payload_response
+from f5worker.serve.http.writes import BoundedStreamingResponse, StreamAborted
 
 if TYPE_CHECKING:
     from f5worker.job.voices import VoiceLibrary
@@ -60,10 +65,6 @@ NATIVE_KEYS = ("input",)
 QUEUE_ONLY_KEYS = ("webhook", "policy", "s3Config")
 
 
-class StreamAborted(Exception):
-    """Raised inside a started audio response to cut the connection (see Quiet)."""
-
-
 class Quiet:
     """Outermost ASGI wrapper: a StreamAborted ends the response without its last chunk and
     without a traceback in the log (the failure is already logged with its code)."""
@@ -74,6 +75,27 @@ class Quiet:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with contextlib.suppress(StreamAborted):
             await self.app(scope, receive, send)
+
+
+class BearerAuth:
+    """With HTTP_AUTH_TOKEN set, every route but /ping needs `Authorization: Bearer <token>`;
+    compared in constant time, answered 401 UNAUTHORIZED (with WWW-Authenticate) otherwise."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/ping":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.token):
+            await self.app(scope, receive, send)
+            return
+        err = Unauthorized("send `Authorization: Bearer <HTTP_AUTH_TOKEN>`")
+        await error_response(err, _shape(scope["path"]))(scope, receive, send)
 
 
 def create_app(service: Service) -> ASGIApp:
@@ -131,30 +153,34 @@ def create_app(service: Service) -> ASGIApp:
             log.exception("request %s failed", request_id)
             return _native_error(service, _internal(), request_id)
 
-    return Quiet(app)
+    token = service.settings.http_auth_token
+    return Quiet(app if token is None else BearerAuth(app, token))
 
 
 # -- the OpenAI speech route -------------------------------------------------------------------
 
 
 async def _speech(service: Service, request: Request, request_id: str) -> Response:
+    require_json(request.headers.get("content-type"))
     worker = service.require_worker()
+    settings = service.settings
     admission = service.admission
-    admission.admit()  # before the body is read: a full worker holds no more bodies in memory
+    # before the body is read: a full worker holds no more bodies in memory
+    await admission.enter(_place_wait_s(settings))
     try:
-        raw, stream_format = await _speech_input(request)
+        raw, stream_format = await _speech_input(request, settings.http_body_timeout_s)
     except BaseException:
-        admission.withdraw()
+        admission.withdraw(reading=True)
         raise
+    admission.body_read()
     cancel = threading.Event()
     loop = asyncio.get_running_loop()
     stream: AudioStream | None = None
-    working = False
+    slot: Slot | None = None
     try:
-        # Watched from the queue on: a client that gives up while waiting is not prepared.
-        async with _cancel_on_disconnect(request, cancel):
-            await admission.wait_for_slot()
-            working = True
+        # Watched from the queue on: a client that gives up while waiting leaves the queue.
+        async with _cancel_on_disconnect(request, cancel) as gone:
+            slot = await admission.wait_for_slot(settings.http_queue_timeout_s, gone)
             service.counters.requests += 1
             job = await loop.run_in_executor(
                 service.pool,
@@ -166,12 +192,12 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
                 cancel.is_set,
             )
             progress = Progress()
-            control = _job_control(cancel, progress)
+            control = _job_control(cancel, progress, slot)
             chunks = encoded_chunks(worker, job, job.req.format, control, progress)
 
             def closed() -> None:  # on the event loop, once the job thread is done
                 service.counters.chunks += progress.chunks_done
-                admission.release()
+                admission.release(slot)
 
             def closed_soon() -> None:  # from the job's thread
                 loop.call_soon_threadsafe(closed)
@@ -182,8 +208,8 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
     except BaseException:
         if stream is not None:
             stream.close()
-        elif working:
-            admission.release()
+        elif slot is not None:
+            admission.release(slot)
         raise  # (a wait cut short has withdrawn itself)
     ttfb = time.perf_counter() - started
     fmt = job.req.format
@@ -202,16 +228,20 @@ async def _speech(service: Service, request: Request, request_id: str) -> Respon
         len(job.chunks),
         ttfb,
     )
-    return StreamingResponse(
+    return BoundedStreamingResponse(
         _finishing(body_iter, stream, service, progress, request_id, started),
+        write_timeout_s=settings.http_write_timeout_s,
+        on_write=slot.touch,
         media_type=media_type,
         headers={**headers, "X-Request-Id": request_id},
     )
 
 
-async def _speech_input(request: Request) -> tuple[dict[str, Any], str]:
+async def _speech_input(request: Request, timeout_s: float) -> tuple[dict[str, Any], str]:
     """The body as the worker's raw input, and its stream format; every failure coded."""
-    body = await read_json(request.stream(), request.headers.get("content-length"))
+    body = await read_json(
+        request.stream(), request.headers.get("content-length"), timeout_s=timeout_s
+    )
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object")
     stream_format = body.pop("stream_format", None) or "audio"  # null: the default, as elsewhere
@@ -307,27 +337,30 @@ async def _finishing(
 
 
 async def _runsync(service: Service, request: Request, request_id: str) -> Response:
+    require_json(request.headers.get("content-type"))
     worker = service.require_worker()
+    settings = service.settings
     admission = service.admission
-    admission.admit()  # before the body is read, as for speech
+    await admission.enter(_place_wait_s(settings))  # before the body is read, as for speech
     try:
-        job = await _native_input(request, request_id)
+        job = await _native_input(request, request_id, settings.http_body_timeout_s)
     except BaseException:
-        admission.withdraw()
+        admission.withdraw(reading=True)
         raise
+    admission.body_read()
     cancel = threading.Event()
     started = time.perf_counter()
-    async with _cancel_on_disconnect(request, cancel):
-        await admission.wait_for_slot()
+    async with _cancel_on_disconnect(request, cancel) as gone:
+        slot = await admission.wait_for_slot(settings.http_queue_timeout_s, gone)
         try:
             service.counters.requests += 1
             if cancel.is_set():
                 raise JobCancelled("the client left while its request waited")
-            control = _job_control(cancel, Progress())
+            control = _job_control(cancel, Progress(), slot)
             loop = asyncio.get_running_loop()
             items = await loop.run_in_executor(service.pool, lambda: list(worker.run(job, control)))
         finally:
-            admission.release()
+            admission.release(slot)
     if items and "error" in items[-1]:
         return payload_response(items[-1], request_id)
     took_ms = round((time.perf_counter() - started) * 1000)
@@ -336,8 +369,10 @@ async def _runsync(service: Service, request: Request, request_id: str) -> Respo
     )
 
 
-async def _native_input(request: Request, request_id: str) -> dict[str, Any]:
-    body = await read_json(request.stream(), request.headers.get("content-length"))
+async def _native_input(request: Request, request_id: str, timeout_s: float) -> dict[str, Any]:
+    body = await read_json(
+        request.stream(), request.headers.get("content-length"), timeout_s=timeout_s
+    )
     if not isinstance(body, dict) or "input" not in body:
         raise InvalidInput('the request body must be a JSON object {"input": {...}}')
     ignored = [k for k in QUEUE_ONLY_KEYS if k in body]
@@ -380,12 +415,23 @@ async def _answer_openai(make: Callable[[], Any]) -> Response:
 # -- shared -----------------------------------------------------------------------------------
 
 
+def _place_wait_s(settings: Settings) -> float:
+    """How long a request may wait for a place held by bodies still arriving: each of them is
+    complete or dropped within the body deadline, so this wait ends with a place or a full queue
+    of complete requests (then 429), never with a slow sender still in the way."""
+    return max(settings.http_queue_timeout_s, settings.http_body_timeout_s + 1)
+
+
 def _request_id() -> str:
     return "http-" + secrets.token_hex(6)
 
 
-def _job_control(cancel: threading.Event, progress: Progress) -> JobControl:
-    return JobControl(cancelled=cancel.is_set, progress=progress)
+def _job_control(cancel: threading.Event, progress: Progress, slot: Slot) -> JobControl:
+    def progressed(done: int, total: int) -> None:  # each chunk: progress for /ping's rule
+        progress(done, total)
+        slot.touch()
+
+    return JobControl(cancelled=cancel.is_set, progress=progressed)
 
 
 def _payload(service: Service, err: WorkerError, request_id: str) -> dict[str, Any]:
@@ -431,18 +477,23 @@ def _routing_error(request: Request, exc: HTTPException) -> WorkerError:
 
 
 @contextlib.asynccontextmanager
-async def _cancel_on_disconnect(request: Request, cancel: threading.Event) -> AsyncIterator[None]:
-    """Set `cancel` if the client disconnects while the body is (being) answered in full.
+async def _cancel_on_disconnect(
+    request: Request, cancel: threading.Event
+) -> AsyncIterator[asyncio.Event]:
+    """Set `cancel` if the client disconnects while the body is (being) answered in full, and
+    the event yielded (a queued request leaves the queue at once: admission.wait_for_slot).
     Only before a response starts: StreamingResponse then listens for the disconnect itself."""
+    gone = asyncio.Event()
 
     async def watch() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
         cancel.set()
+        gone.set()
 
     watcher = asyncio.create_task(watch())
     try:
-        yield
+        yield gone
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):

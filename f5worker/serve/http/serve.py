@@ -19,7 +19,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from f5worker.config import Settings
 from f5worker.errors import WorkerError
@@ -42,15 +42,7 @@ def serve_http(settings: Settings, build: Callable[[], Worker | None]) -> int:
     import uvicorn
 
     service = Service(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service),
-            log_config=None,  # the worker's logging, configured once
-            access_log=False,  # /ping every few seconds would drown the job lines
-            lifespan="off",
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        )
-    )
+    server = uvicorn.Server(server_config(service, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
     sockets = listening_sockets(settings)
     thread = threading.Thread(
         target=_start_up, args=(service, server, build), name="startup", daemon=True
@@ -64,6 +56,26 @@ def serve_http(settings: Settings, build: Callable[[], Worker | None]) -> int:
     )
     server.run(sockets=sockets)
     return 1 if service.failure is not None else 0
+
+
+def server_config(service: Service, **extra: Any) -> uvicorn.Config:
+    """uvicorn's configuration for the app: its protocol with the header deadline and the
+    connection cap (deadlines.py); uvicorn's own limit_concurrency stays off (it would answer
+    /ping 503 while idle connections are open)."""
+    import uvicorn
+
+    from f5worker.serve.http.deadlines import bounded_protocol
+
+    settings = service.settings
+    return uvicorn.Config(
+        create_app(service),
+        http=bounded_protocol(settings.http_header_timeout_s, settings.http_max_connections),
+        ws="none",
+        log_config=None,  # the worker's logging, configured once
+        access_log=False,  # /ping every few seconds would drown the job lines
+        lifespan="off",
+        **extra,
+    )
 
 
 def listening_sockets(settings: Settings) -> list[socket.socket]:

@@ -41,9 +41,13 @@ class Service:
 
     @property
     def state(self) -> str:
+        """/ping's answer: `stalled` (503, for as long as it lasts) while every slot is held by
+        a request without progress for HTTP_STALL_S: a stuck engine, or requests stuck."""
         if self.failure is not None:
             return "unhealthy"
-        return "initializing" if self.worker is None else "healthy"
+        if self.worker is None:
+            return "initializing"
+        return "stalled" if self.admission.stalled(self.settings.http_stall_s) else "healthy"
 
     def ready(self, worker: Worker) -> None:
         worker.on_fatal = lambda: self.fail("a fatal GPU error")

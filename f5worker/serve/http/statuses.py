@@ -9,6 +9,8 @@ itself is the error class's `http_status` (errors.py), never restated here.
 
 from __future__ import annotations
 
+import json
+from http import HTTPStatus
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
@@ -20,7 +22,15 @@ Shape = Literal["native", "openai"]
 
 
 def retry_headers(status: int) -> dict[str, str]:
-    return {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else {}
+    """The headers a status needs: Retry-After on 429 and 503, the challenge on 401, and on
+    408 `Connection: close` (the rest of a slow body is never read)."""
+    if status in (429, 503):
+        return {"Retry-After": str(RETRY_AFTER_S)}
+    if status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if status == 408:
+        return {"Connection": "close"}
+    return {}
 
 
 def openai_body(err: WorkerError) -> dict[str, Any]:
@@ -52,3 +62,15 @@ def _response(body: dict[str, Any], status: int, request_id: str | None) -> JSON
     if request_id is not None:
         headers["X-Request-Id"] = request_id
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def raw_response(err: WorkerError) -> bytes:
+    """A whole HTTP/1.1 response for a connection the app never saw (headers too slow, too many
+    connections): the native payload, `Connection: close`. The path is unknown, so no shape."""
+    body = json.dumps(err.to_payload(), separators=(",", ":")).encode()
+    status = err.http_status
+    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "content-type: application/json"]
+    headers = {**retry_headers(status), "Connection": "close"}
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    head += [f"content-length: {len(body)}", "", ""]
+    return "\r\n".join(head).encode("ascii") + body

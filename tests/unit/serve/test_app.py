@@ -28,7 +28,9 @@ class StubWorker:
         return err.to_payload()
 
 
-async def call_app(app, method: str, path: str, receive) -> list[dict]:
+async def call_app(
+    app, method: str, path: str, receive, headers: list[tuple[bytes, bytes]] | None = None
+) -> list[dict]:
     sent: list[dict] = []
 
     async def send(message: dict) -> None:
@@ -42,7 +44,9 @@ async def call_app(app, method: str, path: str, receive) -> list[dict]:
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"16000000")],
+        "headers": headers
+        if headers is not None
+        else [(b"content-type", b"application/json"), (b"content-length", b"16000000")],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
         "scheme": "http",
@@ -84,7 +88,7 @@ def test_a_bad_body_gives_its_admitted_place_back(path):
     assert service.admission.admitted == 0
 
 
-def test_a_client_that_leaves_while_queued_is_never_prepared():
+def test_a_client_that_leaves_while_queued_leaves_the_queue_at_once_and_is_never_prepared():
     prepared: list[object] = []
 
     class Worker(StubWorker):
@@ -109,7 +113,8 @@ def test_a_client_that_leaves_while_queued_is_never_prepared():
         await service.admission.acquire()  # the slot is busy
         queued = asyncio.create_task(call_app(create_app(service), "POST", path, receive))
         await asyncio.sleep(0.1)
-        assert service.admission.admitted == 2
+        # it left the queue when it left, not when the slot freed
+        assert queued.done() and service.admission.admitted == 1
         service.admission.release()
         return await asyncio.wait_for(queued, 5)
 
@@ -157,3 +162,114 @@ def test_starlettes_http_errors_get_the_matching_code(status, code, prefix):
     body = json.loads(sent[1]["body"])
     assert sent[0]["status"] == status
     assert (body["error"]["code"] if prefix else body["error_code"]) == code
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/runsync"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        b"text/plain",
+        b"application/x-www-form-urlencoded",
+        b"multipart/form-data; b=x",
+        b"application/json-seq",
+    ],
+)
+def test_a_body_that_is_not_json_is_415_before_it_is_read(path, content_type):
+    service = Service(http_settings())
+    service.ready(StubWorker())
+    reads = 0
+
+    async def receive() -> dict:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": b'{"input": {}}', "more_body": False}
+
+    headers = [] if content_type is None else [(b"content-type", content_type)]
+    sent = asyncio.run(call_app(create_app(service), "POST", path, receive, headers))
+    assert sent[0]["status"] == 415 and b"UNSUPPORTED_MEDIA_TYPE" in sent[1]["body"]
+    assert reads == 0 and service.admission.admitted == 0
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/runsync"])
+def test_a_body_too_slow_is_408_and_its_place_given_back(path):
+    service = Service(http_settings(http_body_timeout_s=1, max_concurrency=1, http_max_waiting=0))
+    service.ready(StubWorker())
+    first = True
+
+    async def receive() -> dict:
+        nonlocal first
+        if first:
+            first = False
+            return {"type": "http.request", "body": b'{"in', "more_body": True}
+        await asyncio.sleep(30)
+        return {"type": "http.disconnect"}
+
+    sent = asyncio.run(call_app(create_app(service), "POST", path, receive, JSON))
+    assert sent[0]["status"] == 408 and b"REQUEST_TIMEOUT" in sent[1]["body"]
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert service.admission.admitted == 0 and service.admission.reading == 0
+
+
+JSON = [(b"content-type", b"application/json")]
+TOKEN = "s3cret-token"
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        (None, 401),
+        (b"Bearer wrong", 401),
+        (b"Basic " + TOKEN.encode(), 401),
+        (b"Bearer " + TOKEN.encode(), 400),  # past the check: the empty body is the problem
+        (b"bearer " + TOKEN.encode(), 400),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/runsync"])
+def test_the_bearer_token_is_checked_when_set(path, authorization, status):
+    service = Service(http_settings(http_auth_token=TOKEN))
+    service.ready(StubWorker())
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    headers = JSON + ([] if authorization is None else [(b"authorization", authorization)])
+    sent = asyncio.run(call_app(create_app(service), "POST", path, receive, headers))
+    assert sent[0]["status"] == status
+    if status == 401:
+        assert (b"www-authenticate", b"Bearer") in sent[0]["headers"]
+        assert b"UNAUTHORIZED" in sent[1]["body"] and TOKEN.encode() not in sent[1]["body"]
+
+
+def test_ping_needs_no_token():
+    service = Service(http_settings(http_auth_token=TOKEN))
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent = asyncio.run(call_app(create_app(service), "GET", "/ping", receive, []))
+    assert sent[0]["status"] == 204
+
+
+def test_ping_is_503_while_every_slot_is_stalled():
+    service = Service(http_settings(http_stall_s=10))
+    service.ready(StubWorker())
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def scenario() -> list[int]:
+        service.admission = Admission(1, 0)
+        slot = await service.admission.acquire()
+        statuses = [(await call_app(create_app(service), "GET", "/ping", receive, []))[0]["status"]]
+        slot.progress_at -= 11  # no chunk, no write for longer than HTTP_STALL_S
+        statuses.append(
+            (await call_app(create_app(service), "GET", "/ping", receive, []))[0]["status"]
+        )
+        slot.touch()
+        statuses.append(
+            (await call_app(create_app(service), "GET", "/ping", receive, []))[0]["status"]
+        )
+        return statuses
+
+    assert asyncio.run(scenario()) == [200, 503, 200]
