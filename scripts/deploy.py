@@ -156,6 +156,8 @@ def build_env(cfg: Mapping[str, Any]) -> dict[str, str]:
     for var, value in (cfg.get("env") or {}).items():
         env[str(var)] = str(value)
     for var, name in (cfg.get("secrets") or {}).items():
+        if str(var) in (cfg.get("env") or {}):
+            raise DeployError(f"env {var} is given both as a value and as a secret: keep one")
         env[str(var)] = secret_ref(str(name))
     for var, value in env.items():
         if not ENV_NAME.match(var):
