@@ -65,6 +65,16 @@ build:
 container-test: venv
 	$(PY) scripts/container_test.py
 
+.PHONY: deploy smoke
+# Create or update the RunPod template and endpoint (RUNPOD_API_KEY from the environment):
+# ARGS="--config deploy.toml" or flags; see docs/operations.md#deploy-on-runpod.
+deploy: venv
+	$(PY) scripts/deploy.py $(ARGS)
+
+# Send test_input.json to a deployed endpoint and check its audio: ARGS="ENDPOINT_ID [--mode lb]".
+smoke: venv
+	$(PY) scripts/smoke.py $(ARGS)
+
 .PHONY: bench-s3
 # S3 model-cache sync vs aws s3 cp / s5cmd / a ranged-GET ceiling on SeaweedFS; ARGS="--size-mb 200".
 bench-s3: venv
