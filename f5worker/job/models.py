@@ -75,6 +75,11 @@ class ModelPool(Generic[E]):
         with self._lock:
             return list(self._engines)
 
+    def resident_engine(self, ref: ModelRef) -> E | None:
+        """The engine of a loaded model, without touching its place in the LRU order."""
+        with self._lock:
+            return self._engines.get(ref.name)
+
     def resolve(self, requested: str | None) -> ModelRef:
         if requested is None or requested.strip() in ("", DEFAULT_NAME):
             return self.default

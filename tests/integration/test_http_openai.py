@@ -163,7 +163,9 @@ def test_a_callers_own_voice_goes_in_extra_body(client):
 
 
 def test_listings(client, url, service):
-    assert [m.id for m in client.models.list().data] == service.worker.models.names
+    models = client.models.list().data
+    assert [m.id for m in models] == service.worker.models.names
+    assert models[0].license == "none (random weights, made here)"  # the demo's model.json
     voices = httpx.get(f"{url}/v1/audio/voices").json()
     assert voices["object"] == "list" and voices["data"][0]["name"] == "default"
 

@@ -62,6 +62,9 @@ ELSEWHERE = {
     "serve/http/serve.py": "tests/integration/test_http_startup.py",
     "serve/http/service.py": "tests/integration/test_http_control.py",
     "serve/http/speech.py": "tests/integration/test_http_openai.py",
+    "serve/http/speech_route.py": "tests/integration/test_http_openai.py",
+    "serve/http/native.py": "tests/integration/test_http_native.py",
+    "serve/http/requests.py": "tests/unit/serve/test_app.py",  # through the app's routes
 }
 
 
