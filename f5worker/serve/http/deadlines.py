@@ -103,25 +103,33 @@ def _bounds(proto: Any) -> Bounds | None:
     return found if isinstance(found, Bounds) else None
 
 
-class BoundedH11(H11Protocol):
+class _Bounded:
+    """What both of uvicorn's HTTP protocols get: the header deadline and the connection cap,
+    armed when a connection opens, fed as bytes arrive, disarmed when it closes. Mixed in
+    before the protocol class, so each call goes on to uvicorn's own (super())."""
+
     header_timeout_s: float = 10.0
     max_connections: int = 100
     bounds: Bounds | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self.bounds = Bounds(self, self.header_timeout_s, self.max_connections)
         self.bounds.opened()
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
         if self.bounds is not None:
             self.bounds.received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.bounds is not None:
             self.bounds.disarm()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+class BoundedH11(_Bounded, H11Protocol):
+    pass
 
 
 def _httptools_class() -> type[asyncio.Protocol] | None:
@@ -130,25 +138,8 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
     except ImportError:  # uvicorn's own choice ("auto") falls back to h11 the same way
         return None
 
-    class BoundedHttpTools(HttpToolsProtocol):
-        header_timeout_s: float = 10.0
-        max_connections: int = 100
-        bounds: Bounds | None = None
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self.bounds = Bounds(self, self.header_timeout_s, self.max_connections)
-            self.bounds.opened()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.bounds is not None:
-                self.bounds.received()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self.bounds is not None:
-                self.bounds.disarm()
-            super().connection_lost(exc)
+    class BoundedHttpTools(_Bounded, HttpToolsProtocol):
+        pass
 
     return BoundedHttpTools
 
