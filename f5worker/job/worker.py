@@ -82,14 +82,18 @@ class Worker:
     # -- one job ------------------------------------------------------------------------------
 
     def run(
-        self, job: dict[str, Any], control: JobControl | None = None
+        self,
+        job: dict[str, Any],
+        control: JobControl | None = None,
+        figures: JobFigures | None = None,
     ) -> Generator[dict[str, Any], None, None]:
         """All result items of one job; a failure is the last item, never an exception.
         Each job logs `job <id> done: ...` and, but for voice actions, one metrics line
-        (`job <id> metrics {json}`, usage.JobFigures: no user text)."""
+        (`job <id> metrics {json}`: usage.JobFigures, no user text; given `figures`, a
+        transport reads them too)."""
         job_id = str(job.get("id", "-"))
         started = time.perf_counter()
-        figures = JobFigures()
+        figures = figures if figures is not None else JobFigures()
         try:
             if is_action(job.get("input")):  # voice management (voice_actions.py)
                 item = self.voice_actions.run(job["input"]) | self._version()
