@@ -35,7 +35,13 @@ def seen_by(seen: SeenBy | None, lines: list[int]) -> Seen | None:
     """One lookup's answer told to each of the lines that share it."""
     if seen is None:
         return None
-    return lambda hit: [seen(n, hit) for n in lines] and None
+    told = seen
+
+    def each(hit: bool) -> None:
+        for n in lines:
+            told(n, hit)
+
+    return each
 
 
 @dataclass(frozen=True)

@@ -113,9 +113,9 @@ class Worker:
         except Exception:
             # Logged with its traceback for operators (ERROR); the client gets no internals.
             log.exception("job %s failed unexpectedly", job_id)
-            err = InternalError("unexpected error; see the worker log")
-            figures.failed(err.code)
-            yield self.error_payload(err, job_id)
+            internal = InternalError("unexpected error; see the worker log")
+            figures.failed(internal.code)
+            yield self.error_payload(internal, job_id)
         figures.total_s = time.perf_counter() - started
         if figures.status == "ok":
             log.info(

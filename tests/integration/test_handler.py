@@ -6,6 +6,7 @@ import asyncio
 import base64
 import inspect
 import io
+import json
 import tempfile
 import threading
 
@@ -332,3 +333,19 @@ def test_an_uncompressed_result_that_cannot_fit_is_refused_before_model_work(
 def test_the_operator_states_the_default_models_licence(engine):
     stated = make_worker(engine, Settings(model_license="apache-2.0"))
     assert run_one(stated, text="Hi.")["model_license"] == "apache-2.0"
+
+
+def test_each_job_logs_one_metrics_line_without_user_text(worker, caplog):
+    secret = "Zanzibar quokka nine."
+    caplog.set_level("INFO", logger="f5worker.job.worker")
+    item = run_one(worker, text=secret, seed=4)
+    list(worker.run(job(text=secret, format="nope")))  # a failed job logs its line too
+    lines = [r.getMessage() for r in caplog.records if " metrics " in r.getMessage()]
+    assert len(lines) == 2 and all(line.startswith("job job-1 metrics {") for line in lines)
+    good, failed = (json.loads(line.split(" metrics ", 1)[1]) for line in lines)
+    assert good["status"] == "ok" and good["code"] == "OK" and good["voice"] == "default"
+    assert good["characters"] == len(secret) and good["audio_s"] == item["duration_s"]
+    assert good["steps"] == item["usage"]["steps"] and good["model"] == "F5TTS_v1_Base"
+    assert (failed["status"], failed["code"]) == ("error", "UNSUPPORTED_FORMAT")
+    for line in lines:  # counted, never quoted
+        assert "Zanzibar" not in line and "quokka" not in line and "nope" not in line

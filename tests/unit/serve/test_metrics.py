@@ -18,7 +18,7 @@ from f5worker.testing.http import http_settings
 class StubWorker:
     on_fatal = None
 
-    class models:  # noqa: N801 (the pool's attributes the collector reads)
+    class models:  # the pool: what the collector reads
         loads, evictions = 2, 1
 
         @staticmethod
