@@ -38,7 +38,7 @@ from f5worker.engine import sampler, torch_thread
 from f5worker.engine.chunking import bound_chunks, cap_combining_marks, shorten_first
 from f5worker.engine.loading import load_model_dir
 from f5worker.engine.plan import BatchPlan, Joiner, Line, SynthesisParams, chunk_seed, share_a_pass
-from f5worker.engine.reference_cache import Reference, ReferenceCache
+from f5worker.engine.reference_cache import Reference, ReferenceCache, Seen, SeenBy, seen_by
 from f5worker.errors import GPUError, InternalError, InvalidInput, SynthesisFailed, TextTooLong
 from f5worker.models.spec import SAMPLE_RATE, ModelSpec
 
@@ -183,6 +183,7 @@ class F5TTSEngine:
         voice: Voice,
         params: SynthesisParams,
         chunks: Sequence[str] | None = None,
+        seen: Seen | None = None,
     ) -> Generator[Audio, None, None]:
         """Yield audio chunk by chunk, cross-faded: each piece holds back the fade-out tail that
         the next chunk fades into, so the pieces concatenate to exactly the full utterance.
@@ -191,7 +192,7 @@ class F5TTSEngine:
         texts before the first piece passes them, so the text is split once); one piece each."""
         if chunks is None:
             chunks = self.split_text(text, voice, params.speed)
-        ref = torch_thread.run(self._reference, voice)
+        ref = torch_thread.run(self._reference, voice, seen)  # seen: was it cached
         joiner = Joiner(len(chunks), self.sample_rate, params.cross_fade_duration)
         for group in self.plan.groups(len(chunks)):
             seeds = [chunk_seed(params.seed, i) for i in group]
@@ -200,7 +201,7 @@ class F5TTSEngine:
                 yield joiner.add(wave)
 
     def synthesize_lines(
-        self, lines: Sequence[Line]
+        self, lines: Sequence[Line], seen: SeenBy | None = None
     ) -> Generator[tuple[int, list[Audio]], None, None]:
         """Several utterances (a batch job's texts) in as few passes as the plan allows.
 
@@ -213,7 +214,7 @@ class F5TTSEngine:
         order, voices in the order they first appear."""
         for members in share_a_pass(lines):
             first = lines[members[0]]
-            ref = torch_thread.run(self._reference, first.voice)
+            ref = torch_thread.run(self._reference, first.voice, seen_by(seen, members))
             work = [(n, i) for n in members for i in range(len(lines[n].chunks))]
             waves: dict[int, list[np.ndarray]] = {n: [] for n in members}
             for start in range(0, len(work), self.plan.max_batch):
@@ -334,9 +335,9 @@ class F5TTSEngine:
             ]
             return [f.result()[0] for f in futures]
 
-    def _reference(self, voice: Voice) -> Reference:
+    def _reference(self, voice: Voice, seen: Seen | None = None) -> Reference:
         key = ReferenceCache.key(voice)
-        ref = self._refs.get(key)
+        ref = self._refs.get(key, seen)
         if ref is None:
             ref = self._prepare_reference(voice)
             self._refs.put(key, ref)

@@ -32,12 +32,13 @@ from f5worker.job.schema import TTSRequest, parse_entry
 from f5worker.job.synthesis import whole_item
 
 if TYPE_CHECKING:
-    from f5worker.audio import Audio, Voice
+    from f5worker.audio import Audio
+    from f5worker.job.prepared import VoiceChoice
 
 log = logging.getLogger(__name__)
 
-# (voice, ref_audio, ref_text, bound) -> (the name results give, the fitted voice) or the error
-VoiceMemo = dict[tuple[Any, ...], "tuple[str, Voice] | WorkerError"]
+# (voice, ref_audio, ref_text, bound) -> the fitted voice (prepared.VoiceChoice) or the error
+VoiceMemo = dict[tuple[Any, ...], "VoiceChoice | WorkerError"]
 # Worker.prepare_request for one entry: (entry, result budget, voice memo) -> prepared entry.
 PrepareEntry = Callable[[TTSRequest, ResultBudget, VoiceMemo], PreparedJob]
 # Worker.error_payload: (error, job id) -> the coded payload (and the fatal-error hook).
@@ -130,7 +131,8 @@ def _made(
     if not valid:
         return
     engine = valid[0][1].engine  # the batch's one model: every entry shares `model`
-    yield from engine.synthesize_lines([Line(e.voice, e.chunks, e.params) for _, e in valid])
+    lines = [Line(e.voice, e.chunks, e.params) for _, e in valid]
+    yield from engine.synthesize_lines(lines, seen=lambda n, hit: valid[n][1].saw_reference(hit))
 
 
 def _finished(

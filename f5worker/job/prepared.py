@@ -49,6 +49,21 @@ class Piece:
         return self.index == self.count - 1
 
 
+@dataclass(frozen=True)
+class VoiceChoice:
+    """The voice a request speaks with, and what results and metrics say about it.
+
+    name: what results give (`ref_audio`, a library voice after VOICE_ALIASES, or `default`).
+    kind: its class for metric labels, never a name: library, alias, default or ref_audio.
+    cached: whether it came from the worker's memory (False: read from S3, or sent with the job).
+    """
+
+    name: str
+    voice: Voice
+    kind: str
+    cached: bool
+
+
 @dataclass
 class PreparedJob:
     """A validated job, ready for its first model step (Worker.prepare)."""
@@ -64,6 +79,13 @@ class PreparedJob:
     clock: Clock
     voice_name: str = "default"  # `ref_audio`, a library voice, or `default`
     model_license: str = "unknown"
+    voice_kind: str = "default"  # VoiceChoice.kind: library, alias, default or ref_audio
+    voice_cached: bool = True
+    # Set by the engine call that looked the voice's reference up (reference_cache.Seen).
+    reference_cached: bool | None = None
+
+    def saw_reference(self, hit: bool) -> None:
+        self.reference_cached = hit
 
     @property
     def chars(self) -> int:
@@ -94,6 +116,7 @@ class Clock:
     def __init__(self, now: Callable[[], float] = time.perf_counter) -> None:
         self.stages: dict[str, float] = {}
         self.now = now
+        self.started = now()  # the job's start: streams' first_audio_s is measured from it
 
     def __call__(self, name: str) -> _Stage:
         return _Stage(self, name)

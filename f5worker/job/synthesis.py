@@ -19,13 +19,16 @@ from f5worker.job import captions
 from f5worker.job.codecs import MIME_TYPES, encode
 from f5worker.job.prepared import JobControl, Piece, PreparedJob
 from f5worker.job.shaping import Shaper
+from f5worker.job.usage import item_usage
 
 
 def pieces(job: PreparedJob, control: JobControl) -> Generator[Piece, None, None]:
     """The engine's audio chunk by chunk (cross-faded; the pieces concatenate to the whole
     utterance)."""
     count = len(job.chunks)
-    audio = job.engine.synthesize_stream(job.req.text, job.voice, job.params, job.chunks)
+    audio = job.engine.synthesize_stream(
+        job.req.text, job.voice, job.params, job.chunks, seen=job.saw_reference
+    )
     try:
         for index, text in enumerate(job.chunks):
             if control.cancelled():
@@ -51,6 +54,9 @@ def whole_item(job: PreparedJob, made: list[Piece], index: int = 0) -> dict[str,
         Audio(samples.astype(np.float32, copy=False), job.engine.sample_rate)
     )
     item = _deliver(shaped.audio, job, index=index)
+    item["usage"] = item_usage(
+        job, characters=job.chars, chunks=len(made), audio_s=shaped.audio.duration_s
+    )
     if job.req.captions:
         texts = [(p.text, len(p.audio.samples)) for p in made]
         timing = captions.Placement(
@@ -64,10 +70,19 @@ def stream_items(job: PreparedJob, made: Iterator[Piece]) -> Iterator[dict[str, 
     """One item per text chunk; the items concatenate to the whole utterance (pcm exactly).
     Captions: each item's own sentences, timed from the start of the utterance."""
     shape = shaper(job, streamed=True)
-    offset_s, numbered = 0.0, 1
+    offset_s, numbered, first_audio_s = 0.0, 1, None
     for piece in made:
         shaped = shape(piece.audio, last=piece.last)
         item = _deliver(shaped.audio, job, index=piece.index)
+        if first_audio_s is None:  # the first item is ready: the stream's first audio
+            first_audio_s = job.clock.now() - job.clock.started
+        item["usage"] = item_usage(
+            job,
+            characters=len(piece.text),
+            chunks=1,
+            audio_s=shaped.audio.duration_s,
+            first_audio_s=first_audio_s,
+        )
         if job.req.captions:
             texts = [(piece.text, len(piece.audio.samples))]
             timing = captions.Placement(

@@ -174,6 +174,7 @@ class VoiceEntry:
     voice: Voice
     created: str
     consent: str
+    cached: bool = True  # from the worker's memory; False: just read from S3
 
 
 class VoiceLibrary:
@@ -213,11 +214,15 @@ class VoiceLibrary:
     # -- reads ----------------------------------------------------------------------------------
 
     def get(self, name: str, fallback_to_default: bool = False) -> Voice:
+        return self.lookup(name, fallback_to_default).voice
+
+    def lookup(self, name: str, fallback_to_default: bool = False) -> VoiceEntry:
+        """get(), with whether the voice came from memory (`cached`) or was read from S3."""
         try:
-            return self.entry(name).voice
+            return self.entry(name)
         except VoiceNotFound:
             if fallback_to_default:
-                return default_voice()
+                return VoiceEntry(default_voice(), "", "")
             raise
 
     def entry(self, name: str) -> VoiceEntry:
@@ -237,7 +242,7 @@ class VoiceLibrary:
             self._cache.move_to_end(name)
             while len(self._cache) > self._max_cached:
                 self._cache.popitem(last=False)
-        return VoiceEntry(loaded.voice, loaded.created, loaded.consent)
+        return VoiceEntry(loaded.voice, loaded.created, loaded.consent, cached=False)
 
     def list_voices(self) -> list[VoiceInfo]:
         """Every voice, "default" first, read from S3 now (no cache: always current)."""

@@ -20,15 +20,14 @@ the worker loop and make the local API answer HTTP 500, which is why none ever e
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from f5worker import presets
-from f5worker.audio import Voice
 from f5worker.config import Settings
 from f5worker.engine.f5tts import F5TTSEngine
 from f5worker.engine.plan import SynthesisParams
@@ -38,20 +37,14 @@ from f5worker.job.batch import PreparedBatch, VoiceMemo
 from f5worker.job.fetch import RefAudioFetcher
 from f5worker.job.models import ModelPool
 from f5worker.job.output import Delivery, OutputStore, ResultBudget
-from f5worker.job.prepared import Clock, JobControl, Piece, PreparedJob
+from f5worker.job.prepared import Clock, JobControl, Piece, PreparedJob, VoiceChoice
 from f5worker.job.schema import DEFAULT_VOICE, MAX_SEED, TTSRequest, parse_request
+from f5worker.job.usage import JobFigures
 from f5worker.job.voice_actions import VoiceActions, is_action
 from f5worker.job.voices import VoiceLibrary, default_voice, fit_voice
 from f5worker.model_ref import ModelRef
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _JobStats:
-    chars: int = 0
-    audio_s: float = 0.0
-    items: int = 0
 
 
 class Worker:
@@ -89,12 +82,18 @@ class Worker:
     # -- one job ------------------------------------------------------------------------------
 
     def run(
-        self, job: dict[str, Any], control: JobControl | None = None
+        self,
+        job: dict[str, Any],
+        control: JobControl | None = None,
+        figures: JobFigures | None = None,
     ) -> Generator[dict[str, Any], None, None]:
-        """All result items of one job; a failure is the last item, never an exception."""
+        """All result items of one job; a failure is the last item, never an exception.
+        Each job logs `job <id> done: ...` and, but for voice actions, one metrics line
+        (`job <id> metrics {json}`: usage.JobFigures, no user text; given `figures`, a
+        transport reads them too)."""
         job_id = str(job.get("id", "-"))
         started = time.perf_counter()
-        stats = _JobStats()
+        figures = figures if figures is not None else JobFigures()
         try:
             if is_action(job.get("input")):  # voice management (voice_actions.py)
                 item = self.voice_actions.run(job["input"]) | self._version()
@@ -104,29 +103,31 @@ class Worker:
             prepared = self.prepare(job.get("input"), job_id)
             if isinstance(prepared, PreparedJob):  # results delivered as items, not a stream
                 _refuse_what_cannot_be_delivered(prepared)
-            stats.chars = prepared.chars
+            figures.voice = _voice_kind(prepared)
             for item in self.items(prepared, control or JobControl()):
-                stats.items += 1
-                stats.audio_s += item.get("duration_s", 0.0)  # a failed batch entry has none
+                figures.add(item, time.perf_counter() - started)
                 yield item
         except WorkerError as err:
+            figures.failed(err.code)
             yield self.error_payload(err, job_id)
-            return
         except Exception:
             # Logged with its traceback for operators (ERROR); the client gets no internals.
             log.exception("job %s failed unexpectedly", job_id)
-            yield self.error_payload(InternalError("unexpected error; see the worker log"), job_id)
-            return
-        compute = time.perf_counter() - started
-        log.info(
-            "job %s done: chars=%d audio_s=%.2f items=%d compute_s=%.3f rtf=%.3f",
-            job_id,
-            stats.chars,
-            stats.audio_s,
-            stats.items,
-            compute,
-            compute / max(stats.audio_s, 1e-6),
-        )
+            internal = InternalError("unexpected error; see the worker log")
+            figures.failed(internal.code)
+            yield self.error_payload(internal, job_id)
+        figures.total_s = time.perf_counter() - started
+        if figures.status == "ok":
+            log.info(
+                "job %s done: chars=%d audio_s=%.2f items=%d compute_s=%.3f rtf=%.3f",
+                job_id,
+                figures.characters,
+                figures.audio_s,
+                figures.items,
+                figures.total_s,
+                figures.total_s / max(figures.audio_s, 1e-6),
+            )
+        log.info("job %s metrics %s", job_id, figures.as_json())
 
     def error_payload(self, err: WorkerError, job_id: str) -> dict[str, Any]:
         """The coded error item of a failed job (and the fatal-error hook for a broken GPU)."""
@@ -182,7 +183,8 @@ class Worker:
         preset, nfe_step = presets.resolve(req.quality, req.nfe_step, self.settings.default_quality)
         with clock("voice"):
             # Before any duration is estimated: the clip's pace sets the output's length.
-            voice_name, voice = self._fitted_voice(req, preset.max_ref_seconds, voices)
+            choice = self._fitted_voice(req, preset.max_ref_seconds, voices)
+        voice = choice.voice
         seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
         params = SynthesisParams(
             seed=seed,
@@ -195,7 +197,19 @@ class Worker:
         chunks = engine.split_text(req.text, voice, req.speed, first_chunk_bytes)
         licence = self.licence_of(ref, engine)
         return PreparedJob(
-            req, ref, engine, voice, params, preset, chunks, deliver, clock, voice_name, licence
+            req,
+            ref,
+            engine,
+            voice,
+            params,
+            preset,
+            chunks,
+            deliver,
+            clock,
+            choice.name,
+            licence,
+            voice_kind=choice.kind,
+            voice_cached=choice.cached,
         )
 
     def licence_of(self, ref: ModelRef, engine: F5TTSEngine | None = None) -> str:
@@ -228,18 +242,16 @@ class Worker:
 
     def _fitted_voice(
         self, req: TTSRequest, max_ref_seconds: float, memo: VoiceMemo | None
-    ) -> tuple[str, Voice]:
+    ) -> VoiceChoice:
         """The request's voice (its name, as results give it, and the voice fitted to the
         preset); through `memo` (a batch's) each distinct voice is fetched once, and a failed
         fetch fails its other entries without a retry."""
         if memo is None:
-            name, voice = self._voice(req)
-            return name, fit_voice(voice, max_ref_seconds)
+            return _fitted(self._voice(req), max_ref_seconds)
         key = (req.voice, req.ref_audio, req.ref_text, max_ref_seconds)
         if key not in memo:
             try:
-                name, voice = self._voice(req)
-                memo[key] = (name, fit_voice(voice, max_ref_seconds))
+                memo[key] = _fitted(self._voice(req), max_ref_seconds)
             except WorkerError as err:
                 memo[key] = err
         found = memo[key]
@@ -247,18 +259,33 @@ class Worker:
             raise found
         return found
 
-    def _voice(self, req: TTSRequest) -> tuple[str, Voice]:
-        """(the name results give: `ref_audio`, a library voice after VOICE_ALIASES, or
-        `default`, the voice)."""
+    def _voice(self, req: TTSRequest) -> VoiceChoice:
+        """The voice, with the name results give (`ref_audio`, a library voice after
+        VOICE_ALIASES, or `default`), its class for metrics and whether it was in memory."""
         if req.ref_audio is not None:
             kind = req.ref_kind or "base64"
-            return "ref_audio", self.fetcher.voice(req.ref_audio, kind, req.ref_text or "")
+            voice = self.fetcher.voice(req.ref_audio, kind, req.ref_text or "")
+            return VoiceChoice("ref_audio", voice, "ref_audio", cached=False)
         if req.voice is None or req.voice == DEFAULT_VOICE:
-            return DEFAULT_VOICE, default_voice()
+            return VoiceChoice(DEFAULT_VOICE, default_voice(), "default", cached=True)
         name = self._aliases.get(req.voice.casefold(), req.voice)
         aliased = name != req.voice  # the operator's alias must exist: no silent default
-        voice = self.voices.get(name, fallback_to_default=req.voice_fallback and not aliased)
-        return (DEFAULT_VOICE if voice is default_voice() else name), voice
+        entry = self.voices.lookup(name, fallback_to_default=req.voice_fallback and not aliased)
+        if entry.voice is default_voice():
+            return VoiceChoice(DEFAULT_VOICE, entry.voice, "default", cached=True)
+        return VoiceChoice(name, entry.voice, "alias" if aliased else "library", entry.cached)
+
+
+def _voice_kind(job: PreparedJob | PreparedBatch) -> str:
+    """The job's voice class for its metrics line (a batch's entries may differ: `mixed`)."""
+    if isinstance(job, PreparedJob):
+        return job.voice_kind
+    kinds = {e.voice_kind for e in job.entries if isinstance(e, PreparedJob)}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def _fitted(choice: VoiceChoice, max_ref_seconds: float) -> VoiceChoice:
+    return dataclasses.replace(choice, voice=fit_voice(choice.voice, max_ref_seconds))
 
 
 # 16-bit samples: the formats whose size the duration alone sets (wav's header aside).

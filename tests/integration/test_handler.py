@@ -6,6 +6,7 @@ import asyncio
 import base64
 import inspect
 import io
+import json
 import tempfile
 import threading
 
@@ -62,6 +63,7 @@ def test_success_shape(worker):
         "ref_audio_s",
         "timings",
         "worker_version",
+        "usage",
     }
     assert out["model"] == "F5TTS_v1_Base"  # the Settings default names the one model
     assert out["model_license"] == "none (random weights, made here)"  # the demo's model.json
@@ -72,6 +74,16 @@ def test_success_shape(worker):
     assert out["seed"] == 3 and out["worker_version"] == "test-1"
     assert (out["quality"], out["nfe_step"]) == ("best", 2)  # the explicit nfe_step wins
     assert set(out["timings"]) == {"voice", "synthesis", "encode"}
+    usage = out["usage"]
+    assert usage["characters"] == len("Hello there.") and usage["steps"] == 2  # one chunk
+    assert usage["audio_s"] == out["duration_s"]
+    assert usage["engine_s"] == pytest.approx(out["timings"]["synthesis"], abs=1e-3)
+    assert usage["rtf"] == pytest.approx(usage["engine_s"] / usage["audio_s"], rel=1e-2)
+    assert (usage["model"], usage["quality"]) == ("F5TTS_v1_Base", "best")
+    assert usage["voice_cached"] is True and "first_audio_s" not in usage  # default: in memory
+    assert isinstance(usage["reference_cached"], bool)
+    again = run_one(worker, text="Hello there.", seed=3)["usage"]
+    assert again["reference_cached"] is True  # the same voice: its reference was prepared
 
 
 def test_the_quality_preset_sets_the_steps_and_the_operator_sets_the_default(engine):
@@ -217,7 +229,10 @@ def test_async_handler_yields_what_run_yields(worker):
 
 
 def without_timings(item: dict) -> dict:
-    return {k: v for k, v in item.items() if k != "timings"}
+    """What does not depend on the clock or on what the caches hold."""
+    varying = ("engine_s", "rtf", "first_audio_s", "reference_cached")
+    usage = {k: v for k, v in item.get("usage", {}).items() if k not in varying}
+    return {k: v for k, v in item.items() if k != "timings"} | {"usage": usage}
 
 
 @pytest.mark.parametrize(
@@ -318,3 +333,19 @@ def test_an_uncompressed_result_that_cannot_fit_is_refused_before_model_work(
 def test_the_operator_states_the_default_models_licence(engine):
     stated = make_worker(engine, Settings(model_license="apache-2.0"))
     assert run_one(stated, text="Hi.")["model_license"] == "apache-2.0"
+
+
+def test_each_job_logs_one_metrics_line_without_user_text(worker, caplog):
+    secret = "Zanzibar quokka nine."
+    caplog.set_level("INFO", logger="f5worker.job.worker")
+    item = run_one(worker, text=secret, seed=4)
+    list(worker.run(job(text=secret, format="nope")))  # a failed job logs its line too
+    lines = [r.getMessage() for r in caplog.records if " metrics " in r.getMessage()]
+    assert len(lines) == 2 and all(line.startswith("job job-1 metrics {") for line in lines)
+    good, failed = (json.loads(line.split(" metrics ", 1)[1]) for line in lines)
+    assert good["status"] == "ok" and good["code"] == "OK" and good["voice"] == "default"
+    assert good["characters"] == len(secret) and good["audio_s"] == item["duration_s"]
+    assert good["steps"] == item["usage"]["steps"] and good["model"] == "F5TTS_v1_Base"
+    assert (failed["status"], failed["code"]) == ("error", "UNSUPPORTED_FORMAT")
+    for line in lines:  # counted, never quoted
+        assert "Zanzibar" not in line and "quokka" not in line and "nope" not in line

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from openai import OpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
 from f5worker.serve.http.service import Service
 from f5worker.startup.compose import make_worker
@@ -119,6 +120,14 @@ def test_sse_events_carry_the_audio_and_end_with_usage(client):
     assert usage["input_tokens"] == len(PARAGRAPH)
     assert usage["output_tokens"] == pytest.approx(len(pcm) / 2 / 256, abs=2)
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    # the worker's own usage beside OpenAI's
+    assert usage["characters"] == len(PARAGRAPH) and usage["steps"] >= 2 * 7  # fast: 7 a chunk
+    assert usage["audio_s"] == pytest.approx(len(pcm) / 2 / 24000, abs=1e-3)
+    assert usage["engine_s"] > 0 and usage["rtf"] == pytest.approx(
+        usage["engine_s"] / usage["audio_s"], rel=1e-2
+    )
+    assert usage["first_audio_s"] > 0 and usage["quality"] == "fast"
+    assert usage["voice_cached"] is True and isinstance(usage["reference_cached"], bool)
 
 
 def test_the_first_bytes_of_a_paragraph_arrive_well_before_the_last(url):
@@ -195,3 +204,55 @@ def test_unknown_paths_get_coded_404s(url):
     assert response.json()["error"]["code"] in ("NOT_FOUND", "METHOD_NOT_ALLOWED")
     response = httpx.get(f"{url}/nothing")
     assert response.status_code == 404 and response.json()["error_code"] == "NOT_FOUND"
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_move_by_what_was_served(url):
+    """A good speech request, a good /runsync job, a bad body (400), an unknown route (404):
+    each counter moves by exactly its share, the audio seconds by the audio served."""
+    speech = f"{url}/v1/audio/speech"
+    body = {"input": "Counted once.", "voice": "alloy", "response_format": "pcm", **FAST}
+    before = scrape(url)
+    good = httpx.post(speech, json=body, timeout=120)
+    assert good.status_code == 200
+    assert good.headers["x-usage-characters"] == str(len("Counted once."))
+    assert good.headers["x-model"] == "F5TTS_v1_Base" and good.headers["x-quality"] == "fast"
+    assert good.headers["x-voice"] == "default" and int(good.headers["x-chunks"]) >= 1
+    assert float(good.headers["x-first-audio-s"]) > 0
+    job = {"input": {"text": "Natively.", **FAST}}
+    native = httpx.post(f"{url}/runsync", json=job, timeout=120)
+    [item] = native.json()["output"]
+    assert item["usage"]["characters"] == len("Natively.") and item["usage"]["steps"] == 7
+    bad = httpx.post(speech, json={"input": "x", "voice": "alloy", "speed": 9}, timeout=30)
+    assert bad.status_code == 400 and bad.headers["x-error-code"] == "INVALID_INPUT"
+    assert httpx.get(f"{url}/v1/nothing-here", timeout=30).status_code == 404
+    after = scrape(url)
+
+    def moved(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    requests = "f5worker_requests_total"
+    assert moved(requests, route="/v1/audio/speech", status="200", code="OK") == 1
+    assert moved(requests, route="/runsync", status="200", code="OK") == 1
+    assert moved(requests, route="/v1/audio/speech", status="400", code="INVALID_INPUT") == 1
+    assert moved(requests, route="other", status="404", code="NOT_FOUND") == 1
+    speech_s = len(good.content) / 2 / 24000
+    audio = "f5worker_audio_seconds_total"
+    labels = {"model": "F5TTS_v1_Base", "voice": "default"}
+    assert moved(audio, route="/v1/audio/speech", **labels) == pytest.approx(speech_s, abs=0.01)
+    assert moved(audio, route="/runsync", **labels) == pytest.approx(item["duration_s"], abs=0.01)
+    for route in ("/v1/audio/speech", "/runsync"):
+        assert moved("f5worker_rtf_count", route=route) == 1
+        assert moved("f5worker_first_audio_seconds_count", route=route) == 1
+    assert moved("f5worker_request_seconds_count", route="/v1/audio/speech") == 2
+    assert moved("f5worker_engine_busy_seconds_total") > 0
+    assert after[("f5worker_admitted", ())] == 0

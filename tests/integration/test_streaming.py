@@ -104,8 +104,8 @@ def test_first_chunk_comes_before_the_last_is_computed(worker):
 def test_a_failure_mid_stream_ends_the_stream_with_a_coded_error(worker, monkeypatch):
     real = worker.engine.synthesize_stream
 
-    def fails_after_one(text, voice, params, chunks=None) -> Iterator:
-        pieces = real(text, voice, params, chunks)
+    def fails_after_one(text, voice, params, chunks=None, seen=None) -> Iterator:
+        pieces = real(text, voice, params, chunks, seen)
         yield next(pieces)
         raise RuntimeError("the GPU caught fire")
 
@@ -119,7 +119,7 @@ def test_a_failure_before_the_first_chunk_is_the_only_item(worker, monkeypatch):
     def missing(*_a, **_k):
         raise VoiceNotFound("voice 'x' not found in the voice library")
 
-    monkeypatch.setattr(worker.voices, "get", missing)
+    monkeypatch.setattr(worker.voices, "lookup", missing)
     [error] = items(worker, **STREAM, voice="x")
     assert error["error_code"] == "VOICE_NOT_FOUND"
 

@@ -8,6 +8,7 @@ route's work is in its own module (speech_route.py, native.py; requests.py for w
 - POST /runsync: the native contract: `{"input": {...}}` as a queue job, answered with
   `{"id", "status": "COMPLETED", "output": [items]}`, or the coded error with its status.
 - GET /v1/models, GET /v1/audio/voices: what this worker serves.
+- GET /metrics: Prometheus text (metrics.py); behind HTTP_AUTH_TOKEN, never behind admission.
 
 Every failure before the first audio byte has its status (statuses.py). One after it cannot
 change the status: an audio stream is cut off without its final chunk (the client sees an
@@ -36,6 +37,7 @@ from f5worker.errors import (
     WorkerError,
 )
 from f5worker.serve.http import native, speech_route
+from f5worker.serve.http.metrics import CONTENT_TYPE, RequestMetrics
 from f5worker.serve.http.requests import (
     client_left,
     internal,
@@ -98,6 +100,10 @@ def create_app(service: Service) -> ASGIApp:
             return Response(status_code=204)
         return JSONResponse({"status": state}, status_code=200 if state == "healthy" else 503)
 
+    @app.get("/metrics")
+    async def metrics() -> Response:  # no admission: it answers when the worker is full
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
     @app.get("/v1/models")
     async def models() -> Response:
         return await native.answer_openai(lambda: native.models_list(service))
@@ -140,7 +146,8 @@ def create_app(service: Service) -> ASGIApp:
             return native_error(service, internal(), request_id)
 
     token = service.settings.http_auth_token
-    return Quiet(app if token is None else BearerAuth(app, token))
+    inner: ASGIApp = app if token is None else BearerAuth(app, token)
+    return Quiet(RequestMetrics(inner, service.metrics))  # 401s and 404s are counted too
 
 
 def _routing_error(request: Request, exc: HTTPException) -> WorkerError:

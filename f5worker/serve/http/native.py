@@ -15,6 +15,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from f5worker.errors import InvalidInput, JobCancelled, WorkerError
+from f5worker.job.usage import JobFigures
 from f5worker.serve.http.body import read_json, require_json
 from f5worker.serve.http.requests import cancel_on_disconnect, internal, job_control, place_wait_s
 from f5worker.serve.http.service import Service
@@ -54,9 +55,14 @@ async def runsync(service: Service, request: Request, request_id: str) -> Respon
                 raise JobCancelled("the client left while its request waited")
             control = job_control(cancel, Progress(), slot)
             loop = asyncio.get_running_loop()
-            items = await loop.run_in_executor(service.pool, lambda: list(worker.run(job, control)))
+            figures = JobFigures()
+            run = lambda: list(worker.run(job, control, figures))  # noqa: E731
+            items = await loop.run_in_executor(service.pool, run)
         finally:
             admission.release(slot)
+    if figures.model is not None:
+        made = (figures.model, figures.voice or "default", figures.audio_s, figures.engine_s)
+        service.metrics.audio_made("/runsync", *made)
     if items and "error" in items[-1]:
         return payload_response(items[-1], request_id)
     took_ms = round((time.perf_counter() - started) * 1000)

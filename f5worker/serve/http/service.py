@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from f5worker.config import Settings
 from f5worker.errors import GPUError, NotReady
 from f5worker.serve.http.admission import Admission
+from f5worker.serve.http.metrics import Metrics
 
 if TYPE_CHECKING:  # the worker module imports torch; /ping answers before it is imported
     from f5worker.job.worker import Worker
@@ -38,6 +39,7 @@ class Service:
         limit = settings.first_chunk_max_bytes
         self.first_chunk_bytes: int | None = None if limit < 0 else limit
         self.counters = Counters()
+        self.metrics = Metrics(self.admission, lambda: self.worker)  # this app's own registry
 
     @property
     def state(self) -> str:

@@ -36,6 +36,7 @@ class Progress:
     samples: int = 0  # at the model's rate
     sample_rate: int = 24000
     failed: bool = False  # set by the route when a chunk after the first fails
+    error_code: str | None = None  # that failure's code (for /metrics)
 
     @property
     def audio_s(self) -> float:

@@ -19,13 +19,15 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
-from f5worker.errors import InvalidInput, WorkerError
+from f5worker.errors import InvalidInput, JobCancelled, WorkerError
 from f5worker.job import openai_compat
 from f5worker.job.codecs import MIME_TYPES
 from f5worker.job.prepared import PreparedJob
+from f5worker.job.usage import item_usage
 from f5worker.serve.http import sse
 from f5worker.serve.http.admission import Slot
 from f5worker.serve.http.body import read_json, require_json
+from f5worker.serve.http.metrics import Outcome, outcome_of
 from f5worker.serve.http.requests import (
     cancel_on_disconnect,
     internal,
@@ -40,9 +42,11 @@ from f5worker.serve.http.writes import BoundedStreamingResponse, StreamAborted
 log = logging.getLogger(__name__)
 
 STREAM_FORMATS = ("audio", "sse")
+SPEECH = "/v1/audio/speech"
 
 
 async def speech(service: Service, request: Request, request_id: str) -> Response:
+    arrived = time.perf_counter()
     require_json(request.headers.get("content-type"))
     worker = service.require_worker()
     settings = service.settings
@@ -94,13 +98,15 @@ async def speech(service: Service, request: Request, request_id: str) -> Respons
             admission.release(slot)
         raise  # (a wait cut short has withdrawn itself)
     ttfb = time.perf_counter() - started
+    first_audio_s = time.perf_counter() - arrived
     fmt = job.req.format
     if stream_format == "sse":
-        body_iter = _sse_body(service, stream, first, job, progress, request_id)
+        body_iter = _sse_body(service, stream, first, job, progress, request_id, first_audio_s)
         media_type, headers = "text/event-stream", {"Cache-Control": "no-cache"}
     else:
         body_iter = _audio_body(service, stream, first, progress, request_id)
         media_type, headers = MIME_TYPES[fmt], {}
+    headers |= usage_headers(job, first_audio_s)
     log.info(
         "request %s: speech %s/%s chars=%d chunks=%d first_byte_s=%.3f",
         request_id,
@@ -110,8 +116,9 @@ async def speech(service: Service, request: Request, request_id: str) -> Respons
         len(job.chunks),
         ttfb,
     )
+    outcome = outcome_of(request.state)
     return BoundedStreamingResponse(
-        _finishing(body_iter, stream, service, progress, request_id, started),
+        _finishing(body_iter, stream, service, progress, job, outcome, request_id, started),
         write_timeout_s=settings.http_write_timeout_s,
         on_write=slot.touch,
         media_type=media_type,
@@ -157,6 +164,7 @@ async def _sse_body(
     job: PreparedJob,
     progress: Progress,
     request_id: str,
+    first_audio_s: float,
 ) -> AsyncIterator[bytes]:
     data = first
     while data is not None:
@@ -167,7 +175,14 @@ async def _sse_body(
             err = _failed_mid_stream(service, exc, progress, request_id)
             yield sse.error(err.code, err.message)
             return
-    yield sse.done(len(job.req.text), progress.samples)
+    ours = item_usage(
+        job,
+        characters=len(job.req.text),
+        chunks=progress.chunks_done,
+        audio_s=progress.audio_s,
+        first_audio_s=first_audio_s,
+    )
+    yield sse.done(len(job.req.text), progress.samples, ours)
 
 
 def _failed_mid_stream(
@@ -177,9 +192,12 @@ def _failed_mid_stream(
     progress.failed = True
     if isinstance(exc, WorkerError):
         payload(service, exc, request_id)
+        progress.error_code = exc.code
         return exc
     log.error("request %s failed mid-stream", request_id, exc_info=exc)
-    return internal()
+    err = internal()
+    progress.error_code = err.code
+    return err
 
 
 async def _finishing(
@@ -187,11 +205,13 @@ async def _finishing(
     stream: AudioStream,
     service: Service,
     progress: Progress,
+    job: PreparedJob,
+    outcome: Outcome,
     request_id: str,
     started: float,
 ) -> AsyncIterator[bytes]:
     """The body, and what happens however it ends: the stream is closed (which cancels the
-    chunks not yet made when the client left early) and one line is logged."""
+    chunks not yet made when the client left early), the metrics are told, one line logged."""
     complete = False
     try:
         async for data in body:
@@ -203,13 +223,39 @@ async def _finishing(
             service.counters.failed += 1
         elif not complete:
             service.counters.cancelled += 1
-        outcome = "failed" if progress.failed else "done" if complete else "stopped"
+        if progress.failed or not complete:  # the status (200) is already sent
+            outcome.code = progress.error_code or JobCancelled.code
+        engine_s = job.clock.stages.get("synthesis", 0.0)
+        model = job.model.name
+        service.metrics.audio_made(SPEECH, model, job.voice_kind, progress.audio_s, engine_s)
+        ended = "failed" if progress.failed else "done" if complete else "stopped"
         log.info(
-            "request %s %s: chunks=%d/%d audio_s=%.2f total_s=%.3f",
+            "request %s %s: chunks=%d/%d audio_s=%.2f steps=%d engine_s=%.3f rtf=%.3f total_s=%.3f",
             request_id,
-            outcome,
+            ended,
             progress.chunks_done,
             progress.chunks_total,
             progress.audio_s,
+            progress.chunks_done * job.params.nfe_step,
+            engine_s,
+            engine_s / max(progress.audio_s, 1e-6),
             time.perf_counter() - started,
         )
+
+
+def usage_headers(job: PreparedJob, first_audio_s: float) -> dict[str, str]:
+    """What is known of a speech response's usage before its body (the rest: the SSE `done`
+    event, the log line). Values are the worker's own (a library voice's name is 1-64 of
+    [A-Za-z0-9._-]), never the caller's text."""
+    return {
+        "X-Usage-Characters": str(len(job.req.text)),
+        "X-Chunks": str(len(job.chunks)),
+        "X-Model": job.model.name,
+        "X-Quality": job.preset.name,
+        "X-Nfe-Step": str(job.params.nfe_step),
+        "X-Voice": job.voice_name,
+        "X-Voice-Cached": str(job.voice_cached).lower(),
+        "X-Reference-Cached": str(job.reference_cached).lower(),
+        "X-Seed": str(job.params.seed),
+        "X-First-Audio-S": f"{first_audio_s:.4f}",
+    }

@@ -46,19 +46,19 @@ def openai_body(err: WorkerError) -> dict[str, Any]:
 def error_response(err: WorkerError, shape: Shape, request_id: str | None = None) -> JSONResponse:
     """The response for `err`; a native one carries RunPod's failed-job fields too."""
     if shape == "openai":
-        return _response(openai_body(err), err.http_status, request_id)
+        return _response(openai_body(err), err.http_status, request_id, err.code)
     return payload_response(err.to_payload(), request_id)
 
 
 def payload_response(payload: dict[str, Any], request_id: str | None) -> JSONResponse:
     """A native failed request from a job's coded error item (Worker.run's last item)."""
-    status = http_status_of(str(payload.get("error_code", "")))
+    code = str(payload.get("error_code", ""))
     body = payload if request_id is None else {"id": request_id, "status": "FAILED", **payload}
-    return _response(body, status, request_id)
+    return _response(body, http_status_of(code), request_id, code)
 
 
-def _response(body: dict[str, Any], status: int, request_id: str | None) -> JSONResponse:
-    headers = retry_headers(status)
+def _response(body: dict[str, Any], status: int, request_id: str | None, code: str) -> JSONResponse:
+    headers = retry_headers(status) | {"X-Error-Code": code}  # the code, for /metrics' labels
     if request_id is not None:
         headers["X-Request-Id"] = request_id
     return JSONResponse(body, status_code=status, headers=headers)
