@@ -234,6 +234,12 @@ SETTINGS: tuple[Setting, ...] = (
           "jobs per worker (SDK `concurrency_modifier`; in http mode the requests at work at "
           "once)",
           low=1, high=64),
+        # Which pending model work of concurrent requests runs next (engine/scheduler.py).
+        S("SCHEDULER", "scheduler", str, "fair",
+          "the order in which the one model serves concurrent requests' text chunks: `fair`: "
+          "first chunks before continuations, then round-robin across requests (a new request's "
+          "first audio never waits behind another's page); `fifo`: first come, first served",
+          choices=("fair", "fifo")),
         # The longest audio one request may ask for; it bounds a job's time and memory.
         S("MAX_AUDIO_SECONDS", "max_audio_s", int, 1200,
           "the most audio one request may make (bounds a job's time and memory)",

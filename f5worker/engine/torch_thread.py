@@ -11,36 +11,73 @@ mostly goes.
 
 So importing f5-tts, loading, warm-up and every synthesis run here, whichever thread asks. The
 engine's work is serial anyway (one model, one job on it at a time), so one thread costs nothing.
+Which pending call runs next is the scheduler's choice (scheduler.py: SCHEDULER=fair, first
+chunks before continuations, then round-robin across requests; or fifo): `run_for` names the
+request and whether the call makes its first audio; plain `run` is a request of its own.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
+
+from f5worker.engine.scheduler import Scheduler, WorkTag
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 _ident: int | None = None  # the torch thread's, once it has started
+_scheduler = Scheduler()
+_start = threading.Lock()
+_thread: threading.Thread | None = None
+
+
+def _loop() -> None:
+    global _ident
+    _ident = threading.get_ident()
+    while True:
+        _scheduler.next().execute()
 
 
 def _started() -> None:
-    global _ident
-    _ident = threading.get_ident()
-
-
-# The thread starts with the first call, not at import.
-_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch", initializer=_started)
+    """The thread starts with the first call, not at import."""
+    global _thread
+    with _start:
+        if _thread is None:
+            _thread = threading.Thread(target=_loop, name="torch", daemon=True)
+            _thread.start()
 
 
 def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """fn(*args, **kwargs) on the torch thread: its result or its exception, as a direct call
     would give. Called from the torch thread itself it runs inline (no self-deadlock)."""
+    return run_for(None, True, fn, *args, **kwargs)
+
+
+def run_for(
+    tag: WorkTag | None, first: bool, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """run() as part of request `tag` (None: a request of its own); `first`: the call makes
+    (or prepares) the request's first audio. JobCancelled when the request is cancelled before
+    the call starts: it then never runs."""
     if is_current():
         return fn(*args, **kwargs)
-    return _pool.submit(fn, *args, **kwargs).result()
+    _started()
+    item = _scheduler.submit(tag or WorkTag(), first, functools.partial(fn, *args, **kwargs))
+    result: T = _scheduler.wait(item)
+    return result
+
+
+def use_policy(policy: str) -> None:
+    """SCHEDULER: `fair` or `fifo` (scheduler.POLICIES), from the next pick on."""
+    _scheduler.policy = policy
+
+
+def scheduler() -> Scheduler:
+    """The process's one scheduler (its counters, for tests and benchmarks)."""
+    return _scheduler
 
 
 def is_current() -> bool:
