@@ -8,7 +8,8 @@ the fairness of the worker:
 
 - `fair` (the default): first chunks before continuations, so a new request's first audio never
   waits behind another request's page; then round-robin, the request served least recently
-  first (ties: the item that came first).
+  first (ties: the item that came first). So that a stream of new requests cannot starve a
+  page, a continuation passed over by MAX_PASSED first chunks goes next.
 - `fifo`: the order of submission, as a plain executor would (kept for the benchmark).
 
 A cancelled request's pending item never runs: it is dropped when its request's `cancelled()`
@@ -31,6 +32,7 @@ from f5worker.errors import JobCancelled
 
 POLICIES = ("fair", "fifo")
 POLL_S = 0.05  # how often a waiting submitter reads its request's cancel flag
+MAX_PASSED = 8  # first chunks that may go ahead of one waiting continuation
 REMEMBERED = 4096  # requests whose last turn is remembered (the oldest forgotten first)
 
 
@@ -59,6 +61,7 @@ class WorkItem:
     fn: Callable[[], Any]
     seq: int
     future: Future[Any] = field(default_factory=Future)
+    passed: int = 0  # first chunks taken ahead of this continuation
 
     def execute(self) -> None:
         """Run fn and settle the future (the caller has marked it running)."""
@@ -156,6 +159,9 @@ class Scheduler:
             return None
         item = min(self._pending, key=self._order)
         self._pending.remove(item)
+        if item.first:
+            for other in self._pending:
+                other.passed += not other.first
         if not item.future.set_running_or_notify_cancel():  # cancelled through its future
             return self._take()
         self._turn += 1
@@ -168,7 +174,8 @@ class Scheduler:
     def _order(self, item: WorkItem) -> tuple[int, ...]:
         if self._policy == "fifo":
             return (item.seq,)
-        return (0 if item.first else 1, self._turns.get(item.tag, 0), item.seq)
+        rank = 0 if item.passed >= MAX_PASSED else 1 if item.first else 2
+        return (rank, self._turns.get(item.tag, 0), item.seq)
 
     def _drop(self, item: WorkItem) -> None:
         self.dropped += 1

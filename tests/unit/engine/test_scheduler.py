@@ -140,3 +140,20 @@ def test_an_item_already_running_finishes_and_its_errors_reach_the_submitter():
 def test_an_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="fair, fifo"):
         Scheduler("lifo")
+
+
+def test_a_stream_of_new_requests_cannot_starve_a_waiting_continuation():
+    from f5worker.engine.scheduler import MAX_PASSED
+
+    sched = Scheduler("fair")
+    page = WorkTag("page")
+    _submit(sched, page, True, "page-1")
+    assert _order(sched) == ["page-1"]
+    _submit(sched, page, False, "page-2")
+    ran = []
+    for n in range(MAX_PASSED + 2):  # a new request arrives after every turn
+        _submit(sched, WorkTag(f"s{n}"), True, f"s{n}")
+        item = sched.take()
+        item.execute()
+        ran.append(item.future.result())
+    assert ran.index("page-2") == MAX_PASSED
