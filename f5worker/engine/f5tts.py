@@ -131,7 +131,7 @@ class F5TTSEngine:
         params = SynthesisParams(seed=0, nfe_step=2)
         self.synthesize("Warm up.", voice, params)
         if self.compiled:
-            self._generate_group(self._reference(voice), ["Warm up.", "Once more."], params, [0, 1])
+            self._generate_group(voice, ["Warm up.", "Once more."], params, [0, 1])
         return time.perf_counter() - start
 
     def synthesize(self, text: str, voice: Voice, params: SynthesisParams) -> Audio:
@@ -156,12 +156,11 @@ class F5TTSEngine:
         if chunks is None:
             chunks = self.split_text(text, voice, params.speed)
         tag = tag or WorkTag()
-        ref = torch_thread.run_for(tag, True, self._reference, voice)
         joiner = Joiner(len(chunks), self.sample_rate, params.cross_fade_duration)
         for n, group in enumerate(self.plan.groups(len(chunks))):
             seeds = [chunk_seed(params.seed, i) for i in group]
             texts = [chunks[i] for i in group]
-            waves = self._generate_group(ref, texts, params, seeds, tag, first=n == 0)
+            waves = self._generate_group(voice, texts, params, seeds, tag, first=n == 0)
             for wave in waves:
                 yield joiner.add(wave)
 
@@ -180,14 +179,15 @@ class F5TTSEngine:
         tag, passes = tag or WorkTag(), 0
         for members in share_a_pass(lines):
             first = lines[members[0]]
-            ref = torch_thread.run_for(tag, passes == 0, self._reference, first.voice)
             work = [(n, i) for n in members for i in range(len(lines[n].chunks))]
             waves: dict[int, list[np.ndarray]] = {n: [] for n in members}
             for start in range(0, len(work), self.plan.max_batch):
                 part = work[start : start + self.plan.max_batch]
                 texts = [lines[n].chunks[i] for n, i in part]
                 seeds = [chunk_seed(lines[n].params.seed, i) for n, i in part]
-                made = self._generate_group(ref, texts, first.params, seeds, tag, passes == 0)
+                made = self._generate_group(
+                    first.voice, texts, first.params, seeds, tag, passes == 0
+                )
                 passes += 1
                 for (n, _i), wave in zip(part, made, strict=True):
                     waves[n].append(wave)
@@ -264,17 +264,24 @@ class F5TTSEngine:
 
     def _generate_group(
         self,
-        ref: Reference,
+        ref: Reference | Voice,
         texts: Sequence[str],
         params: SynthesisParams,
         seeds: Sequence[int],
         tag: WorkTag | None = None,
         first: bool = True,
     ) -> list[np.ndarray]:
+        """One pass, one work item for the scheduler: a voice's reference is looked up (or
+        prepared) inside it, so a request's first audio is a single item."""
         side_by_side = self.plan.concurrent and len(texts) > 1
-        work = self._generate_side_by_side if side_by_side else self._generate
+        generate = self._generate_side_by_side if side_by_side else self._generate
+
+        def work() -> list[np.ndarray]:
+            reference = self._reference(ref) if isinstance(ref, Voice) else ref
+            return generate(reference, texts, params, seeds)
+
         try:
-            waves = torch_thread.run_for(tag, first, work, ref, texts, params, seeds)
+            waves = torch_thread.run_for(tag, first, work)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory() from None
         except RuntimeError as exc:
