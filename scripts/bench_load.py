@@ -7,8 +7,11 @@ run-http` (HTTP mode, clients through the official `openai` client's streamed sp
 with MAX_CONCURRENCY at least the number of clients. A scenario is a set of clients started
 together: "pages" clients send `--pages` pages back to back, "sentences" clients send
 `--sentences` sentences each, `--think` seconds apart (staggered), so both policies get the
-same work and only its order differs. Per scenario and kind of request: p50/p95 time to first
-audio, p50/p95 total, audio seconds per wall second, 429s and errors.
+same work and only its order differs. Each scenario runs `--rounds` times per policy,
+alternating (fair, fifo, fifo, fair, ...), so load from other processes falls on both alike;
+one torch thread per worker by default (`--threads`), as in bench_http.py. Per scenario and
+kind of request: p50/p95 time to first audio, p50/p95 total, audio seconds per wall second,
+429s and errors.
 
 Scenarios: for each N of `--clients`, one page client and N-1 sentence clients (N=1: a page
 alone); and "sentences alone" (N-1 sentence clients, no page) for the largest N, the figure a
@@ -110,11 +113,12 @@ def main() -> int:
             call("sentence")
         for mode in args.modes:
             for scenario_args in _scenarios(args.clients):
-                for policy in POLICIES:  # the same scenario on both, back to back
-                    scenario = Scenario(*scenario_args)
-                    loads.append(os.getloadavg()[0])
-                    _run(scenario, workers[(mode, policy)].url, mode, args)
-                    loads.append(os.getloadavg()[0])
+                runs = {policy: Scenario(*scenario_args) for policy in POLICIES}
+                for n in range(args.rounds):  # ABBA: fair, fifo, fifo, fair, ...
+                    for policy in POLICIES if n % 2 == 0 else POLICIES[::-1]:
+                        loads.append(os.getloadavg()[0])
+                        _run(runs[policy], workers[(mode, policy)].url, mode, args)
+                for policy, scenario in runs.items():
                     rows += _rows(mode, policy, scenario)
                     goal[(mode, policy, scenario.name)] = scenario
     _report(args, rows, goal, loads)
@@ -126,11 +130,14 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--modes", nargs="+", choices=("http", "queue"), default=["http"])
     parser.add_argument("--pages", type=int, default=1, help="pages per page client")
-    parser.add_argument("--sentences", type=int, default=4, help="sentences per sentence client")
+    parser.add_argument("--sentences", type=int, default=3, help="sentences per sentence client")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each scenario per policy")
     parser.add_argument("--think", type=float, default=1.5, help="seconds between sentences")
     parser.add_argument("--quality", choices=("fast", "balanced", "best"), default="balanced")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, help="torch threads per worker (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per worker (0: torch's default)"
+    )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per request, at most")
     args = parser.parse_args()
     if min(args.clients) < 1 or max(args.clients) > 64:
@@ -174,8 +181,10 @@ def _run(scenario: Scenario, url: str, mode: str, args: argparse.Namespace) -> N
         t.start()
     for t in threads:
         t.join(timeout=args.timeout * (args.pages + args.sentences) + 60)  # bounded
-    scenario.wall_s = time.perf_counter() - start
-    log.info("%s: %d requests in %.1f s", scenario.name, len(scenario.results), scenario.wall_s)
+    scenario.wall_s += time.perf_counter() - start
+    log.info(
+        "%s: %d requests so far, %.1f s", scenario.name, len(scenario.results), scenario.wall_s
+    )
 
 
 def _http_call(url: str, args: argparse.Namespace) -> Callable[[str], Result]:
@@ -280,10 +289,14 @@ def _report(
     print()
     print(
         f"demo model, quality {args.quality}, {args.pages} page(s) per page client, "
-        f"{args.sentences} sentences per sentence client {args.think:g} s apart"
+        f"{args.sentences} sentences per sentence client {args.think:g} s apart, "
+        f"{args.rounds} rounds per policy (ABBA), torch threads: {args.threads or 'default'}"
     )
     print("machine: " + ", ".join(f"{k}={v}" for k, v in machine_facts().items()))
-    print(f"load average (1 min) during the run: {min(loads):.2f}..{max(loads):.2f}")
+    print(
+        f"load average (1 min) during the run: {min(loads):.2f}..{max(loads):.2f}, "
+        f"median {statistics.median(loads):.2f}"
+    )
     print()
     headers = [
         "mode",

@@ -230,9 +230,12 @@ SETTINGS: tuple[Setting, ...] = (
         S("TORCH_COMPILE", "torch_compile", bool, False,
           "`on`: compile the transformer with torch.compile during warm-up (counted in cold "
           "start; slower on CPU, see docs/benchmarks.md)"),
-        S("MAX_CONCURRENCY", "max_concurrency", int, 1,
-          "jobs per worker (SDK `concurrency_modifier`; in http mode the requests at work at "
-          "once)",
+        # 4: with the fair scheduler a sentence's first audio does not wait for others' pages
+        # (docs/benchmarks.md, scripts/bench_load.py); each job holds its own host memory.
+        S("MAX_CONCURRENCY", "max_concurrency", int, 4,
+          "jobs per worker at once (queue: the SDK's `concurrency_modifier`; http: the requests "
+          "at work), their model work interleaved chunk by chunk by `SCHEDULER`; `1`: one job "
+          "at a time (see [HTTP mode](http.md#concurrency))",
           low=1, high=64),
         # Which pending model work of concurrent requests runs next (engine/scheduler.py).
         S("SCHEDULER", "scheduler", str, "fair",
