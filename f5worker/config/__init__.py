@@ -81,6 +81,7 @@ class Settings:
     dtype: str = default("dtype")
     torch_compile: bool = default("torch_compile")
     max_concurrency: int = default("max_concurrency")
+    scheduler: str = default("scheduler")
     max_audio_s: int = default("max_audio_s")
     default_quality: str = default("default_quality")
     log_format: str = default("log_format")

@@ -241,10 +241,19 @@ SETTINGS: tuple[Setting, ...] = (
         S("TORCH_COMPILE", "torch_compile", bool, False,
           "`on`: compile the transformer with torch.compile during warm-up (counted in cold "
           "start; slower on CPU, see docs/benchmarks.md)"),
-        S("MAX_CONCURRENCY", "max_concurrency", int, 1,
-          "jobs per worker (SDK `concurrency_modifier`; in http mode the requests at work at "
-          "once)",
+        # 4: with the fair scheduler a sentence's first audio does not wait for others' pages
+        # (docs/benchmarks.md, scripts/bench_load.py); each job holds its own host memory.
+        S("MAX_CONCURRENCY", "max_concurrency", int, 4,
+          "jobs per worker at once (queue: the SDK's `concurrency_modifier`; http: the requests "
+          "at work), their model work interleaved chunk by chunk by `SCHEDULER`; `1`: one job "
+          "at a time (see [HTTP mode](http.md#concurrency))",
           low=1, high=64),
+        # Which pending model work of concurrent requests runs next (engine/scheduler.py).
+        S("SCHEDULER", "scheduler", str, "fair",
+          "the order in which the one model serves concurrent requests' text chunks: `fair`: "
+          "first chunks before continuations, then round-robin across requests (a new request's "
+          "first audio never waits behind another's page); `fifo`: first come, first served",
+          choices=("fair", "fifo")),
         # The longest audio one request may ask for; it bounds a job's time and memory.
         S("MAX_AUDIO_SECONDS", "max_audio_s", int, 1200,
           "the most audio one request may make (bounds a job's time and memory)",

@@ -21,9 +21,10 @@ reference as a file on disk.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import cast
@@ -39,6 +40,7 @@ from f5worker.engine.chunking import bound_chunks, cap_combining_marks, shorten_
 from f5worker.engine.loading import load_model_dir
 from f5worker.engine.plan import BatchPlan, Joiner, Line, SynthesisParams, chunk_seed, share_a_pass
 from f5worker.engine.reference_cache import Reference, ReferenceCache, Seen, SeenBy, seen_by
+from f5worker.engine.scheduler import WorkTag
 from f5worker.errors import GPUError, InternalError, InvalidInput, SynthesisFailed, TextTooLong
 from f5worker.models.spec import SAMPLE_RATE, ModelSpec
 
@@ -117,50 +119,10 @@ class F5TTSEngine:
         compilation happens during warm_up, so its cost lands in cold start, not in a job.
         Loading runs on the torch thread, as all later model work does.
         """
-        return torch_thread.run(
-            cls._load,
-            model_dir,
-            device,
-            attn_backend,
-            dtype=dtype,
-            compile=compile,
-            plan=plan,
-            ref_cache_size=ref_cache_size,
-            max_audio_s=max_audio_s,
+        make = functools.partial(
+            cls, plan=plan, ref_cache_size=ref_cache_size, compile=compile, max_audio_s=max_audio_s
         )
-
-    @classmethod
-    def _load(
-        cls,
-        model_dir: Path,
-        device: str,
-        attn_backend: str,
-        *,
-        dtype: str,
-        compile: bool,
-        plan: BatchPlan | None,
-        ref_cache_size: int,
-        max_audio_s: float,
-    ) -> F5TTSEngine:
-        model, vocoder, spec, dev = load_model_dir(model_dir, device, attn_backend, dtype)
-        log.info(
-            "model %s loaded on %s (%s, attention=%s, compile=%s)",
-            spec.name,
-            dev,
-            next(model.parameters()).dtype,
-            attn_backend,
-            compile,
-        )
-        return cls(
-            model,
-            vocoder,
-            spec,
-            dev,
-            plan=plan,
-            ref_cache_size=ref_cache_size,
-            compile=compile,
-            max_audio_s=max_audio_s,
-        )
+        return torch_thread.run(_load, model_dir, device, attn_backend, dtype, make)
 
     def warm_up(self, voice: Voice) -> float:
         """A short synthesis so the first job pays no lazy-initialisation cost. With compile,
@@ -169,7 +131,7 @@ class F5TTSEngine:
         params = SynthesisParams(seed=0, nfe_step=2)
         self.synthesize("Warm up.", voice, params)
         if self.compiled:
-            self._generate_group(self._reference(voice), ["Warm up.", "Once more."], params, [0, 1])
+            self._generate_group(voice, ["Warm up.", "Once more."], params, [0, 1])
         return time.perf_counter() - start
 
     def synthesize(self, text: str, voice: Voice, params: SynthesisParams) -> Audio:
@@ -183,25 +145,30 @@ class F5TTSEngine:
         voice: Voice,
         params: SynthesisParams,
         chunks: Sequence[str] | None = None,
+        tag: WorkTag | None = None,
         seen: Seen | None = None,
     ) -> Generator[Audio, None, None]:
         """Yield audio chunk by chunk, cross-faded: each piece holds back the fade-out tail that
         the next chunk fades into, so the pieces concatenate to exactly the full utterance.
 
         `chunks`: the text already split by split_text (a caller that needs the chunk count or
-        texts before the first piece passes them, so the text is split once); one piece each."""
+        texts before the first piece passes them, so the text is split once); one piece each.
+        `tag`: the request, for the scheduler (the first group goes before continuations);
+        `seen`: told whether the voice's reference was cached (for this call alone)."""
         if chunks is None:
             chunks = self.split_text(text, voice, params.speed)
-        ref = torch_thread.run(self._reference, voice, seen)  # seen: was it cached
+        tag = tag or WorkTag()
         joiner = Joiner(len(chunks), self.sample_rate, params.cross_fade_duration)
-        for group in self.plan.groups(len(chunks)):
+        for n, group in enumerate(self.plan.groups(len(chunks))):
             seeds = [chunk_seed(params.seed, i) for i in group]
-            waves = self._generate_group(ref, [chunks[i] for i in group], params, seeds)
+            texts = [chunks[i] for i in group]
+            told = seen if n == 0 else None
+            waves = self._generate_group(voice, texts, params, seeds, tag, n == 0, told)
             for wave in waves:
                 yield joiner.add(wave)
 
     def synthesize_lines(
-        self, lines: Sequence[Line], seen: SeenBy | None = None
+        self, lines: Sequence[Line], tag: WorkTag | None = None, seen: SeenBy | None = None
     ) -> Generator[tuple[int, list[Audio]], None, None]:
         """Several utterances (a batch job's texts) in as few passes as the plan allows.
 
@@ -211,17 +178,21 @@ class F5TTSEngine:
         Each line's chunks are seeded as synthesize_stream seeds them, so a line comes out as
         it would as a job of its own (exactly with the CPU plan, to float rounding in a padded
         batch). Yields (line index, its pieces) as each line completes: lines of one voice in
-        order, voices in the order they first appear."""
+        order, voices in the order they first appear. `tag`: the job, for the scheduler."""
+        tag, passes = tag or WorkTag(), 0
         for members in share_a_pass(lines):
             first = lines[members[0]]
-            ref = torch_thread.run(self._reference, first.voice, seen_by(seen, members))
             work = [(n, i) for n in members for i in range(len(lines[n].chunks))]
             waves: dict[int, list[np.ndarray]] = {n: [] for n in members}
             for start in range(0, len(work), self.plan.max_batch):
                 part = work[start : start + self.plan.max_batch]
                 texts = [lines[n].chunks[i] for n, i in part]
                 seeds = [chunk_seed(lines[n].params.seed, i) for n, i in part]
-                made = self._generate_group(ref, texts, first.params, seeds)
+                told = seen_by(seen, members) if start == 0 else None
+                made = self._generate_group(
+                    first.voice, texts, first.params, seeds, tag, passes == 0, told
+                )
+                passes += 1
                 for (n, _i), wave in zip(part, made, strict=True):
                     waves[n].append(wave)
                     if len(waves[n]) == len(lines[n].chunks):
@@ -297,17 +268,25 @@ class F5TTSEngine:
 
     def _generate_group(
         self,
-        ref: Reference,
+        ref: Reference | Voice,
         texts: Sequence[str],
         params: SynthesisParams,
         seeds: Sequence[int],
+        tag: WorkTag | None = None,
+        first: bool = True,
+        seen: Seen | None = None,
     ) -> list[np.ndarray]:
-        if self.plan.concurrent and len(texts) > 1:
-            work, args = self._generate_side_by_side, (ref, texts, params, seeds)
-        else:
-            work, args = self._generate, (ref, texts, params, seeds)
+        """One pass, one work item for the scheduler: a voice's reference is looked up (or
+        prepared) inside it, so a request's first audio is a single item."""
+        side_by_side = self.plan.concurrent and len(texts) > 1
+        generate = self._generate_side_by_side if side_by_side else self._generate
+
+        def work() -> list[np.ndarray]:
+            reference = self._reference(ref, seen) if isinstance(ref, Voice) else ref
+            return generate(reference, texts, params, seeds)
+
         try:
-            waves = torch_thread.run(work, *args)
+            waves = torch_thread.run_for(tag, first, work)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory() from None
         except RuntimeError as exc:
@@ -435,6 +414,22 @@ class F5TTSEngine:
         if self._oom_in_a_row >= 2:
             return GPUError("GPU out of memory twice in a row")
         return InternalError("GPU out of memory; retry or send shorter text")
+
+
+def _load(
+    model_dir: Path, device: str, attn_backend: str, dtype: str, make: Callable[..., F5TTSEngine]
+) -> F5TTSEngine:
+    model, vocoder, spec, dev = load_model_dir(model_dir, device, attn_backend, dtype)
+    engine = make(model, vocoder, spec, dev)
+    log.info(
+        "model %s loaded on %s (%s, attention=%s, compile=%s)",
+        spec.name,
+        dev,
+        engine._dtype,
+        attn_backend,
+        engine.compiled,
+    )
+    return engine
 
 
 def _is_cuda_failure(exc: RuntimeError) -> bool:

@@ -11,16 +11,21 @@ mostly goes.
 
 So importing f5-tts, loading, warm-up and every synthesis run here, whichever thread asks. The
 engine's work is serial anyway (one model, one job on it at a time), so one thread costs nothing.
+Which pending call runs next is the scheduler's choice (scheduler.py: SCHEDULER=fair, first
+chunks before continuations, then round-robin across requests; or fifo): `run_for` names the
+request and whether the call makes its first audio; plain `run` is a request of its own.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
+
+from f5worker.engine.scheduler import Scheduler, WorkTag
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -28,33 +33,61 @@ T = TypeVar("T")
 _ident: int | None = None  # the torch thread's, once it has started
 _since: float | None = None  # monotonic time the torch thread started
 _busy_s = 0.0  # seconds the torch thread has spent running work; only that thread adds to it
+_scheduler = Scheduler()
+_start = threading.Lock()
+_thread: threading.Thread | None = None
+
+
+def _loop() -> None:
+    global _ident, _since, _busy_s
+    _ident = threading.get_ident()
+    _since = time.monotonic()
+    while True:
+        item = _scheduler.next()
+        start = time.perf_counter()
+        try:
+            item.execute()
+        finally:
+            _busy_s += time.perf_counter() - start
 
 
 def _started() -> None:
-    global _ident, _since
-    _ident = threading.get_ident()
-    _since = time.monotonic()
-
-
-def _timed(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-    global _busy_s
-    start = time.perf_counter()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        _busy_s += time.perf_counter() - start
-
-
-# The thread starts with the first call, not at import.
-_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch", initializer=_started)
+    """The thread starts with the first call, not at import."""
+    global _thread
+    with _start:
+        if _thread is None:
+            _thread = threading.Thread(target=_loop, name="torch", daemon=True)
+            _thread.start()
 
 
 def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """fn(*args, **kwargs) on the torch thread: its result or its exception, as a direct call
     would give. Called from the torch thread itself it runs inline (no self-deadlock)."""
+    return run_for(None, True, fn, *args, **kwargs)
+
+
+def run_for(
+    tag: WorkTag | None, first: bool, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """run() as part of request `tag` (None: a request of its own); `first`: the call makes
+    (or prepares) the request's first audio. JobCancelled when the request is cancelled before
+    the call starts: it then never runs."""
     if is_current():
         return fn(*args, **kwargs)
-    return _pool.submit(_timed, fn, *args, **kwargs).result()
+    _started()
+    item = _scheduler.submit(tag or WorkTag(), first, functools.partial(fn, *args, **kwargs))
+    result: T = _scheduler.wait(item)
+    return result
+
+
+def use_policy(policy: str) -> None:
+    """SCHEDULER: `fair` or `fifo` (scheduler.POLICIES), from the next pick on."""
+    _scheduler.policy = policy
+
+
+def scheduler() -> Scheduler:
+    """The process's one scheduler (its counters, for tests and benchmarks)."""
+    return _scheduler
 
 
 def is_current() -> bool:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from f5worker.engine.plan import Line
+from f5worker.engine.scheduler import WorkTag
 from f5worker.errors import JobCancelled, TextTooLong, WorkerError
 from f5worker.job.output import ResultBudget
 from f5worker.job.prepared import JobControl, Piece, PreparedJob
@@ -104,7 +105,7 @@ def items(
     }
     total = sum(len(e.chunks) for _, e in valid)
     done, following = 0, 0
-    made = _made(valid)
+    made = _made(valid, WorkTag(batch.job_id, control.cancelled))
     try:
         while following < len(batch.entries):
             while following in ready:
@@ -126,13 +127,15 @@ def items(
 
 
 def _made(
-    valid: list[tuple[int, PreparedJob]],
+    valid: list[tuple[int, PreparedJob]], tag: WorkTag
 ) -> Generator[tuple[int, list[Audio]], None, None]:
     if not valid:
         return
     engine = valid[0][1].engine  # the batch's one model: every entry shares `model`
     lines = [Line(e.voice, e.chunks, e.params) for _, e in valid]
-    yield from engine.synthesize_lines(lines, seen=lambda n, hit: valid[n][1].saw_reference(hit))
+    yield from engine.synthesize_lines(
+        lines, tag, seen=lambda n, hit: valid[n][1].saw_reference(hit)
+    )
 
 
 def _finished(

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from f5worker.audio import Audio
+from f5worker.engine.scheduler import WorkTag
 from f5worker.errors import JobCancelled
 from f5worker.job import captions
 from f5worker.job.codecs import MIME_TYPES, encode
@@ -24,10 +25,12 @@ from f5worker.job.usage import item_usage
 
 def pieces(job: PreparedJob, control: JobControl) -> Generator[Piece, None, None]:
     """The engine's audio chunk by chunk (cross-faded; the pieces concatenate to the whole
-    utterance)."""
+    utterance). The engine's scheduler knows the job by its tag: a cancel drops its pending
+    chunk at once (JobCancelled), and its first chunk goes before other jobs' continuations."""
     count = len(job.chunks)
+    tag = WorkTag(cancelled=control.cancelled)
     audio = job.engine.synthesize_stream(
-        job.req.text, job.voice, job.params, job.chunks, seen=job.saw_reference
+        job.req.text, job.voice, job.params, job.chunks, tag, seen=job.saw_reference
     )
     try:
         for index, text in enumerate(job.chunks):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from f5worker.config import Settings
+from f5worker.engine import torch_thread
 from f5worker.engine.f5tts import F5TTSEngine
 from f5worker.engine.loading import free_memory
 from f5worker.errors import WorkerError
@@ -44,7 +45,9 @@ def make_worker(
     worker_cls: type[W] = Worker,  # type: ignore[assignment]
 ) -> W:
     """A Worker around a loaded default engine; each collaborator not given is built from the
-    settings (the store: the output bucket of RunPod's BUCKET_* convention, if configured)."""
+    settings (the store: the output bucket of RunPod's BUCKET_* convention, if configured).
+    The engine's scheduler takes its policy (SCHEDULER) from these settings."""
+    torch_thread.use_policy(settings.scheduler)
     if models is None:
         models = ModelPool([settings.default_model], _no_load, 1)
         models.add(settings.default_model, engine)

@@ -13,7 +13,7 @@ def test_defaults_from_empty_env():
     assert s.model_cache_dir == Path("/tmp/models")
     assert s.hf_home == Path("/tmp/hf-home")
     assert s.s3_bucket is None and s.s3_prefix == "f5-tts"
-    assert (s.flash_attn, s.device, s.max_concurrency) == ("auto", "auto", 1)
+    assert (s.flash_attn, s.device, s.max_concurrency) == ("auto", "auto", 4)
     assert s.sdk_log_level == "INFO"
     assert s.worker_version == "dev" and s.worker_git_sha == "unknown"
     assert (s.bucket_name, s.bucket_url_expiry_s) == (None, 3600)

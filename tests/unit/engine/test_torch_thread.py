@@ -40,3 +40,13 @@ def test_a_call_from_the_torch_thread_runs_inline_instead_of_deadlocking():
     inside, ident = torch_thread.run(outer)
     assert inside and ident == torch_thread.run(threading.get_ident)
     assert not torch_thread.is_current()
+
+
+def test_a_call_for_a_cancelled_request_never_runs():
+    from f5worker.engine.scheduler import WorkTag
+    from f5worker.errors import JobCancelled
+
+    ran: list[int] = []
+    with pytest.raises(JobCancelled):
+        torch_thread.run_for(WorkTag("gone", lambda: True), False, ran.append, 1)
+    assert ran == [] and torch_thread.run_for(WorkTag("kept"), True, len, "ab") == 2

@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Concurrent clients against one worker: SCHEDULER=fair against SCHEDULER=fifo, same run.
+
+Workers are started as their `make` targets start them, one per (mode, scheduler): `make
+run-http` (HTTP mode, clients through the official `openai` client's streamed speech call) and
+`make run` (the RunPod SDK's local API, `POST /runsync`, whose first audio is its last), each
+with MAX_CONCURRENCY at least the number of clients. A scenario is a set of clients started
+together: "pages" clients send `--pages` pages back to back, "sentences" clients send
+`--sentences` sentences each, `--think` seconds apart (staggered), so both policies get the
+same work and only its order differs. Each scenario runs `--rounds` times per policy,
+alternating (fair, fifo, fifo, fair, ...), so load from other processes falls on both alike;
+one torch thread per worker by default (`--threads`), as in bench_http.py. Per scenario and
+kind of request: p50/p95 time to first audio, p50/p95 total, audio seconds per wall second,
+429s and errors.
+
+Scenarios: for each N of `--clients`, one page client and N-1 sentence clients (N=1: a page
+alone); and "sentences alone" (N-1 sentence clients, no page) for the largest N, the figure a
+sentence would have with no page running. The goal (docs/benchmarks.md): with one page client
+and three sentence clients, the sentences' p95 first audio under fair at most 1/3 of fifo's,
+and the page's audio seconds per wall second no more than 10% below fifo's.
+
+  .venv/bin/python scripts/bench_load.py                     # the goal's scenarios, a few minutes
+  .venv/bin/python scripts/bench_load.py --clients 1 2 4 8 --sentences 6 --modes http queue
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from bench_common import PAGE, SENTENCE, command_line, machine_facts, table
+from bench_http import _worker
+
+log = logging.getLogger("bench_load")
+POLICIES = ("fair", "fifo")
+PCM_RATE = 24000  # OpenAI's pcm: 24 kHz, 16-bit mono
+GOAL_FIRST = 1 / 3  # sentences' p95 first audio, fair / fifo
+GOAL_PAGE = 0.90  # the page's audio s per wall s, fair / fifo, at least
+
+
+@dataclass
+class Result:
+    kind: str  # "page" or "sentence"
+    first_s: float = 0.0
+    total_s: float = 0.0
+    audio_s: float = 0.0
+    status: int = 200
+    error: str = ""
+
+
+@dataclass
+class Scenario:
+    name: str
+    pages: int  # page clients
+    sentences: int  # sentence clients
+    results: list[Result] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def main() -> int:
+    args = _parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("httpx", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    work = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    from f5worker.models.demo import build_demo_model
+
+    model_dir = build_demo_model(work / "demo")
+    most = max(args.clients)
+    base = {
+        "MODEL_NAME": "demo",
+        "MODEL_DIR": str(model_dir),
+        "MODEL_CACHE_DIR": str(work / "cache"),
+        "RUNPOD_LOG_LEVEL": "ERROR",
+        "LOG_LEVEL": "WARNING",
+        "MAX_CONCURRENCY": str(most),
+        "HTTP_MAX_WAITING": str(most),
+        **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}),
+    }
+    rows: list[list[Any]] = []
+    goal: dict[tuple[str, str, str], Scenario] = {}
+    loads: list[float] = []
+    with contextlib.ExitStack() as stack:
+        workers = {
+            (mode, policy): stack.enter_context(
+                _worker(
+                    "run-http" if mode == "http" else "run",
+                    {**base, "SCHEDULER": policy},
+                    work / f"{mode}-{policy}.log",
+                )
+            )
+            for mode in args.modes
+            for policy in POLICIES
+        }
+        for worker in workers.values():
+            worker.wait()
+        for (mode, _), worker in workers.items():  # a first request is not timed
+            call = _http_call(worker.url, args) if mode == "http" else _queue_call(worker.url, args)
+            call("sentence")
+        for mode in args.modes:
+            for scenario_args in _scenarios(args.clients):
+                runs = {policy: Scenario(*scenario_args) for policy in POLICIES}
+                for n in range(args.rounds):  # ABBA: fair, fifo, fifo, fair, ...
+                    for policy in POLICIES if n % 2 == 0 else POLICIES[::-1]:
+                        loads.append(os.getloadavg()[0])
+                        _run(runs[policy], workers[(mode, policy)].url, mode, args)
+                for policy, scenario in runs.items():
+                    rows += _rows(mode, policy, scenario)
+                    goal[(mode, policy, scenario.name)] = scenario
+    _report(args, rows, goal, loads)
+    return 0
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--modes", nargs="+", choices=("http", "queue"), default=["http"])
+    parser.add_argument("--pages", type=int, default=1, help="pages per page client")
+    parser.add_argument("--sentences", type=int, default=3, help="sentences per sentence client")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each scenario per policy")
+    parser.add_argument("--think", type=float, default=1.5, help="seconds between sentences")
+    parser.add_argument("--quality", choices=("fast", "balanced", "best"), default="balanced")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per worker (0: torch's default)"
+    )
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per request, at most")
+    args = parser.parse_args()
+    if min(args.clients) < 1 or max(args.clients) > 64:
+        parser.error("--clients: 1..64")
+    return args
+
+
+def _scenarios(clients: list[int]) -> list[tuple[str, int, int]]:
+    out = [(f"{n} clients: 1 page + {n - 1} sentence", 1, n - 1) for n in sorted(set(clients))]
+    if max(clients) > 1:
+        out.append((f"{max(clients) - 1} sentence, no page", 0, max(clients) - 1))
+    return out
+
+
+def _run(scenario: Scenario, url: str, mode: str, args: argparse.Namespace) -> None:
+    call = _http_call(url, args) if mode == "http" else _queue_call(url, args)
+    lock = threading.Lock()
+
+    def client(kind: str, count: int, delay: float) -> None:
+        time.sleep(delay)
+        for n in range(count):
+            result = call(kind)
+            with lock:
+                scenario.results.append(result)
+            if kind == "sentence" and n < count - 1:
+                time.sleep(args.think)
+
+    threads = [
+        threading.Thread(target=client, args=("page", args.pages, 0.0))
+        for _ in range(scenario.pages)
+    ]
+    threads += [  # sentences start once a page is under way, staggered over one think time
+        threading.Thread(
+            target=client,
+            args=("sentence", args.sentences, 0.5 + i * args.think / max(scenario.sentences, 1)),
+        )
+        for i in range(scenario.sentences)
+    ]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=args.timeout * (args.pages + args.sentences) + 60)  # bounded
+    scenario.wall_s += time.perf_counter() - start
+    log.info(
+        "%s: %d requests so far, %.1f s", scenario.name, len(scenario.results), scenario.wall_s
+    )
+
+
+def _http_call(url: str, args: argparse.Namespace) -> Callable[[str], Result]:
+    import openai
+
+    client = openai.OpenAI(
+        base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=args.timeout
+    )
+    extra = {"quality": args.quality, "seed": args.seed}
+
+    def call(kind: str) -> Result:
+        result = Result(kind)
+        start = time.perf_counter()
+        try:
+            with client.audio.speech.with_streaming_response.create(
+                model="tts-1",
+                voice="alloy",
+                input=PAGE if kind == "page" else SENTENCE,
+                response_format="pcm",
+                extra_body=extra,
+            ) as response:
+                size = 0
+                for data in response.iter_bytes():
+                    if data and not size:
+                        result.first_s = time.perf_counter() - start
+                    size += len(data)
+            result.audio_s = size / 2 / PCM_RATE
+        except openai.APIStatusError as exc:
+            result.status, result.error = exc.status_code, type(exc).__name__
+        except (openai.APIError, httpx.HTTPError) as exc:
+            result.status, result.error = 0, type(exc).__name__
+        result.total_s = time.perf_counter() - start
+        return result
+
+    return call
+
+
+def _queue_call(url: str, args: argparse.Namespace) -> Callable[[str], Result]:
+    def call(kind: str) -> Result:
+        result = Result(kind)
+        text = PAGE if kind == "page" else SENTENCE
+        body = {
+            "input": {"text": text, "format": "wav", "quality": args.quality, "seed": args.seed}
+        }
+        start = time.perf_counter()
+        try:
+            answer = httpx.post(f"{url}/runsync", json=body, timeout=args.timeout)
+            result.status = answer.status_code
+            output = answer.json().get("output") if answer.status_code == 200 else None
+            items = output if isinstance(output, list) else [output or {"error": "no output"}]
+            if any("error" in item for item in items):
+                result.error = "error item"
+            result.audio_s = sum(float(item.get("duration_s", 0)) for item in items)
+        except httpx.HTTPError as exc:
+            result.status, result.error = 0, type(exc).__name__
+        result.total_s = result.first_s = time.perf_counter() - start  # first audio = the last
+        return result
+
+    return call
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+def _rows(mode: str, policy: str, scenario: Scenario) -> list[list[Any]]:
+    rows = []
+    for kind in ("sentence", "page"):
+        mine = [r for r in scenario.results if r.kind == kind]
+        if not mine:
+            continue
+        ok = [r for r in mine if r.status == 200 and not r.error]
+        first = [r.first_s for r in ok]
+        total = [r.total_s for r in ok]
+        rate = sum(r.audio_s for r in ok) / sum(total) if total else 0.0  # per request's wall s
+        rows.append(
+            [
+                mode,
+                scenario.name,
+                policy,
+                kind,
+                len(mine),
+                _pct(first, 0.5),
+                _pct(first, 0.95),
+                _pct(total, 0.5),
+                _pct(total, 0.95),
+                f"{rate:.2f}",
+                sum(r.status == 429 for r in mine),
+                sum(r.status not in (200, 429) or bool(r.error) for r in mine),
+            ]
+        )
+    return rows
+
+
+def _report(
+    args: argparse.Namespace, rows: list[list[Any]], runs: dict[Any, Scenario], loads: list[float]
+) -> None:
+    print()
+    print(
+        f"demo model, quality {args.quality}, {args.pages} page(s) per page client, "
+        f"{args.sentences} sentences per sentence client {args.think:g} s apart, "
+        f"{args.rounds} rounds per policy (ABBA), torch threads: {args.threads or 'default'}"
+    )
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in machine_facts().items()))
+    print(
+        f"load average (1 min) during the run: {min(loads):.2f}..{max(loads):.2f}, "
+        f"median {statistics.median(loads):.2f}"
+    )
+    print()
+    headers = [
+        "mode",
+        "scenario",
+        "scheduler",
+        "requests",
+        "n",
+        "first audio p50 s",
+        "first audio p95 s",
+        "total p50 s",
+        "total p95 s",
+        "audio s per wall s",
+        "429",
+        "errors",
+    ]
+    print(table(headers, rows))
+    print()
+    n = max(args.clients)
+    mix = f"{n} clients: 1 page + {n - 1} sentence"
+    for mode in args.modes:
+        fair, fifo = runs.get((mode, "fair", mix)), runs.get((mode, "fifo", mix))
+        if fair is None or fifo is None or n < 2:
+            continue
+        s_fair, s_fifo = (_p95_first(r, "sentence") for r in (fair, fifo))
+        p_fair, p_fifo = (_page_rate(r) for r in (fair, fifo))
+        print(
+            f"{mode}, {mix}: sentences' p95 first audio fair / fifo = {s_fair / s_fifo:.2f} "
+            f"(goal <= {GOAL_FIRST:.2f}); page audio s per wall s fair / fifo = "
+            f"{p_fair / p_fifo:.2f} (goal >= {GOAL_PAGE:.2f})"
+        )
+    print()
+    print(f"reproduce: {command_line()}")
+
+
+def _p95_first(scenario: Scenario, kind: str) -> float:
+    return _pct([r.first_s for r in scenario.results if r.kind == kind and not r.error], 0.95)
+
+
+def _page_rate(scenario: Scenario) -> float:
+    pages = [r for r in scenario.results if r.kind == "page" and not r.error]
+    return sum(r.audio_s for r in pages) / max(sum(r.total_s for r in pages), 1e-9)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""The scheduler end to end, in HTTP mode (MAX_CONCURRENCY=3, the session's demo engine).
+
+The test holds the engine's one thread with a call of its own, lets requests queue their work
+behind it, then lets go and reads the order in which the engine made chunks (a recorder on the
+engine's per-chunk `_generate`). Nothing is timed: every wait is for a state (what the
+scheduler holds, what a client has received), bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from f5worker.engine import torch_thread
+from f5worker.engine.plan import BatchPlan
+from f5worker.serve.http.service import Service
+from f5worker.startup.compose import make_worker
+from f5worker.testing.http import http_settings, serving
+
+PAGE = " ".join(
+    f"Sentence number {n} of the page, with a few more words to say." for n in range(12)
+)
+SENTENCE = "A short question for the worker."
+BODY = {"model": "tts-1", "voice": "alloy", "response_format": "pcm", "quality": "fast", "seed": 2}
+
+
+def _until(check: Callable[[], bool], what: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+class Held:
+    """The torch thread held by a call of the test's own until release()."""
+
+    def __init__(self) -> None:
+        self.running, self._release = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=torch_thread.run, args=(self._hold,))
+        self._thread.start()
+        assert self.running.wait(120)
+
+    def _hold(self) -> None:
+        self.running.set()
+        self._release.wait(120)
+
+    def release(self) -> None:
+        self._release.set()
+        self._thread.join(120)
+
+
+@pytest.fixture(params=["fair", "fifo"])
+def served(request, engine) -> Iterator[tuple[str, list[str]]]:
+    """(base URL, the texts of the chunks the engine made, in order) for one policy."""
+    one_chunk_a_pass = engine.with_plan(BatchPlan(max_batch=1))
+    made: list[str] = []
+    generate = one_chunk_a_pass._generate
+
+    def recording(ref, texts, params, seeds):
+        made.extend(texts)
+        return generate(ref, texts, params, seeds)
+
+    one_chunk_a_pass._generate = recording
+    settings = http_settings(max_concurrency=3, http_max_waiting=0, scheduler=request.param)
+    service = Service(settings)
+    service.ready(make_worker(one_chunk_a_pass, settings))
+    try:
+        with serving(service) as url:
+            yield url, made
+    finally:
+        torch_thread.use_policy("fair")
+
+
+def _page_started(url: str, got_first: threading.Event) -> threading.Thread:
+    """A page streamed in a thread to its end; got_first is set at its first audio."""
+
+    def read() -> None:
+        with httpx.stream(
+            "POST", f"{url}/v1/audio/speech", json={**BODY, "input": PAGE}, timeout=300
+        ) as r:
+            assert r.status_code == 200
+            for data in r.iter_raw():
+                if data:
+                    got_first.set()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    return thread
+
+
+def test_a_sentence_goes_before_a_running_pages_next_chunk(served, request):
+    url, made = served
+    got_first = threading.Event()
+    page = _page_started(url, got_first)
+    assert got_first.wait(120)
+    held = Held()
+    # Behind the held thread: the page's next chunk, then a new request's first.
+    _until(lambda: torch_thread.scheduler().pending() == 1, "the page's next chunk")
+    page_chunks = len(made)
+    sentence: dict[str, object] = {}
+    asked = threading.Thread(
+        target=lambda: sentence.update(
+            r=httpx.post(f"{url}/v1/audio/speech", json={**BODY, "input": SENTENCE}, timeout=120)
+        )
+    )
+    asked.start()
+    _until(lambda: torch_thread.scheduler().pending() == 2, "the sentence's first chunk")
+    held.release()
+    asked.join(120)
+    assert sentence["r"].status_code == 200  # type: ignore[attr-defined]
+    page.join(300)
+    after = made[page_chunks:]
+    if request.node.callspec.params["served"] == "fair":
+        assert (
+            after[0].strip() == SENTENCE
+        )  # the new request's first audio did not wait for the page
+    else:
+        assert after[0].strip() != SENTENCE  # first come, first served
+        assert SENTENCE in [t.strip() for t in after]
+
+
+def test_a_client_that_leaves_has_its_pending_chunk_dropped_unrun(served):
+    url, made = served
+    dropped = torch_thread.scheduler().dropped
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({**BODY, "input": PAGE}).encode()
+    head = (
+        f"POST /v1/audio/speech HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection((host, int(port)), timeout=120)
+    sock.sendall(head + body)
+    got_first = threading.Event()
+
+    def read() -> None:  # drains what comes, so the server is never held up by its socket
+        with contextlib.suppress(OSError):
+            while sock.recv(1 << 16):
+                got_first.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert got_first.wait(120)
+    held = Held()
+    _until(lambda: torch_thread.scheduler().pending() == 1, "the page's next chunk")
+    made_before = len(made)
+    sock.shutdown(socket.SHUT_RDWR)  # the client leaves
+    sock.close()
+    reader.join(120)
+    # While the held call lets nothing run, the page's pending chunk is dropped.
+    _until(lambda: torch_thread.scheduler().pending() == 0, "the pending chunk dropped")
+    held.release()
+    assert torch_thread.scheduler().dropped == dropped + 1
+    assert len(made) == made_before  # nothing of the page was made after the client left
