@@ -1,4 +1,4 @@
-"""Which pending piece of model work the torch thread runs next (docs/design.md, decision 026).
+"""Which pending piece of model work the torch thread runs next (docs/design.md, decision 027).
 
 Every call into the model is a work item: one group of a request's text chunks (or its
 reference, a load, a warm-up). A request's thread submits one item and waits for it, so each
