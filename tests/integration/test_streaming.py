@@ -104,8 +104,8 @@ def test_first_chunk_comes_before_the_last_is_computed(worker):
 def test_a_failure_mid_stream_ends_the_stream_with_a_coded_error(worker, monkeypatch):
     real = worker.engine.synthesize_stream
 
-    def fails_after_one(text, voice, params, chunks=None) -> Iterator:
-        pieces = real(text, voice, params, chunks)
+    def fails_after_one(text, voice, params, chunks=None, tag=None) -> Iterator:
+        pieces = real(text, voice, params, chunks, tag)
         yield next(pieces)
         raise RuntimeError("the GPU caught fire")
 

@@ -234,8 +234,8 @@ def test_mid_stream_failure_in_the_sdks_job_runner(engine, monkeypatch, transpor
     worker = make_worker(engine, Settings())
     real = engine.synthesize_stream
 
-    def fails_after_one(text, voice, params, chunks=None):
-        pieces = real(text, voice, params, chunks)
+    def fails_after_one(text, voice, params, chunks=None, tag=None):
+        pieces = real(text, voice, params, chunks, tag)
         yield next(pieces)
         raise RuntimeError("secret detail")
 
