@@ -28,7 +28,7 @@ def worker_log(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runpod(demo_model_dir, worker_log) -> Iterator[FakeRunPod]:
-    env = {"MODEL_DIR": str(demo_model_dir), "WORKER_VERSION": "cancel-1"}
+    env = {"MODEL_DIR": str(demo_model_dir), "WORKER_VERSION": "cancel-1", "MAX_CONCURRENCY": "1"}
     with FakeRunPod() as fake, running_worker_loop(fake, env, worker_log):
         yield fake
     text = worker_log.read_text()
