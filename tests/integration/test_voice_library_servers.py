@@ -34,8 +34,10 @@ def endpoint(request, tmp_path_factory) -> Iterator[str]:
 
 
 def worker_library(endpoint: str, prefix: str, **kw) -> VoiceLibrary:
-    """One worker's library: its own client, as each worker process has."""
+    """One worker's library: its own client, as each worker process has (writes on, as an
+    operator who manages voices sets VOICE_WRITES)."""
     client = client_for(endpoint)
+    kw.setdefault("writes", True)
     return VoiceLibrary(BUCKET, prefix, client_factory=lambda: client, **kw)
 
 
