@@ -28,6 +28,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from f5worker import presets
+from f5worker.asr.transcript import Transcriber
 from f5worker.config import Settings
 from f5worker.engine.f5tts import F5TTSEngine
 from f5worker.engine.plan import SynthesisParams
@@ -61,8 +62,10 @@ class Worker:
         fetcher: RefAudioFetcher,
         store: OutputStore | None,
         max_result_b64: int,
+        asr: Transcriber | None = None,
     ) -> None:
         self.settings = settings
+        self.asr = asr  # the ASR companion (#23); None: ASR_MODEL=none
         self.engine = engine  # the default model's; it sets the voice library's sample rate
         self.models = models
         self.voices = voices
