@@ -276,17 +276,18 @@ class F5TTSEngine:
         first: bool = True,
         seen: Seen | None = None,
     ) -> list[np.ndarray]:
-        """One pass, one work item for the scheduler: a voice's reference is looked up (or
-        prepared) inside it, so a request's first audio is a single item."""
+        """One pass, one work item for the scheduler, run a sampling step at a time (another
+        request's first chunk may go between two steps). A voice's reference is looked up
+        (or prepared) inside it, so a request's first audio is a single item."""
         side_by_side = self.plan.concurrent and len(texts) > 1
         generate = self._generate_side_by_side if side_by_side else self._generate
 
-        def work() -> list[np.ndarray]:
+        def work() -> Generator[None, None, list[np.ndarray]]:
             reference = self._reference(ref, seen) if isinstance(ref, Voice) else ref
-            return generate(reference, texts, params, seeds)
+            return (yield from generate(reference, texts, params, seeds))
 
         try:
-            waves = torch_thread.run_for(tag, first, work)
+            waves = torch_thread.run_steps_for(tag, first, work)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory() from None
         except RuntimeError as exc:
@@ -304,15 +305,36 @@ class F5TTSEngine:
         texts: Sequence[str],
         params: SynthesisParams,
         seeds: Sequence[int],
-    ) -> list[np.ndarray]:
-        """Each chunk alone, in its own thread. Safe to share the model: each chunk has its own
-        generator, and the DiT keeps its text-embedding cache per thread."""
-        with ThreadPoolExecutor(len(texts), thread_name_prefix="tts-chunk") as pool:
-            futures = [
-                pool.submit(self._generate, ref, [text], params, [seed])
-                for text, seed in zip(texts, seeds, strict=True)
-            ]
-            return [f.result()[0] for f in futures]
+    ) -> Generator[None, None, list[np.ndarray]]:
+        """Each chunk alone, in its own thread, the chunks' steps in lockstep (one step of each
+        per step of the group). Safe to share the model: each chunk has its own generator and
+        its own text cache (sampler.TextCache)."""
+        passes = [
+            self._generate(ref, [text], params, [seed])
+            for text, seed in zip(texts, seeds, strict=True)
+        ]
+        waves: list[np.ndarray | None] = [None] * len(passes)
+
+        def step(n: int) -> bool:
+            try:
+                next(passes[n])
+            except StopIteration as done:
+                waves[n] = done.value[0]
+                return True
+            return False
+
+        with ThreadPoolExecutor(len(passes), thread_name_prefix="tts-chunk") as pool:
+            try:
+                running = list(range(len(passes)))
+                while running:
+                    finished = list(pool.map(step, running))
+                    running = [n for n, end in zip(running, finished, strict=True) if not end]
+                    if running:
+                        yield
+            finally:
+                for gen in passes:
+                    gen.close()
+        return [cast(np.ndarray, w) for w in waves]
 
     def _reference(self, voice: Voice, seen: Seen | None = None) -> Reference:
         key = ReferenceCache.key(voice)
@@ -345,8 +367,9 @@ class F5TTSEngine:
         texts: Sequence[str],
         params: SynthesisParams,
         seeds: Sequence[int],
-    ) -> list[np.ndarray]:
-        mel, durations = self._sample(ref, texts, params, seeds)
+    ) -> Generator[None, None, list[np.ndarray]]:
+        """One padded pass over texts, yielding between sampling steps; returns the waves."""
+        mel, durations = yield from self._sample(ref, texts, params, seeds)
         return self._vocode(ref, mel, durations)
 
     def _sample(
@@ -355,7 +378,7 @@ class F5TTSEngine:
         texts: Sequence[str],
         params: SynthesisParams,
         seeds: Sequence[int],
-    ) -> tuple[torch.Tensor, list[int]]:
+    ) -> Generator[None, None, tuple[torch.Tensor, list[int]]]:
         """CFM.sample for a batch of texts that share one reference, with per-item noise.
 
         Every length is known on the host before anything runs on the device, so nothing in
@@ -377,17 +400,30 @@ class F5TTSEngine:
         ]
         text_ids = list_str_to_idx(tokens, cfm.vocab_char_map).to(self.device)
         cond, cond_mask, mask = sampler.conditioning(ref.mel, durations, self.device)
-        if mask is not None:
-            for proc in self._attn_processors:
-                proc.attn_mask_enabled = self.plan.mask_padding
         noise = sampler.initial_noise(seeds, durations, cfm.num_channels, self.device, self._dtype)
         t = sampler.timesteps(params.nfe_step, params.sway_sampling_coef, self.device, self._dtype)
-        try:
-            y = sampler.euler(
-                self._transformer, noise, cond, text_ids, mask, t, params.cfg_strength
-            )
-        finally:
-            cfm.transformer.clear_cache()
+        steps = sampler.euler_steps(
+            self._transformer,
+            noise,
+            cond,
+            text_ids,
+            mask,
+            t,
+            params.cfg_strength,
+            sampler.TextCache(cfm.transformer),
+        )
+        y = cond
+        while True:
+            # The attention processors' mask switch is shared by every pass: set per step.
+            if mask is not None:
+                for proc in self._attn_processors:
+                    proc.attn_mask_enabled = self.plan.mask_padding
+            try:
+                next(steps)
+            except StopIteration as done:
+                y = done.value
+                break
+            yield
         return torch.where(cond_mask, cond, y), durations
 
     def _vocode(

@@ -16,7 +16,7 @@ What differs from upstream, on purpose (docs/benchmarks.md has the measurements)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +99,31 @@ def conditioning(
     return cond, cond_mask, torch.arange(longest, device=device)[None, :] < lengths
 
 
-def euler(
+class TextCache:
+    """One pass's text embeddings on the DiT, kept with the pass between its steps.
+
+    Upstream's DiT (and UNetT) caches a pass's text embeddings per thread (`text_cond`,
+    `text_uncond`). Passes of several requests take turns on the one torch thread, a step at a
+    time (scheduler.py), so each pass puts its own embeddings back before a step and takes
+    them away after it; a backbone without the cache is left alone."""
+
+    NAMES = ("text_cond", "text_uncond")
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        self._backbone = backbone
+        self._saved = {n: None for n in self.NAMES if hasattr(type(backbone), n)}
+
+    def __enter__(self) -> None:
+        for name, value in self._saved.items():
+            setattr(self._backbone, name, value)
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self._saved:
+            self._saved[name] = getattr(self._backbone, name)
+            setattr(self._backbone, name, None)
+
+
+def euler_steps(
     transformer: torch.nn.Module,
     y: torch.Tensor,
     cond: torch.Tensor,
@@ -107,19 +131,23 @@ def euler(
     mask: torch.Tensor | None,
     t: torch.Tensor,
     cfg: float,
-) -> torch.Tensor:
+    cache: TextCache,
+) -> Generator[None, None, torch.Tensor]:
     """torchdiffeq's fixed-grid Euler over CFM.sample's `fn`, arithmetic for arithmetic
     (y += (t1 - t0) * f), minus its three host-side comparisons of device tensors per step and
-    its stored trajectory: nothing in this loop waits for the device. The caller clears the
-    transformer's text cache afterwards."""
+    its stored trajectory: nothing in this loop waits for the device. Yields after each step,
+    so the torch thread may run another request's step in between (the arithmetic of this
+    pass is the same either way); returns the last y."""
     for i in range(len(t) - 1):
-        if cfg < 1e-5:
-            pred = transformer(x=y, cond=cond, text=text, time=t[i], mask=mask, cache=True)
-        else:
-            both = transformer(
-                x=y, cond=cond, text=text, time=t[i], mask=mask, cfg_infer=True, cache=True
-            )
-            pred, null_pred = torch.chunk(both, 2, dim=0)
-            pred = pred + (pred - null_pred) * cfg
+        with cache:
+            if cfg < 1e-5:
+                pred = transformer(x=y, cond=cond, text=text, time=t[i], mask=mask, cache=True)
+            else:
+                both = transformer(
+                    x=y, cond=cond, text=text, time=t[i], mask=mask, cfg_infer=True, cache=True
+                )
+                pred, null_pred = torch.chunk(both, 2, dim=0)
+                pred = pred + (pred - null_pred) * cfg
         y = y + (t[i + 1] - t[i]) * pred
+        yield
     return y

@@ -12,10 +12,19 @@ the fairness of the worker:
   page, a continuation passed over by MAX_PASSED first chunks goes next.
 - `fifo`: the order of submission, as a plain executor would (kept for the benchmark).
 
-A cancelled request's pending item never runs: it is dropped when its request's `cancelled()`
-says so (checked when the thread picks, and by the waiting submitter every POLL_S), or at once
-by `cancel(tag)`; its submitter gets JobCancelled. An item already running finishes. Nothing
-here imports torch; tests drive it with plain callables and `take()`.
+A sampling pass is an item in steps (`submit(..., steps=True)`: fn returns a generator that
+yields between the sampler's steps and returns the result). After each step the item goes back
+among the pending ones, so a new request's first chunk waits for one step of a running page,
+not for the page's whole pass (decision 033). Within a rank an item already started goes first:
+work is pre-empted only by a higher rank, never interleaved with its peers, so each request's
+chunk still finishes as soon as it would alone. Under `fifo` a started item is the oldest and
+runs to its end, as before.
+
+A cancelled request's pending item never runs on: it is dropped when its request's
+`cancelled()` says so (checked when the thread picks, and by the waiting submitter every
+POLL_S), or at once by `cancel(tag)`; its submitter gets JobCancelled. An item in steps stops at
+its next step (its generator is closed, so its `finally` blocks run); a plain item already
+running finishes. Nothing here imports torch; tests drive it with plain callables and `take()`.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,17 +69,45 @@ class WorkItem:
     first: bool  # the request's first audio (or what comes before it): goes before the rest
     fn: Callable[[], Any]
     seq: int
+    steps: bool = False  # fn returns a generator: run a step at a time
     future: Future[Any] = field(default_factory=Future)
     passed: int = 0  # first chunks taken ahead of this continuation
+    running: Generator[Any, None, Any] | None = None  # an item in steps, once started
 
-    def execute(self) -> None:
-        """Run fn and settle the future (the caller has marked it running)."""
+    @property
+    def started(self) -> bool:
+        return self.running is not None
+
+    def execute(self) -> bool:
+        """Run fn, or the next step of an item in steps; True once the future is settled (the
+        caller has marked it running). False: a step ran and more are to come."""
         try:
-            result = self.fn()
+            if self.steps:
+                if self.running is None:
+                    self.running = self.fn()
+                try:
+                    next(self.running)
+                    return False
+                except StopIteration as done:
+                    result = done.value
+            else:
+                result = self.fn()
         except BaseException as exc:  # handed to the submitter, as an executor does
+            self.running = None
             self.future.set_exception(exc)
-        else:
-            self.future.set_result(result)
+            return True
+        self.running = None
+        self.future.set_result(result)
+        return True
+
+    def stop(self, exc: BaseException) -> None:
+        """Settle a pending item with exc without running it on (its generator closed)."""
+        running, self.running = self.running, None
+        if running is not None:
+            running.close()
+            self.future.set_exception(exc)
+        elif self.future.set_running_or_notify_cancel():
+            self.future.set_exception(exc)
 
 
 class Scheduler:
@@ -93,9 +130,12 @@ class Scheduler:
             raise ValueError(f"unknown scheduler policy {value!r}; one of {', '.join(POLICIES)}")
         self._policy = value
 
-    def submit(self, tag: WorkTag, first: bool, fn: Callable[[], Any]) -> WorkItem:
-        """Queue fn for the torch thread; a request already cancelled gets JobCancelled."""
-        item = WorkItem(tag, first, fn, next(self._seq))
+    def submit(
+        self, tag: WorkTag, first: bool, fn: Callable[[], Any], steps: bool = False
+    ) -> WorkItem:
+        """Queue fn for the torch thread; a request already cancelled gets JobCancelled.
+        `steps`: fn returns a generator, run a step at a time (its return value is the result)."""
+        item = WorkItem(tag, first, fn, next(self._seq), steps)
         with self._cond:
             if tag.cancelled():
                 self._drop(item)
@@ -103,6 +143,15 @@ class Scheduler:
                 self._pending.append(item)
                 self._cond.notify()
         return item
+
+    def resume(self, item: WorkItem) -> None:
+        """Put an item in steps back among the pending after a step (the torch thread)."""
+        with self._cond:
+            if item.tag.cancelled():
+                self._drop(item)
+            else:
+                self._pending.append(item)
+                self._cond.notify()
 
     def take(self) -> WorkItem | None:
         """The item to run now (marked running, its request's turn recorded), or None when
@@ -159,6 +208,8 @@ class Scheduler:
             return None
         item = min(self._pending, key=self._order)
         self._pending.remove(item)
+        if item.started:  # its turn and passes were counted when it started
+            return item
         if item.first:
             for other in self._pending:
                 other.passed += not other.first
@@ -175,9 +226,8 @@ class Scheduler:
         if self._policy == "fifo":
             return (item.seq,)
         rank = 0 if item.passed >= MAX_PASSED else 1 if item.first else 2
-        return (rank, self._turns.get(item.tag, 0), item.seq)
+        return (rank, not item.started, self._turns.get(item.tag, 0), item.seq)
 
     def _drop(self, item: WorkItem) -> None:
         self.dropped += 1
-        if item.future.set_running_or_notify_cancel():
-            item.future.set_exception(JobCancelled(f"request {item.tag.name} was cancelled"))
+        item.stop(JobCancelled(f"request {item.tag.name} was cancelled"))

@@ -22,8 +22,8 @@ import functools
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Generator
+from typing import Any, ParamSpec, TypeVar
 
 from f5worker.engine.scheduler import Scheduler, WorkTag
 
@@ -46,9 +46,11 @@ def _loop() -> None:
         item = _scheduler.next()
         start = time.perf_counter()
         try:
-            item.execute()
+            done = item.execute()
         finally:
             _busy_s += time.perf_counter() - start
+        if not done:
+            _scheduler.resume(item)
 
 
 def _started() -> None:
@@ -78,6 +80,26 @@ def run_for(
     item = _scheduler.submit(tag or WorkTag(), first, functools.partial(fn, *args, **kwargs))
     result: T = _scheduler.wait(item)
     return result
+
+
+def run_steps_for(
+    tag: WorkTag | None, first: bool, steps: Callable[[], Generator[Any, None, T]]
+) -> T:
+    """run_for() of a generator function, a step at a time: between its steps the torch thread
+    may run other requests' work (scheduler.py). Its return value is the result. Called from
+    the torch thread itself it runs to its end inline."""
+    if is_current():
+        gen = steps()
+        while True:
+            try:
+                next(gen)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+    _started()
+    item = _scheduler.submit(tag or WorkTag(), first, steps, steps=True)
+    value: T = _scheduler.wait(item)
+    return value
 
 
 def use_policy(policy: str) -> None:

@@ -9,6 +9,7 @@ scheduler holds, what a client has received), bounded by a deadline.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import socket
 import threading
@@ -16,10 +17,13 @@ import time
 from collections.abc import Callable, Iterator
 
 import httpx
+import numpy as np
 import pytest
 
-from f5worker.engine import torch_thread
-from f5worker.engine.plan import BatchPlan
+from f5worker.engine import sampler, torch_thread
+from f5worker.engine.plan import BatchPlan, SynthesisParams
+from f5worker.engine.scheduler import WorkTag
+from f5worker.job.voices import default_voice
 from f5worker.serve.http.service import Service
 from f5worker.startup.compose import make_worker
 from f5worker.testing.http import http_settings, serving
@@ -159,3 +163,54 @@ def test_a_client_that_leaves_has_its_pending_chunk_dropped_unrun(served):
     held.release()
     assert torch_thread.scheduler().dropped == dropped + 1
     assert len(made) == made_before  # nothing of the page was made after the client left
+
+
+def test_a_sentence_runs_between_two_steps_of_a_page_chunk_in_progress(engine, monkeypatch):
+    """Pre-emption inside a pass (decision 033): the page's second chunk is held three steps
+    into its sampling until the sentence has queued; the sentence's whole pass then runs
+    before the page's chunk takes its next step, and neither changes what the other makes."""
+    one_chunk_a_pass = engine.with_plan(BatchPlan(max_batch=1))
+    voice, params = default_voice(), SynthesisParams(seed=3, nfe_step=6)
+    alone = one_chunk_a_pass.synthesize(SENTENCE, voice, params).samples
+    page_alone = [p.samples for p in one_chunk_a_pass.synthesize_stream(PAGE, voice, params)]
+
+    real_steps = sampler.euler_steps
+    log: list[tuple[int, int]] = []  # (pass, step), as the torch thread runs them
+    passes = itertools.count()
+
+    def logged(*args, **kwargs):
+        n, steps = next(passes), real_steps(*args, **kwargs)
+        for i in itertools.count():
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+            log.append((n, i))
+            if (n, i) == (1, 2):  # the page's second chunk: hold it until the sentence queues
+                _until(lambda: torch_thread.scheduler().pending() == 1, "the sentence")
+            yield
+
+    monkeypatch.setattr(sampler, "euler_steps", logged)
+    page: list[np.ndarray] = []
+
+    def stream_page() -> None:
+        tag = WorkTag("page")
+        page.extend(
+            p.samples for p in one_chunk_a_pass.synthesize_stream(PAGE, voice, params, tag=tag)
+        )
+
+    page_thread = threading.Thread(target=stream_page)
+    page_thread.start()
+    _until(lambda: (1, 2) in log, "the page's second chunk three steps in")
+    sentence = one_chunk_a_pass.synthesize(SENTENCE, voice, params).samples
+    page_thread.join(300)
+
+    order = [n for n, _ in log]
+    nfe = order.count(0)  # the page's first chunk ran alone
+    at = order.index(2)  # the sentence's pass, numbered after the page's second
+    assert order[at - 3 : at] == [1, 1, 1]
+    assert order[at : at + nfe] == [2] * nfe  # the sentence ran whole, in one go
+    assert order[at + nfe] == 1  # then the page's chunk went on where it was
+    np.testing.assert_array_equal(sentence, alone)
+    assert len(page) == len(page_alone)
+    assert all(np.array_equal(a, b) for a, b in zip(page, page_alone, strict=True))

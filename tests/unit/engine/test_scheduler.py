@@ -157,3 +157,109 @@ def test_a_stream_of_new_requests_cannot_starve_a_waiting_continuation():
         item.execute()
         ran.append(item.future.result())
     assert ran.index("page-2") == MAX_PASSED
+
+
+# Items in steps: a sampling pass yields between its steps (decision 033).
+
+
+def _steps(log: list[str], name: str, n: int, closed: list[str] | None = None):
+    """A pass of n steps that logs each step and returns its name."""
+
+    def run():
+        try:
+            for i in range(n):
+                log.append(f"{name}.{i}")
+                if i < n - 1:
+                    yield
+        finally:
+            if closed is not None:
+                closed.append(name)
+        return name
+
+    return run
+
+
+def _step_once(sched: Scheduler) -> bool:
+    """What the torch thread does once: take an item, run it (or one step of it), put an
+    unfinished one back. False when nothing was pending."""
+    item = sched.take()
+    if item is None:
+        return False
+    if not item.execute():
+        sched.resume(item)
+    return True
+
+
+def test_a_first_chunk_goes_between_two_steps_of_a_running_continuation():
+    sched, log = Scheduler("fair"), []
+    page = sched.submit(WorkTag("page"), False, _steps(log, "page", 4), steps=True)
+    assert _step_once(sched) and _step_once(sched)  # the page is two steps in
+    sentence = sched.submit(WorkTag("s"), True, _steps(log, "s", 2), steps=True)
+    while _step_once(sched):
+        pass
+    assert log == ["page.0", "page.1", "s.0", "s.1", "page.2", "page.3"]
+    assert sentence.future.result() == "s" and page.future.result() == "page"
+
+
+def test_a_started_item_is_not_interleaved_with_its_peers():
+    """Within a rank the started item finishes first: a request's chunk comes out as soon as
+    it would alone, and two first chunks are served one after the other."""
+    sched, log = Scheduler("fair"), []
+    sched.submit(WorkTag("a"), True, _steps(log, "a", 3), steps=True)
+    assert _step_once(sched)
+    sched.submit(WorkTag("b"), True, _steps(log, "b", 2), steps=True)
+    while _step_once(sched):
+        pass
+    assert log == ["a.0", "a.1", "a.2", "b.0", "b.1"]
+
+
+def test_fifo_runs_a_started_pass_to_its_end():
+    sched, log = Scheduler("fifo"), []
+    sched.submit(WorkTag("page"), False, _steps(log, "page", 3), steps=True)
+    assert _step_once(sched)
+    sched.submit(WorkTag("s"), True, _steps(log, "s", 1), steps=True)
+    while _step_once(sched):
+        pass
+    assert log == ["page.0", "page.1", "page.2", "s.0"]
+
+
+def test_a_cancelled_pass_stops_at_its_next_step_and_its_cleanup_runs():
+    sched, log, closed = Scheduler("fair"), [], []
+    cancelled = threading.Event()
+    page = sched.submit(
+        WorkTag("page", cancelled.is_set), False, _steps(log, "page", 5, closed), steps=True
+    )
+    assert _step_once(sched) and _step_once(sched)
+    cancelled.set()
+    while _step_once(sched):
+        pass
+    assert log == ["page.0", "page.1"] and closed == ["page"]
+    with pytest.raises(JobCancelled):
+        page.future.result()
+    assert sched.dropped == 1
+
+
+def test_cancel_closes_a_pass_waiting_between_its_steps():
+    sched, log, closed = Scheduler("fair"), [], []
+    tag = WorkTag("page")
+    page = sched.submit(tag, False, _steps(log, "page", 5, closed), steps=True)
+    assert _step_once(sched)
+    assert sched.cancel(tag) == 1
+    assert closed == ["page"] and sched.pending() == 0
+    with pytest.raises(JobCancelled):
+        page.future.result()
+
+
+def test_an_error_in_a_step_reaches_the_submitter_and_ends_the_pass():
+    sched = Scheduler("fair")
+
+    def failing():
+        yield
+        raise ValueError("step 2 broke")
+
+    item = sched.submit(WorkTag("x"), True, failing, steps=True)
+    while _step_once(sched):
+        pass
+    with pytest.raises(ValueError, match="step 2 broke"):
+        item.future.result()
+    assert item.running is None and sched.pending() == 0

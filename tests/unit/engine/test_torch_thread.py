@@ -50,3 +50,15 @@ def test_a_call_for_a_cancelled_request_never_runs():
     with pytest.raises(JobCancelled):
         torch_thread.run_for(WorkTag("gone", lambda: True), False, ran.append, 1)
     assert ran == [] and torch_thread.run_for(WorkTag("kept"), True, len, "ab") == 2
+
+
+def test_a_pass_in_steps_returns_its_value_from_any_thread_and_inline():
+    def pass_of(n: int):
+        for _ in range(n):
+            yield
+        return threading.get_ident()
+
+    ident = torch_thread.run_steps_for(None, True, lambda: pass_of(3))
+    assert ident == torch_thread.run(threading.get_ident)  # every step on the torch thread
+    inline = torch_thread.run(lambda: torch_thread.run_steps_for(None, True, lambda: pass_of(2)))
+    assert inline == ident
