@@ -8,7 +8,9 @@ restated in sampler.py as plain functions; this module decides how a request's c
 - the text chunks of a request are grouped by a BatchPlan (plan.py; on CUDA: the first chunk
   alone for a stream's first audio, the rest as padded batches with the padding masked out of
   attention) instead of upstream's one thread per chunk;
-- all model work runs on one thread (torch_thread.py), which keeps CPU operators fast;
+- all model work runs on one thread (torch_thread.py), which keeps CPU operators fast; a pass
+  runs a sampling step at a time, so the scheduler can put another request's first chunk between
+  two steps (decision 033);
 - each chunk is seeded with seed + its index, so a seed fixes the whole utterance;
 - the reference's mel spectrogram is computed once per voice (a bounded LRU, reference_cache.py);
 - optionally the transformer is compiled with torch.compile (off by default).
