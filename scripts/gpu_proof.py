@@ -12,8 +12,9 @@ On a CUDA machine, in order, each step timed against a budget:
 5. batched chunks (the CUDA plan) vs one chunk at a time, on a page (6 chunks);
 6. flash-attn vs torch attention on that page, if `flash_attn` imports; otherwise a loud line
    saying why, and a row that says it was not compared;
-7. 1, 4 and 8 concurrent requests (a page in four, sentences otherwise), SCHEDULER=fair vs
-   fifo: audio s per wall s and p95 first audio (scripts/proof_concurrency.py);
+7. 1, 4 and 8 concurrent requests (a page in four, sentences otherwise), SCHEDULER=fair with
+   batching across requests off and on (BATCH_MAX_ITEMS 1 vs 4), and fifo: audio s per wall s
+   and p95 first audio (scripts/proof_concurrency.py);
 8. peak GPU memory of every row.
 
 Writes one markdown table (and the facts it was taken on) to --out, and prints it. It installs
@@ -148,13 +149,13 @@ def run(proof: Proof) -> None:
     _batched_vs_sequential(proof, engines[dtypes[0]], dtypes[0], device)
     proof.check_budget("6. flash-attn vs torch attention")
     _flash_vs_torch(proof, model_dir, engines[dtypes[0]], dtypes[0], device)
-    proof.check_budget("7. concurrent requests, fair vs fifo")
+    proof.check_budget("7. concurrent requests: fair, fair with batching, fifo")
     clients = (1, 2) if args.dry_run else CLIENTS
-    for n, policy, audio_s, wall_s, rate, p95, p95_sentences in concurrency_rows(
+    for n, setup, audio_s, wall_s, rate, p95, p95_sentences in concurrency_rows(
         engines[dtypes[0]], 16, clients
     ):
         note = f"{rate} audio s per wall s; p95 first audio {p95} s (sentences {p95_sentences} s)"
-        row = ["concurrent", f"{n} at once, {policy}", 16, audio_s, wall_s, "-", "-", "-", note]
+        row = ["concurrent", f"{n} at once, {setup}", 16, audio_s, wall_s, "-", "-", "-", note]
         proof.rows.append(row)
     proof.check_budget("done")
 

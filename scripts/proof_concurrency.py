@@ -1,10 +1,12 @@
 """The GPU proof's concurrency step (scripts/gpu_proof.py, step 7): N requests at once on one
-engine, SCHEDULER=fair against fifo, in this process.
+engine, in this process, under three set-ups: SCHEDULER=fair with batching across requests off
+(BATCH_MAX_ITEMS=1), fair with batching on (4 rows a pass, the CUDA default), and fifo.
 
 N requests start together on N threads, as N HTTP requests at work would: every fourth one
 streams a page, the others a sentence, each tagged as its own request (engine/scheduler.py).
-Per (N, policy): total audio seconds per wall second, and p95 time to first audio over all
-requests and over the sentences alone. Policies alternate per N (fair, fifo, fifo, fair, ...).
+Per (N, set-up): total audio seconds per wall second, and p95 time to first audio over all
+requests and over the sentences alone. The order of the set-ups alternates per N. If batching
+loses here, BATCH_MAX_ITEMS's CUDA default flips to 1 (docs/decisions/034).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from typing import Any
 from bench_common import PAGE, SENTENCE
 
 CLIENTS = (1, 4, 8)
-POLICIES = ("fair", "fifo")
+SETUPS = {"fair": ("fair", 1), "fair+batch": ("fair", 4), "fifo": ("fifo", 1)}
 
 
 def concurrency_rows(engine: Any, nfe: int, clients: tuple[int, ...] = CLIENTS) -> list[list[Any]]:
-    """Rows of [N, policy, audio s, wall s, audio s per wall s, p95 first audio s (all),
+    """Rows of [N, set-up, audio s, wall s, audio s per wall s, p95 first audio s (all),
     p95 first audio s (sentences)]."""
     from f5worker.engine import torch_thread
     from f5worker.engine.plan import SynthesisParams
@@ -31,11 +33,15 @@ def concurrency_rows(engine: Any, nfe: int, clients: tuple[int, ...] = CLIENTS) 
     rows = []
     try:
         for n in clients:
-            for policy in POLICIES if n % 2 == 0 else POLICIES[::-1]:
+            names = list(SETUPS) if n % 2 == 0 else list(SETUPS)[::-1]
+            for name in names:
+                policy, batch_rows = SETUPS[name]
                 torch_thread.use_policy(policy)
-                rows.append([n, policy, *_one_run(engine, voice, params, n)])
+                torch_thread.use_batching(batch_rows)
+                rows.append([n, name, *_one_run(engine, voice, params, n)])
     finally:
         torch_thread.use_policy("fair")
+        torch_thread.use_batching(1)
     return sorted(rows, key=lambda r: (r[0], r[1]))
 
 

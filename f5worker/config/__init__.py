@@ -82,6 +82,8 @@ class Settings:
     torch_compile: bool = default("torch_compile")
     max_concurrency: int = default("max_concurrency")
     scheduler: str = default("scheduler")
+    batch_max_items: int = default("batch_max_items")
+    batch_window_ms: int = default("batch_window_ms")
     max_audio_s: int = default("max_audio_s")
     default_quality: str = default("default_quality")
     log_format: str = default("log_format")

@@ -254,6 +254,20 @@ SETTINGS: tuple[Setting, ...] = (
           "first chunks before continuations, then round-robin across requests (a new request's "
           "first audio never waits behind another's page); `fifo`: first come, first served",
           choices=("fair", "fifo")),
+        # Batches across requests (engine/scheduler.py, decision 034): 0 picks per device,
+        # 4 on CUDA (upstream's Triton runtime batches 4), 1 on CPU, where a padded batch was
+        # measured slower than one chunk at a time (docs/benchmarks.md).
+        S("BATCH_MAX_ITEMS", "batch_max_items", int, 0,
+          "text chunks of different requests (same model, voice and settings) that may share "
+          "one padded, masked pass, each with its own seed; `0`: 4 on CUDA, 1 (no batching) "
+          "on CPU",
+          shown="0 (auto)", low=0, high=64),
+        # A pass gathers whatever is pending when it starts; a window trades that much latency
+        # for fuller batches when requests arrive together.
+        S("BATCH_WINDOW_MS", "batch_window_ms", int, 0,
+          "with batching on, how long a pass that could take more chunks waits for them to "
+          "arrive before it starts",
+          low=0, high=1000),
         # The longest audio one request may ask for; it bounds a job's time and memory.
         S("MAX_AUDIO_SECONDS", "max_audio_s", int, 1200,
           "the most audio one request may make (bounds a job's time and memory)",

@@ -23,10 +23,11 @@ reference as a file on disk.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import cast
@@ -42,7 +43,7 @@ from f5worker.engine.chunking import bound_chunks, cap_combining_marks, shorten_
 from f5worker.engine.loading import load_model_dir
 from f5worker.engine.plan import BatchPlan, Joiner, Line, SynthesisParams, chunk_seed, share_a_pass
 from f5worker.engine.reference_cache import Reference, ReferenceCache, Seen, SeenBy, seen_by
-from f5worker.engine.scheduler import WorkTag
+from f5worker.engine.scheduler import Batchable, WorkTag
 from f5worker.errors import GPUError, InternalError, InvalidInput, SynthesisFailed, TextTooLong
 from f5worker.models.spec import SAMPLE_RATE, ModelSpec
 
@@ -280,16 +281,18 @@ class F5TTSEngine:
     ) -> list[np.ndarray]:
         """One pass, one work item for the scheduler, run a sampling step at a time (another
         request's first chunk may go between two steps). A voice's reference is looked up
-        (or prepared) inside it, so a request's first audio is a single item."""
-        side_by_side = self.plan.concurrent and len(texts) > 1
-        generate = self._generate_side_by_side if side_by_side else self._generate
-
-        def work() -> Generator[None, None, list[np.ndarray]]:
-            reference = self._reference(ref, seen) if isinstance(ref, Voice) else ref
-            return (yield from generate(reference, texts, params, seeds))
-
+        (or prepared) inside it, so a request's first audio is a single item. With batching on
+        (BATCH_MAX_ITEMS > 1) the item may share its pass with other requests' chunks of the
+        same model, voice and settings, each chunk with its own seed."""
+        payload = (list(texts), list(seeds), seen)
+        work = lambda: _alone(self._shared_pass(ref, params, [payload]))  # noqa: E731
+        batch = None
+        if torch_thread.batching():
+            key = (id(self.model), self.plan, _ref_key(ref), dataclasses.replace(params, seed=0))
+            share = functools.partial(self._shared_pass, ref, params)
+            batch = Batchable(key, len(texts), payload, share)
         try:
-            waves = torch_thread.run_steps_for(tag, first, work)
+            waves = torch_thread.run_steps_for(tag, first, work, batch)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory() from None
         except RuntimeError as exc:
@@ -300,6 +303,32 @@ class F5TTSEngine:
             raise _synthesis_failed(exc) from exc
         self._oom_in_a_row = 0
         return waves
+
+    def _shared_pass(
+        self,
+        ref: Reference | Voice,
+        params: SynthesisParams,
+        payloads: list[tuple[list[str], list[int], Seen | None]],
+    ) -> Generator[None, None, list[list[np.ndarray]]]:
+        """One pass over the chunks of one or more requests (payloads: texts, seeds, `seen`),
+        a sampling step at a time; each payload's waves, in order."""
+        texts = [text for p in payloads for text in p[0]]
+        seeds = [seed for p in payloads for seed in p[1]]
+        told = [p[2] for p in payloads if p[2] is not None]
+
+        def tell(hit: bool) -> None:  # every member learns whether the reference was cached
+            for each in told:
+                each(hit)
+
+        reference = self._reference(ref, tell) if isinstance(ref, Voice) else ref
+        side_by_side = self.plan.concurrent and len(texts) > 1
+        generate = self._generate_side_by_side if side_by_side else self._generate
+        waves = yield from generate(reference, texts, params, seeds)
+        shares, at = [], 0
+        for p in payloads:
+            shares.append(waves[at : at + len(p[0])])
+            at += len(p[0])
+        return shares
 
     def _generate_side_by_side(
         self,
@@ -468,6 +497,18 @@ def _load(
         engine.compiled,
     )
     return engine
+
+
+def _alone(
+    shares: Generator[None, None, list[list[np.ndarray]]],
+) -> Generator[None, None, list[np.ndarray]]:
+    """A pass of one request's chunks: its only share."""
+    return (yield from shares)[0]
+
+
+def _ref_key(ref: Reference | Voice) -> Hashable:
+    """Which passes share a reference: a voice by its content, a prepared one by identity."""
+    return ReferenceCache.key(ref) if isinstance(ref, Voice) else id(ref)
 
 
 def _is_cuda_failure(exc: RuntimeError) -> bool:

@@ -20,6 +20,13 @@ work is pre-empted only by a higher rank, never interleaved with its peers, so e
 chunk still finishes as soon as it would alone. Under `fifo` a started item is the oldest and
 runs to its end, as before.
 
+Batches across requests (`BATCH_MAX_ITEMS` > 1, the default on CUDA): an item may say it can
+share a pass (`Batchable`: a key, its rows, and how to run several items' payloads as one
+pass). When the thread starts such an item it takes with it the pending items of other requests
+that have not started and share its key, in the rule's order, up to max_rows rows; with
+`window_s` it first waits that long for more to arrive. Each member's future gets its own share
+of the pass's result. The merged pass runs while any member's request still wants it.
+
 A cancelled request's pending item never runs on: it is dropped when its request's
 `cancelled()` says so (checked when the thread picks, and by the waiting submitter every
 POLL_S), or at once by `cancel(tag)`; its submitter gets JobCancelled. An item in steps stops at
@@ -31,8 +38,9 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +71,18 @@ class WorkTag:
         return f"WorkTag({self.name!r})"
 
 
+@dataclass(frozen=True)
+class Batchable:
+    """How an item can share a pass with other requests' items: equal keys may go together;
+    `run` takes the members' payloads (in order) and returns a generator of one pass's steps
+    whose value is one result per payload."""
+
+    key: Hashable
+    rows: int
+    payload: Any
+    run: Callable[[list[Any]], Generator[None, None, list[Any]]]
+
+
 @dataclass(eq=False)
 class WorkItem:
     tag: WorkTag
@@ -73,6 +93,7 @@ class WorkItem:
     future: Future[Any] = field(default_factory=Future)
     passed: int = 0  # first chunks taken ahead of this continuation
     running: Generator[Any, None, Any] | None = None  # an item in steps, once started
+    batch: Batchable | None = None
 
     @property
     def started(self) -> bool:
@@ -111,8 +132,11 @@ class WorkItem:
 
 
 class Scheduler:
-    def __init__(self, policy: str = "fair") -> None:
+    def __init__(self, policy: str = "fair", max_rows: int = 1, window_s: float = 0.0) -> None:
         self.policy = policy
+        self.max_rows = max_rows  # rows one pass may gather across requests (1: no batching)
+        self.window_s = window_s  # how long a pass that could gather more waits for them
+        self.batched = 0  # items that ran in another request's pass
         self._cond = threading.Condition()
         self._pending: list[WorkItem] = []
         self._turns: OrderedDict[WorkTag, int] = OrderedDict()  # tag -> its last turn
@@ -131,11 +155,17 @@ class Scheduler:
         self._policy = value
 
     def submit(
-        self, tag: WorkTag, first: bool, fn: Callable[[], Any], steps: bool = False
+        self,
+        tag: WorkTag,
+        first: bool,
+        fn: Callable[[], Any],
+        steps: bool = False,
+        batch: Batchable | None = None,
     ) -> WorkItem:
         """Queue fn for the torch thread; a request already cancelled gets JobCancelled.
-        `steps`: fn returns a generator, run a step at a time (its return value is the result)."""
-        item = WorkItem(tag, first, fn, next(self._seq), steps)
+        `steps`: fn returns a generator, run a step at a time (its return value is the result).
+        `batch`: the item may instead run in one pass with other requests' items."""
+        item = WorkItem(tag, first, fn, next(self._seq), steps, batch=batch)
         with self._cond:
             if tag.cancelled():
                 self._drop(item)
@@ -160,8 +190,14 @@ class Scheduler:
             return self._take()
 
     def next(self) -> WorkItem:
-        """take(), waiting until there is something to take (the torch thread's loop)."""
+        """take(), waiting until there is something to take (the torch thread's loop); a pass
+        that could gather more rows waits up to window_s for them first."""
         with self._cond:
+            while not self._pending:
+                self._cond.wait()
+            deadline = time.monotonic() + self.window_s
+            while self._could_gather() and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
             while (item := self._take()) is None:
                 self._cond.wait()
             return item
@@ -215,12 +251,64 @@ class Scheduler:
                 other.passed += not other.first
         if not item.future.set_running_or_notify_cancel():  # cancelled through its future
             return self._take()
+        self._served(item.tag)
+        peers = self._peers(item)
+        return item if not peers else self._merged(item, peers)
+
+    def _served(self, tag: WorkTag) -> None:
         self._turn += 1
-        self._turns[item.tag] = self._turn
-        self._turns.move_to_end(item.tag)
+        self._turns[tag] = self._turn
+        self._turns.move_to_end(tag)
         while len(self._turns) > REMEMBERED:
             self._turns.popitem(last=False)
-        return item
+
+    def _candidates(self, item: WorkItem) -> list[WorkItem]:
+        """Pending items that may share item's pass, in the rule's order."""
+        if item.batch is None or self.max_rows <= 1:
+            return []
+        key = item.batch.key
+        same = [
+            p
+            for p in self._pending
+            if p is not item and p.batch and p.batch.key == key and not p.started
+        ]
+        return sorted(same, key=self._order)
+
+    def _could_gather(self) -> bool:
+        """Whether the pass about to start could take more rows than are pending for it."""
+        if self.window_s <= 0 or self.max_rows <= 1 or not self._pending:
+            return False
+        item = min(self._pending, key=self._order)
+        if item.started or item.batch is None:
+            return False
+        rows = item.batch.rows + sum(p.batch.rows for p in self._candidates(item) if p.batch)
+        return rows < self.max_rows
+
+    def _peers(self, item: WorkItem) -> list[WorkItem]:
+        """Take the pending items that join item's pass (their futures marked running)."""
+        rows, peers = item.batch.rows if item.batch else 0, []
+        for other in self._candidates(item):
+            if other.batch is None or rows + other.batch.rows > self.max_rows:
+                continue
+            self._pending.remove(other)
+            if other.future.set_running_or_notify_cancel():
+                rows += other.batch.rows
+                peers.append(other)
+                self._served(other.tag)
+        return peers
+
+    def _merged(self, item: WorkItem, peers: list[WorkItem]) -> WorkItem:
+        """One item in steps that runs the members' pass and hands each its share."""
+        members = [item, *peers]
+        assert item.batch is not None
+        run, payloads = item.batch.run, [m.batch.payload for m in members if m.batch]
+        everyone_left = lambda: all(m.tag.cancelled() for m in members)  # noqa: E731
+        tag = WorkTag(f"{item.tag.name}+{len(peers)}", everyone_left)
+        merged = WorkItem(tag, item.first, lambda: run(payloads), item.seq, steps=True)
+        merged.future.set_running_or_notify_cancel()
+        merged.future.add_done_callback(lambda done: _share(done, members))
+        self.batched += len(peers)
+        return merged
 
     def _order(self, item: WorkItem) -> tuple[int, ...]:
         if self._policy == "fifo":
@@ -231,3 +319,14 @@ class Scheduler:
     def _drop(self, item: WorkItem) -> None:
         self.dropped += 1
         item.stop(JobCancelled(f"request {item.tag.name} was cancelled"))
+
+
+def _share(done: Future[Any], members: list[WorkItem]) -> None:
+    """Each member of a merged pass gets its own result, or the pass's error."""
+    exc = done.exception()
+    results = [None] * len(members) if exc is not None else done.result()
+    for member, result in zip(members, results, strict=True):
+        if exc is not None:
+            member.future.set_exception(exc)
+        else:
+            member.future.set_result(result)

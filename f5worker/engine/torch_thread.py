@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any, ParamSpec, TypeVar
 
-from f5worker.engine.scheduler import Scheduler, WorkTag
+from f5worker.engine.scheduler import Batchable, Scheduler, WorkTag
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -83,11 +83,15 @@ def run_for(
 
 
 def run_steps_for(
-    tag: WorkTag | None, first: bool, steps: Callable[[], Generator[Any, None, T]]
+    tag: WorkTag | None,
+    first: bool,
+    steps: Callable[[], Generator[Any, None, T]],
+    batch: Batchable | None = None,
 ) -> T:
     """run_for() of a generator function, a step at a time: between its steps the torch thread
     may run other requests' work (scheduler.py). Its return value is the result. Called from
-    the torch thread itself it runs to its end inline."""
+    the torch thread itself it runs to its end inline. `batch`: how the call may instead share
+    a pass with other requests' calls (scheduler.Batchable; only when batching is on)."""
     if is_current():
         gen = steps()
         while True:
@@ -97,7 +101,7 @@ def run_steps_for(
                 result: T = done.value
                 return result
     _started()
-    item = _scheduler.submit(tag or WorkTag(), first, steps, steps=True)
+    item = _scheduler.submit(tag or WorkTag(), first, steps, steps=True, batch=batch)
     value: T = _scheduler.wait(item)
     return value
 
@@ -105,6 +109,18 @@ def run_steps_for(
 def use_policy(policy: str) -> None:
     """SCHEDULER: `fair` or `fifo` (scheduler.POLICIES), from the next pick on."""
     _scheduler.policy = policy
+
+
+def use_batching(max_rows: int, window_s: float = 0.0) -> None:
+    """BATCH_MAX_ITEMS and BATCH_WINDOW_MS: rows one pass may gather across requests (1: none)
+    and how long a pass that could gather more waits for them."""
+    _scheduler.max_rows = max_rows
+    _scheduler.window_s = window_s
+
+
+def batching() -> bool:
+    """Whether passes may gather other requests' items (callers then describe theirs)."""
+    return _scheduler.max_rows > 1
 
 
 def scheduler() -> Scheduler:

@@ -46,8 +46,10 @@ def make_worker(
 ) -> W:
     """A Worker around a loaded default engine; each collaborator not given is built from the
     settings (the store: the output bucket of RunPod's BUCKET_* convention, if configured).
-    The engine's scheduler takes its policy (SCHEDULER) from these settings."""
+    The engine's scheduler takes its policy (SCHEDULER) and batching (BATCH_MAX_ITEMS,
+    BATCH_WINDOW_MS) from these settings."""
     torch_thread.use_policy(settings.scheduler)
+    torch_thread.use_batching(batch_rows(settings, engine), settings.batch_window_ms / 1000)
     if models is None:
         models = ModelPool([settings.default_model], _no_load, 1)
         models.add(settings.default_model, engine)
@@ -149,6 +151,13 @@ def output_store(settings: Settings) -> OutputStore | None:
         settings.bucket_name,
         settings.bucket_url_expiry_s,
     )
+
+
+def batch_rows(settings: Settings, engine: F5TTSEngine) -> int:
+    """BATCH_MAX_ITEMS, with 0 chosen per device: 4 on CUDA, 1 (no batching) on CPU."""
+    if settings.batch_max_items:
+        return settings.batch_max_items
+    return 4 if engine.device.type == "cuda" else 1
 
 
 def _no_load(ref: ModelRef) -> F5TTSEngine:

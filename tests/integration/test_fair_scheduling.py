@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import numpy as np
 import pytest
+from torch import device as torch_device
 
 from f5worker.engine import sampler, torch_thread
 from f5worker.engine.plan import BatchPlan, SynthesisParams
@@ -214,3 +215,50 @@ def test_a_sentence_runs_between_two_steps_of_a_page_chunk_in_progress(engine, m
     np.testing.assert_array_equal(sentence, alone)
     assert len(page) == len(page_alone)
     assert all(np.array_equal(a, b) for a, b in zip(page, page_alone, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("plan", "tolerance"),
+    [
+        (BatchPlan.for_device(torch_device("cpu")), 0.0),  # side by side: exact
+        (BatchPlan(max_batch=4), 1e-5),  # CUDA's padded, masked pass, here on CPU
+    ],
+    ids=["cpu-plan", "padded-masked"],
+)
+def test_two_requests_share_one_pass_each_with_its_own_seed(engine, plan, tolerance):
+    """Batching across requests (decision 034): two requests' sentences queued behind a held
+    thread run as one pass; each comes out as it does alone (within the padded batch's float
+    rounding), so a request's audio does not depend on who it was batched with."""
+    batched = engine.with_plan(plan)
+    voice = default_voice()
+    texts = {3: SENTENCE, 4: "And another sentence, a little longer than the first one was."}
+    alone = {
+        seed: batched.synthesize(text, voice, SynthesisParams(seed=seed, nfe_step=4)).samples
+        for seed, text in texts.items()
+    }
+    sched = torch_thread.scheduler()
+    merged_before = sched.batched
+    torch_thread.use_batching(4)
+    made: dict[int, np.ndarray] = {}
+    try:
+        held = Held()
+        threads = [
+            threading.Thread(
+                target=lambda s=seed, t=text: made.update(
+                    {s: batched.synthesize(t, voice, SynthesisParams(seed=s, nfe_step=4)).samples}
+                )
+            )
+            for seed, text in texts.items()
+        ]
+        for thread in threads:
+            thread.start()
+        _until(lambda: sched.pending() == 2, "both requests queued")
+        held.release()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        torch_thread.use_batching(1)
+    assert sched.batched == merged_before + 1
+    for seed, wave in made.items():
+        assert wave.shape == alone[seed].shape
+        assert float(np.abs(wave - alone[seed]).max()) <= tolerance

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from f5worker.engine.scheduler import Scheduler, WorkTag
+from f5worker.engine.scheduler import Batchable, Scheduler, WorkTag
 from f5worker.errors import JobCancelled
 
 
@@ -263,3 +263,111 @@ def test_an_error_in_a_step_reaches_the_submitter_and_ends_the_pass():
     with pytest.raises(ValueError, match="step 2 broke"):
         item.future.result()
     assert item.running is None and sched.pending() == 0
+
+
+# Batches across requests: items that share a key share one pass (decision 034).
+
+
+def _pass(log: list[list[str]], steps: int = 2):
+    """A Batchable's run: logs the payloads it was given, returns each doubled, in steps."""
+
+    def run(payloads):
+        log.append(list(payloads))
+        for _ in range(steps - 1):
+            yield
+        return [p * 2 for p in payloads]
+
+    return run
+
+
+def _batchable(sched: Scheduler, name: str, key: str, log, first: bool = True, rows: int = 1):
+    batch = Batchable(key, rows, name, _pass(log))
+    alone = lambda: _alone(_pass(log)([name]))  # noqa: E731  (the item run by itself)
+    return sched.submit(WorkTag(name), first, alone, True, batch)
+
+
+def _alone(shares):
+    return (yield from shares)[0]
+
+
+def _drain(sched: Scheduler) -> None:
+    while _step_once(sched):
+        pass
+
+
+def test_pending_items_with_one_key_share_a_pass_and_each_gets_its_share():
+    sched, log = Scheduler("fair", max_rows=4), []
+    a = _batchable(sched, "a", "voice-1", log)
+    b = _batchable(sched, "b", "voice-1", log, first=False)
+    c = _batchable(sched, "c", "voice-2", log)
+    d = _batchable(sched, "d", "voice-1", log)
+    _drain(sched)
+    assert log == [["a", "d", "b"], ["c"]]  # one key per pass, members in the rule's order
+    assert [f.future.result() for f in (a, b, c, d)] == ["aa", "bb", "cc", "dd"]
+    assert sched.batched == 2
+
+
+def test_a_pass_takes_no_more_rows_than_max_rows_and_no_started_item():
+    sched, log = Scheduler("fair", max_rows=3), []
+    _batchable(sched, "a", "k", log, rows=2)
+    _batchable(sched, "b", "k", log, rows=2)  # would make 4: waits for the next pass
+    _batchable(sched, "c", "k", log)
+    _drain(sched)
+    assert log == [["a", "c"], ["b"]]
+    sched, log = Scheduler("fair", max_rows=4), []
+    _batchable(sched, "a", "k", log)
+    assert _step_once(sched)  # a has started its pass alone
+    _batchable(sched, "b", "k", log)
+    _drain(sched)
+    assert log == [["a"], ["b"]]
+
+
+def test_without_batching_every_item_runs_alone():
+    sched, log = Scheduler("fair"), []
+    for name in "abc":
+        _batchable(sched, name, "k", log)
+    _drain(sched)
+    assert log == [["a"], ["b"], ["c"]] and sched.batched == 0
+
+
+def test_a_shared_pass_runs_while_one_member_still_wants_it():
+    sched, log = Scheduler("fair", max_rows=4), []
+    gone = threading.Event()
+    left = sched.submit(
+        WorkTag("left", gone.is_set), True, lambda: None, True, Batchable("k", 1, "x", _pass(log))
+    )
+    stays = _batchable(sched, "y", "k", log)
+    assert _step_once(sched)  # the pass of x and y has started
+    gone.set()  # x's client leaves; y still wants its audio
+    _drain(sched)
+    assert stays.future.result() == "yy" and left.future.result() == "xx"
+    assert sched.dropped == 0
+
+
+def test_an_error_in_a_shared_pass_reaches_every_member():
+    sched = Scheduler("fair", max_rows=4)
+
+    def broken(payloads):
+        yield
+        raise ValueError("the pass broke")
+
+    items = [
+        sched.submit(WorkTag(n), True, lambda: None, True, Batchable("k", 1, n, broken))
+        for n in "ab"
+    ]
+    _drain(sched)
+    for item in items:
+        with pytest.raises(ValueError, match="the pass broke"):
+            item.future.result()
+
+
+def test_the_window_waits_for_a_second_request_to_join_the_pass():
+    sched, log = Scheduler("fair", max_rows=2, window_s=30.0), []
+    _batchable(sched, "a", "k", log)
+    late = threading.Timer(0.05, lambda: _batchable(sched, "b", "k", log))
+    late.start()
+    item = sched.next()  # returns as soon as the second arrives, far inside the window
+    late.join()
+    while not item.execute():
+        pass
+    assert log == [["a", "b"]]
