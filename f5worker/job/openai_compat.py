@@ -26,8 +26,8 @@ The HTTP mode's `POST /v1/audio/speech` takes the same body (speech_to_native); 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from f5worker.errors import InvalidInput, UnsupportedFormat, describe_names
