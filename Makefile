@@ -17,7 +17,7 @@ IMAGE_OWNED := torch torchaudio triton nvidia-cublas-cu12 nvidia-cuda-cupti-cu12
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run run-http test test-fast lint lock clean
+.PHONY: venv run run-http test test-agents test-fast lint lock clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,19 @@ run-http: venv
 test: venv lint
 	$(PY) -m pytest
 
+# Pipecat's OpenAI TTS against the HTTP mode, in an environment of its own: pipecat-ai pins older
+# soundfile/soxr/protobuf than the image (decision 031). LiveKit's plugin is in `make test`.
+AGENTS_VENV := .venv-agents
+AGENTS_STAMP := $(AGENTS_VENV)/.synced
+
+$(AGENTS_STAMP): requirements-agents.txt $(STAMP)
+	test -x $(AGENTS_VENV)/bin/python || $(PYTHON) -m venv $(AGENTS_VENV)
+	$(UV) pip sync --quiet --python $(AGENTS_VENV)/bin/python --require-hashes requirements-agents.txt
+	touch $@
+
+test-agents: $(AGENTS_STAMP)
+	$(AGENTS_VENV)/bin/python -m pytest tests/agents
+
 # The inner loop: every test that starts no subprocess, worker or S3 server and loads no model
 # (under 60 s here). `make test` runs everything.
 test-fast: venv
@@ -55,6 +68,7 @@ lock: venv
 	$(COMPILE) requirements-dev.in -o requirements-dev.txt
 	$(COMPILE) requirements.in -c constraints-image.txt $(addprefix --no-emit-package ,$(IMAGE_OWNED)) \
 		-o requirements.txt
+	$(COMPILE) requirements-agents.in -o requirements-agents.txt
 
 .PHONY: build container-test
 # The image, stamped with `git describe` (refuses a dirty tree; ARGS="--allow-dirty -- ..." passes on).
@@ -98,4 +112,4 @@ bench-threads: venv
 	$(PY) scripts/bench_threads.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(AGENTS_VENV) .pytest_cache .mypy_cache

@@ -7,10 +7,13 @@ a chat client pointed here by mistake gets a clear answer instead of a crash.
 
 Mapping: `input` -> text, `voice` -> voice, `response_format` -> format (OpenAI's default mp3),
 `speed` -> speed (our bounds apply), `model` -> model, except OpenAI's own model names (tts-1,
-tts-1-hd, gpt-4o-mini-tts) and `f5-tts`, which mean the worker's default model, so an unmodified
-OpenAI client works.
+tts-1-hd, gpt-4o-mini-tts and their dated snapshots, e.g. gpt-4o-mini-tts-2025-12-15, which the
+openai package lists and voice-agent frameworks let their users pick) and `f5-tts`, which mean
+the worker's default model, so an unmodified OpenAI client works.
 OpenAI's stock voice names ("alloy", ...) use a library voice of that name when there is one and
-the default voice otherwise, so an unmodified OpenAI client works on a worker without a library.
+the default voice otherwise (or the library voice the operator's VOICE_ALIASES maps it to), so an
+unmodified OpenAI client works on a worker without a library. OpenAI's custom-voice object,
+`{"id": "<name>"}`, names a library voice as the plain string does.
 `instructions` is accepted and has no effect: F5-TTS has no text prompt for style; the voice,
 its pace and its tone come from the reference clip. Extension fields beside OpenAI's (an
 OpenAI client sends them with `extra_body`): `ref_audio` + `ref_text` (a caller's own voice;
@@ -23,6 +26,7 @@ The HTTP mode's `POST /v1/audio/speech` takes the same body (speech_to_native); 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,8 +54,11 @@ OPENAI_VOICES = frozenset(
 # OpenAI response_format -> our format (the same names).
 OPENAI_FORMATS = {f: f for f in ("mp3", "opus", "aac", "flac", "wav", "pcm")}
 OPENAI_DEFAULT_FORMAT = "mp3"
-# OpenAI's model names and our generic one: the worker's default model.
+# OpenAI's model names and our generic one: the worker's default model. OpenAI publishes dated
+# snapshots beside each name (tts-1-1106, gpt-4o-mini-tts-2025-12-15): a client pinned to one
+# must not get MODEL_NOT_FOUND.
 DEFAULT_MODEL_NAMES = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "f5-tts"})
+_SNAPSHOT = re.compile(r"(tts-1|tts-1-hd)-\d{4}|gpt-4o-mini-tts-\d{4}-\d{2}-\d{2}")
 _MAPPING = {"input": "text", "voice": "voice", "response_format": "format", "speed": "speed"}
 EXTENSIONS = ("ref_audio", "ref_text", "seed", "quality")
 IGNORED = ("instructions",)
@@ -91,9 +98,11 @@ def speech_to_native(body: Mapping[str, Any], where: str = "body") -> tuple[dict
         raise InvalidInput("model must be a string of at most 300 characters")
     native = {ours: body[theirs] for theirs, ours in _MAPPING.items() if theirs in body}
     native |= {name: body[name] for name in EXTENSIONS if name in body}
+    if "voice" in native:
+        native["voice"] = _voice_name(native["voice"])
     if "ref_audio" in native:
         native.pop("voice", None)  # OpenAI clients must name a voice; the reference wins
-    if model is not None and model.strip().lower() not in DEFAULT_MODEL_NAMES:
+    if model is not None and not means_default_model(model):
         native["model"] = model
     native["format"] = _format(body.get("response_format", OPENAI_DEFAULT_FORMAT))
     voice = native.get("voice")
@@ -101,6 +110,22 @@ def speech_to_native(body: Mapping[str, Any], where: str = "body") -> tuple[dict
         native["voice"] = voice.strip().lower()
         return native, True
     return native, False
+
+
+def means_default_model(model: str) -> bool:
+    """OpenAI's model names, their dated snapshots and `f5-tts`: the worker's default model."""
+    name = model.strip().lower()
+    return name in DEFAULT_MODEL_NAMES or _SNAPSHOT.fullmatch(name) is not None
+
+
+def _voice_name(value: Any) -> Any:
+    """OpenAI's custom-voice object `{"id": name}` -> the name; anything else as it came (the
+    native parser names a type error)."""
+    if isinstance(value, Mapping):
+        if set(value) != {"id"} or not isinstance(value["id"], str):
+            raise InvalidInput('voice must be a string or an object {"id": "<voice name>"}')
+        return value["id"]
+    return value
 
 
 def _format(value: Any) -> Any:

@@ -26,6 +26,26 @@ MAPPED = [
         TTSRequest(text="Hi.", voice="anna", format="opus"),
     ),
     (openai(input="Hi.", response_format="pcm"), TTSRequest(text="Hi.", format="pcm")),
+    # OpenAI's dated snapshots, which the openai package lists: the default model too
+    (
+        openai(model="gpt-4o-mini-tts-2025-12-15", input="Hi.", response_format="pcm"),
+        TTSRequest(text="Hi.", format="pcm"),
+    ),
+    (openai(model="TTS-1-HD-1106", input="Hi."), TTSRequest(text="Hi.", format="mp3")),
+    # ... but only their shape: any other name is the operator's model (or MODEL_NOT_FOUND)
+    (
+        openai(model="gpt-4o-mini-tts-latest", input="Hi."),
+        TTSRequest(text="Hi.", format="mp3", model="gpt-4o-mini-tts-latest"),
+    ),
+    # OpenAI's custom-voice object names a library voice, as the string does
+    (
+        openai(input="Hi.", voice={"id": "narrator"}),
+        TTSRequest(text="Hi.", voice="narrator", format="mp3"),
+    ),
+    (
+        openai(input="Hi.", voice={"id": "Alloy"}),
+        TTSRequest(text="Hi.", voice="alloy", format="mp3", voice_fallback=True),
+    ),
     (openai(input="Hi.", response_format="FLAC"), TTSRequest(text="Hi.", format="flac")),
     (openai(input="Hi.", response_format="aac"), TTSRequest(text="Hi.", format="aac")),
     (
@@ -77,6 +97,9 @@ BAD = [
     (openai(input="x" * 5001), "TEXT_TOO_LONG", "text is longer than 5000"),
     (openai(input="Hi.", voice=["alloy"]), "INVALID_INPUT", "voice must be a string"),
     (openai(input="Hi.", voice="../x"), "INVALID_INPUT", "voice must be 1-64"),
+    (openai(input="Hi.", voice={"id": 5}), "INVALID_INPUT", 'object {"id": "<voice name>"}'),
+    (openai(input="Hi.", voice={"name": "x"}), "INVALID_INPUT", "voice must be a string or"),
+    (openai(input="Hi.", voice={"id": "../x"}), "INVALID_INPUT", "voice must be 1-64"),
 ]
 
 
