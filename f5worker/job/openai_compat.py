@@ -13,9 +13,10 @@ OpenAI's stock voice names ("alloy", ...) use a library voice of that name when 
 the default voice otherwise, so an unmodified OpenAI client works on a worker without a library.
 `instructions` is accepted and has no effect: F5-TTS has no text prompt for style; the voice,
 its pace and its tone come from the reference clip. Extension fields beside OpenAI's (an
-OpenAI client sends them with `extra_body`): `ref_audio` + `ref_text` (a caller's own voice;
-`voice`, which OpenAI clients always send, is then ignored), `seed` and `quality`, with their
-native meaning and bounds.
+OpenAI client sends them with `extra_body`): `ref_audio`, with `ref_text` or without it (then
+transcribed; `ref_language` names its language) for a caller's own voice (`voice`, which OpenAI
+clients always send, is then ignored), `seed` and `quality`, with their native meaning and
+bounds.
 
 The HTTP mode's `POST /v1/audio/speech` takes the same body (speech_to_native); its
 `stream_format` is a property of the HTTP response and is handled there.
@@ -53,7 +54,7 @@ OPENAI_DEFAULT_FORMAT = "mp3"
 # OpenAI's model names and our generic one: the worker's default model.
 DEFAULT_MODEL_NAMES = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "f5-tts"})
 _MAPPING = {"input": "text", "voice": "voice", "response_format": "format", "speed": "speed"}
-EXTENSIONS = ("ref_audio", "ref_text", "seed", "quality")
+EXTENSIONS = ("ref_audio", "ref_text", "ref_language", "seed", "quality")
 IGNORED = ("instructions",)
 _ACCEPTED = ("model", *_MAPPING, *EXTENSIONS, *IGNORED)
 
