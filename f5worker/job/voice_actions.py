@@ -168,8 +168,8 @@ class VoiceActions:
             heard = {"transcript_source": "asr", "language": transcript.language}
         voice = normalise_voice(voice, self.sample_rate)
         created = self._now().isoformat(timespec="seconds").replace("+00:00", "Z")
-        info = self.library.add(action.name, voice, created, consent)
         source = heard or {"transcript_source": "request"}
+        info = self.library.add(action.name, voice, created, consent, source["transcript_source"])
         return {"voice": asdict(info) | {"transcript": voice.text} | source}
 
     def _list(self, _action: VoiceAction) -> dict[str, Any]:
@@ -187,6 +187,7 @@ class VoiceActions:
                 "transcript": entry.voice.text,
                 "sample_rate": entry.voice.audio.sample_rate,
                 "consent": entry.consent,
+                "transcript_source": entry.transcript_source,
             }
         }
 

@@ -142,6 +142,7 @@ def test_voice_add_from_a_clip_alone_stores_the_transcript(engine, library_setti
     other = worker_with(engine, None, library_settings)  # another worker, no ASR needed to use it
     got = one(other, {"action": "voice.get", "name": "anna"})["voice"]
     assert got["transcript"] == "I am Anna, and this is my voice."
+    assert got["transcript_source"] == "asr"
     spoken = one(other, {"text": "Hello from Anna.", "voice": "anna", **FAST})
     assert "error" not in spoken and "ref_text_used" not in spoken
     one(worker, {"action": "voice.delete", "name": "anna"})

@@ -202,13 +202,31 @@ def test_a_voice_added_from_a_clip_alone_keeps_the_transcript_of_what_was_kept(s
     assert (heard_rate, heard_language) == (16000, "de")
     assert heard_samples == pytest.approx((MAX_REF_SECONDS + TAIL_SILENCE_S) * 16000, abs=400)
     got = act.run({"action": "voice.get", "name": "anna"})["voice"]
-    assert got["transcript"] == "Hello, I am Anna."
-    fresh = library(s3, prefix).get("anna")  # stored with the voice, not only in memory
-    assert fresh.text == "Hello, I am Anna."
+    assert (got["transcript"], got["transcript_source"]) == ("Hello, I am Anna.", "asr")
+    fresh = library(s3, prefix).entry("anna")  # stored with the voice, not only in memory
+    assert (fresh.voice.text, fresh.transcript_source) == ("Hello, I am Anna.", "asr")
+    manifest = json.loads(
+        s3.get_object(Bucket=BUCKET, Key=f"{prefix}/voices/anna/voice.json")["Body"].read()
+    )
+    assert manifest["transcript_source"] == "asr"
 
     sent = act.run(add("bob", text="I am Bob.") | {"ref_text": "I am Bob."})["voice"]
     assert sent["transcript_source"] == "request" and "language" not in sent
     assert len(asr.calls) == 1  # a transcript sent wins: no ASR
+    got = act.run({"action": "voice.get", "name": "bob"})["voice"]
+    assert got["transcript_source"] == "request"
+
+
+def test_a_manifest_from_before_transcript_source_reads_as_a_transcript_sent(s3, prefix):
+    act = actions(s3, prefix)
+    act.run(add("anna"))
+    key = f"{prefix}/voices/anna/voice.json"
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    del manifest["transcript_source"]
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(manifest).encode())
+    fresh = actions(s3, prefix)  # another worker: nothing cached
+    got = fresh.run({"action": "voice.get", "name": "anna"})["voice"]
+    assert (got["transcript"], got["transcript_source"]) == ("I am Anna.", "request")
 
 
 @pytest.mark.parametrize("heard", ["", "   ", "[Music]", "♪ ♪", "(applause) .", "a"])
