@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# (voice, ref_audio, ref_text, bound) -> the fitted voice (prepared.VoiceChoice) or the error
+# (voice, ref_audio, ref_text, ref_language, bound) -> the fitted voice (prepared.VoiceChoice)
+# or the error
 VoiceMemo = dict[tuple[Any, ...], "VoiceChoice | WorkerError"]
 # Worker.prepare_request for one entry: (entry, result budget, voice memo) -> prepared entry.
 PrepareEntry = Callable[[TTSRequest, ResultBudget, VoiceMemo], PreparedJob]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from f5worker import presets
 from f5worker.audio import Audio, Voice
 from f5worker.job.output import Delivery
+from f5worker.job.ref_transcripts import RefTranscript
 from f5worker.job.schema import TTSRequest
 from f5worker.model_ref import ModelRef
 
@@ -56,12 +57,14 @@ class VoiceChoice:
     name: what results give (`ref_audio`, a library voice after VOICE_ALIASES, or `default`).
     kind: its class for metric labels, never a name: library, alias, default or ref_audio.
     cached: whether it came from the worker's memory (False: read from S3, or sent with the job).
+    transcript: the ASR's, for a reference sent without ref_text (None otherwise).
     """
 
     name: str
     voice: Voice
     kind: str
     cached: bool
+    transcript: RefTranscript | None = None
 
 
 @dataclass
@@ -83,6 +86,7 @@ class PreparedJob:
     voice_cached: bool = True
     # Set by the engine call that looked the voice's reference up (reference_cache.Seen).
     reference_cached: bool | None = None
+    ref_transcript: RefTranscript | None = None  # VoiceChoice.transcript
 
     def saw_reference(self, hit: bool) -> None:
         self.reference_cached = hit
@@ -107,6 +111,21 @@ class PreparedJob:
             "nfe_step": self.params.nfe_step,
             "ref_audio_s": round(self.voice.audio.duration_s, 3),
             "worker_version": worker_version,
+        } | self.ref_text_fields()
+
+    def ref_text_fields(self) -> dict[str, Any]:
+        """For a reference sent with the job: the transcript the model was given with it
+        (`ref_text_used`: the caller's or the ASR's, as cut with the clip) and where it came
+        from; with the ASR's, the language it was heard in."""
+        if self.voice_kind != "ref_audio":
+            return {}
+        heard = self.ref_transcript
+        if heard is None:
+            return {"ref_text_used": self.voice.text, "ref_text_source": "request"}
+        return {
+            "ref_text_used": self.voice.text,
+            "ref_text_source": "asr",
+            "ref_language": heard.language,
         }
 
 

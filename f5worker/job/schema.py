@@ -44,6 +44,8 @@ DEFAULT_VOICE = "default"
 # Voice names become S3 key segments: no slashes, no leading dot, nothing to escape.
 VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 URL_PREFIXES = ("https://", "http://", "s3://")
+# ISO 639-1 (and Whisper's few three-letter codes); a BCP 47 tag's region is dropped (en-US).
+LANGUAGE = re.compile(r"([a-z]{2,3})(?:[-_][a-z0-9]{1,8})*")
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,19 @@ FIELDS: tuple[Field, ...] = (
         "ref_text",
         str,
         None,
-        "Transcript of `ref_audio`; required with it.",
+        "Transcript of `ref_audio`. Unset or blank: the clip is transcribed by the worker's "
+        "ASR (`ASR_MODEL`) and the transcript returned as `ref_text_used`; a worker with "
+        "`ASR_MODEL=none` refuses `ref_audio` without it.",
         max_len=MAX_REF_TEXT_CHARS,
+    ),
+    Field(
+        "ref_language",
+        str,
+        None,
+        "Language of `ref_audio` for its transcription, an ISO 639-1 code (`en`, `zh`, ...; "
+        "a region is ignored: `en-US` is `en`); unset = detected. Only used when `ref_text` "
+        "is not sent.",
+        max_len=16,
     ),
     Field("format", str, "wav", "Output audio format.", choices=FORMATS),
     Field(
@@ -201,6 +214,7 @@ class TTSRequest:
     voice: str | None = None
     ref_audio: str | None = None
     ref_text: str | None = None
+    ref_language: str | None = None  # lower case; None: detected
     format: str = "wav"
     sample_rate: int | None = None
     seed: int | None = None
@@ -249,12 +263,24 @@ def parse_request(raw: Any) -> TTSRequest:
     values["text"] = values["text"] or ""
     if values["texts"] is not None:
         values["texts"] = tuple(values["texts"])
+    values["ref_language"] = language_code(values["ref_language"])
     req = TTSRequest(**values, voice_fallback=voice_fallback)
     if req.texts is not None:
         _check_batch(req)
     else:
         _check_combinations(req)
     return req
+
+
+def language_code(value: str | None, name: str = "ref_language") -> str | None:
+    """A language code, lower case; INVALID_INPUT for anything else. Whether the recogniser
+    knows that language is its own answer (a coded error from the ASR)."""
+    if value is None:
+        return None
+    found = LANGUAGE.fullmatch(value.strip().lower())
+    if found is None:
+        raise InvalidInput(f"{name} must be a language code such as en, de or zh")
+    return found.group(1)
 
 
 def parse_fields(fields: tuple[Field, ...], raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -283,7 +309,7 @@ def parse_entry(req: TTSRequest, raw: Any) -> TTSRequest:
         if raw.get(name) is not None:  # unset: the batch's value, not the field's default
             changes[name] = _field_value(_BY_NAME[name], raw)
     if "voice" in changes:  # the entry's voice replaces the batch's reference clip
-        changes |= {"ref_audio": None, "ref_text": None}
+        changes |= {"ref_audio": None, "ref_text": None, "ref_language": None}
     entry = replace(req, **changes)
     _check_combinations(entry)
     return entry
@@ -317,13 +343,10 @@ def _check_combinations(req: TTSRequest) -> None:
         raise InvalidInput("voice must be 1-64 letters, digits, '.', '_' or '-'")
     if req.voice is not None and req.ref_audio is not None:
         raise InvalidInput("send either voice or ref_audio, not both")
-    has_ref_text = bool((req.ref_text or "").strip())
-    if req.ref_audio is not None and not has_ref_text:
-        raise InvalidInput(
-            "ref_text is required with ref_audio (automatic transcription is not available)"
-        )
     if req.ref_audio is None and req.ref_text is not None:
         raise InvalidInput("ref_text is only used with ref_audio")
+    if req.ref_audio is None and req.ref_language is not None:
+        raise InvalidInput("ref_language is only used with ref_audio")
     if req.format == "opus" and req.sample_rate not in (None, *OPUS_RATES):
         raise UnsupportedFormat(
             f"opus needs a sample_rate in {', '.join(str(r) for r in OPUS_RATES)}"

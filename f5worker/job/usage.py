@@ -69,6 +69,7 @@ class JobFigures:
     voice: str | None = None  # the voice's class, never its name
     voice_cached: bool | None = None
     reference_cached: bool | None = None
+    ref_transcribe_s: float = 0.0  # the ASR's time on a reference sent without ref_text
 
     def add(self, item: dict[str, Any], since_start_s: float) -> None:
         """Count one result item, `since_start_s` after the job began."""
@@ -86,6 +87,9 @@ class JobFigures:
         self.quality = usage.get("quality", self.quality)
         self.voice_cached = usage.get("voice_cached", self.voice_cached)
         self.reference_cached = usage.get("reference_cached", self.reference_cached)
+        timings = item.get("timings")
+        if isinstance(timings, dict):
+            self.ref_transcribe_s += float(timings.get("ref_transcribe", 0.0))
 
     def failed(self, code: str) -> None:
         self.status, self.code = "error", code

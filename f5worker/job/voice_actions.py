@@ -10,6 +10,8 @@ s3://, with the same limits and checks), decoded to mono, trimmed and cut to at 
 sound at a sentence end its transcript agrees on (the bound of the `best` preset, so every preset
 can use it; `fast` cuts further per job where a sentence end allows), and resampled to the
 model's rate. A job that names the voice then decodes one WAV and does nothing else to it.
+Sent without `ref_text` (or with a blank one), the clip is transcribed after that trimming
+(ref_transcripts.py) and the transcript is stored with the voice as if it had been sent.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from typing import Any
 
 from f5worker.errors import ConsentRequired, InvalidInput
 from f5worker.job.fetch import RefAudioFetcher
+from f5worker.job.ref_transcripts import RefTranscripts
 from f5worker.job.schema import (
+    FIELDS,
     MAX_REF_AUDIO_B64_CHARS,
     MAX_REF_TEXT_CHARS,
     VOICE_NAME,
     Field,
+    language_code,
     parse_fields,
     ref_kind,
 )
@@ -61,8 +66,13 @@ _REF_AUDIO = Field(
     required=True,
 )
 _REF_TEXT = Field(
-    "ref_text", str, None, "Transcript of `ref_audio`.", max_len=MAX_REF_TEXT_CHARS, required=True
+    "ref_text",
+    str,
+    None,
+    "Transcript of `ref_audio`; unset or blank: transcribed by the worker's ASR (`ASR_MODEL`).",
+    max_len=MAX_REF_TEXT_CHARS,
 )
+_REF_LANGUAGE = next(f for f in FIELDS if f.name == "ref_language")
 MAX_CONSENT_CHARS = 500
 _CONSENT = Field(
     "consent",
@@ -74,7 +84,7 @@ _CONSENT = Field(
     max_len=MAX_CONSENT_CHARS,
 )
 ACTIONS: dict[str, tuple[Field, ...]] = {
-    VOICE_ADD: (_ACTION, _NAME, _REF_AUDIO, _REF_TEXT, _CONSENT),
+    VOICE_ADD: (_ACTION, _NAME, _REF_AUDIO, _REF_TEXT, _REF_LANGUAGE, _CONSENT),
     VOICE_LIST: (_ACTION,),
     VOICE_GET: (_ACTION, _NAME),
     VOICE_DELETE: (_ACTION, _NAME),
@@ -87,6 +97,7 @@ class VoiceAction:
     name: str | None = None
     ref_audio: str | None = None
     ref_text: str | None = None
+    ref_language: str | None = None
     consent: str | None = None
 
 
@@ -102,9 +113,8 @@ def parse_action(raw: Mapping[str, Any]) -> VoiceAction:
     name = values.get("name")
     if name is not None and not VOICE_NAME.fullmatch(name):
         raise InvalidInput("name must be 1-64 letters, digits, '.', '_' or '-'")
-    text = values.get("ref_text")
-    if text is not None and not text.strip():
-        raise InvalidInput("ref_text must not be empty")
+    if "ref_language" in values:
+        values["ref_language"] = language_code(values["ref_language"])
     return VoiceAction(**values)
 
 
@@ -118,8 +128,10 @@ class VoiceActions:
         sample_rate: int,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         require_consent: bool = False,
+        transcripts: RefTranscripts | None = None,
     ) -> None:
         self.library = library
+        self.transcripts = transcripts or RefTranscripts(None)
         self.fetcher = fetcher
         self.sample_rate = sample_rate
         self.require_consent = require_consent
@@ -137,7 +149,7 @@ class VoiceActions:
         return {"action": action.action} | self._run[action.action](action)
 
     def _add(self, action: VoiceAction) -> dict[str, Any]:
-        assert action.name and action.ref_audio and action.ref_text  # required fields
+        assert action.name and action.ref_audio  # required fields
         self.library.check_writable()  # before any download
         consent = " ".join((action.consent or "").split())
         if self.require_consent and not consent:
@@ -145,12 +157,20 @@ class VoiceActions:
                 "this worker records consent for every voice (VOICE_REQUIRE_CONSENT): send "
                 "`consent`, who agreed to the clone and how"
             )
+        text = (action.ref_text or "").strip()
+        if not text:
+            self.transcripts.require()  # before any download
         ref = action.ref_audio
-        voice = self.fetcher.voice(ref, ref_kind(ref), action.ref_text.strip())
+        voice = self.fetcher.voice(ref, ref_kind(ref), text)
+        heard = {}
+        if not text:  # the trimmed clip is what is stored: its transcript goes with it
+            voice, transcript = self.transcripts.voice_with_text(voice, action.ref_language)
+            heard = {"transcript_source": "asr", "language": transcript.language}
         voice = normalise_voice(voice, self.sample_rate)
         created = self._now().isoformat(timespec="seconds").replace("+00:00", "Z")
-        info = self.library.add(action.name, voice, created, consent)
-        return {"voice": asdict(info) | {"transcript": voice.text}}
+        source = heard or {"transcript_source": "request"}
+        info = self.library.add(action.name, voice, created, consent, source["transcript_source"])
+        return {"voice": asdict(info) | {"transcript": voice.text} | source}
 
     def _list(self, _action: VoiceAction) -> dict[str, Any]:
         voices = [asdict(info) for info in self.library.list_voices()]
@@ -167,6 +187,7 @@ class VoiceActions:
                 "transcript": entry.voice.text,
                 "sample_rate": entry.voice.audio.sample_rate,
                 "consent": entry.consent,
+                "transcript_source": entry.transcript_source,
             }
         }
 

@@ -4,7 +4,8 @@ A voice added through the API is two objects, the manifest written last:
 
     <S3_PREFIX>/voices/<name>/<id>.wav     the normalised reference (mono float WAV)
     <S3_PREFIX>/voices/<name>/voice.json   {"audio": "<id>.wav", "transcript", "duration_s",
-                                            "sample_rate", "created"}
+                                            "sample_rate", "created", "consent",
+                                            "transcript_source"}
 
 Why a manifest: S3 writes one object atomically, not two. With the transcript inside the
 manifest and the audio under a name used once (<id>), a reader that holds a manifest holds the
@@ -96,6 +97,9 @@ class StoredVoice:
     token: str  # changes whenever the voice does (the manifest's ETag, or the legacy pair's)
     sample_rate: int | None  # of a normalised (manifest) voice; None: a legacy upload
     consent: str = ""
+    # "asr" when voice.add transcribed the clip; "request" for a transcript sent (and for
+    # voices stored before the field existed, when a transcript was always sent).
+    transcript_source: str = "request"
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -134,6 +138,7 @@ class VoiceStore:
             etag,
             manifest["sample_rate"],
             str(manifest.get("consent", "")),
+            str(manifest.get("transcript_source", "request")),
         )
 
     def token(self, name: str) -> str | None:

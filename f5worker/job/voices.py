@@ -11,6 +11,7 @@ most 12 s of audio (about 2.3 MB at 48 kHz), so the cache is at most VOICE_CACHE
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import threading
@@ -165,6 +166,12 @@ class _Cached:
     token: str
     checked: float  # monotonic time of the last look at S3
     consent: str = ""
+    transcript_source: str = "request"  # StoredVoice.transcript_source
+
+    def entry(self) -> VoiceEntry:
+        return VoiceEntry(
+            self.voice, self.created, self.consent, transcript_source=self.transcript_source
+        )
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,7 @@ class VoiceEntry:
     created: str
     consent: str
     cached: bool = True  # from the worker's memory; False: just read from S3
+    transcript_source: str = "request"  # "asr": transcribed when the voice was added
 
 
 class VoiceLibrary:
@@ -231,10 +239,10 @@ class VoiceLibrary:
             return VoiceEntry(default_voice(), "", "")
         cached = self._cached(name)
         if cached is not None and self._clock() - cached.checked < self._ttl:
-            return VoiceEntry(cached.voice, cached.created, cached.consent)
+            return cached.entry()
         if cached is not None and self._still_current(name, cached):
             cached.checked = self._clock()
-            return VoiceEntry(cached.voice, cached.created, cached.consent)
+            return cached.entry()
         self.forget(name)
         loaded = self._load(name)
         with self._lock:
@@ -242,7 +250,7 @@ class VoiceLibrary:
             self._cache.move_to_end(name)
             while len(self._cache) > self._max_cached:
                 self._cache.popitem(last=False)
-        return VoiceEntry(loaded.voice, loaded.created, loaded.consent, cached=False)
+        return dataclasses.replace(loaded.entry(), cached=False)
 
     def list_voices(self) -> list[VoiceInfo]:
         """Every voice, "default" first, read from S3 now (no cache: always current)."""
@@ -267,7 +275,14 @@ class VoiceLibrary:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def add(self, name: str, voice: Voice, created: str, consent: str = "") -> VoiceInfo:
+    def add(
+        self,
+        name: str,
+        voice: Voice,
+        created: str,
+        consent: str = "",
+        transcript_source: str = "request",
+    ) -> VoiceInfo:
         """Store a normalised voice (normalise_voice) under a new name, atomically.
 
         Writes on one worker are ordered (one lock: an add and a delete of one name never
@@ -281,10 +296,16 @@ class VoiceLibrary:
                 "voice names, in any case); choose another"
             )
         with self._write_lock:
-            return self._add(store, name, voice, created, consent)
+            return self._add(store, name, voice, created, consent, transcript_source)
 
     def _add(
-        self, store: VoiceStore, name: str, voice: Voice, created: str, consent: str
+        self,
+        store: VoiceStore,
+        name: str,
+        voice: Voice,
+        created: str,
+        consent: str,
+        transcript_source: str,
     ) -> VoiceInfo:
         try:
             full = store.count() >= self.max_voices
@@ -299,6 +320,7 @@ class VoiceLibrary:
             "sample_rate": audio.sample_rate,
             "created": created,
             "consent": consent,
+            "transcript_source": transcript_source,
         }
         try:
             added = store.create(name, encode_reference(audio), manifest)
@@ -386,7 +408,14 @@ class VoiceLibrary:
             raise VoiceNotFound(f"voice {name!r} has an empty ref.txt")
         voice = stored_voice(stored, name)
         log.info("voice %s loaded from the library (%.1f s)", name, voice.audio.duration_s)
-        return _Cached(voice, stored.created, stored.token, self._clock(), stored.consent)
+        return _Cached(
+            voice,
+            stored.created,
+            stored.token,
+            self._clock(),
+            stored.consent,
+            stored.transcript_source,
+        )
 
     def _s3(self) -> S3Client:
         with self._lock:

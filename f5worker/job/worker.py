@@ -39,6 +39,7 @@ from f5worker.job.fetch import RefAudioFetcher
 from f5worker.job.models import ModelPool
 from f5worker.job.output import Delivery, OutputStore, ResultBudget
 from f5worker.job.prepared import Clock, JobControl, Piece, PreparedJob, VoiceChoice
+from f5worker.job.ref_transcripts import RefTranscripts
 from f5worker.job.schema import DEFAULT_VOICE, MAX_SEED, TTSRequest, parse_request
 from f5worker.job.usage import JobFigures
 from f5worker.job.voice_actions import VoiceActions, is_action
@@ -66,6 +67,8 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.asr = asr  # the ASR companion (#23); None: ASR_MODEL=none
+        # Transcripts of references sent without ref_text, cached by content for all jobs.
+        self.ref_transcripts = RefTranscripts(asr)
         self.engine = engine  # the default model's; it sets the voice library's sample rate
         self.models = models
         self.voices = voices
@@ -78,6 +81,7 @@ class Worker:
             fetcher,
             self.engine.sample_rate,
             require_consent=settings.voice_require_consent,
+            transcripts=self.ref_transcripts,
         )
         # Called on a fatal error (GPU broken): each transport points it at its own way out.
         self.on_fatal: Callable[[], None] = lambda: None
@@ -186,7 +190,7 @@ class Worker:
         preset, nfe_step = presets.resolve(req.quality, req.nfe_step, self.settings.default_quality)
         with clock("voice"):
             # Before any duration is estimated: the clip's pace sets the output's length.
-            choice = self._fitted_voice(req, preset.max_ref_seconds, voices)
+            choice = self._fitted_voice(req, preset.max_ref_seconds, voices, clock)
         voice = choice.voice
         seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
         params = SynthesisParams(
@@ -213,6 +217,7 @@ class Worker:
             licence,
             voice_kind=choice.kind,
             voice_cached=choice.cached,
+            ref_transcript=choice.transcript,
         )
 
     def licence_of(self, ref: ModelRef, engine: F5TTSEngine | None = None) -> str:
@@ -244,17 +249,17 @@ class Worker:
         return synthesis.pieces(job, control)
 
     def _fitted_voice(
-        self, req: TTSRequest, max_ref_seconds: float, memo: VoiceMemo | None
+        self, req: TTSRequest, max_ref_seconds: float, memo: VoiceMemo | None, clock: Clock
     ) -> VoiceChoice:
         """The request's voice (its name, as results give it, and the voice fitted to the
-        preset); through `memo` (a batch's) each distinct voice is fetched once, and a failed
-        fetch fails its other entries without a retry."""
+        preset); through `memo` (a batch's) each distinct voice is fetched (and transcribed)
+        once, and a failed fetch fails its other entries without a retry."""
         if memo is None:
-            return _fitted(self._voice(req), max_ref_seconds)
-        key = (req.voice, req.ref_audio, req.ref_text, max_ref_seconds)
+            return _fitted(self._voice(req, clock), max_ref_seconds)
+        key = (req.voice, req.ref_audio, req.ref_text, req.ref_language, max_ref_seconds)
         if key not in memo:
             try:
-                memo[key] = _fitted(self._voice(req), max_ref_seconds)
+                memo[key] = _fitted(self._voice(req, clock), max_ref_seconds)
             except WorkerError as err:
                 memo[key] = err
         found = memo[key]
@@ -262,13 +267,11 @@ class Worker:
             raise found
         return found
 
-    def _voice(self, req: TTSRequest) -> VoiceChoice:
+    def _voice(self, req: TTSRequest, clock: Clock) -> VoiceChoice:
         """The voice, with the name results give (`ref_audio`, a library voice after
         VOICE_ALIASES, or `default`), its class for metrics and whether it was in memory."""
         if req.ref_audio is not None:
-            kind = req.ref_kind or "base64"
-            voice = self.fetcher.voice(req.ref_audio, kind, req.ref_text or "")
-            return VoiceChoice("ref_audio", voice, "ref_audio", cached=False)
+            return self._ref_voice(req, req.ref_audio, clock)
         if req.voice is None or req.voice == DEFAULT_VOICE:
             return VoiceChoice(DEFAULT_VOICE, default_voice(), "default", cached=True)
         name = self._aliases.get(req.voice.casefold(), req.voice)
@@ -277,6 +280,24 @@ class Worker:
         if entry.voice is default_voice():
             return VoiceChoice(DEFAULT_VOICE, entry.voice, "default", cached=True)
         return VoiceChoice(name, entry.voice, "alias" if aliased else "library", entry.cached)
+
+    def _ref_voice(self, req: TTSRequest, ref: str, clock: Clock) -> VoiceChoice:
+        """A reference sent with the job; without ref_text, the trimmed clip is transcribed
+        here, on the job's thread (the ASR is not torch: the torch thread stays on synthesis),
+        its time in the `ref_transcribe` stage when the transcript was not cached."""
+        text = (req.ref_text or "").strip()
+        if not text:
+            self.ref_transcripts.require()  # refused before the clip is fetched
+        voice = self.fetcher.voice(
+            ref, req.ref_kind or "base64", (req.ref_text or "") if text else ""
+        )
+        if text:
+            return VoiceChoice("ref_audio", voice, "ref_audio", cached=False)
+        with clock("ref_transcribe"):
+            voice, heard = self.ref_transcripts.voice_with_text(voice, req.ref_language)
+        if heard.cached:
+            clock.drop("ref_transcribe")
+        return VoiceChoice("ref_audio", voice, "ref_audio", cached=False, transcript=heard)
 
 
 def _voice_kind(job: PreparedJob | PreparedBatch) -> str:

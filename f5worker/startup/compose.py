@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
 
+from f5worker.asr.transcript import Transcriber
 from f5worker.config import Settings
 from f5worker.engine import torch_thread
 from f5worker.engine.f5tts import F5TTSEngine
@@ -43,6 +44,7 @@ def make_worker(
     max_result_b64: int = MAX_RESULT_B64_BYTES,
     models: ModelPool[F5TTSEngine] | None = None,
     worker_cls: type[W] = Worker,  # type: ignore[assignment]
+    asr: Transcriber | None = None,
 ) -> W:
     """A Worker around a loaded default engine; each collaborator not given is built from the
     settings (the store: the output bucket of RunPod's BUCKET_* convention, if configured).
@@ -74,6 +76,7 @@ def make_worker(
         fetcher=fetcher,
         store=store if store is not None else output_store(settings),
         max_result_b64=max_result_b64,
+        asr=asr,
     )
 
 

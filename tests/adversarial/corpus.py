@@ -87,6 +87,7 @@ def schema_values(rng: random.Random) -> Iterator[Case]:
         yield "schema", f"voice-surrogate-{i}", speak("Hi.", voice=s)
         yield "schema", f"key-surrogate-{i}", {**speak("Hi."), s: 1}
         yield "schema", f"ref-text-surrogate-{i}", ref(wav_b64(noise(1)), ref_text=s)
+        yield "schema", f"ref-language-surrogate-{i}", ref(wav_b64(noise(1)), ref_language=s)
     yield "schema", "keys-many", {**speak("Hi."), **{f"k{i}" * 30: i for i in range(30000)}}
     yield "schema", "key-huge", {**speak("Hi."), "x" * 1_000_000: 1}
     yield (
@@ -117,7 +118,18 @@ _JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
     max_leaves=12,
 )
-_FIELDS = ("text", "voice", "format", "speed", "nfe_step", "seed", "return", "stream", "ref_text")
+_FIELDS = (
+    "text",
+    "voice",
+    "format",
+    "speed",
+    "nfe_step",
+    "seed",
+    "return",
+    "stream",
+    "ref_text",
+    "ref_language",
+)
 
 
 def _json_values(rng: random.Random) -> Iterator[Case]:

@@ -81,7 +81,12 @@ CASES = [
     ("unknown-field", {**OK, "voice_id": "x"}, "INVALID_INPUT"),
     ("misspelt-text", {"txt": "Hello."}, "INVALID_INPUT"),
     ("voice-and-ref", {**ref(wav_b64(noise(1))), "voice": "default"}, "INVALID_INPUT"),
-    ("ref-without-text", {**OK, "ref_audio": wav_b64(noise(1))}, "INVALID_INPUT"),
+    # Without ref_text a clip is transcribed; the table's worker has no ASR (ASR_MODEL=none).
+    ("ref-without-text-asr-off", {**OK, "ref_audio": wav_b64(noise(1))}, "INVALID_INPUT"),
+    ("ref-blank-text-asr-off", {**ref(wav_b64(noise(1))), "ref_text": " \n"}, "INVALID_INPUT"),
+    ("ref-language-word", {**ref(wav_b64(noise(1))), "ref_language": "English"}, "INVALID_INPUT"),
+    ("ref-language-number", {**ref(wav_b64(noise(1))), "ref_language": 1}, "INVALID_INPUT"),
+    ("ref-language-alone", {**OK, "ref_language": "en"}, "INVALID_INPUT"),
     ("url-without-bucket", {**OK, "return": "url"}, "INVALID_INPUT"),
     ("stream-url", {**OK, "stream": True, "return": "url"}, "INVALID_INPUT"),
     # huge text, formats, output size
@@ -135,6 +140,7 @@ CASES = [
     ("openai-aiff", openai(response_format="aiff"), "UNSUPPORTED_FORMAT"),
     ("openai-unknown-field", openai(style="Whisper."), "INVALID_INPUT"),
     ("openai-speed", openai(speed=4.0), "INVALID_INPUT"),
+    ("openai-ref-language", openai(ref_audio="UklGRg==", ref_language="??"), "INVALID_INPUT"),
     ("openai-unknown-voice", openai(voice="nobody"), "VOICE_NOT_FOUND"),
     # captions, and batches malformed as a whole (a bad entry alone: test_a_bad_entry_...)
     ("captions-unknown", {**OK, "captions": "ass"}, "INVALID_INPUT"),

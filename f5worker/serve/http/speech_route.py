@@ -182,7 +182,7 @@ async def _sse_body(
         audio_s=progress.audio_s,
         first_audio_s=first_audio_s,
     )
-    yield sse.done(len(job.req.text), progress.samples, ours)
+    yield sse.done(len(job.req.text), progress.samples, ours, job.ref_text_fields())
 
 
 def _failed_mid_stream(

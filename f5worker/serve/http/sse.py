@@ -23,16 +23,22 @@ def delta(audio: bytes) -> bytes:
     return event({"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode()})
 
 
-def done(characters: int, samples: int, ours: dict[str, Any] | None = None) -> bytes:
+def done(
+    characters: int,
+    samples: int,
+    ours: dict[str, Any] | None = None,
+    beside: dict[str, Any] | None = None,
+) -> bytes:
     """The last event: OpenAI's token usage, and beside it the worker's own usage fields
-    (job/usage.py: characters, audio_s, steps, engine_s, rtf, first_audio_s, ...)."""
+    (job/usage.py: characters, audio_s, steps, engine_s, rtf, first_audio_s, ...); `beside`:
+    fields of the event itself (a sent reference's `ref_text_used`, never in a header)."""
     frames = samples // MEL_HOP
     usage = {
         "input_tokens": characters,
         "output_tokens": frames,
         "total_tokens": characters + frames,
     } | (ours or {})
-    return event({"type": "speech.audio.done", "usage": usage})
+    return event({"type": "speech.audio.done", "usage": usage} | (beside or {}))
 
 
 def error(code: str, message: str) -> bytes:

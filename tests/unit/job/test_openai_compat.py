@@ -56,6 +56,14 @@ MAPPED = [
         openai(input="Hi.", voice="alloy", ref_audio="UklGRg==", ref_text="Words."),
         TTSRequest(text="Hi.", format="mp3", ref_audio="UklGRg==", ref_text="Words."),
     ),
+    (  # extra_body={"ref_audio": ...} alone: the worker transcribes the clip
+        openai(input="Hi.", voice="alloy", ref_audio="UklGRg=="),
+        TTSRequest(text="Hi.", format="mp3", ref_audio="UklGRg=="),
+    ),
+    (
+        openai(input="Hi.", voice="nova", ref_audio="UklGRg==", ref_language="DE"),
+        TTSRequest(text="Hi.", format="mp3", ref_audio="UklGRg==", ref_language="de"),
+    ),
     (
         {"openai_route": ROUTE + "/", "openai_input": {"input": "Hi.", "voice": "default"}},
         TTSRequest(text="Hi.", voice="default", format="mp3"),
@@ -85,7 +93,8 @@ BAD = [
     (openai(input="Hi.", stream_format="sse"), "INVALID_INPUT", "stream_format"),
     (openai(input="Hi.", response_format="aiff"), "UNSUPPORTED_FORMAT", "response_format"),
     (openai(input="Hi.", seed=-1), "INVALID_INPUT", "seed must be between"),
-    (openai(input="Hi.", ref_audio="UklGRg=="), "INVALID_INPUT", "ref_text is required"),
+    (openai(input="Hi.", ref_language="en"), "INVALID_INPUT", "only used with ref_audio"),
+    (openai(input="Hi.", ref_audio="UklGRg==", ref_language="x"), "INVALID_INPUT", "language"),
     (openai(input="Hi.", response_format="ogg"), "UNSUPPORTED_FORMAT", "response_format"),
     (openai(input="Hi.", response_format=3), "INVALID_INPUT", "format must be a string"),
     (openai(input="Hi.", speed=4.0), "INVALID_INPUT", "speed must be between 0.3 and 3"),

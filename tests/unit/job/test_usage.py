@@ -62,6 +62,15 @@ def test_a_jobs_figures_sum_its_items_and_skip_those_without_usage():
     assert line["model"] == "F5TTS_v1_Base" and line["reference_cached"] is True
 
 
+def test_the_reference_transcription_time_is_summed_from_the_items_timings():
+    figures = JobFigures(voice="ref_audio")
+    usage = item_usage(prepared(0.5), characters=10, chunks=1, audio_s=2.0)
+    figures.add({"usage": usage, "timings": {"voice": 0.4, "ref_transcribe": 0.25}}, 0.8)
+    figures.add({"usage": usage, "timings": {"synthesis": 0.5}}, 1.0)  # a stream's later item
+    assert figures.ref_transcribe_s == pytest.approx(0.25)
+    assert json.loads(figures.as_json())["ref_transcribe_s"] == 0.25
+
+
 def test_a_failed_job_says_its_code():
     figures = JobFigures()
     figures.failed("TEXT_TOO_LONG")

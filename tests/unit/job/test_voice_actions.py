@@ -17,9 +17,11 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from f5worker.config import S3Scope
 from f5worker.errors import StorageError, VoiceNotFound, WorkerError
 from f5worker.job.fetch import FetchPolicy, RefAudioFetcher
+from f5worker.job.ref_transcripts import NO_ASR, RefTranscripts
 from f5worker.job.voice_actions import VoiceActions, parse_action
 from f5worker.job.voice_store import VoiceStore
 from f5worker.job.voices import MAX_REF_SECONDS, TAIL_SILENCE_S, VoiceLibrary, default_voice
+from f5worker.testing.asr import ScriptedTranscriber
 from f5worker.testing.audio import noise, wav_b64, wav_bytes
 
 BUCKET = "voices"
@@ -43,12 +45,14 @@ def library(s3, prefix: str, **kw) -> VoiceLibrary:
     return VoiceLibrary(BUCKET, prefix, client_factory=lambda: s3, **kw)
 
 
-def actions(s3, prefix: str, **kw) -> VoiceActions:
+def actions(s3, prefix: str, asr=None, **kw) -> VoiceActions:
+    """Voice actions on a library of their own; `asr` None: a worker with ASR_MODEL=none."""
     lib = library(s3, prefix, **kw)
     policy = FetchPolicy(
         allow_private_addresses=False, s3_allow=(S3Scope(BUCKET, f"{prefix}/voices/"),)
     )
-    return VoiceActions(lib, RefAudioFetcher(policy, s3_client_factory=lambda: s3), RATE)
+    fetcher = RefAudioFetcher(policy, s3_client_factory=lambda: s3)
+    return VoiceActions(lib, fetcher, RATE, transcripts=RefTranscripts(asr))
 
 
 def outcome(act: VoiceActions, inp: dict) -> str:
@@ -92,12 +96,15 @@ BAD_INPUTS = [
     ({"action": "voice.get", "name": "nobody"}, "VOICE_NOT_FOUND"),
     ({"action": "voice.delete", "name": "nobody"}, "VOICE_NOT_FOUND"),
     ({"action": "voice.delete", "name": "default"}, "INVALID_INPUT"),
+    # Without ref_text a clip needs the ASR, off in these actions (ASR_MODEL=none).
     ({"action": "voice.add", "name": "a", "ref_audio": GOOD_AUDIO}, "INVALID_INPUT"),
     ({"action": "voice.add", "name": "a", "ref_text": "t"}, "INVALID_INPUT"),
     (
         {"action": "voice.add", "name": "a", "ref_audio": GOOD_AUDIO, "ref_text": " "},
         "INVALID_INPUT",
     ),
+    (add("a") | {"ref_language": "english"}, "INVALID_INPUT"),
+    (add("a") | {"ref_language": 1}, "INVALID_INPUT"),
     (
         {"action": "voice.add", "name": "a", "ref_audio": GOOD_AUDIO, "ref_text": "t" * 1001},
         "INVALID_INPUT",
@@ -174,6 +181,72 @@ def test_add_list_get_delete(s3, prefix):
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
     assert code_of(act, {"action": "voice.get", "name": "anna"}) == "VOICE_NOT_FOUND"
     assert code_of(act, {"action": "voice.delete", "name": "anna"}) == "VOICE_NOT_FOUND"
+
+
+def test_a_voice_added_from_a_clip_alone_keeps_the_transcript_of_what_was_kept(s3, prefix):
+    """No ref_text: the clip is trimmed and clipped first, that is what is transcribed (as
+    upstream transcribes the clipped clip), and the transcript is stored as if it was sent."""
+    asr = ScriptedTranscriber(["  Hello,   I am Anna. "], language="de")
+    act = actions(s3, prefix, asr)
+    padded = np.concatenate([np.zeros(16000, np.float32), noise(20, 16000)])
+    inp = add("anna", padded, rate=16000)
+    del inp["ref_text"]
+    added = act.run(inp | {"ref_language": "DE"})["voice"]
+    assert (added["transcript"], added["transcript_source"], added["language"]) == (
+        "Hello, I am Anna.",
+        "asr",
+        "de",
+    )
+    heard_samples, heard_rate, heard_language, _ = asr.calls[0]
+    # What was heard: the clip without its leading silence, cut to 12 s, at the clip's rate.
+    assert (heard_rate, heard_language) == (16000, "de")
+    assert heard_samples == pytest.approx((MAX_REF_SECONDS + TAIL_SILENCE_S) * 16000, abs=400)
+    got = act.run({"action": "voice.get", "name": "anna"})["voice"]
+    assert (got["transcript"], got["transcript_source"]) == ("Hello, I am Anna.", "asr")
+    fresh = library(s3, prefix).entry("anna")  # stored with the voice, not only in memory
+    assert (fresh.voice.text, fresh.transcript_source) == ("Hello, I am Anna.", "asr")
+    manifest = json.loads(
+        s3.get_object(Bucket=BUCKET, Key=f"{prefix}/voices/anna/voice.json")["Body"].read()
+    )
+    assert manifest["transcript_source"] == "asr"
+
+    sent = act.run(add("bob", text="I am Bob.") | {"ref_text": "I am Bob."})["voice"]
+    assert sent["transcript_source"] == "request" and "language" not in sent
+    assert len(asr.calls) == 1  # a transcript sent wins: no ASR
+    got = act.run({"action": "voice.get", "name": "bob"})["voice"]
+    assert got["transcript_source"] == "request"
+
+
+def test_a_manifest_from_before_transcript_source_reads_as_a_transcript_sent(s3, prefix):
+    act = actions(s3, prefix)
+    act.run(add("anna"))
+    key = f"{prefix}/voices/anna/voice.json"
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    del manifest["transcript_source"]
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(manifest).encode())
+    fresh = actions(s3, prefix)  # another worker: nothing cached
+    got = fresh.run({"action": "voice.get", "name": "anna"})["voice"]
+    assert (got["transcript"], got["transcript_source"]) == ("I am Anna.", "request")
+
+
+@pytest.mark.parametrize("heard", ["", "   ", "[Music]", "♪ ♪", "(applause) .", "a"])
+def test_a_clip_without_words_is_bad_ref_audio_asking_for_ref_text(s3, prefix, heard):
+    act = actions(s3, prefix, ScriptedTranscriber([heard]))
+    inp = add("anna")
+    del inp["ref_text"]
+    with pytest.raises(WorkerError) as info:
+        act.run(inp)
+    assert info.value.code == "BAD_REF_AUDIO" and "ref_text" in info.value.message
+    assert [v["name"] for v in act.run({"action": "voice.list"})["voices"]] == ["default"]
+
+
+def test_without_asr_a_clip_alone_is_refused_before_it_is_fetched(s3, prefix):
+    act = actions(s3, prefix)
+    inp = {"action": "voice.add", "name": "a", "ref_audio": "https://127.0.0.1/a.wav"}
+    with pytest.raises(WorkerError) as info:
+        act.run(inp)  # a fetch would have been BAD_REF_AUDIO (a private address)
+    assert (info.value.code, info.value.message) == ("INVALID_INPUT", NO_ASR)
+    assert "ASR_MODEL" in NO_ASR and "ref_text" in NO_ASR
 
 
 def test_a_name_is_never_silently_replaced(s3, prefix):
