@@ -43,7 +43,7 @@ def run_python(code: str, cwd: Path = REPO, env: dict[str, str] | None = None):
 def test_the_package_has_one_place_per_stage():
     stages = {m.split(".")[1] for m in MODULES if m.count(".") >= 2}
     # config is no stage: the settings (table, readers, Settings), a package only for its size.
-    assert stages == {"config", "engine", "job", "models", "serve", "startup", "testing"}
+    assert stages == {"asr", "config", "engine", "job", "models", "serve", "startup", "testing"}
     top_level = sorted(p.stem for p in REPO.glob("*.py"))
     assert top_level == sorted(ENTRY_POINTS)
 
