@@ -11,7 +11,8 @@ One transcription at a time (a lock): CTranslate2 runs its own threads inside ea
 callers are job threads, never the engine's torch thread, which keeps synthesising meanwhile.
 Decoding is greedy at temperature 0 with no previous-text conditioning, no VAD filter (inputs
 are references and synthesised chunks, seconds long, with no long silences to skip) and a token
-budget that grows with the audio's length, so a model that loops stops early.
+budget that grows with the audio's length, so a model that loops stops early. Timestamp tokens
+only when word times are asked for (see transcribe).
 """
 
 from __future__ import annotations
@@ -168,7 +169,11 @@ class WhisperTranscriber:
                     temperature=0.0,
                     condition_on_previous_text=False,
                     vad_filter=False,
-                    without_timestamps=True,
+                    # Without word times, no timestamp tokens: one window per 30 s. With them,
+                    # Whisper's own timestamps end the last segment; without those, faster-
+                    # whisper re-decodes the audio after the last word in a window of its own
+                    # (a second encoder pass, on the trailing silence of a chunk).
+                    without_timestamps=not words,
                     word_timestamps=words,
                     max_new_tokens=budget,
                 )
