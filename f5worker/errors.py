@@ -184,6 +184,15 @@ class ModelError(WorkerError):
     http_status = 503
 
 
+class ASRUnavailable(WorkerError):
+    """The ASR companion cannot serve a request that needs it: ASR_MODEL=none, or its model is
+    found nowhere or does not load (the message names the places looked in). Only requests that
+    need a transcript get it; synthesis with a `ref_text` never does."""
+
+    code = "ASR_UNAVAILABLE"
+    http_status = 503
+
+
 class SynthesisFailed(WorkerError):
     """The model could not synthesize this input; the same input fails the same way."""
 

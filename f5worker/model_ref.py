@@ -234,3 +234,50 @@ def _repo_path(rel: str, bad: Callable[[str], ConfigError], what: str) -> str:
     if not rel or any(s in ("", ".", "..") for s in segments) or not rel.isprintable():
         raise bad(f"the {what} path {rel[:100]!r} is not a clean path inside the repo")
     return rel
+
+
+# -- the ASR companion's model (ASR_MODEL) ------------------------------------------------------
+
+ASR_OFF = "none"
+# faster-whisper's own source for "large-v3-turbo": openai/whisper-large-v3-turbo converted to
+# CTranslate2 (float16), the files model.bin, config.json, tokenizer.json, vocabulary.json and
+# preprocessor_config.json.
+DEFAULT_ASR_MODEL = "mobiuslabsgmbh/faster-whisper-large-v3-turbo"
+
+
+@dataclass(frozen=True)
+class AsrModelRef:
+    """The ASR model: a hub repo of a CTranslate2 Whisper conversion (repo, revision) or a local
+    directory holding one (local_dir). key: its MODEL_CACHE_DIR directory and S3 key segment,
+    derived from the whole reference like a hub checkpoint's, so it shares no entry with any
+    other model."""
+
+    text: str
+    key: str
+    repo: str | None = None
+    revision: str = "main"
+    local_dir: Path | None = None
+
+
+def parse_asr_model(text: str, variable: str = "ASR_MODEL") -> AsrModelRef | None:
+    """`none` (no ASR), `OWNER/REPO[@REVISION]` (a hub repo) or an absolute directory."""
+    text = text.strip()
+    if text.lower() == ASR_OFF:
+        return None
+    if text.startswith("/"):
+        if ".." in PurePosixPath(text).parts:
+            raise ConfigError(f"{variable}: local model directory {text[:100]!r} contains '..'")
+        return AsrModelRef(text, _local_key(text), local_dir=Path(text))
+    repo, _, revision = text.partition("@")
+    owner, _, name = repo.partition("/")
+    revision = revision or "main"
+    if not (_REPO_PART.fullmatch(owner) and _REPO_PART.fullmatch(name)):
+        raise ConfigError(
+            f"{variable}: {text[:100]!r} is not `none`, a hub repo OWNER/REPO[@REVISION] of a "
+            "CTranslate2 Whisper model, nor an absolute directory"
+        )
+    if not _REVISION.fullmatch(revision) or ".." in revision:
+        raise ConfigError(f"{variable}: revision {revision[:60]!r} is not a branch, tag or commit")
+    digest = hashlib.sha256(f"ct2-whisper://{repo}@{revision}".encode()).hexdigest()[:16]
+    key = f"hf--{owner[:_KEY_PART_CHARS]}--{name[:_KEY_PART_CHARS]}--{digest}"
+    return AsrModelRef(text, key, repo, revision)

@@ -15,7 +15,9 @@ No Docker engine runs on these machines and no registry is reachable, so:
    on 127.0.0.1 as the model cache; test_input.json is POSTed to /runsync and must come back as
    a WAV stamped with the version, and the model must land in S3; the start-up log must name the
    baked wheel's sha256.
-6. The same image starts again with SERVE_MODE=http (a load-balancing endpoint; the model now
+6. The ASR companion imports and transcribes on the CPU inside the image (a random-weight
+   Whisper built here, mounted read-only), without torch or onnxruntime.
+7. The same image starts again with SERVE_MODE=http (a load-balancing endpoint; the model now
    an S3 cache hit): /ping must answer 204 while it starts and 200 once warm, and an OpenAI
    speech request must stream back an mp3 that decodes.
 Everything lives in a private buildah storage under one temp dir, removed at the end even on
@@ -285,6 +287,46 @@ def check_user(env: dict[str, str], tag: str) -> None:
     print("user ok: uid 1000 owns its caches and home, /app read-only", flush=True)
 
 
+# Run inside the image: the ASR companion transcribes on the CPU with the image's packages alone
+# (CTranslate2, no torch import, no onnxruntime installed: overrides.txt drops it).
+ASR_PROBE = """
+import importlib.util, json, sys
+import numpy as np
+from pathlib import Path
+from f5worker.asr.engine import WhisperTranscriber
+asr = WhisperTranscriber(lambda: Path("/asr-model"), "cpu")
+got = asr.transcribe(np.zeros(24000, np.float32), 24000, words=True)
+print(json.dumps({"language": got.language, "words": len(got.words), "seconds": got.seconds,
+    "torch": "torch" in sys.modules, "onnxruntime": importlib.util.find_spec("onnxruntime")
+    is not None}))
+"""
+
+
+def check_asr(env: dict[str, str], tag: str, work: Path) -> None:
+    """The ASR companion imports and transcribes inside the image, on the CPU, with a
+    random-weight Whisper built here (f5worker/testing is not in the image) mounted read-only."""
+    from f5worker.testing.tiny_whisper import build_tiny_whisper
+
+    model = build_tiny_whisper(work / "asr-model")
+    model.chmod(0o755)
+    for path in model.iterdir():
+        path.chmod(0o644)
+    ctr = run(["buildah", "from", "--pull-never", tag], env, stdout=subprocess.PIPE).stdout.strip()
+    try:
+        mount = ["--volume", f"{model}:/asr-model:ro"]
+        out = run(
+            ["buildah", "run", *mount, ctr, "--", "python", "-c", ASR_PROBE],
+            env,
+            stdout=subprocess.PIPE,
+        )
+    finally:
+        subprocess.run(["buildah", "rm", ctr], env=env, check=False, capture_output=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    if not got["words"] or got["torch"] or got["onnxruntime"]:
+        raise SystemExit(f"the ASR companion does not work in the image as it should: {got}")
+    print(f"asr ok: {got['words']} words in {got['seconds']:.2f} s on the CPU", flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -488,6 +530,8 @@ def main() -> int:
             tag = build(env, uv_cache, wheel, wheel_sha256)
             config = check_stamp(env, tag, wheel, wheel_sha256)
             check_user(env, tag)
+        with steps.step("the ASR companion transcribes inside the image (CPU)"):
+            check_asr(env, tag, work)
         version = tag.rsplit(":", 1)[1]
         with moto_server() as s3:
             client_for(s3).create_bucket(Bucket=BUCKET)

@@ -31,6 +31,15 @@ def engine(demo_model_dir: Path):
     return F5TTSEngine.load(demo_model_dir, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Whisper in CTranslate2's format (f5worker/testing/tiny_whisper.py): the
+    ASR companion's real loading and decoding, offline, in a fraction of a second."""
+    from f5worker.testing.tiny_whisper import build_tiny_whisper
+
+    return build_tiny_whisper(tmp_path_factory.mktemp("asr") / "tiny-whisper")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use the demo model import torch and f5-tts and build it (about 30 s here):
     marked `model`, so `make test-fast` can leave them out."""

@@ -24,7 +24,7 @@ from f5worker.config.values import (
 )
 from f5worker.errors import ConfigError
 from f5worker.model_ref import DEMO as DEMO_MODEL
-from f5worker.model_ref import MODEL_NAME_PATTERN, ModelRef, parse_reference
+from f5worker.model_ref import MODEL_NAME_PATTERN, AsrModelRef, ModelRef, parse_reference
 
 __all__ = [
     "DEMO_MODEL",
@@ -79,6 +79,9 @@ class Settings:
     flash_attn_wheel_sha256: str | None = default("flash_attn_wheel_sha256")
     device: str = default("device")
     dtype: str = default("dtype")
+    asr_model: AsrModelRef | None = default("asr_model")
+    asr_preload: bool = default("asr_preload")
+    asr_compute_type: str = default("asr_compute_type")
     torch_compile: bool = default("torch_compile")
     max_concurrency: int = default("max_concurrency")
     scheduler: str = default("scheduler")

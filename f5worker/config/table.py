@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from f5worker.config import values
-from f5worker.model_ref import ModelRef, parse_models, parse_reference
+from f5worker.model_ref import (
+    DEFAULT_ASR_MODEL,
+    ModelRef,
+    parse_asr_model,
+    parse_models,
+    parse_reference,
+)
 from f5worker.presets import DEFAULT_QUALITY, QUALITIES
 from f5worker.wheel_checks import SHA_VAR, URL_VAR, check_custom_wheel, check_sha256
 
@@ -277,6 +283,22 @@ SETTINGS: tuple[Setting, ...] = (
           "preset for requests without `quality` (see [Speed and "
           "quality](api.md#speed-and-quality))",
           choices=QUALITIES),
+    ),
+    *_section(
+        "ASR",
+        S("ASR_MODEL", "asr_model", str, parse_asr_model(DEFAULT_ASR_MODEL),
+          "the ASR companion's Whisper model (CTranslate2 format, faster-whisper's files): a hub "
+          "repo `OWNER/REPO[@REVISION]` or an absolute directory, found through the same source "
+          "chain as F5 models ([models](models.md#the-asr-model)); `none`: no ASR",
+          parse=lambda env, s: parse_asr_model(env.get(s.env, "").strip() or DEFAULT_ASR_MODEL),
+          shown=f"`{DEFAULT_ASR_MODEL}`", values="`none`, a hub repo, a directory"),
+        S("ASR_PRELOAD", "asr_preload", bool, False,
+          "`on`: find and load the ASR model in the background at start-up (never delaying "
+          "`/ping` or the first TTS job); `off`: on the first request that needs it"),
+        S("ASR_COMPUTE_TYPE", "asr_compute_type", str, "auto",
+          "CTranslate2's compute type for the ASR model; `auto`: float16 on CUDA, int8 on CPU "
+          "(the device is the TTS engine's)",
+          choices=("auto", "float16", "bfloat16", "int8_float16", "int8", "float32")),
     ),
     *_section(
         "Logs and build",

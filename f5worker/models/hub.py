@@ -111,6 +111,47 @@ def fetch_from_hub(
     return dest
 
 
+def fetch_repo_files(
+    sources: ModelSources,
+    name: str,
+    dest: Path,
+    repo: str,
+    revision: str,
+    wanted: tuple[tuple[str, ...], ...],
+    *,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> Path:
+    """Write files of hub repo `repo` at `revision` into dest as they are, with a manifest, and
+    return dest: a model whose repo is its directory (the ASR companion's Whisper conversion).
+    Each entry of `wanted` is one file, given as alternatives tried in order (`vocabulary.json`
+    or `vocabulary.txt`); all come from the commit the first one resolves to."""
+    name = check_model_name(name)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new manifest lands
+    hub = _Hub(sources.hf_home / "hub", endpoint, token)
+    started = time.perf_counter()
+    commit = hub.resolve(repo, wanted[0][0], revision)
+    fetched = []
+    for alternatives in wanted:
+        filename, path = hub.download_first(repo, alternatives, commit)
+        _place(path, dest / filename)
+        fetched.append(filename)
+    source = {"kind": "hub", "repo": repo, "revision": commit, "files": fetched}
+    manifest = build_manifest(dest, name, source)
+    write_manifest(dest, manifest)
+    record_all(dest, manifest)
+    log.info(
+        "fetched %s from the hub (%s@%s, %.1f MB) in %.1f s",
+        name,
+        repo,
+        commit[:12],
+        manifest.total_bytes / 1e6,
+        time.perf_counter() - started,
+    )
+    return dest
+
+
 def vocoder_snapshot(sources: ModelSources, hub: _Hub | None = None) -> tuple[Path, str]:
     """(directory holding the vocoder's files, its commit): from RunPod's cached models or
     HF_HOME's hub cache when either has it (an image can bake it there), else downloaded."""
@@ -198,6 +239,18 @@ class _Hub:
         except Exception as exc:  # any hub failure: mapped to a StorageError below
             raise _hub_error("download", repo, filename, commit, exc) from exc
         return Path(str(path))
+
+    def download_first(self, repo: str, names: tuple[str, ...], commit: str) -> tuple[str, Path]:
+        """(name, path) of the first of `names` the repo holds at commit."""
+        from huggingface_hub.errors import EntryNotFoundError
+
+        for filename in names[:-1]:
+            try:
+                return filename, self.download(repo, filename, commit)
+            except StorageError as err:
+                if not isinstance(err.__cause__, EntryNotFoundError):
+                    raise
+        return names[-1], self.download(repo, names[-1], commit)
 
 
 def _hub_error(

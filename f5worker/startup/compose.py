@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
 
+from f5worker.asr.engine import WhisperTranscriber
 from f5worker.asr.transcript import Transcriber
 from f5worker.config import Settings
 from f5worker.engine import torch_thread
@@ -134,7 +135,40 @@ def build_worker(
                 pool.add(ref, load(ref))
             except WorkerError as err:  # the default serves; a job naming this one retries it
                 log.error("model %s not preloaded: %s: %s", ref.name, err.code, err.message)
-    return make_worker(engine, settings, models=pool)
+    asr = make_transcriber(settings, engine.device.type, sources)
+    return make_worker(engine, settings, models=pool, asr=asr)
+
+
+def make_transcriber(
+    settings: Settings, device: str, sources: ModelSources | None = None
+) -> WhisperTranscriber | None:
+    """The ASR companion on the TTS engine's device (`cuda` or `cpu`); None with ASR_MODEL=none.
+    Nothing is looked up or loaded here unless ASR_PRELOAD=on, and then on a background thread:
+    neither /ping nor the first TTS job waits for it."""
+    ref = settings.asr_model
+    if ref is None:
+        log.info("asr: off (ASR_MODEL=none)")
+        return None
+    sources = sources or ModelSources.from_settings(settings)
+
+    def locate() -> Path:
+        from f5worker.asr.weights import prepare_asr_model
+
+        prepared = prepare_asr_model(sources, ref)
+        log.info("asr: model %s from %s", ref.text, prepared.origin)
+        return prepared.model_dir
+
+    asr = WhisperTranscriber(locate, device, settings.asr_compute_type, name=ref.text)
+    log.info(
+        "asr: %s on %s (%s), %s",
+        ref.text,
+        device,
+        asr.compute_type,
+        "loading in the background" if settings.asr_preload else "loaded on first need",
+    )
+    if settings.asr_preload:
+        asr.load_in_background()
+    return asr
 
 
 def _worker_s3(settings: Settings) -> ClientFactory:

@@ -34,7 +34,15 @@ REQUIRED_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "f5worker.startup.flash_attn": ("ensure_flash_attn",),
     "handler": ("build_worker", "start_sdk"),
 }
-PACKAGES = ("torchaudio", "f5-tts", "runpod", "boto3", "flash-attn")
+PACKAGES = (
+    "torchaudio",
+    "f5-tts",
+    "runpod",
+    "boto3",
+    "flash-attn",
+    "faster-whisper",
+    "ctranslate2",
+)
 # A name that says it is secret is redacted even when the settings table does not mark it.
 _SECRET_MARKERS = ("SECRET", "TOKEN", "PASSWORD", "KEY", "CREDENTIAL")
 # Only these are reported: the settings table's variables and what RunPod says about the worker.

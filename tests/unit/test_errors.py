@@ -2,6 +2,7 @@ import pytest
 
 from f5worker import errors
 from f5worker.errors import (
+    ASRUnavailable,
     BadRefAudio,
     ConfigError,
     GPUError,
@@ -36,6 +37,7 @@ CASES = [
     (JobCancelled, "CANCELLED", False, Exception),
     (InternalError, "INTERNAL_ERROR", True, Exception),
     (GPUError, "GPU_ERROR", True, Exception),
+    (ASRUnavailable, "ASR_UNAVAILABLE", False, Exception),
 ]
 
 

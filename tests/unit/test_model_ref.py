@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from f5worker.config import Settings
 from f5worker.errors import ConfigError, GPUError, ModelError, ModelNotFound
 from f5worker.job.models import ModelPool
-from f5worker.model_ref import parse_models, parse_reference
+from f5worker.model_ref import (
+    DEFAULT_ASR_MODEL,
+    MODEL_NAME_PATTERN,
+    parse_asr_model,
+    parse_models,
+    parse_reference,
+)
 
 FT = "hf://me/ft-xx/ckpts/model_1200000.safetensors?vocab=ckpts/vocab.txt&arch=F5TTS_Base"
 
@@ -146,3 +154,31 @@ def test_a_fatal_load_error_is_not_remembered():
     for _ in range(2):
         with pytest.raises(GPUError):
             pool.get("xx")
+
+
+def test_asr_model_references_are_none_a_repo_or_a_directory():
+    default = Settings.from_env({}).asr_model
+    assert default is not None and default.repo == DEFAULT_ASR_MODEL
+    assert Settings.from_env({"ASR_MODEL": " None "}).asr_model is None
+    pinned = parse_asr_model("Systran/faster-whisper-large-v3@" + "a" * 40)
+    assert pinned is not None and (pinned.repo, pinned.revision) == (
+        "Systran/faster-whisper-large-v3",
+        "a" * 40,
+    )
+    local = parse_asr_model("/models/whisper")
+    assert local is not None and local.local_dir == Path("/models/whisper")
+    keys = {
+        r.key
+        for r in (default, pinned, local, parse_asr_model("Systran/faster-whisper-large-v3"))
+        if r is not None
+    }
+    assert len(keys) == 4 and all(MODEL_NAME_PATTERN.fullmatch(k) for k in keys)
+    # No ASR key is an F5 model's: a hub checkpoint's key hashes another canonical string.
+    f5 = parse_reference("hf://Systran/faster-whisper-large-v3/model.safetensors", "MODEL_NAME")
+    assert f5.key not in keys
+
+
+@pytest.mark.parametrize("bad", ["whisper", "a/b/c", "owner/repo@..", "/models/../x", "a b/c"])
+def test_malformed_asr_references_are_config_errors(bad):
+    with pytest.raises(ConfigError, match="ASR_MODEL"):
+        Settings.from_env({"ASR_MODEL": bad})

@@ -220,6 +220,8 @@ def test_report_facts_and_format(tmp_path):
         "pkg.runpod",
         "pkg.boto3",
         "pkg.flash-attn",
+        "pkg.faster-whisper",
+        "pkg.ctranslate2",
         "disk.tmp_free_gb",
         "disk.cache_dir_free_gb",
     ):
