@@ -2,6 +2,7 @@ import pytest
 
 from f5worker import errors
 from f5worker.errors import (
+    AsrDisabled,
     BadRefAudio,
     ConfigError,
     GPUError,
@@ -25,6 +26,7 @@ CASES = [
     (TextTooLong, "TEXT_TOO_LONG", False, ValueError),
     (UnsupportedFormat, "UNSUPPORTED_FORMAT", False, ValueError),
     (BadRefAudio, "BAD_REF_AUDIO", False, ValueError),
+    (AsrDisabled, "ASR_DISABLED", False, ValueError),
     (VoiceNotFound, "VOICE_NOT_FOUND", False, LookupError),
     (VoiceExists, "VOICE_EXISTS", False, ValueError),
     (VoiceChanged, "VOICE_CHANGED", False, Exception),
