@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from f5worker.config import Settings
+from f5worker.job.prepared import JobControl
 from f5worker.job.worker import Worker
 from f5worker.startup.compose import make_worker
 from f5worker.testing.asr import ScriptedTranscriber
@@ -191,3 +192,25 @@ def test_without_the_companion_verification_is_refused_with_a_code(engine, setti
 def test_an_explicit_no_serves_on_a_worker_whose_default_cannot(engine):
     [item] = run(worker_with(engine, None, verify=True), text="Hi.", verify=False)
     assert item["duration_s"] > 0
+
+
+def test_chunks_that_pass_are_sent_exactly_as_made(engine, chunks):
+    """Verification only listens when every chunk matches: the same audio as without it."""
+    [checked] = run(worker_with(engine, ScriptedTranscriber(list(chunks))), text=TEXT, verify=True)
+    [plain] = run(worker_with(engine, None), text=TEXT)
+    assert np.array_equal(pcm(checked), pcm(plain))
+    assert [e["retries"] for e in checked["verification"]] == [0] * len(chunks)
+
+
+def test_a_cancel_while_a_chunk_is_heard_drops_its_retry(engine):
+    cancelled = []
+
+    def hear(samples, rate):
+        cancelled.append(True)  # the client leaves while the recogniser listens
+        return WRONG
+
+    worker = worker_with(engine, ScriptedTranscriber(hear))
+    control = JobControl(cancelled=lambda: bool(cancelled))
+    job = {"id": "c", "input": {**BASE, "text": "Hello there.", "verify": True}}
+    [error] = list(worker.run(job, control))
+    assert error["error_code"] == "CANCELLED" and len(cancelled) == 1  # no retry was heard
