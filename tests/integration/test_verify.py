@@ -214,3 +214,43 @@ def test_a_cancel_while_a_chunk_is_heard_drops_its_retry(engine):
     job = {"id": "c", "input": {**BASE, "text": "Hello there.", "verify": True}}
     [error] = list(worker.run(job, control))
     assert error["error_code"] == "CANCELLED" and len(cancelled) == 1  # no retry was heard
+
+
+def test_the_http_speech_route_sends_the_verified_chunk(engine):
+    """The OpenAI route streams what the queue sends: the retried chunk, not the first try."""
+    from openai import OpenAI
+
+    from f5worker.serve.http.service import Service
+    from f5worker.testing.http import http_settings, serving
+
+    settings = http_settings()
+    service = Service(settings)
+    asr = ScriptedTranscriber([WRONG, "Hello there."])
+    service.ready(worker_with(engine, asr))
+    with serving(service) as base:
+        client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
+        extra = {"quality": "fast", "seed": 40, "verify": True}
+        audio = client.audio.speech.create(
+            model="tts-1",
+            voice="alloy",
+            input="Hello there.",
+            response_format="pcm",
+            extra_body=extra,
+        ).read()
+    assert len(asr.calls) == 2
+    sent = np.frombuffer(audio, np.int16).astype(np.int32)
+    kept, first = (
+        pcm(
+            run(
+                worker_with(engine, None),
+                text="Hello there.",
+                seed=seed,
+                quality="fast",
+                nfe_step=None,
+            )[0]
+        )
+        for seed in (41, 40)
+    )
+    # The stream's encoder scales and rounds to 16 bits its own way: the same to two steps.
+    assert len(sent) == len(kept) and np.abs(sent - kept).max() <= 2
+    assert np.abs(sent - first[: len(sent)]).max() > 100  # not the first try
