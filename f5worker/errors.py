@@ -114,6 +114,14 @@ class ConsentRequired(InvalidInput):
     http_status = 400
 
 
+class AsrDisabled(InvalidInput):
+    """A request that needs the ASR companion (`verify`, `captions: words`) on a worker that
+    runs without one (ASR_MODEL=none)."""
+
+    code = "ASR_DISABLED"
+    http_status = 400
+
+
 class VoiceNotFound(WorkerError, LookupError):
     code = "VOICE_NOT_FOUND"
     http_status = 404

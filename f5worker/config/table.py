@@ -299,6 +299,21 @@ SETTINGS: tuple[Setting, ...] = (
           "CTranslate2's compute type for the ASR model; `auto`: float16 on CUDA, int8 on CPU "
           "(the device is the TTS engine's)",
           choices=("auto", "float16", "bfloat16", "int8_float16", "int8", "float32")),
+        "Verification and word timings",
+        # Off by default: verifying transcribes every chunk and may synthesize some again.
+        S("VERIFY", "verify", bool, False,
+          "`on`: jobs that do not say `verify` are verified (each chunk transcribed by the ASR "
+          "companion and made again when it does not match its text; see "
+          "[Verification](api.md#verification))"),
+        # 0.15: above what a recogniser gets wrong on correct speech (a name spelled otherwise,
+        # `OK` for `okay`), below a dropped clause or garbled speech (decision 030).
+        S("VERIFY_MAX_CER", "verify_max_cer", float, 0.15,
+          "the character error rate above which a verified chunk is made again with the next "
+          "seed",
+          low=0, high=1, parse=lambda env, s: values.number(env, s.env, s.default, 0, 1)),
+        S("VERIFY_RETRIES", "verify_retries", int, 2,
+          "how many times a verified chunk is made again at most (the best try is kept)",
+          low=0, high=5),
     ),
     *_section(
         "Logs and build",

@@ -130,6 +130,18 @@ def boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
 
 
+def number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    """A decimal number within [low, high] (`0.15`, `1e-1`); NaN and infinities are refused."""
+    raw = env.get(name, str(default)).strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:  # NaN fails both comparisons
+        raise ConfigError(f"{name}={raw} is outside {low:g}..{high:g}")
+    return value
+
+
 def integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = env.get(name, str(default)).strip()
     try:

@@ -160,15 +160,44 @@ class F5TTSEngine:
         `seen`: told whether the voice's reference was cached (for this call alone)."""
         if chunks is None:
             chunks = self.split_text(text, voice, params.speed)
-        tag = tag or WorkTag()
         joiner = Joiner(len(chunks), self.sample_rate, params.cross_fade_duration)
+        waves = self.synthesize_waves(voice, params, chunks, tag, seen)
+        try:
+            for wave in waves:
+                yield joiner.add(wave)
+        finally:
+            waves.close()
+
+    def synthesize_waves(
+        self,
+        voice: Voice,
+        params: SynthesisParams,
+        chunks: Sequence[str],
+        tag: WorkTag | None = None,
+        seen: Seen | None = None,
+    ) -> Generator[np.ndarray, None, None]:
+        """Each chunk's own waveform, in order, before any cross-fade (synthesize_stream joins
+        them; the job path joins them itself when it checks each chunk before joining it)."""
+        tag = tag or WorkTag()
         for n, group in enumerate(self.plan.groups(len(chunks))):
             seeds = [chunk_seed(params.seed, i) for i in group]
             texts = [chunks[i] for i in group]
             told = seen if n == 0 else None
-            waves = self._generate_group(voice, texts, params, seeds, tag, n == 0, told)
-            for wave in waves:
-                yield joiner.add(wave)
+            yield from self._generate_group(voice, texts, params, seeds, tag, n == 0, told)
+
+    def regenerate(
+        self,
+        voice: Voice,
+        text: str,
+        params: SynthesisParams,
+        seed: int,
+        tag: WorkTag | None = None,
+        first: bool = False,
+    ) -> np.ndarray:
+        """One chunk made again, alone, with `seed` (a verified chunk that did not match its
+        text): its own waveform, as synthesize_waves gives it. `first`: the request's first
+        audio waits on it, so the scheduler takes it before continuations."""
+        return self._generate_group(voice, [text], params, [seed], tag or WorkTag(), first)[0]
 
     def synthesize_lines(
         self, lines: Sequence[Line], tag: WorkTag | None = None, seen: SeenBy | None = None
@@ -182,6 +211,18 @@ class F5TTSEngine:
         it would as a job of its own (exactly with the CPU plan, to float rounding in a padded
         batch). Yields (line index, its pieces) as each line completes: lines of one voice in
         order, voices in the order they first appear. `tag`: the job, for the scheduler."""
+        made = self.synthesize_line_waves(lines, tag, seen)
+        try:
+            for n, waves in made:
+                joiner = Joiner(len(waves), self.sample_rate, lines[n].params.cross_fade_duration)
+                yield n, [joiner.add(w) for w in waves]
+        finally:
+            made.close()
+
+    def synthesize_line_waves(
+        self, lines: Sequence[Line], tag: WorkTag | None = None, seen: SeenBy | None = None
+    ) -> Generator[tuple[int, list[np.ndarray]], None, None]:
+        """synthesize_lines before the cross-fade: (line index, each chunk's own waveform)."""
         tag, passes = tag or WorkTag(), 0
         for members in share_a_pass(lines):
             first = lines[members[0]]
@@ -199,10 +240,7 @@ class F5TTSEngine:
                 for (n, _i), wave in zip(part, made, strict=True):
                     waves[n].append(wave)
                     if len(waves[n]) == len(lines[n].chunks):
-                        joiner = Joiner(
-                            len(waves[n]), self.sample_rate, first.params.cross_fade_duration
-                        )
-                        yield n, [joiner.add(w) for w in waves.pop(n)]
+                        yield n, waves.pop(n)
 
     def split_text(
         self, text: str, voice: Voice, speed: float, first_chunk_bytes: int | None = None

@@ -24,16 +24,17 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from f5worker.engine.plan import Line
+import numpy as np
+
+from f5worker.engine.plan import Joiner, Line
 from f5worker.engine.scheduler import WorkTag
 from f5worker.errors import JobCancelled, TextTooLong, WorkerError
 from f5worker.job.output import ResultBudget
 from f5worker.job.prepared import JobControl, Piece, PreparedJob
 from f5worker.job.schema import TTSRequest, parse_entry
-from f5worker.job.synthesis import whole_item
+from f5worker.job.synthesis import checked, placed, whole_item
 
 if TYPE_CHECKING:
-    from f5worker.audio import Audio
     from f5worker.job.prepared import VoiceChoice
 
 log = logging.getLogger(__name__)
@@ -117,26 +118,45 @@ def items(
             if control.cancelled():
                 raise JobCancelled(f"cancelled after {done} of {total} chunks")
             started = time.perf_counter()
-            line, audios = next(made)
+            line, pieces = next(made)
             index, entry = valid[line]
-            entry.clock.stages["synthesis"] = time.perf_counter() - started
-            done += len(audios)
+            stages = entry.clock.stages  # its checks' own stages (verify, retry) are in already
+            checking = stages.get("verify", 0.0) + stages.get("retry", 0.0)
+            stages["synthesis"] = time.perf_counter() - started - checking
+            done += len(pieces)
             control.progress(done, total)
-            ready[index] = _finished(failed, version, entry, index, audios, batch.job_id)
+            ready[index] = _finished(failed, version, entry, index, pieces, batch.job_id)
     finally:
         made.close()
 
 
 def _made(
     valid: list[tuple[int, PreparedJob]], tag: WorkTag
-) -> Generator[tuple[int, list[Audio]], None, None]:
+) -> Generator[tuple[int, list[Piece]], None, None]:
+    """(line, its pieces) as each entry's chunks are made, each chunk checked (verify,
+    captions: words) before the entry's chunks are joined."""
     if not valid:
         return
     engine = valid[0][1].engine  # the batch's one model: every entry shares `model`
     lines = [Line(e.voice, e.chunks, e.params) for _, e in valid]
-    yield from engine.synthesize_lines(
+    made = engine.synthesize_line_waves(
         lines, tag, seen=lambda n, hit: valid[n][1].saw_reference(hit)
     )
+    try:
+        for line, waves in made:
+            yield line, _joined(valid[line][1], waves, tag)
+    finally:
+        made.close()
+
+
+def _joined(entry: PreparedJob, waves: list[np.ndarray], tag: WorkTag) -> list[Piece]:
+    joiner = Joiner(len(waves), entry.engine.sample_rate, entry.params.cross_fade_duration)
+    out = []
+    for n, (text, made) in enumerate(zip(entry.chunks, waves, strict=True)):
+        wave, check = checked(entry, n, made, tag)
+        piece = Piece(n, len(waves), text, joiner.add(wave), check)
+        out.append(placed(piece, wave, joiner))
+    return out
 
 
 def _finished(
@@ -144,13 +164,9 @@ def _finished(
     version: str,
     entry: PreparedJob,
     index: int,
-    audios: list[Audio],
+    made: list[Piece],
     job_id: str,
 ) -> dict[str, Any]:
-    made = [
-        Piece(n, len(audios), text, audio)
-        for n, (text, audio) in enumerate(zip(entry.chunks, audios, strict=True))
-    ]
     try:
         item = whole_item(entry, made, index=index)
     except WorkerError as err:  # the result alone is too large, say: this entry fails

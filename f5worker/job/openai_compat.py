@@ -18,8 +18,8 @@ unmodified OpenAI client works on a worker without a library. OpenAI's custom-vo
 its pace and its tone come from the reference clip. Extension fields beside OpenAI's (an
 OpenAI client sends them with `extra_body`): `ref_audio`, with `ref_text` or without it (then
 transcribed; `ref_language` names its language) for a caller's own voice (`voice`, which OpenAI
-clients always send, is then ignored), `seed` and `quality`, with their native meaning and
-bounds.
+clients always send, is then ignored), `seed`, `quality` and `verify` (each chunk checked by
+the ASR companion before it is sent), with their native meaning and bounds.
 
 The HTTP mode's `POST /v1/audio/speech` takes the same body (speech_to_native); its
 `stream_format` is a property of the HTTP response and is handled there.
@@ -61,7 +61,7 @@ OPENAI_DEFAULT_FORMAT = "mp3"
 DEFAULT_MODEL_NAMES = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "f5-tts"})
 _SNAPSHOT = re.compile(r"(tts-1|tts-1-hd)-\d{4}|gpt-4o-mini-tts-\d{4}-\d{2}-\d{2}")
 _MAPPING = {"input": "text", "voice": "voice", "response_format": "format", "speed": "speed"}
-EXTENSIONS = ("ref_audio", "ref_text", "ref_language", "seed", "quality")
+EXTENSIONS = ("ref_audio", "ref_text", "ref_language", "seed", "quality", "verify")
 IGNORED = ("instructions",)
 _ACCEPTED = ("model", *_MAPPING, *EXTENSIONS, *IGNORED)
 

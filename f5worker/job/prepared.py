@@ -21,6 +21,7 @@ from f5worker.model_ref import ModelRef
 if TYPE_CHECKING:  # the engine imports torch; these are only annotations here
     from f5worker.engine.f5tts import F5TTSEngine
     from f5worker.engine.plan import SynthesisParams
+    from f5worker.job.verify import Checker, ChunkCheck
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,20 @@ class JobControl:
 
 @dataclass(frozen=True)
 class Piece:
-    """One text chunk's audio as the engine made it (before any output processing)."""
+    """One text chunk's audio as the engine made it (before any output processing).
+
+    check: what the ASR companion heard in the chunk (verify.py), None when nothing listened.
+    lead, wave: where the chunk's own waveform lies in the piece: it starts `lead` samples in
+    (0 unless the chunk is shorter than the cross-fade) and lasts `wave` samples, its last
+    cross-fade's worth held back for the next piece."""
 
     index: int
     count: int
     text: str
     audio: Audio
+    check: ChunkCheck | None = None
+    lead: int = 0
+    wave: int = 0
 
     @property
     def last(self) -> bool:
@@ -87,6 +96,8 @@ class PreparedJob:
     # Set by the engine call that looked the voice's reference up (reference_cache.Seen).
     reference_cached: bool | None = None
     ref_transcript: RefTranscript | None = None  # VoiceChoice.transcript
+    # The ASR companion's checks of each chunk (verify, captions: words); None: no listening.
+    checker: Checker | None = None
 
     def saw_reference(self, hit: bool) -> None:
         self.reference_cached = hit

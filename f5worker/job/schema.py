@@ -39,7 +39,7 @@ FORMATS = ("wav", "flac", "mp3", "ogg", "opus", "pcm", "aac")
 SAMPLE_RATES = (8000, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # what the Opus codec itself supports
 RETURN_MODES = ("auto", "base64", "url")
-CAPTION_MODES = ("segments", "srt", "vtt")  # captions.caption_fields makes each
+CAPTION_MODES = ("segments", "srt", "vtt", "words")  # captions.caption_fields makes each
 DEFAULT_VOICE = "default"
 # Voice names become S3 key segments: no slashes, no leading dot, nothing to escape.
 VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -188,8 +188,17 @@ FIELDS: tuple[Field, ...] = (
         str,
         None,
         "Sentence timings: `segments` adds `segments` ([{text, start, end}] in seconds) to "
-        "each result; `srt` or `vtt` adds the same as SubRip or WebVTT text too. See Captions.",
+        "each result; `srt` or `vtt` adds the same as SubRip or WebVTT text too; `words` adds "
+        "`words` too, each word timed by the ASR companion. See Captions.",
         choices=CAPTION_MODES,
+    ),
+    Field(
+        "verify",
+        bool,
+        None,
+        "Transcribe each chunk with the ASR companion and make it again with the next seed "
+        "when it does not match its text (`VERIFY_MAX_CER`, `VERIFY_RETRIES`); unset = the "
+        "worker's `VERIFY`. See Verification.",
     ),
     Field(
         "texts",
@@ -229,6 +238,7 @@ class TTSRequest:
     stream: bool = False
     model: str | None = None
     captions: str | None = None
+    verify: bool | None = None  # None: the worker's VERIFY
     texts: tuple[Any, ...] | None = None  # raw entries; batch entries are checked one by one
     # Set by the OpenAI route: an OpenAI voice name ("alloy") missing from the library falls
     # back to the default voice, so stock OpenAI clients work without a voice library.

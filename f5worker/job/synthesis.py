@@ -8,42 +8,72 @@ shapes the same pieces (shaping.Shaper) into one continuous encoded body instead
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Generator, Iterator
 from typing import Any
 
 import numpy as np
 
 from f5worker.audio import Audio
+from f5worker.engine.plan import Joiner
 from f5worker.engine.scheduler import WorkTag
 from f5worker.errors import JobCancelled
-from f5worker.job import captions
+from f5worker.job import captions, word_timings
 from f5worker.job.codecs import MIME_TYPES, encode
 from f5worker.job.prepared import JobControl, Piece, PreparedJob
 from f5worker.job.shaping import Shaper
 from f5worker.job.usage import item_usage
+from f5worker.job.verify import ChunkCheck, retry_seeds
 
 
 def pieces(job: PreparedJob, control: JobControl) -> Generator[Piece, None, None]:
     """The engine's audio chunk by chunk (cross-faded; the pieces concatenate to the whole
     utterance). The engine's scheduler knows the job by its tag: a cancel drops its pending
-    chunk at once (JobCancelled), and its first chunk goes before other jobs' continuations."""
+    chunk at once (JobCancelled), and its first chunk goes before other jobs' continuations.
+    With a checker (verify, captions: words) each chunk is checked before it is joined, so a
+    stream never sends a chunk that verification would replace."""
     count = len(job.chunks)
     tag = WorkTag(cancelled=control.cancelled)
-    audio = job.engine.synthesize_stream(
-        job.req.text, job.voice, job.params, job.chunks, tag, seen=job.saw_reference
+    waves = job.engine.synthesize_waves(
+        job.voice, job.params, job.chunks, tag, seen=job.saw_reference
     )
+    joiner = Joiner(count, job.engine.sample_rate, job.params.cross_fade_duration)
     try:
         for index, text in enumerate(job.chunks):
             if control.cancelled():
                 raise JobCancelled(f"cancelled after {index} of {count} chunks")
             with job.clock("synthesis"):
-                piece = next(audio, None)
-            if piece is None:
+                wave = next(waves, None)
+            if wave is None:
                 return
+            wave, check = checked(job, index, wave, tag)
+            audio = joiner.add(wave)
             control.progress(index + 1, count)
-            yield Piece(index, count, text, piece)
+            yield placed(Piece(index, count, text, audio, check), wave, joiner)
     finally:
-        audio.close()
+        waves.close()
+
+
+def checked(
+    job: PreparedJob, index: int, wave: np.ndarray, tag: WorkTag
+) -> tuple[np.ndarray, ChunkCheck | None]:
+    """Chunk `index`'s waveform as verification keeps it, and its check (None: no checker)."""
+    if job.checker is None:
+        return wave, None
+    text, engine = job.chunks[index], job.engine
+    seeds = retry_seeds(job.params.seed, index, len(job.chunks), job.checker.retries)
+
+    def again(seed: int) -> np.ndarray:
+        return engine.regenerate(job.voice, text, job.params, seed, tag, first=index == 0)
+
+    return job.checker.check(text, wave, engine.sample_rate, seeds, again, job.clock)
+
+
+def placed(piece: Piece, wave: np.ndarray, joiner: Joiner) -> Piece:
+    """The piece with where its chunk's own waveform lies in it: the joined audio is the piece
+    then the tail the joiner holds back, and the waveform is its end."""
+    lead = len(piece.audio.samples) + len(joiner.tail) - len(wave)
+    return dataclasses.replace(piece, lead=lead, wave=len(wave))
 
 
 def shaper(job: PreparedJob, streamed: bool) -> Shaper:
@@ -58,7 +88,11 @@ def whole_item(job: PreparedJob, made: list[Piece], index: int = 0) -> dict[str,
     )
     item = _deliver(shaped.audio, job, index=index)
     item["usage"] = item_usage(
-        job, characters=job.chars, chunks=len(made), audio_s=shaped.audio.duration_s
+        job,
+        characters=job.chars,
+        chunks=len(made),
+        audio_s=shaped.audio.duration_s,
+        retries=_retries(made),
     )
     if job.req.captions:
         texts = [(p.text, len(p.audio.samples)) for p in made]
@@ -66,7 +100,8 @@ def whole_item(job: PreparedJob, made: list[Piece], index: int = 0) -> dict[str,
             job.fade_samples, shaped.keep, shaped.kept, shaped.audio.duration_s
         )
         item |= captions.item_fields(job.req.captions, texts, timing)
-    return item
+        item |= _words(job, made, timing)
+    return item | _verification(job, made)
 
 
 def stream_items(job: PreparedJob, made: Iterator[Piece]) -> Iterator[dict[str, Any]]:
@@ -85,6 +120,7 @@ def stream_items(job: PreparedJob, made: Iterator[Piece]) -> Iterator[dict[str, 
             chunks=1,
             audio_s=shaped.audio.duration_s,
             first_audio_s=first_audio_s,
+            retries=_retries([piece]),
         )
         if job.req.captions:
             texts = [(piece.text, len(piece.audio.samples))]
@@ -97,10 +133,29 @@ def stream_items(job: PreparedJob, made: Iterator[Piece]) -> Iterator[dict[str, 
                 piece.last,
             )
             item |= captions.item_fields(job.req.captions, texts, timing, numbered)
+            item |= _words(job, [piece], timing)
             numbered += len(item["segments"])
         offset_s += shaped.audio.duration_s
-        yield item | {"chunk": piece.index, "chunks": piece.count}
+        yield item | _verification(job, [piece]) | {"chunk": piece.index, "chunks": piece.count}
         job.clock.reset()
+
+
+def _words(job: PreparedJob, made: list[Piece], timing: captions.Placement) -> dict[str, Any]:
+    """`words` for `captions: "words"`: each word timed by what the ASR companion heard."""
+    if job.req.captions != "words":
+        return {}
+    return {"words": word_timings.word_fields(made, job.engine.sample_rate, timing)}
+
+
+def _verification(job: PreparedJob, made: list[Piece]) -> dict[str, Any]:
+    """`verification` of a verified job's item: one entry per chunk it carries."""
+    if job.checker is None or not job.checker.verify:
+        return {}
+    return {"verification": [p.check.as_dict(p.index) for p in made if p.check is not None]}
+
+
+def _retries(made: list[Piece]) -> int:
+    return sum(p.check.retries for p in made if p.check is not None)
 
 
 def _deliver(audio: Audio, job: PreparedJob, index: int) -> dict[str, Any]:

@@ -31,14 +31,16 @@ def item_usage(
     chunks: int,
     audio_s: float,
     first_audio_s: float | None = None,
+    retries: int = 0,
 ) -> dict[str, Any]:
     """The `usage` of one item: the text it covers (`characters`, `chunks` of it), its audio,
-    the engine's time for it (the clock's `synthesis` stage) and how the job was served."""
-    engine_s = job.clock.stages.get("synthesis", 0.0)
+    the engine's time for it (the clock's `synthesis` stage, and `retry` for the chunks
+    verification made again, `retries` of them) and how the job was served."""
+    engine_s = job.clock.stages.get("synthesis", 0.0) + job.clock.stages.get("retry", 0.0)
     usage: dict[str, Any] = {
         "characters": characters,
         "audio_s": round(audio_s, 3),
-        "steps": job.params.nfe_step * chunks,
+        "steps": job.params.nfe_step * (chunks + retries),
         "engine_s": round(engine_s, 4),
         "rtf": round(engine_s / audio_s, 4) if audio_s > 0 else None,
         "model": job.model.name,

@@ -32,7 +32,7 @@ from f5worker.asr.transcript import Transcriber
 from f5worker.config import Settings
 from f5worker.engine.f5tts import F5TTSEngine
 from f5worker.engine.plan import SynthesisParams
-from f5worker.errors import InternalError, OutputTooLarge, WorkerError
+from f5worker.errors import AsrDisabled, InternalError, OutputTooLarge, WorkerError
 from f5worker.job import batch, synthesis
 from f5worker.job.batch import PreparedBatch, VoiceMemo
 from f5worker.job.fetch import RefAudioFetcher
@@ -42,6 +42,7 @@ from f5worker.job.prepared import Clock, JobControl, Piece, PreparedJob, VoiceCh
 from f5worker.job.ref_transcripts import RefTranscripts
 from f5worker.job.schema import DEFAULT_VOICE, MAX_SEED, TTSRequest, parse_request
 from f5worker.job.usage import JobFigures
+from f5worker.job.verify import Checker
 from f5worker.job.voice_actions import VoiceActions, is_action
 from f5worker.job.voices import VoiceLibrary, default_voice, fit_voice
 from f5worker.model_ref import ModelRef
@@ -160,6 +161,7 @@ class Worker:
         if req.texts is None:
             return self.prepare_request(req, job_id, first_chunk_bytes=first_chunk_bytes)
         # What every entry shares fails the whole batch, before any entry is prepared.
+        self.checker(req)
         self.models.get(req.model)
         Delivery(req.return_mode, req.format, job_id, self.store)  # `return: url` needs a bucket
 
@@ -181,6 +183,7 @@ class Worker:
     ) -> PreparedJob:
         """prepare() for a parsed request. A batch passes its entries one result budget and one
         memo of voices, so a reference clip is fetched once for all the entries that use it."""
+        checker = self.checker(req)  # before any work: a request the worker cannot check
         clock = Clock()
         ref, engine, load_s = self.models.get(req.model)
         if load_s is not None:
@@ -218,7 +221,23 @@ class Worker:
             voice_kind=choice.kind,
             voice_cached=choice.cached,
             ref_transcript=choice.transcript,
+            checker=checker,
         )
+
+    def checker(self, req: TTSRequest) -> Checker | None:
+        """The ASR companion's checks a request asks for (`verify`, unset: VERIFY; `captions:
+        words`), None when it asks for none; ASR_DISABLED when the worker runs without one."""
+        verify = req.verify if req.verify is not None else self.settings.verify
+        words = req.captions == "words"
+        if not (verify or words):
+            return None
+        if self.asr is None:
+            asked = 'captions "words"' if words else "verify"
+            if verify and req.verify is None:
+                asked = "this worker's VERIFY=on"
+            raise AsrDisabled(f"{asked} needs the ASR companion, which is off (ASR_MODEL=none)")
+        s = self.settings
+        return Checker(self.asr, verify, words, s.verify_max_cer, s.verify_retries)
 
     def licence_of(self, ref: ModelRef, engine: F5TTSEngine | None = None) -> str:
         """A served model's licence: the operator's MODEL_LICENSE for the default model, else

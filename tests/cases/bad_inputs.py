@@ -145,6 +145,11 @@ CASES = [
     # captions, and batches malformed as a whole (a bad entry alone: test_a_bad_entry_...)
     ("captions-unknown", {**OK, "captions": "ass"}, "INVALID_INPUT"),
     ("captions-bool", {**OK, "captions": True}, "INVALID_INPUT"),
+    # the ASR companion: asked for on a worker without one (the table's worker has none)
+    ("verify-without-asr", {**OK, "verify": True}, "ASR_DISABLED"),
+    ("words-without-asr", {**OK, "captions": "words"}, "ASR_DISABLED"),
+    ("verify-batch-without-asr", {"texts": ["a"], "verify": True}, "ASR_DISABLED"),
+    ("verify-string", {**OK, "verify": "yes"}, "INVALID_INPUT"),
     ("texts-string", {"texts": "Hello.", "nfe_step": 2}, "INVALID_INPUT"),
     ("texts-object", {"texts": {"text": "Hello."}}, "INVALID_INPUT"),
     ("texts-empty", {"texts": []}, "INVALID_INPUT"),

@@ -66,6 +66,7 @@ def test_the_table_covers_every_code_and_enough_cases():
         "BAD_REF_AUDIO",
         "VOICE_NOT_FOUND",
         "OUTPUT_TOO_LARGE",
+        "ASR_DISABLED",
     }
 
 

@@ -188,7 +188,7 @@ def test_the_audio_budget_is_the_jobs_not_each_entrys(worker, monkeypatch):
     def no_model_work(*_a, **_k):
         raise AssertionError("the engine was asked to synthesize")
 
-    monkeypatch.setattr(worker.engine, "synthesize_lines", no_model_work)
+    monkeypatch.setattr(worker.engine, "synthesize_line_waves", no_model_work)
     [failed] = run(worker, texts=[LONG, LONG, LONG, LONG])
     assert failed["error_code"] == "TEXT_TOO_LONG" and "in all" in failed["error"]
     monkeypatch.undo()

@@ -176,7 +176,7 @@ def test_unexpected_exception_is_internal_error(worker, monkeypatch, caplog):
     def boom(*_a, **_k):
         raise RuntimeError("secret user text inside")
 
-    monkeypatch.setattr(worker.engine, "synthesize_stream", boom)
+    monkeypatch.setattr(worker.engine, "synthesize_waves", boom)
     out = list(worker.run(job(text="x")))
     assert len(out) == 1 and out[0]["error_code"] == "INTERNAL_ERROR"
     assert out[0]["retryable"] is True and "secret user text" not in out[0]["error"]
@@ -273,7 +273,7 @@ def test_only_a_fatal_error_asks_the_sdk_for_a_new_worker(engine, monkeypatch):
         def fail(*_a, error=error, **_k):
             raise error
 
-        monkeypatch.setattr(worker.engine, "synthesize_stream", fail)
+        monkeypatch.setattr(worker.engine, "synthesize_waves", fail)
         [payload] = list(worker.run(job(text="x")))
         assert payload.get("refresh_worker", False) is refresh
         assert config.get("refresh_worker", False) is refresh
@@ -323,7 +323,7 @@ def test_an_uncompressed_result_that_cannot_fit_is_refused_before_model_work(
     def no_model_work(*_a, **_k):
         raise AssertionError("the engine was asked to synthesize")
 
-    monkeypatch.setattr(worker.engine, "synthesize_stream", no_model_work)
+    monkeypatch.setattr(worker.engine, "synthesize_waves", no_model_work)
     text = "A sentence of ordinary length about the sea and the boats. " * 60
     payload = run_one(worker, text=text, format=fmt, sample_rate=48000, **{"return": mode})
     assert payload["error_code"] == "OUTPUT_TOO_LARGE"

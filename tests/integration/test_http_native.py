@@ -52,6 +52,7 @@ def test_each_code_has_the_status_the_readme_gives():
         "INVALID_INPUT": 400,
         "UNSUPPORTED_FORMAT": 400,
         "BAD_REF_AUDIO": 400,
+        "ASR_DISABLED": 400,
         "VOICE_NOT_FOUND": 404,
         "TEXT_TOO_LONG": 413,
         "OUTPUT_TOO_LARGE": 413,

@@ -102,14 +102,14 @@ def test_first_chunk_comes_before_the_last_is_computed(worker):
 
 
 def test_a_failure_mid_stream_ends_the_stream_with_a_coded_error(worker, monkeypatch):
-    real = worker.engine.synthesize_stream
+    real = worker.engine.synthesize_waves
 
-    def fails_after_one(text, voice, params, chunks=None, tag=None, seen=None) -> Iterator:
-        pieces = real(text, voice, params, chunks, tag, seen)
+    def fails_after_one(voice, params, chunks, tag=None, seen=None) -> Iterator:
+        pieces = real(voice, params, chunks, tag, seen)
         yield next(pieces)
         raise RuntimeError("the GPU caught fire")
 
-    monkeypatch.setattr(worker.engine, "synthesize_stream", fails_after_one)
+    monkeypatch.setattr(worker.engine, "synthesize_waves", fails_after_one)
     out = items(worker, **STREAM, format="pcm")
     assert out[0]["chunk"] == 0 and len(out) == 2
     assert out[-1]["error_code"] == "INTERNAL_ERROR" and "fire" not in out[-1]["error"]

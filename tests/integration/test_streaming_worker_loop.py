@@ -232,14 +232,14 @@ def handle_job(worker: Worker, inp: dict) -> dict:
 
 def test_mid_stream_failure_in_the_sdks_job_runner(engine, monkeypatch, transport):
     worker = make_worker(engine, Settings())
-    real = engine.synthesize_stream
+    real = engine.synthesize_waves
 
-    def fails_after_one(text, voice, params, chunks=None, tag=None, seen=None):
-        pieces = real(text, voice, params, chunks, tag, seen)
+    def fails_after_one(voice, params, chunks, tag=None, seen=None):
+        pieces = real(voice, params, chunks, tag, seen)
         yield next(pieces)
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(worker.engine, "synthesize_stream", fails_after_one)
+    monkeypatch.setattr(worker.engine, "synthesize_waves", fails_after_one)
     config = handle_job(worker, {"text": STREAM_TEXT, "nfe_step": 2, "stream": True})
     assert {part["output"]["chunk"] for part in transport["stream"]} == {0}  # (in parts)
     assert transport["done"] == [{"error": "INTERNAL_ERROR: unexpected error; see the worker log"}]
@@ -252,7 +252,7 @@ def test_a_fatal_gpu_error_refreshes_the_worker(engine, monkeypatch, transport):
     def broken(*_a, **_k):
         raise GPUError("GPU out of memory twice in a row")
 
-    monkeypatch.setattr(worker.engine, "synthesize_stream", broken)
+    monkeypatch.setattr(worker.engine, "synthesize_waves", broken)
     config = handle_job(worker, {"text": "Hello.", "nfe_step": 2})
     assert transport["done"] == [
         {"error": "GPU_ERROR: GPU out of memory twice in a row", "stopPod": True}

@@ -78,6 +78,11 @@ def test_values_are_read_and_normalised():
         ("PORT_HEALTH", "70000"),
         ("HTTP_MAX_WAITING", "-1"),
         ("FIRST_CHUNK_MAX_BYTES", "-2"),
+        ("VERIFY", "maybe"),
+        ("VERIFY_MAX_CER", "a tenth"),
+        ("VERIFY_MAX_CER", "nan"),
+        ("VERIFY_MAX_CER", "1.5"),
+        ("VERIFY_RETRIES", "9"),
     ],
 )
 def test_bad_values_name_the_variable(name, value):
@@ -207,3 +212,10 @@ def test_voice_aliases_are_the_operators_pairs():
     for bad in ("alloy", "alloy=", "=narrator", "alloy=a b", "alloy=x, ALLOY=y", "a=../x"):
         with pytest.raises(ConfigError, match="VOICE_ALIASES"):
             Settings.from_env({"VOICE_ALIASES": bad})
+
+
+def test_verification_settings():
+    s = Settings.from_env({})
+    assert (s.verify, s.verify_max_cer, s.verify_retries) == (False, 0.15, 2)
+    s = Settings.from_env({"VERIFY": "on", "VERIFY_MAX_CER": " 0.05 ", "VERIFY_RETRIES": "0"})
+    assert (s.verify, s.verify_max_cer, s.verify_retries) == (True, 0.05, 0)

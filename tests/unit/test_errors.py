@@ -3,6 +3,7 @@ import pytest
 from f5worker import errors
 from f5worker.errors import (
     ASRUnavailable,
+    AsrDisabled,
     BadRefAudio,
     ConfigError,
     GPUError,
@@ -26,6 +27,7 @@ CASES = [
     (TextTooLong, "TEXT_TOO_LONG", False, ValueError),
     (UnsupportedFormat, "UNSUPPORTED_FORMAT", False, ValueError),
     (BadRefAudio, "BAD_REF_AUDIO", False, ValueError),
+    (AsrDisabled, "ASR_DISABLED", False, ValueError),
     (VoiceNotFound, "VOICE_NOT_FOUND", False, LookupError),
     (VoiceExists, "VOICE_EXISTS", False, ValueError),
     (VoiceChanged, "VOICE_CHANGED", False, Exception),

@@ -118,3 +118,8 @@ def test_bad_openai_input_gets_its_code(raw, code, fragment):
         parse_request(raw)
     assert info.value.code == code
     assert fragment in info.value.message
+
+
+def test_verify_is_an_extension_field():
+    req = parse_request(openai(input="Hi.", verify=True))
+    assert req.verify is True and req.text == "Hi."

@@ -313,7 +313,7 @@ def test_a_bad_entry_is_its_own_error(entry, code, fragment):
     assert (info.value.code, fragment in info.value.message) == (code, True)
 
 
-@pytest.mark.parametrize("mode", [None, "segments", "srt", "vtt"])
+@pytest.mark.parametrize("mode", [None, "segments", "srt", "vtt", "words"])
 def test_captions_modes(mode):
     assert parse_request({**OK, "captions": mode}).captions == mode
 
@@ -322,3 +322,14 @@ def test_captions_modes(mode):
 def test_captions_bad_modes(mode):
     with pytest.raises(InvalidInput):
         parse_request({**OK, "captions": mode})
+
+
+@pytest.mark.parametrize(("value", "parsed"), [(None, None), (True, True), (False, False)])
+def test_verify_is_unset_or_a_boolean(value, parsed):
+    assert parse_request({**OK, "verify": value}).verify is parsed
+
+
+@pytest.mark.parametrize("value", ["yes", 1, [True]])
+def test_verify_bad_values(value):
+    with pytest.raises(InvalidInput, match="verify must be true or false"):
+        parse_request({**OK, "verify": value})

@@ -43,6 +43,13 @@ def test_an_items_usage_counts_its_text_steps_audio_and_engine_time():
     assert streamed["first_audio_s"] == 0.7 and streamed["steps"] == 16
 
 
+def test_chunks_made_again_by_verification_count_as_engine_work():
+    job = prepared(0.5)
+    job.clock.stages |= {"retry": 0.25, "verify": 0.125}  # the recogniser's time is not engine's
+    usage = item_usage(job, characters=42, chunks=3, audio_s=2.0, retries=2)
+    assert (usage["steps"], usage["engine_s"], usage["rtf"]) == (80, 0.75, 0.375)
+
+
 def test_no_audio_has_no_rtf():
     assert item_usage(prepared(0.1), characters=1, chunks=1, audio_s=0.0)["rtf"] is None
 
