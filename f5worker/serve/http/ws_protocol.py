@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from f5worker.errors import InvalidInput, RequestTooLarge, WorkerError
+from f5worker.errors import InvalidInput, RequestTooLarge, WorkerError, describe_names
 from f5worker.job import openai_compat
 from f5worker.job.schema import parse_request
 from f5worker.serve.http.body import MAX_BODY_BYTES
@@ -95,7 +95,7 @@ def job_input(config: dict[str, Any], sentence: str) -> dict[str, Any]:
 def _only(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
     extra = sorted(k for k in body if k not in allowed)
     if extra:
-        raise InvalidInput(f"unknown field(s) in {body['type']}: {', '.join(extra[:5])}")
+        raise InvalidInput(f"unknown field(s) in {body['type']}: {describe_names(extra)}")
 
 
 # -- what the worker sends ----------------------------------------------------------------------
