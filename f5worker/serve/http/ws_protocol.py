@@ -17,6 +17,7 @@ Every parse failure is a coded error (errors.py); this module holds no state.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ class ClientMessage:
     config: dict[str, Any] = field(default_factory=dict)  # session.config's speech fields
 
 
-def parse(message: dict[str, Any], max_bytes: int) -> ClientMessage:
+def parse(message: Mapping[str, Any], max_bytes: int) -> ClientMessage:
     """One ASGI `websocket.receive` message -> a ClientMessage, or a coded error. A message is
     at most `max_bytes` (UTF-8), but a session.config, which may carry a base64 reference clip,
     may be as large as a speech request's body."""

@@ -33,7 +33,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -177,7 +177,7 @@ class Session:
                 self.put(None)
                 return
 
-    async def receive(self) -> dict[str, Any]:
+    async def receive(self) -> Mapping[str, Any]:
         """The next message, within the idle deadline while no audio is pending (a client
         waiting for a long utterance's audio sends nothing, and is not idle)."""
         idle = self.settings.http_ws_idle_timeout_s
