@@ -143,7 +143,8 @@ def _audio_per_sentence(messages: list[Any]) -> list[bytes]:
 
 
 def test_a_second_utterance_on_the_same_connection_in_another_format(served):
-    url, _ = served
+    url, service = served
+    cancelled = service.counters.cancelled
     with open_session(url) as ws:
         ws.send(json.dumps({"type": "input.text", "text": "One. Two"}))
         ws.send(json.dumps({"type": "input.done"}))
@@ -155,6 +156,9 @@ def test_a_second_utterance_on_the_same_connection_in_another_format(served):
     audio = b"".join(m for m in second if isinstance(m, bytes))
     assert audio[:4] == b"RIFF" and audio[8:12] == b"WAVE"  # the frames make one file
     assert second[-1] == {"type": "session.done", "utterance_index": 1, "total_sentences": 1}
+    # the client closed with nothing pending: a session ended, not one abandoned
+    _wait_for(lambda: service.admission.admitted == 0)
+    assert service.counters.cancelled == cancelled
 
 
 def text(delta: str) -> str:

@@ -160,7 +160,14 @@ class Session:
 
     async def read(self) -> None:
         while True:
-            msg = wire.parse(await self.receive(), self.settings.http_ws_max_message_bytes)
+            try:
+                message = await self.receive()
+            except ClientGone:
+                if not self.left_cleanly():
+                    raise
+                self.put(None)
+                return
+            msg = wire.parse(message, self.settings.http_ws_max_message_bytes)
             if self.slot is not None:
                 self.slot.touch()  # a client still talking is progress for /ping's rule
             if msg.kind == wire.CONFIG:
@@ -191,6 +198,11 @@ class Session:
             if message["type"] == "websocket.disconnect":
                 raise ClientGone
             return message
+
+    def left_cleanly(self) -> bool:
+        """A client that closes with nothing pending (every utterance flushed and spoken) has
+        ended its session, not abandoned it."""
+        return not self.open and self.pending == 0
 
     def take(self, delta: str) -> None:
         self.chars += len(delta)
