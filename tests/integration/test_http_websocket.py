@@ -258,3 +258,23 @@ def _wait_for(condition, timeout_s: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_a_session_ends_at_its_longest_duration_however_busy_its_client(engine):
+    settings = http_settings(http_ws_max_session_s=10, http_ws_idle_timeout_s=5)
+    service = Service(settings)
+    service.ready(make_worker(engine, settings))
+    with serving(service) as url, connect(ws_url(url), open_timeout=10) as ws:
+        ws.send(json.dumps(CONFIG))
+        started = time.monotonic()
+        got: list[Any] = []
+        with pytest.raises(ConnectionClosed):
+            while True:  # never idle: an empty delta every second
+                with contextlib.suppress(ConnectionClosed):  # what was sent is still read
+                    ws.send(json.dumps({"type": "input.text", "text": ""}))
+                with contextlib.suppress(TimeoutError):
+                    got.append(json.loads(ws.recv(timeout=1)))
+        assert [e["code"] for e in got] == ["REQUEST_TIMEOUT"]
+        assert ws.close_code == 1008
+        assert 10 <= time.monotonic() - started < 20
+        _wait_for(lambda: service.admission.admitted == 0)
