@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Concurrent clients against one worker: SCHEDULER=fair against SCHEDULER=fifo, same run.
 
-Workers are started as their `make` targets start them, one per (mode, scheduler): `make
-run-http` (HTTP mode, clients through the official `openai` client's streamed speech call) and
-`make run` (the RunPod SDK's local API, `POST /runsync`, whose first audio is its last), each
-with MAX_CONCURRENCY at least the number of clients. A scenario is a set of clients started
+Workers are started as their `make` targets start them, one per (target, scheduler): `make
+run-http` (HTTP mode: mode `http`, clients through the official `openai` client's streamed
+speech call; mode `ws`, clients on `WS /v1/audio/speech/stream` with the `websockets` client,
+sending the text as word deltas `--delta-ms` apart, as an LLM writes it, first audio timed from
+the delta that completes the first sentence) and `make run` (mode `queue`: the RunPod SDK's
+local API, `POST /runsync`, whose first audio is its last), each with MAX_CONCURRENCY at least
+the number of clients. A scenario is a set of clients started
 together: "pages" clients send `--pages` pages back to back, "sentences" clients send
 `--sentences` sentences each, `--think` seconds apart (staggered), so both policies get the
 same work and only its order differs. Each scenario runs `--rounds` times per policy,
@@ -19,14 +22,15 @@ sentence would have with no page running. The goal (docs/benchmarks.md): with on
 and three sentence clients, the sentences' p95 first audio under fair at most 1/3 of fifo's,
 and the page's audio seconds per wall second no more than 10% below fifo's.
 
-  .venv/bin/python scripts/bench_load.py                     # the goal's scenarios, a few minutes
-  .venv/bin/python scripts/bench_load.py --clients 1 2 4 8 --sentences 6 --modes http queue
+  .venv/bin/python scripts/bench_load.py                     # the goal's scenarios, http and ws
+  .venv/bin/python scripts/bench_load.py --clients 1 2 4 8 --sentences 6 --modes http ws queue
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -46,6 +50,7 @@ from bench_http import _worker
 
 log = logging.getLogger("bench_load")
 POLICIES = ("fair", "fifo")
+TARGETS = {"http": "run-http", "ws": "run-http", "queue": "run"}  # mode -> the worker's target
 PCM_RATE = 24000  # OpenAI's pcm: 24 kHz, 16-bit mono
 GOAL_FIRST = 1 / 3  # sentences' p95 first audio, fair / fifo
 GOAL_PAGE = 0.90  # the page's audio s per wall s, fair / fifo, at least
@@ -96,28 +101,24 @@ def main() -> int:
     loads: list[float] = []
     with contextlib.ExitStack() as stack:
         workers = {
-            (mode, policy): stack.enter_context(
-                _worker(
-                    "run-http" if mode == "http" else "run",
-                    {**base, "SCHEDULER": policy},
-                    work / f"{mode}-{policy}.log",
-                )
+            (target, policy): stack.enter_context(
+                _worker(target, {**base, "SCHEDULER": policy}, work / f"{target}-{policy}.log")
             )
-            for mode in args.modes
+            for target in sorted({TARGETS[mode] for mode in args.modes})
             for policy in POLICIES
         }
         for worker in workers.values():
             worker.wait()
-        for (mode, _), worker in workers.items():  # a first request is not timed
-            call = _http_call(worker.url, args) if mode == "http" else _queue_call(worker.url, args)
-            call("sentence")
+        for mode in args.modes:  # a first request is not timed
+            for policy in POLICIES:
+                _call(mode, workers[(TARGETS[mode], policy)].url, args)("sentence")
         for mode in args.modes:
             for scenario_args in _scenarios(args.clients):
                 runs = {policy: Scenario(*scenario_args) for policy in POLICIES}
                 for n in range(args.rounds):  # ABBA: fair, fifo, fifo, fair, ...
                     for policy in POLICIES if n % 2 == 0 else POLICIES[::-1]:
                         loads.append(os.getloadavg()[0])
-                        _run(runs[policy], workers[(mode, policy)].url, mode, args)
+                        _run(runs[policy], workers[(TARGETS[mode], policy)].url, mode, args)
                 for policy, scenario in runs.items():
                     rows += _rows(mode, policy, scenario)
                     goal[(mode, policy, scenario.name)] = scenario
@@ -128,7 +129,7 @@ def main() -> int:
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--modes", nargs="+", choices=("http", "queue"), default=["http"])
+    parser.add_argument("--modes", nargs="+", choices=tuple(TARGETS), default=["http", "ws"])
     parser.add_argument("--pages", type=int, default=1, help="pages per page client")
     parser.add_argument("--sentences", type=int, default=3, help="sentences per sentence client")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each scenario per policy")
@@ -139,6 +140,9 @@ def _parse_args() -> argparse.Namespace:
         "--threads", type=int, default=1, help="torch threads per worker (0: torch's default)"
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per request, at most")
+    parser.add_argument(
+        "--delta-ms", type=float, default=20, help="ws: ms between word deltas (an LLM's pace)"
+    )
     args = parser.parse_args()
     if min(args.clients) < 1 or max(args.clients) > 64:
         parser.error("--clients: 1..64")
@@ -153,7 +157,7 @@ def _scenarios(clients: list[int]) -> list[tuple[str, int, int]]:
 
 
 def _run(scenario: Scenario, url: str, mode: str, args: argparse.Namespace) -> None:
-    call = _http_call(url, args) if mode == "http" else _queue_call(url, args)
+    call = _call(mode, url, args)
     lock = threading.Lock()
 
     def client(kind: str, count: int, delay: float) -> None:
@@ -187,6 +191,12 @@ def _run(scenario: Scenario, url: str, mode: str, args: argparse.Namespace) -> N
     )
 
 
+def _call(mode: str, url: str, args: argparse.Namespace) -> Callable[[str], Result]:
+    if mode == "ws":
+        return _ws_call(url, args)
+    return _http_call(url, args) if mode == "http" else _queue_call(url, args)
+
+
 def _http_call(url: str, args: argparse.Namespace) -> Callable[[str], Result]:
     import openai
 
@@ -217,6 +227,70 @@ def _http_call(url: str, args: argparse.Namespace) -> Callable[[str], Result]:
         except (openai.APIError, httpx.HTTPError) as exc:
             result.status, result.error = 0, type(exc).__name__
         result.total_s = time.perf_counter() - start
+        return result
+
+    return call
+
+
+def _ws_call(url: str, args: argparse.Namespace) -> Callable[[str], Result]:
+    """One WebSocket session per request: the text as word deltas, then input.done. First
+    audio and total are timed from the delta that completes the first sentence (the worker's
+    own splitter says which), so the LLM's pace before it is not counted."""
+    from websockets.exceptions import WebSocketException
+    from websockets.sync.client import connect
+
+    from f5worker.job.sentences import SentenceSplitter
+
+    config = {"type": "session.config", "voice": "alloy", "quality": args.quality}
+    config["seed"] = args.seed
+    stream_url = url.replace("http://", "ws://") + "/v1/audio/speech/stream"
+
+    def call(kind: str) -> Result:
+        result = Result(kind)
+        words = (PAGE if kind == "page" else SENTENCE).split(" ")
+        deltas = [w + " " for w in words[:-1]] + [words[-1]]
+        splitter = SentenceSplitter()
+        ends = [i for i, d in enumerate(deltas) if splitter.feed(d)]
+        completes = ends[0] if ends else len(deltas)  # len: input.done completes it
+        marks: dict[str, float] = {}
+
+        def send(ws: Any) -> None:
+            for i, delta in enumerate(deltas):
+                ws.send(json.dumps({"type": "input.text", "text": delta}))
+                if i == completes:
+                    marks["sentence"] = time.perf_counter()
+                time.sleep(args.delta_ms / 1000)
+            ws.send(json.dumps({"type": "input.done"}))
+            marks.setdefault("sentence", time.perf_counter())
+
+        size = 0
+        try:
+            with connect(stream_url, open_timeout=args.timeout, max_size=None) as ws:
+                ws.send(json.dumps(config))
+                sender = threading.Thread(target=send, args=(ws,), daemon=True)
+                sender.start()
+                while True:
+                    message = ws.recv(timeout=args.timeout)
+                    if isinstance(message, bytes):
+                        if not size:
+                            first_at = time.perf_counter()
+                        size += len(message)
+                        continue
+                    event = json.loads(message)
+                    if event["type"] == "error":
+                        result.status, result.error = 0, event["code"]
+                        break
+                    if event["type"] == "session.done":
+                        break
+                sender.join(timeout=args.timeout)
+                ws.send(json.dumps({"type": "session.close"}))
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            result.status, result.error = 0, type(exc).__name__
+        end = time.perf_counter()
+        start = marks.get("sentence", end)
+        result.first_s = (first_at - start) if size else 0.0
+        result.total_s = end - start
+        result.audio_s = size / 2 / PCM_RATE
         return result
 
     return call

@@ -110,6 +110,9 @@ class Settings:
     http_max_connections: int = default("http_max_connections")
     http_stall_s: int = default("http_stall_s")
     http_auth_token: str | None = default("http_auth_token")
+    http_ws_idle_timeout_s: int = default("http_ws_idle_timeout_s")
+    http_ws_max_session_s: int = default("http_ws_max_session_s")
+    http_ws_max_message_bytes: int = default("http_ws_max_message_bytes")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

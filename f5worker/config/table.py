@@ -299,6 +299,8 @@ SETTINGS: tuple[Setting, ...] = (
           "CTranslate2's compute type for the ASR model; `auto`: float16 on CUDA, int8 on CPU "
           "(the device is the TTS engine's)",
           choices=("auto", "float16", "bfloat16", "int8_float16", "int8", "float32")),
+    ),
+    *_section(
         "Verification and word timings",
         # Off by default: verifying transcribes every chunk and may synthesize some again.
         S("VERIFY", "verify", bool, False,
@@ -388,6 +390,20 @@ SETTINGS: tuple[Setting, ...] = (
           "(401 `UNAUTHORIZED` otherwise); for deployments outside RunPod's authenticated "
           "gateway (a Pod's exposed port, a local network)",
           secret=True),
+        # The WebSocket route (docs/http.md "Text as it is written"): per message and per session.
+        S("HTTP_WS_IDLE_TIMEOUT_S", "http_ws_idle_timeout_s", int, 30,
+          "http mode, `/v1/audio/speech/stream`: a session that sends no message for this many "
+          "seconds while none of its audio is being made is closed (`REQUEST_TIMEOUT`)",
+          low=1, high=600),
+        S("HTTP_WS_MAX_SESSION_S", "http_ws_max_session_s", int, 600,
+          "http mode, `/v1/audio/speech/stream`: the longest a session may last, from its "
+          "handshake; then `REQUEST_TIMEOUT` and the connection is closed",
+          low=10, high=7200),
+        S("HTTP_WS_MAX_MESSAGE_BYTES", "http_ws_max_message_bytes", int, 65536,
+          "http mode, `/v1/audio/speech/stream`: the largest message but `session.config` "
+          "(which may carry a base64 reference, up to the 16 MiB body bound); a larger one is "
+          "`REQUEST_TOO_LARGE`",
+          low=1024, high=16777216),
         S("FIRST_CHUNK_MAX_BYTES", "first_chunk_max_bytes", int, 0,
           "http mode: the first text chunk's bound, `0` = a quarter of the chunk budget "
           "(upstream's socket server), `-1` = not shortened, N = at most N bytes",

@@ -9,8 +9,10 @@ post_until_served is a well-behaved one, retrying as Retry-After says.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -91,6 +93,41 @@ def non_reading_stream(
     data = json.dumps(body).encode()
     sock.sendall(request_head("/v1/audio/speech", len(data), headers) + data)
     return sock
+
+
+def non_reading_websocket(
+    url: str, path: str, messages: list[str], headers: dict[str, str] | None = None
+) -> socket.socket:
+    """A WebSocket client that sends its text messages and never reads a byte of the answer
+    (a 4 KiB receive window), written by hand: a library client reads in the background."""
+    sock = connect(url, receive_buffer=4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {path} HTTP/1.1", "Host: x", "Upgrade: websocket", "Connection: Upgrade"]
+    lines += [f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    sock.sendall("\r\n".join([*lines, "", ""]).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:  # the 101 only: what follows is left unread
+        head += sock.recv(1)
+    if not head.startswith(b"HTTP/1.1 101 "):
+        raise RuntimeError(f"the handshake was refused: {head[:40]!r}")
+    for message in messages:
+        sock.sendall(masked_text_frame(message))
+    return sock
+
+
+def masked_text_frame(text: str) -> bytes:
+    """One final text frame as a client must send it (RFC 6455 5.2: masked)."""
+    data = text.encode()
+    size = len(data)
+    if size < 126:
+        head = bytes([0x81, 0x80 | size])
+    elif size < 1 << 16:
+        head = bytes([0x81, 0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        head = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big")
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
 
 
 def request_head(path: str, length: int, headers: dict[str, str] | None = None) -> bytes:

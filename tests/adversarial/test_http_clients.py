@@ -9,6 +9,7 @@ are small here (settings), the defaults are in docs/http.md "Client bounds".
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from f5worker.testing.http import (
     half_sent_bodies,
     http_settings,
     non_reading_stream,
+    non_reading_websocket,
     post_until_served,
     request_head,
     serving,
@@ -36,7 +38,8 @@ HEADER_S, BODY_S, WRITE_S, QUEUE_S = 2, 2, 2, 1  # a queue wait shorter than the
 MARGIN_S = 6.0  # two shared, busy cores: scheduling noise on top of usual + deadline
 TOKEN = "adversarial-http-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SPEECH = {"input": "A normal request among attackers.", "quality": "fast", "seed": 5}
+SPEECH_FIELDS = {"quality": "fast", "seed": 5}
+SPEECH = {"input": "A normal request among attackers.", **SPEECH_FIELDS}
 LONG_JOB_BOUND_S = 60.0  # the demo model fills a 4 KiB window long before this
 LONG = " ".join(f"This is sentence number {i} of a long text, spoken slowly." for i in range(40))
 
@@ -130,6 +133,26 @@ def test_a_client_that_never_reads_its_stream_loses_its_slot(live):
         _, took = normal(live.url, within_s=240)
         print(f"with a client that never reads: {took:.2f} s")
         # the long job runs until its writes stall, then the write deadline frees the slot
+        assert live.service.counters.cancelled == cancelled + 1
+        assert took < LONG_JOB_BOUND_S + WRITE_S + live.usual_s + MARGIN_S
+    finally:
+        reader.close()
+    settle(live)
+
+
+def test_a_websocket_client_that_never_reads_loses_its_session_and_slot(live):
+    cancelled = live.service.counters.cancelled
+    messages = [
+        json.dumps({"type": "session.config", "response_format": "pcm", **SPEECH_FIELDS}),
+        json.dumps({"type": "input.text", "text": LONG}),
+        json.dumps({"type": "input.done"}),
+    ]
+    reader = non_reading_websocket(live.url, "/v1/audio/speech/stream", messages, AUTH)
+    try:
+        time.sleep(0.5)
+        _, took = normal(live.url, within_s=240)
+        print(f"with a WebSocket client that never reads: {took:.2f} s")
+        # sentence after sentence until its sends stall, then the write deadline ends it
         assert live.service.counters.cancelled == cancelled + 1
         assert took < LONG_JOB_BOUND_S + WRITE_S + live.usual_s + MARGIN_S
     finally:

@@ -2,8 +2,8 @@ import pytest
 
 from f5worker import errors
 from f5worker.errors import (
-    ASRUnavailable,
     AsrDisabled,
+    ASRUnavailable,
     BadRefAudio,
     ConfigError,
     GPUError,

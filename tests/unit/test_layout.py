@@ -64,6 +64,7 @@ ELSEWHERE = {
     "serve/http/speech.py": "tests/integration/test_http_openai.py",
     "serve/http/speech_route.py": "tests/integration/test_http_openai.py",
     "serve/http/native.py": "tests/integration/test_http_native.py",
+    "serve/http/ws_route.py": "tests/integration/test_http_websocket.py",
     "serve/http/requests.py": "tests/unit/serve/test_app.py",  # through the app's routes
 }
 

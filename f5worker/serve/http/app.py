@@ -9,6 +9,8 @@ route's work is in its own module (speech_route.py, native.py; requests.py for w
   `{"id", "status": "COMPLETED", "output": [items]}`, or the coded error with its status.
 - GET /v1/models, GET /v1/audio/voices: what this worker serves.
 - GET /metrics: Prometheus text (metrics.py); behind HTTP_AUTH_TOKEN, never behind admission.
+- WS /v1/audio/speech/stream: text deltas in as an LLM writes them, each sentence's audio out
+  as soon as it is complete (ws_route.py, ws_protocol.py).
 
 Every failure before the first audio byte has its status (statuses.py). One after it cannot
 change the status: an audio stream is cut off without its final chunk (the client sees an
@@ -23,7 +25,7 @@ import hmac
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -36,7 +38,7 @@ from f5worker.errors import (
     Unauthorized,
     WorkerError,
 )
-from f5worker.serve.http import native, speech_route
+from f5worker.serve.http import native, speech_route, ws_protocol, ws_route
 from f5worker.serve.http.metrics import CONTENT_TYPE, RequestMetrics
 from f5worker.serve.http.requests import (
     client_left,
@@ -67,14 +69,16 @@ class Quiet:
 
 class BearerAuth:
     """With HTTP_AUTH_TOKEN set, every route but /ping needs `Authorization: Bearer <token>`;
-    compared in constant time, answered 401 UNAUTHORIZED (with WWW-Authenticate) otherwise."""
+    compared in constant time, answered 401 UNAUTHORIZED (with WWW-Authenticate) otherwise. A
+    WebSocket's handshake is checked the same way, and refused with the same 401 response
+    (the ASGI WebSocket denial response) before it is accepted."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self.token = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/ping":
+        if scope["type"] not in ("http", "websocket") or scope["path"] == "/ping":
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
@@ -131,6 +135,10 @@ def create_app(service: Service) -> ASGIApp:
         except Exception:  # a bug, not the input: still OpenAI's error shape, never plain text
             log.exception("request %s failed", request_id)
             return openai_error(service, internal(), request_id)
+
+    @app.websocket(ws_protocol.ROUTE)
+    async def speech_stream(websocket: WebSocket) -> None:
+        await ws_route.speech_stream(service, websocket, new_request_id())
 
     @app.post("/runsync")
     async def runsync(request: Request) -> Response:

@@ -127,6 +127,14 @@ class _Bounded:
             self.bounds.disarm()
         super().connection_lost(exc)  # type: ignore[misc]
 
+    def handle_websocket_upgrade(self, *args: Any) -> None:
+        # The headers are complete, and the connection is the WebSocket protocol's from now on
+        # (its own bounds: ws_route.py): a header deadline left armed would write a 408 into it.
+        if self.bounds is not None:
+            self.bounds.disarm()
+            self.bounds = None
+        super().handle_websocket_upgrade(*args)  # type: ignore[misc]
+
 
 class BoundedH11(_Bounded, H11Protocol):
     pass

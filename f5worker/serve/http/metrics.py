@@ -31,7 +31,15 @@ if TYPE_CHECKING:
     from f5worker.job.worker import Worker
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-ROUTES = ("/v1/audio/speech", "/runsync", "/v1/models", "/v1/audio/voices", "/ping", "/metrics")
+ROUTES = (
+    "/v1/audio/speech",
+    "/v1/audio/speech/stream",
+    "/runsync",
+    "/v1/models",
+    "/v1/audio/voices",
+    "/ping",
+    "/metrics",
+)
 AUDIO_ROUTES = ("/v1/audio/speech", "/runsync")  # first-audio latency: the first body byte
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 RTF_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)

@@ -61,16 +61,21 @@ def serve_http(settings: Settings, build: Callable[[], Worker | None]) -> int:
 def server_config(service: Service, **extra: Any) -> uvicorn.Config:
     """uvicorn's configuration for the app: its protocol with the header deadline and the
     connection cap (deadlines.py); uvicorn's own limit_concurrency stays off (it would answer
-    /ping 503 while idle connections are open)."""
+    /ping 503 while idle connections are open). WebSocket keepalive pings stay uvicorn's (20 s,
+    a peer that answers none within 20 s is dropped)."""
     import uvicorn
 
+    from f5worker.serve.http.body import MAX_BODY_BYTES
     from f5worker.serve.http.deadlines import bounded_protocol
 
     settings = service.settings
     return uvicorn.Config(
         create_app(service),
         http=bounded_protocol(settings.http_header_timeout_s, settings.http_max_connections),
-        ws="none",
+        # the WebSocket route (ws_route.py): websockets' Sans-I/O protocol (the websockets
+        # package is in the locks); a message over the body bound is closed 1009 by it
+        ws="websockets-sansio",
+        ws_max_size=MAX_BODY_BYTES,
         log_config=None,  # the worker's logging, configured once
         access_log=False,  # /ping every few seconds would drown the job lines
         lifespan="off",

@@ -273,3 +273,62 @@ def test_ping_is_503_while_every_slot_is_stalled():
         return statuses
 
     assert asyncio.run(scenario()) == [200, 503, 200]
+
+
+async def handshake(app, headers: list[tuple[bytes, bytes]] | None = None) -> list[dict]:
+    """A WebSocket handshake on the speech stream route, as uvicorn hands it to the app."""
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "path": "/v1/audio/speech/stream",
+        "raw_path": b"/v1/audio/speech/stream",
+        "query_string": b"",
+        "headers": headers or [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "scheme": "ws",
+        "subprotocols": [],
+        "extensions": {"websocket.http.response": {}},
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+def denial(sent: list[dict]) -> tuple[int, str]:
+    start, body = sent[0], sent[-1]
+    assert (start["type"], body["type"]) == (
+        "websocket.http.response.start",
+        "websocket.http.response.body",
+    )
+    return start["status"], json.loads(body["body"])["error"]["code"]
+
+
+@pytest.mark.parametrize(
+    ("ready", "held", "expected"),
+    [(False, 0, (503, "INITIALIZING")), (True, 2, (429, "OVERLOADED"))],
+)
+def test_a_websocket_handshake_is_refused_with_the_coded_status_before_it_is_accepted(
+    ready, held, expected
+):
+    service = Service(http_settings(max_concurrency=1, http_max_waiting=1))
+    if ready:
+        service.ready(StubWorker())  # type: ignore[arg-type]
+    for _ in range(held):  # every place taken
+        service.admission.admit()
+    sent = asyncio.run(handshake(create_app(service)))
+    assert denial(sent) == expected
+    assert service.admission.admitted == held  # nothing taken by the refused one
+
+
+def test_a_websocket_handshake_needs_the_bearer_token_when_set():
+    service = Service(http_settings(http_auth_token="t0ken"))
+    sent = asyncio.run(handshake(create_app(service), [(b"authorization", b"Bearer nope")]))
+    assert denial(sent) == (401, "UNAUTHORIZED")
