@@ -15,7 +15,9 @@ On a CUDA machine, in order, each step timed against a budget:
 7. 1, 4 and 8 concurrent requests (a page in four, sentences otherwise), SCHEDULER=fair with
    batching across requests off and on (BATCH_MAX_ITEMS 1 vs 4), and fifo: audio s per wall s
    and p95 first audio (scripts/proof_concurrency.py);
-8. peak GPU memory of every row.
+8. the ASR companion (scripts/proof_asr.py): its device memory, transcribing a 10 s reference,
+   and verify's overhead per chunk at the balanced preset, against the chunk's synthesis;
+9. peak GPU memory of every row.
 
 Writes one markdown table (and the facts it was taken on) to --out, and prints it. It installs
 nothing unless --install is given, and then only the image's lock (requirements.txt, hashes,
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_common import REPO, TEXTS, build_full_arch_model, command_line, machine_facts, table
+from proof_asr import asr_rows
 from proof_concurrency import CLIENTS, concurrency_rows
 
 log = logging.getLogger("gpu_proof")
@@ -157,6 +160,10 @@ def run(proof: Proof) -> None:
         note = f"{rate} audio s per wall s; p95 first audio {p95} s (sentences {p95_sentences} s)"
         row = ["concurrent", f"{n} at once, {setup}", 16, audio_s, wall_s, "-", "-", "-", note]
         proof.rows.append(row)
+    proof.check_budget("8. the ASR companion")
+    proof.rows.extend(
+        asr_rows(engines[dtypes[0]], args.work_dir, device, args.repeats, args.dry_run)
+    )
     proof.check_budget("done")
 
 

@@ -117,7 +117,11 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        return cls(**{s.field: s.read(env) for s in SETTINGS if s.field})
+        settings = cls(**{s.field: s.read(env) for s in SETTINGS if s.field})
+        if settings.verify and settings.asr_model is None:
+            # Every job would fail with ASR_DISABLED: refuse the contradiction at start-up.
+            raise ConfigError("VERIFY=on needs the ASR companion, which ASR_MODEL=none turns off")
+        return settings
 
     @property
     def health_port(self) -> int:

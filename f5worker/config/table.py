@@ -306,7 +306,7 @@ SETTINGS: tuple[Setting, ...] = (
         S("VERIFY", "verify", bool, False,
           "`on`: jobs that do not say `verify` are verified (each chunk transcribed by the ASR "
           "companion and made again when it does not match its text; see "
-          "[Verification](api.md#verification))"),
+          "[Verification](api.md#verification)); refused at start-up with `ASR_MODEL=none`"),
         # 0.15: above what a recogniser gets wrong on correct speech (a name spelled otherwise,
         # `OK` for `okay`), below a dropped clause or garbled speech (decision 030).
         S("VERIFY_MAX_CER", "verify_max_cer", float, 0.15,

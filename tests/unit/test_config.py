@@ -219,3 +219,10 @@ def test_verification_settings():
     assert (s.verify, s.verify_max_cer, s.verify_retries) == (False, 0.15, 2)
     s = Settings.from_env({"VERIFY": "on", "VERIFY_MAX_CER": " 0.05 ", "VERIFY_RETRIES": "0"})
     assert (s.verify, s.verify_max_cer, s.verify_retries) == (True, 0.05, 0)
+
+
+def test_verify_on_without_the_asr_companion_is_refused_at_start_up():
+    with pytest.raises(ConfigError, match="VERIFY=on needs the ASR companion"):
+        Settings.from_env({"VERIFY": "on", "ASR_MODEL": "none"})
+    assert Settings.from_env({"VERIFY": "on"}).verify
+    assert Settings.from_env({"ASR_MODEL": "none"}).asr_model is None
