@@ -102,7 +102,9 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         workers = {
             (target, policy): stack.enter_context(
-                _worker(target, {**base, "SCHEDULER": policy}, work / f"{target}-{policy}.log")
+                _worker(
+                    target, {**base, **_policy_env(policy, args)}, work / f"{target}-{policy}.log"
+                )
             )
             for target in sorted({TARGETS[mode] for mode in args.modes})
             for policy in POLICIES
@@ -138,6 +140,12 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads per worker (0: torch's default)"
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="BATCH_MAX_ITEMS of the fair worker (0: its device's default); fifo always 1",
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per request, at most")
     parser.add_argument(
@@ -189,6 +197,13 @@ def _run(scenario: Scenario, url: str, mode: str, args: argparse.Namespace) -> N
     log.info(
         "%s: %d requests so far, %.1f s", scenario.name, len(scenario.results), scenario.wall_s
     )
+
+
+def _policy_env(policy: str, args: argparse.Namespace) -> dict[str, str]:
+    """The worker's scheduling settings: fifo is plain first come, first served (no batching
+    across requests); fair takes --batch (0: the worker's default for its device)."""
+    batch = "1" if policy == "fifo" else str(args.batch)
+    return {"SCHEDULER": policy, "BATCH_MAX_ITEMS": batch}
 
 
 def _call(mode: str, url: str, args: argparse.Namespace) -> Callable[[str], Result]:
@@ -364,7 +379,8 @@ def _report(
     print(
         f"demo model, quality {args.quality}, {args.pages} page(s) per page client, "
         f"{args.sentences} sentences per sentence client {args.think:g} s apart, "
-        f"{args.rounds} rounds per policy (ABBA), torch threads: {args.threads or 'default'}"
+        f"{args.rounds} rounds per policy (ABBA), torch threads: {args.threads or 'default'}, "
+        f"fair's BATCH_MAX_ITEMS: {args.batch or 'default'}"
     )
     print("machine: " + ", ".join(f"{k}={v}" for k, v in machine_facts().items()))
     print(
