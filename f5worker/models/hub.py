@@ -97,18 +97,7 @@ def fetch_from_hub(
         "vocoder_repo": VOCODER.repo,
         "vocoder_revision": vocoder_commit,
     }
-    manifest = build_manifest(dest, name, source)
-    write_manifest(dest, manifest)
-    record_all(dest, manifest)
-    log.info(
-        "fetched %s from the hub (%s@%s, %.1f MB) in %.1f s",
-        name,
-        model.repo,
-        commit[:12],
-        manifest.total_bytes / 1e6,
-        time.perf_counter() - started,
-    )
-    return dest
+    return _completed(dest, name, source, started)
 
 
 def fetch_repo_files(
@@ -138,14 +127,19 @@ def fetch_repo_files(
         _place(path, dest / filename)
         fetched.append(filename)
     source = {"kind": "hub", "repo": repo, "revision": commit, "files": fetched}
+    return _completed(dest, name, source, started)
+
+
+def _completed(dest: Path, name: str, source: dict[str, Any], started: float) -> Path:
+    """Write the manifest last (the version is complete only then), log the fetch, return dest."""
     manifest = build_manifest(dest, name, source)
     write_manifest(dest, manifest)
     record_all(dest, manifest)
     log.info(
         "fetched %s from the hub (%s@%s, %.1f MB) in %.1f s",
         name,
-        repo,
-        commit[:12],
+        source["repo"],
+        str(source["revision"])[:12],
         manifest.total_bytes / 1e6,
         time.perf_counter() - started,
     )

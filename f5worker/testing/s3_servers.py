@@ -106,6 +106,27 @@ def moto_server(*buckets: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def voice_library_settings(bucket: str, **overrides: Any) -> Iterator[Any]:
+    """Settings of a worker whose voice library lives in a moto server's bucket (writes on), its
+    keys in the environment (boto3 reads them there) while the block runs."""
+    from unittest import mock
+
+    from f5worker.config import Settings
+
+    with moto_server(bucket) as url:
+        env = s3_env(url, bucket)
+        keys = {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        with mock.patch.dict(os.environ, keys):
+            yield Settings(
+                s3_bucket=bucket,
+                s3_endpoint_url=url,
+                aws_region=env["AWS_REGION"],
+                voice_writes=True,
+                **overrides,
+            )
+
+
+@contextlib.contextmanager
 def moto_process(*buckets: str) -> Iterator[str]:
     """moto_server in a process of its own, for a server that outlives a test module (a
     session-wide worker): an in-process server shares moto's process-global backend, which the

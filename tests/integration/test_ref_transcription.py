@@ -24,7 +24,7 @@ from f5worker.startup.compose import make_worker
 from f5worker.testing.asr import ScriptedTranscriber
 from f5worker.testing.audio import noise, wav_b64
 from f5worker.testing.http import http_settings, serving
-from f5worker.testing.s3_servers import moto_server, s3_env
+from f5worker.testing.s3_servers import voice_library_settings
 
 HEARD = "Some words the recogniser heard."
 FAST = {"nfe_step": 2, "seed": 1}
@@ -120,17 +120,8 @@ def test_without_asr_a_clip_alone_is_refused_and_says_what_to_do(engine):
 
 @pytest.fixture(scope="module")
 def library_settings() -> Iterator[Settings]:
-    with moto_server(BUCKET) as url, pytest.MonkeyPatch.context() as mp:
-        env = s3_env(url, BUCKET)
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            mp.setenv(key, env[key])
-        yield Settings(
-            s3_bucket=BUCKET,
-            s3_endpoint_url=url,
-            aws_region=env["AWS_REGION"],
-            voice_writes=True,
-            worker_version="asr-1",
-        )
+    with voice_library_settings(BUCKET, worker_version="asr-1") as settings:
+        yield settings
 
 
 def test_voice_add_from_a_clip_alone_stores_the_transcript(engine, library_settings):

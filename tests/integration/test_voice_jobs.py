@@ -13,25 +13,16 @@ from f5worker.config import Settings
 from f5worker.job.worker import Worker
 from f5worker.startup.compose import make_worker
 from f5worker.testing.audio import noise, wav_b64
-from f5worker.testing.s3_servers import moto_server, s3_env
+from f5worker.testing.s3_servers import voice_library_settings
 
 BUCKET = "library"
 
 
 @pytest.fixture(scope="module")
 def settings() -> Iterator[Settings]:
-    with moto_server(BUCKET) as url, pytest.MonkeyPatch.context() as mp:
-        env = s3_env(url, BUCKET)
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            mp.setenv(key, env[key])
-        yield Settings(
-            s3_bucket=BUCKET,
-            s3_endpoint_url=url,
-            aws_region=env["AWS_REGION"],
-            voice_cache_ttl_s=0,  # check S3 on every use: the delete is seen at once
-            voice_writes=True,
-            worker_version="voices-1",
-        )
+    # voice_cache_ttl_s=0: check S3 on every use, so the delete is seen at once
+    with voice_library_settings(BUCKET, voice_cache_ttl_s=0, worker_version="voices-1") as settings:
+        yield settings
 
 
 def run(worker: Worker, inp: dict) -> dict:
