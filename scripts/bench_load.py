@@ -1,26 +1,39 @@
 #!/usr/bin/env python3
-"""Concurrent clients against one worker: SCHEDULER=fair against SCHEDULER=fifo, same run.
+"""Concurrent clients against one worker: the fair scheduler against first come, first served.
 
-Workers are started as their `make` targets start them, one per (target, scheduler): `make
-run-http` (HTTP mode: mode `http`, clients through the official `openai` client's streamed
-speech call; mode `ws`, clients on `WS /v1/audio/speech/stream` with the `websockets` client,
-sending the text as word deltas `--delta-ms` apart, as an LLM writes it, first audio timed from
-the delta that completes the first sentence) and `make run` (mode `queue`: the RunPod SDK's
-local API, `POST /runsync`, whose first audio is its last), each with MAX_CONCURRENCY at least
-the number of clients. A scenario is a set of clients started
-together: "pages" clients send `--pages` pages back to back, "sentences" clients send
-`--sentences` sentences each, `--think` seconds apart (staggered), so both policies get the
-same work and only its order differs. Each scenario runs `--rounds` times per policy,
-alternating (fair, fifo, fifo, fair, ...), so load from other processes falls on both alike;
-one torch thread per worker by default (`--threads`), as in bench_http.py. Per scenario and
-kind of request: p50/p95 time to first audio, p50/p95 total, audio seconds per wall second,
-429s and errors.
+One worker per policy and target, started as its `make` target starts it, all in the same run:
+`fair` (SCHEDULER=fair, MAX_CONCURRENCY=N) against the `--policies`: `fifo` (SCHEDULER=fifo,
+MAX_CONCURRENCY=N: the requests' chunks in the order they were submitted, as a plain executor
+interleaves them, the worker of decision 027's context), `fcfs` (MAX_CONCURRENCY=1: one request
+at a time, in arrival order, the worker as #22 found it: "a sentence sent while a page is being
+synthesized waits for the whole page") and, on request, `strict` (SCHEDULER=strict: fair without
+the playback clock of decision 035). Targets: `make run-http` (HTTP mode: mode `http`, clients
+through the official `openai` client's streamed speech call; mode `ws`, clients on `WS
+/v1/audio/speech/stream` with the `websockets` client, sending the text as word deltas
+`--delta-ms` apart, as an LLM writes it, first audio timed from the delta that completes the
+first sentence) and `make run` (mode `queue`: the RunPod SDK's local API, `POST /runsync`, whose
+first audio is its last).
+
+A scenario is a set of clients started together. Arrivals are open-loop, the same instants for
+every policy: a "pages" client sends `--pages` pages back to back from the start; "sentences"
+client i sends its k-th of `--sentences` sentences at 0.5 + i*interval/n + k*interval seconds
+(`--interval`), whether or not its earlier ones are done (a client that waited for its answers
+would send less under the slower policy, so the policies would not get the same work). Each
+scenario runs `--rounds` times per policy, in order and then in reverse order (ABBA), so load
+from other processes falls on all alike; one torch thread per worker by default (`--threads`),
+as in bench_http.py.
+
+Per scenario and kind of request: p50/p95 time to first audio, p50/p95 total, audio seconds per
+wall second (the requests' audio over their own wall time), the pages' worst stall (how long a
+listener playing the stream in real time from its first byte would have waited for audio that
+had not come: max over arrivals of elapsed - audio received before it), 429s and errors.
 
 Scenarios: for each N of `--clients`, one page client and N-1 sentence clients (N=1: a page
 alone); and "sentences alone" (N-1 sentence clients, no page) for the largest N, the figure a
 sentence would have with no page running. The goal (docs/benchmarks.md): with one page client
-and three sentence clients, the sentences' p95 first audio under fair at most 1/3 of fifo's,
-and the page's audio seconds per wall second no more than 10% below fifo's.
+and three sentence clients, the sentences' p95 first audio under fair at most 1/3 of first come,
+first served, and the page's audio seconds per wall second no more than 10% below it; the
+summary prints both ratios against each other policy of the run.
 
   .venv/bin/python scripts/bench_load.py                     # the goal's scenarios, http and ws
   .venv/bin/python scripts/bench_load.py --clients 1 2 4 8 --sentences 6 --modes http ws queue
@@ -49,11 +62,13 @@ from bench_common import PAGE, SENTENCE, command_line, machine_facts, table
 from bench_http import _worker
 
 log = logging.getLogger("bench_load")
-POLICIES = ("fair", "fifo")
+POLICIES = ("fair", "strict", "fifo", "fcfs")
+BASELINES = ("fcfs", "fifo", "strict")  # what fair is compared with, in that order
 TARGETS = {"http": "run-http", "ws": "run-http", "queue": "run"}  # mode -> the worker's target
 PCM_RATE = 24000  # OpenAI's pcm: 24 kHz, 16-bit mono
-GOAL_FIRST = 1 / 3  # sentences' p95 first audio, fair / fifo
-GOAL_PAGE = 0.90  # the page's audio s per wall s, fair / fifo, at least
+GOAL_FIRST = 1 / 3  # sentences' p95 first audio, fair / first come first served, at most
+GOAL_PAGE = 0.90  # the page's audio s per wall s, fair / first come first served, at least
+START_S = 0.5  # the first sentence is sent once a page is under way
 
 
 @dataclass
@@ -62,6 +77,7 @@ class Result:
     first_s: float = 0.0
     total_s: float = 0.0
     audio_s: float = 0.0
+    stall_s: float = 0.0  # a real-time listener's wait for audio not yet come (streams)
     status: int = 200
     error: str = ""
 
@@ -73,6 +89,30 @@ class Scenario:
     sentences: int  # sentence clients
     results: list[Result] = field(default_factory=list)
     wall_s: float = 0.0
+
+
+class _Listener:
+    """A listener playing pcm in real time from its first byte: the first byte's time and the
+    longest it would have waited for audio that had not come (no pause before the first)."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.first_at = 0.0
+        self.size = 0
+        self.stall_s = 0.0
+
+    def heard(self, size: int) -> None:
+        now = time.perf_counter()
+        if not self.size:
+            self.first_at = now
+        else:  # played so far, had nothing paused: now - first_at; received: self.size
+            self.stall_s = max(self.stall_s, now - self.first_at - self.size / 2 / PCM_RATE)
+        self.size += size
+
+    def into(self, result: Result) -> None:
+        result.first_s = self.first_at - self.start if self.size else 0.0
+        result.audio_s = self.size / 2 / PCM_RATE
+        result.stall_s = self.stall_s
 
 
 def main() -> int:
@@ -92,8 +132,8 @@ def main() -> int:
         "MODEL_CACHE_DIR": str(work / "cache"),
         "RUNPOD_LOG_LEVEL": "ERROR",
         "LOG_LEVEL": "WARNING",
-        "MAX_CONCURRENCY": str(most),
-        "HTTP_MAX_WAITING": str(most),
+        "HTTP_MAX_WAITING": str(64),  # open-loop: every request waits for fcfs's one slot
+        "HTTP_QUEUE_TIMEOUT_S": str(int(args.timeout)),
         **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}),
     }
     rows: list[list[Any]] = []
@@ -103,22 +143,24 @@ def main() -> int:
         workers = {
             (target, policy): stack.enter_context(
                 _worker(
-                    target, {**base, **_policy_env(policy, args)}, work / f"{target}-{policy}.log"
+                    target,
+                    {**base, **_policy_env(policy, most, args)},
+                    work / f"{target}-{policy}.log",
                 )
             )
             for target in sorted({TARGETS[mode] for mode in args.modes})
-            for policy in POLICIES
+            for policy in args.policies
         }
         for worker in workers.values():
             worker.wait()
         for mode in args.modes:  # a first request is not timed
-            for policy in POLICIES:
+            for policy in args.policies:
                 _call(mode, workers[(TARGETS[mode], policy)].url, args)("sentence")
         for mode in args.modes:
             for scenario_args in _scenarios(args.clients):
-                runs = {policy: Scenario(*scenario_args) for policy in POLICIES}
-                for n in range(args.rounds):  # ABBA: fair, fifo, fifo, fair, ...
-                    for policy in POLICIES if n % 2 == 0 else POLICIES[::-1]:
+                runs = {policy: Scenario(*scenario_args) for policy in args.policies}
+                for n in range(args.rounds):  # fair fifo fcfs, fcfs fifo fair, ...
+                    for policy in args.policies if n % 2 == 0 else args.policies[::-1]:
                         loads.append(os.getloadavg()[0])
                         _run(runs[policy], workers[(TARGETS[mode], policy)].url, mode, args)
                 for policy, scenario in runs.items():
@@ -132,10 +174,19 @@ def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--modes", nargs="+", choices=tuple(TARGETS), default=["http", "ws"])
+    parser.add_argument(
+        "--policies",
+        nargs="+",
+        choices=POLICIES,
+        default=["fair", "fifo", "fcfs"],
+        help="fair against these, in the same run (strict: fair without the playback clock)",
+    )
     parser.add_argument("--pages", type=int, default=1, help="pages per page client")
     parser.add_argument("--sentences", type=int, default=3, help="sentences per sentence client")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each scenario per policy")
-    parser.add_argument("--think", type=float, default=1.5, help="seconds between sentences")
+    parser.add_argument(
+        "--interval", type=float, default=2.5, help="seconds between a client's sentences"
+    )
     parser.add_argument("--quality", choices=("fast", "balanced", "best"), default="balanced")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
@@ -145,7 +196,7 @@ def _parse_args() -> argparse.Namespace:
         "--batch",
         type=int,
         default=0,
-        help="BATCH_MAX_ITEMS of the fair worker (0: its device's default); fifo always 1",
+        help="BATCH_MAX_ITEMS of the fair worker (0: its device's default); the others always 1",
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per request, at most")
     parser.add_argument(
@@ -154,6 +205,7 @@ def _parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if min(args.clients) < 1 or max(args.clients) > 64:
         parser.error("--clients: 1..64")
+    args.policies = ["fair", *dict.fromkeys(p for p in args.policies if p != "fair")]
     return args
 
 
@@ -165,28 +217,28 @@ def _scenarios(clients: list[int]) -> list[tuple[str, int, int]]:
 
 
 def _run(scenario: Scenario, url: str, mode: str, args: argparse.Namespace) -> None:
+    """One scenario's clients, every request sent at its planned instant (open-loop)."""
     call = _call(mode, url, args)
     lock = threading.Lock()
 
-    def client(kind: str, count: int, delay: float) -> None:
-        time.sleep(delay)
-        for n in range(count):
-            result = call(kind)
-            with lock:
-                scenario.results.append(result)
-            if kind == "sentence" and n < count - 1:
-                time.sleep(args.think)
+    def pages() -> None:
+        for _ in range(args.pages):
+            send("page", 0.0)
 
-    threads = [
-        threading.Thread(target=client, args=("page", args.pages, 0.0))
-        for _ in range(scenario.pages)
-    ]
-    threads += [  # sentences start once a page is under way, staggered over one think time
+    def send(kind: str, at: float) -> None:
+        time.sleep(max(0.0, at - (time.perf_counter() - start)))
+        result = call(kind)
+        with lock:
+            scenario.results.append(result)
+
+    n = max(scenario.sentences, 1)
+    threads = [threading.Thread(target=pages) for _ in range(scenario.pages)]
+    threads += [
         threading.Thread(
-            target=client,
-            args=("sentence", args.sentences, 0.5 + i * args.think / max(scenario.sentences, 1)),
+            target=send, args=("sentence", START_S + i * args.interval / n + k * args.interval)
         )
         for i in range(scenario.sentences)
+        for k in range(args.sentences)
     ]
     start = time.perf_counter()
     for t in threads:
@@ -199,11 +251,14 @@ def _run(scenario: Scenario, url: str, mode: str, args: argparse.Namespace) -> N
     )
 
 
-def _policy_env(policy: str, args: argparse.Namespace) -> dict[str, str]:
-    """The worker's scheduling settings: fifo is plain first come, first served (no batching
-    across requests); fair takes --batch (0: the worker's default for its device)."""
-    batch = "1" if policy == "fifo" else str(args.batch)
-    return {"SCHEDULER": policy, "BATCH_MAX_ITEMS": batch}
+def _policy_env(policy: str, clients: int, args: argparse.Namespace) -> dict[str, str]:
+    """The worker's scheduling settings. fifo and fcfs never batch across requests; fcfs takes
+    one request at a time (the others wait for its slot, in arrival order); fair takes --batch
+    (0: the worker's default for its device)."""
+    if policy == "fcfs":
+        return {"SCHEDULER": "fifo", "BATCH_MAX_ITEMS": "1", "MAX_CONCURRENCY": "1"}
+    batch = str(args.batch) if policy == "fair" else "1"
+    return {"SCHEDULER": policy, "BATCH_MAX_ITEMS": batch, "MAX_CONCURRENCY": str(clients)}
 
 
 def _call(mode: str, url: str, args: argparse.Namespace) -> Callable[[str], Result]:
@@ -223,6 +278,7 @@ def _http_call(url: str, args: argparse.Namespace) -> Callable[[str], Result]:
     def call(kind: str) -> Result:
         result = Result(kind)
         start = time.perf_counter()
+        listener = _Listener(start)
         try:
             with client.audio.speech.with_streaming_response.create(
                 model="tts-1",
@@ -231,16 +287,14 @@ def _http_call(url: str, args: argparse.Namespace) -> Callable[[str], Result]:
                 response_format="pcm",
                 extra_body=extra,
             ) as response:
-                size = 0
                 for data in response.iter_bytes():
-                    if data and not size:
-                        result.first_s = time.perf_counter() - start
-                    size += len(data)
-            result.audio_s = size / 2 / PCM_RATE
+                    if data:
+                        listener.heard(len(data))
         except openai.APIStatusError as exc:
             result.status, result.error = exc.status_code, type(exc).__name__
         except (openai.APIError, httpx.HTTPError) as exc:
             result.status, result.error = 0, type(exc).__name__
+        listener.into(result)
         result.total_s = time.perf_counter() - start
         return result
 
@@ -278,7 +332,7 @@ def _ws_call(url: str, args: argparse.Namespace) -> Callable[[str], Result]:
             ws.send(json.dumps({"type": "input.done"}))
             marks.setdefault("sentence", time.perf_counter())
 
-        size = 0
+        listener = _Listener(0.0)
         try:
             with connect(stream_url, open_timeout=args.timeout, max_size=None) as ws:
                 ws.send(json.dumps(config))
@@ -287,9 +341,7 @@ def _ws_call(url: str, args: argparse.Namespace) -> Callable[[str], Result]:
                 while True:
                     message = ws.recv(timeout=args.timeout)
                     if isinstance(message, bytes):
-                        if not size:
-                            first_at = time.perf_counter()
-                        size += len(message)
+                        listener.heard(len(message))
                         continue
                     event = json.loads(message)
                     if event["type"] == "error":
@@ -302,10 +354,9 @@ def _ws_call(url: str, args: argparse.Namespace) -> Callable[[str], Result]:
         except (OSError, TimeoutError, WebSocketException) as exc:
             result.status, result.error = 0, type(exc).__name__
         end = time.perf_counter()
-        start = marks.get("sentence", end)
-        result.first_s = (first_at - start) if size else 0.0
-        result.total_s = end - start
-        result.audio_s = size / 2 / PCM_RATE
+        listener.start = marks.get("sentence", end)
+        listener.into(result)
+        result.total_s = end - listener.start
         return result
 
     return call
@@ -365,6 +416,7 @@ def _rows(mode: str, policy: str, scenario: Scenario) -> list[list[Any]]:
                 _pct(total, 0.5),
                 _pct(total, 0.95),
                 f"{rate:.2f}",
+                f"{max((r.stall_s for r in ok), default=0.0):.3f}" if kind == "page" else "",
                 sum(r.status == 429 for r in mine),
                 sum(r.status not in (200, 429) or bool(r.error) for r in mine),
             ]
@@ -378,8 +430,9 @@ def _report(
     print()
     print(
         f"demo model, quality {args.quality}, {args.pages} page(s) per page client, "
-        f"{args.sentences} sentences per sentence client {args.think:g} s apart, "
-        f"{args.rounds} rounds per policy (ABBA), torch threads: {args.threads or 'default'}, "
+        f"{args.sentences} sentences per sentence client sent {args.interval:g} s apart "
+        f"(open-loop), {args.rounds} rounds per policy (ABBA), "
+        f"torch threads: {args.threads or 'default'}, "
         f"fair's BATCH_MAX_ITEMS: {args.batch or 'default'}"
     )
     print("machine: " + ", ".join(f"{k}={v}" for k, v in machine_facts().items()))
@@ -399,6 +452,7 @@ def _report(
         "total p50 s",
         "total p95 s",
         "audio s per wall s",
+        "page stall max s",
         "429",
         "errors",
     ]
@@ -407,16 +461,18 @@ def _report(
     n = max(args.clients)
     mix = f"{n} clients: 1 page + {n - 1} sentence"
     for mode in args.modes:
-        fair, fifo = runs.get((mode, "fair", mix)), runs.get((mode, "fifo", mix))
-        if fair is None or fifo is None or n < 2:
-            continue
-        s_fair, s_fifo = (_p95_first(r, "sentence") for r in (fair, fifo))
-        p_fair, p_fifo = (_page_rate(r) for r in (fair, fifo))
-        print(
-            f"{mode}, {mix}: sentences' p95 first audio fair / fifo = {s_fair / s_fifo:.2f} "
-            f"(goal <= {GOAL_FIRST:.2f}); page audio s per wall s fair / fifo = "
-            f"{p_fair / p_fifo:.2f} (goal >= {GOAL_PAGE:.2f})"
-        )
+        fair = runs.get((mode, "fair", mix))
+        for baseline in BASELINES:
+            other = runs.get((mode, baseline, mix))
+            if fair is None or other is None or n < 2:
+                continue
+            first = _p95_first(fair, "sentence") / _p95_first(other, "sentence")
+            page = _page_rate(fair) / _page_rate(other)
+            print(
+                f"{mode}, {mix}: sentences' p95 first audio fair / {baseline} = {first:.2f} "
+                f"(goal <= {GOAL_FIRST:.2f}); page audio s per wall s fair / {baseline} = "
+                f"{page:.2f} (goal >= {GOAL_PAGE:.2f})"
+            )
     print()
     print(f"reproduce: {command_line()}")
 

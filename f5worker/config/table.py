@@ -258,8 +258,10 @@ SETTINGS: tuple[Setting, ...] = (
         S("SCHEDULER", "scheduler", str, "fair",
           "the order in which the one model serves concurrent requests' text chunks: `fair`: "
           "first chunks before continuations, then round-robin across requests (a new request's "
-          "first audio never waits behind another's page); `fifo`: first come, first served",
-          choices=("fair", "fifo")),
+          "first audio never waits behind another's page), except that a streamed page whose "
+          "listener is about to run out of audio goes first; `strict`: `fair` without that "
+          "exception; `fifo`: first come, first served",
+          choices=("fair", "strict", "fifo")),
         # Batches across requests (engine/scheduler.py, decision 034): 0 picks per device,
         # 4 on CUDA (upstream's Triton runtime batches 4), 1 on CPU, where a padded batch was
         # measured slower than one chunk at a time (docs/benchmarks.md).

@@ -183,7 +183,9 @@ class F5TTSEngine:
             seeds = [chunk_seed(params.seed, i) for i in group]
             texts = [chunks[i] for i in group]
             told = seen if n == 0 else None
-            yield from self._generate_group(voice, texts, params, seeds, tag, n == 0, told)
+            waves = self._generate_group(voice, texts, params, seeds, tag, n == 0, told)
+            tag.produced(self._seconds(waves))
+            yield from waves
 
     def regenerate(
         self,
@@ -237,6 +239,7 @@ class F5TTSEngine:
                     first.voice, texts, first.params, seeds, tag, passes == 0, told
                 )
                 passes += 1
+                tag.produced(self._seconds(made))
                 for (n, _i), wave in zip(part, made, strict=True):
                     waves[n].append(wave)
                     if len(waves[n]) == len(lines[n].chunks):
@@ -290,6 +293,9 @@ class F5TTSEngine:
         )
         return frames * self._hop / self.sample_rate
 
+    def _seconds(self, waves: Sequence[np.ndarray]) -> float:
+        return sum(w.size for w in waves) / self.sample_rate
+
     @property
     def max_chunk_frames(self) -> int:
         """The most new frames one chunk may have (MAX_CHUNK_AUDIO_S)."""
@@ -330,7 +336,7 @@ class F5TTSEngine:
             share = functools.partial(self._shared_pass, ref, params)
             batch = Batchable(key, len(texts), payload, share)
         try:
-            waves = torch_thread.run_steps_for(tag, first, work, batch)
+            waves = torch_thread.run_steps_for(tag, first, work, batch, rows=len(texts))
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory() from None
         except RuntimeError as exc:

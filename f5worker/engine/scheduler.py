@@ -9,7 +9,16 @@ the fairness of the worker:
 - `fair` (the default): first chunks before continuations, so a new request's first audio never
   waits behind another request's page; then round-robin, the request served least recently
   first (ties: the item that came first). So that a stream of new requests cannot starve a
-  page, a continuation passed over by MAX_PASSED first chunks goes next.
+  page, a continuation passed over by MAX_PASSED first chunks goes next. One exception keeps a
+  page's listener from hearing a gap (decision 035): a *live* request (its audio played as it
+  comes: a streamed body or stream items) has a playback clock, started at its first audio;
+  its continuation becomes *due* once the audio its listener still has buffered is no more
+  than DUE_MARGIN times what its next pass is expected to take (the request's last pass, per
+  row) plus DUE_GUARD_S, and a due continuation goes before first chunks. A listener already
+  out of audio (a device slower than real time) gets no such turn: its stall is not avoidable
+  by making everyone else wait.
+- `strict`: `fair` without the playback clock: first chunks always go first (kept for the
+  benchmark, which measures what the clock costs and saves).
 - `fifo`: the order of submission, as a plain executor would (kept for the benchmark).
 
 A sampling pass is an item in steps (`submit(..., steps=True)`: fn returns a generator that
@@ -47,9 +56,11 @@ from typing import Any
 
 from f5worker.errors import JobCancelled
 
-POLICIES = ("fair", "fifo")
+POLICIES = ("fair", "strict", "fifo")
 POLL_S = 0.05  # how often a waiting submitter reads its request's cancel flag
 MAX_PASSED = 8  # first chunks that may go ahead of one waiting continuation
+DUE_MARGIN = 1.5  # a live continuation is due when its listener has this many passes' audio left
+DUE_GUARD_S = 0.25  # ... plus this: the job's encoding and the network after the pass
 REMEMBERED = 4096  # requests whose last turn is remembered (the oldest forgotten first)
 
 
@@ -59,13 +70,36 @@ def _never() -> bool:
 
 class WorkTag:
     """One request, as the scheduler sees it: compared by identity, so two requests never share
-    a turn even with the same name. `cancelled` is the request's cancel flag (JobControl's)."""
+    a turn even with the same name. `cancelled` is the request's cancel flag (JobControl's).
 
-    __slots__ = ("cancelled", "name")
+    `live`: its audio is played as it comes, so it has a playback clock: `produced` (told by the
+    engine as each pass's audio is handed out) starts it and counts the audio; `row_s` is what
+    its last pass took per row, set by the scheduler."""
 
-    def __init__(self, name: str = "-", cancelled: Callable[[], bool] = _never) -> None:
+    __slots__ = ("audio_s", "cancelled", "heard_from", "live", "name", "row_s")
+
+    def __init__(
+        self, name: str = "-", cancelled: Callable[[], bool] = _never, live: bool = False
+    ) -> None:
         self.name = name
         self.cancelled = cancelled
+        self.live = live
+        self.heard_from: float | None = None  # monotonic time of its first audio
+        self.audio_s = 0.0
+        self.row_s = 0.0
+
+    def produced(self, seconds: float) -> None:
+        """The request handed out `seconds` more audio."""
+        if self.heard_from is None:
+            self.heard_from = time.monotonic()
+        self.audio_s += seconds
+
+    def buffered(self, now: float) -> float | None:
+        """Seconds of audio a listener playing from the first piece still has (negative: it
+        ran out that long ago); None when nobody listens as it comes, or nothing came yet."""
+        if not self.live or self.heard_from is None:
+            return None
+        return self.heard_from + self.audio_s - now
 
     def __repr__(self) -> str:
         return f"WorkTag({self.name!r})"
@@ -94,6 +128,10 @@ class WorkItem:
     passed: int = 0  # first chunks taken ahead of this continuation
     running: Generator[Any, None, Any] | None = None  # an item in steps, once started
     batch: Batchable | None = None
+    rows: int = 1  # chunks in its pass (what its run time is per row of)
+    due: bool = False  # a live continuation whose listener is about to run out (kept once set)
+    ran_s: float = 0.0  # seconds its steps have run
+    members: list[WorkItem] = field(default_factory=list)  # a merged pass's items
 
     @property
     def started(self) -> bool:
@@ -102,6 +140,19 @@ class WorkItem:
     def execute(self) -> bool:
         """Run fn, or the next step of an item in steps; True once the future is settled (the
         caller has marked it running). False: a step ran and more are to come."""
+        start = time.perf_counter()
+        try:
+            return self._execute()
+        finally:
+            self.ran_s += time.perf_counter() - start
+
+    def timed(self) -> None:
+        """Tell the request (each member's, for a merged pass) what this pass took per row."""
+        rows = sum(m.rows for m in self.members) if self.members else self.rows
+        for item in self.members or [self]:
+            item.tag.row_s = self.ran_s / max(rows, 1)
+
+    def _execute(self) -> bool:
         try:
             if self.steps:
                 if self.running is None:
@@ -118,6 +169,7 @@ class WorkItem:
             self.future.set_exception(exc)
             return True
         self.running = None
+        self.timed()
         self.future.set_result(result)
         return True
 
@@ -143,6 +195,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._turn = 0
         self.dropped = 0  # items that never ran because their request was cancelled
+        self.due = 0  # live continuations that went ahead of first chunks
 
     @property
     def policy(self) -> str:
@@ -161,11 +214,14 @@ class Scheduler:
         fn: Callable[[], Any],
         steps: bool = False,
         batch: Batchable | None = None,
+        rows: int = 1,
     ) -> WorkItem:
         """Queue fn for the torch thread; a request already cancelled gets JobCancelled.
         `steps`: fn returns a generator, run a step at a time (its return value is the result).
-        `batch`: the item may instead run in one pass with other requests' items."""
-        item = WorkItem(tag, first, fn, next(self._seq), steps, batch=batch)
+        `batch`: the item may instead run in one pass with other requests' items. `rows`: the
+        chunks its pass makes (batch.rows when batch is given)."""
+        rows = batch.rows if batch is not None else rows
+        item = WorkItem(tag, first, fn, next(self._seq), steps, batch=batch, rows=rows)
         with self._cond:
             if tag.cancelled():
                 self._drop(item)
@@ -242,6 +298,8 @@ class Scheduler:
             self._drop(item)
         if not self._pending:
             return None
+        if self._policy == "fair":
+            self._mark_due(time.monotonic())
         item = min(self._pending, key=self._order)
         self._pending.remove(item)
         if item.started:  # its turn and passes were counted when it started
@@ -254,6 +312,17 @@ class Scheduler:
         self._served(item.tag)
         peers = self._peers(item)
         return item if not peers else self._merged(item, peers)
+
+    def _mark_due(self, now: float) -> None:
+        """Mark the live continuations whose listener is about to run out (kept until they run)."""
+        for item in self._pending:
+            if item.first or item.due:
+                continue
+            left = item.tag.buffered(now)
+            need = DUE_MARGIN * item.tag.row_s * item.rows + DUE_GUARD_S
+            if left is not None and 0 < left <= need:
+                item.due = True
+                self.due += 1
 
     def _served(self, tag: WorkTag) -> None:
         self._turn += 1
@@ -304,7 +373,10 @@ class Scheduler:
         run, payloads = item.batch.run, [m.batch.payload for m in members if m.batch]
         everyone_left = lambda: all(m.tag.cancelled() for m in members)  # noqa: E731
         tag = WorkTag(f"{item.tag.name}+{len(peers)}", everyone_left)
-        merged = WorkItem(tag, item.first, lambda: run(payloads), item.seq, steps=True)
+        merged = WorkItem(
+            tag, item.first, lambda: run(payloads), item.seq, steps=True, members=members
+        )
+        merged.due = item.due
         merged.future.set_running_or_notify_cancel()
         merged.future.add_done_callback(lambda done: _share(done, members))
         self.batched += len(peers)
@@ -313,7 +385,7 @@ class Scheduler:
     def _order(self, item: WorkItem) -> tuple[int, ...]:
         if self._policy == "fifo":
             return (item.seq,)
-        rank = 0 if item.passed >= MAX_PASSED else 1 if item.first else 2
+        rank = 0 if item.passed >= MAX_PASSED else 1 if item.due else 2 if item.first else 3
         return (rank, not item.started, self._turns.get(item.tag, 0), item.seq)
 
     def _drop(self, item: WorkItem) -> None:

@@ -87,11 +87,13 @@ def run_steps_for(
     first: bool,
     steps: Callable[[], Generator[Any, None, T]],
     batch: Batchable | None = None,
+    rows: int = 1,
 ) -> T:
     """run_for() of a generator function, a step at a time: between its steps the torch thread
     may run other requests' work (scheduler.py). Its return value is the result. Called from
     the torch thread itself it runs to its end inline. `batch`: how the call may instead share
-    a pass with other requests' calls (scheduler.Batchable; only when batching is on)."""
+    a pass with other requests' calls (scheduler.Batchable; only when batching is on); `rows`:
+    the chunks the call makes (the scheduler's estimate of a request's next pass is per row)."""
     if is_current():
         gen = steps()
         while True:
@@ -101,13 +103,13 @@ def run_steps_for(
                 result: T = done.value
                 return result
     _started()
-    item = _scheduler.submit(tag or WorkTag(), first, steps, steps=True, batch=batch)
+    item = _scheduler.submit(tag or WorkTag(), first, steps, steps=True, batch=batch, rows=rows)
     value: T = _scheduler.wait(item)
     return value
 
 
 def use_policy(policy: str) -> None:
-    """SCHEDULER: `fair` or `fifo` (scheduler.POLICIES), from the next pick on."""
+    """SCHEDULER: `fair`, `strict` or `fifo` (scheduler.POLICIES), from the next pick on."""
     _scheduler.policy = policy
 
 

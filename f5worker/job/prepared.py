@@ -31,10 +31,14 @@ class JobControl:
     cancelled: true once the job should stop (a RunPod cancel, an HTTP client that went away);
         checked before each chunk, so the engine is free after the chunk in progress.
     progress: called with (chunks done, chunks in all) after each chunk.
+    live: the client plays the audio as it comes (a streamed HTTP body, a WebSocket), so the
+        engine's scheduler keeps its listener from running dry (a queue job is live when it
+        asks for `stream`).
     """
 
     cancelled: Callable[[], bool] = lambda: False
     progress: Callable[[int, int], None] = lambda _done, _total: None
+    live: bool = False
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def pieces(job: PreparedJob, control: JobControl) -> Generator[Piece, None, None
     With a checker (verify, captions: words) each chunk is checked before it is joined, so a
     stream never sends a chunk that verification would replace."""
     count = len(job.chunks)
-    tag = WorkTag(cancelled=control.cancelled)
+    tag = WorkTag(cancelled=control.cancelled, live=control.live or job.req.stream)
     waves = job.engine.synthesize_waves(
         job.voice, job.params, job.chunks, tag, seen=job.saw_reference
     )

@@ -62,9 +62,9 @@ class Held:
         self._thread.join(120)
 
 
-@pytest.fixture(params=["fair", "fifo"])
-def served(request, engine) -> Iterator[tuple[str, list[str]]]:
-    """(base URL, the texts of the chunks the engine made, in order) for one policy."""
+@contextlib.contextmanager
+def _serving(engine, policy: str) -> Iterator[tuple[str, list[str]]]:
+    """(base URL, the texts of the chunks the engine made, in order) under one policy."""
     one_chunk_a_pass = engine.with_plan(BatchPlan(max_batch=1))
     made: list[str] = []
     generate = one_chunk_a_pass._generate
@@ -74,7 +74,7 @@ def served(request, engine) -> Iterator[tuple[str, list[str]]]:
         return generate(ref, texts, params, seeds)
 
     one_chunk_a_pass._generate = recording
-    settings = http_settings(max_concurrency=3, http_max_waiting=0, scheduler=request.param)
+    settings = http_settings(max_concurrency=3, http_max_waiting=0, scheduler=policy)
     service = Service(settings)
     service.ready(make_worker(one_chunk_a_pass, settings))
     try:
@@ -82,6 +82,22 @@ def served(request, engine) -> Iterator[tuple[str, list[str]]]:
             yield url, made
     finally:
         torch_thread.use_policy("fair")
+
+
+@pytest.fixture(params=["fair", "strict", "fifo"])
+def served(request, engine) -> Iterator[tuple[str, list[str]]]:
+    with _serving(engine, request.param) as got:
+        yield got
+
+
+def _listener_has(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every streamed request's listener has `seconds` of audio left, whatever the clock says
+    (the tests hold the engine for as long as they need; a real listener's audio would run)."""
+
+    def buffered(tag: WorkTag, now: float) -> float | None:
+        return seconds if tag.live and tag.heard_from is not None else None
+
+    monkeypatch.setattr(WorkTag, "buffered", buffered)
 
 
 def _page_started(url: str, got_first: threading.Event) -> threading.Thread:
@@ -101,8 +117,9 @@ def _page_started(url: str, got_first: threading.Event) -> threading.Thread:
     return thread
 
 
-def test_a_sentence_goes_before_a_running_pages_next_chunk(served, request):
-    url, made = served
+def _sentence_behind_the_page(url: str, made: list[str]) -> list[str]:
+    """A page streaming; the engine held while its next chunk and then a new request's first
+    chunk queue; the chunks made after the hold, in order."""
     got_first = threading.Event()
     page = _page_started(url, got_first)
     assert got_first.wait(120)
@@ -122,14 +139,34 @@ def test_a_sentence_goes_before_a_running_pages_next_chunk(served, request):
     asked.join(120)
     assert sentence["r"].status_code == 200  # type: ignore[attr-defined]
     page.join(300)
-    after = made[page_chunks:]
-    if request.node.callspec.params["served"] == "fair":
-        assert (
-            after[0].strip() == SENTENCE
-        )  # the new request's first audio did not wait for the page
+    return [t.strip() for t in made[page_chunks:]]
+
+
+def test_a_sentence_goes_before_a_running_pages_next_chunk(served, request, monkeypatch):
+    _listener_has(monkeypatch, 3600.0)  # the page's listener has audio to spare
+    after = _sentence_behind_the_page(*served)
+    if request.node.callspec.params["served"] in ("fair", "strict"):
+        assert after[0] == SENTENCE  # the new request's first audio did not wait for the page
     else:
-        assert after[0].strip() != SENTENCE  # first come, first served
-        assert SENTENCE in [t.strip() for t in after]
+        assert after[0] != SENTENCE  # first come, first served
+        assert SENTENCE in after
+
+
+@pytest.mark.parametrize("policy", ["fair", "strict"])
+def test_a_streamed_page_about_to_run_dry_goes_first_under_fair(engine, policy, monkeypatch):
+    """Decision 035: the page's listener has 0.1 s of audio left, less than its next chunk
+    takes, so under fair its continuation goes before the sentence's first chunk (strict:
+    after). The engine told the page's tag its audio and its pass time (the HTTP route made
+    it live); only the clock's reading is fixed here."""
+    _listener_has(monkeypatch, 0.1)
+    due = torch_thread.scheduler().due
+    with _serving(engine, policy) as (url, made):
+        after = _sentence_behind_the_page(url, made)
+    if policy == "fair":
+        assert after[0] != SENTENCE and SENTENCE in after
+        assert torch_thread.scheduler().due > due
+    else:
+        assert after[0] == SENTENCE
 
 
 def test_a_client_that_leaves_has_its_pending_chunk_dropped_unrun(served):

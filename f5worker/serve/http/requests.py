@@ -37,12 +37,16 @@ def new_request_id() -> str:
     return "http-" + secrets.token_hex(6)
 
 
-def job_control(cancel: threading.Event, progress: Progress, slot: Slot) -> JobControl:
+def job_control(
+    cancel: threading.Event, progress: Progress, slot: Slot, live: bool = False
+) -> JobControl:
+    """`live`: the response streams the audio as it is made (the speech route)."""
+
     def progressed(done: int, total: int) -> None:  # each chunk: progress for /ping's rule
         progress(done, total)
         slot.touch()
 
-    return JobControl(cancelled=cancel.is_set, progress=progressed)
+    return JobControl(cancelled=cancel.is_set, progress=progressed, live=live)
 
 
 def payload(service: Service, err: WorkerError, request_id: str) -> dict[str, Any]:

@@ -78,7 +78,7 @@ async def speech(service: Service, request: Request, request_id: str) -> Respons
                 cancel.is_set,
             )
             progress = Progress()
-            control = job_control(cancel, progress, slot)
+            control = job_control(cancel, progress, slot, live=True)
             chunks = encoded_chunks(worker, job, job.req.format, control, progress)
 
             def closed() -> None:  # on the event loop, once the job thread is done

@@ -274,7 +274,7 @@ class Session:
             progress(done, total)
             slot.touch()
 
-        control = JobControl(cancelled=self.cancel.is_set, progress=progressed)
+        control = JobControl(cancelled=self.cancel.is_set, progress=progressed, live=True)
         chunks = self.encoded(job, shape, control, progress)
         self.stream = AudioStream(chunks, self.service.pool, self.cancel, self.released)
         first_s: float | None = None

@@ -138,7 +138,7 @@ def test_an_item_already_running_finishes_and_its_errors_reach_the_submitter():
 
 
 def test_an_unknown_policy_is_refused():
-    with pytest.raises(ValueError, match="fair, fifo"):
+    with pytest.raises(ValueError, match="fair, strict, fifo"):
         Scheduler("lifo")
 
 
@@ -157,6 +157,94 @@ def test_a_stream_of_new_requests_cannot_starve_a_waiting_continuation():
         item.execute()
         ran.append(item.future.result())
     assert ran.index("page-2") == MAX_PASSED
+
+
+# A live request's playback clock: its continuation goes first when its listener is about to
+# run out of audio (decision 035).
+
+
+def _listening(name: str, buffered_s: float, row_s: float = 1.0) -> WorkTag:
+    """A live request whose listener has buffered_s of audio left, its passes row_s per row."""
+    tag = WorkTag(name, live=True)
+    tag.produced(buffered_s)
+    tag.row_s = row_s
+    return tag
+
+
+def test_a_live_page_about_to_run_dry_goes_before_a_new_request():
+    from f5worker.engine.scheduler import DUE_GUARD_S, DUE_MARGIN
+
+    sched = Scheduler("fair")
+    need = DUE_MARGIN * 1.0 + DUE_GUARD_S  # one row at 1 s per row
+    _submit(sched, _listening("page", need - 0.2), False, "page-2")
+    _submit(sched, WorkTag("s"), True, "s-1")
+    assert _order(sched) == ["page-2", "s-1"]
+    assert sched.due == 1
+
+
+def test_a_live_page_with_audio_to_spare_still_waits_for_first_chunks():
+    from f5worker.engine.scheduler import DUE_GUARD_S, DUE_MARGIN
+
+    sched = Scheduler("fair")
+    need = DUE_MARGIN * 2 * 1.0 + DUE_GUARD_S  # its next pass makes two rows
+    sched.submit(_listening("page", need + 1.0), False, lambda: "page-2", rows=2)
+    _submit(sched, WorkTag("s"), True, "s-1")
+    assert _order(sched) == ["s-1", "page-2"]
+    assert sched.due == 0
+
+
+def test_a_listener_already_out_of_audio_makes_nobody_wait():
+    """A device slower than real time: the page stalls whatever runs, so first chunks go first."""
+    sched = Scheduler("fair")
+    _submit(sched, _listening("page", -0.5), False, "page-2")
+    _submit(sched, WorkTag("s"), True, "s-1")
+    assert _order(sched) == ["s-1", "page-2"]
+
+
+def test_a_page_nobody_plays_as_it_comes_has_no_clock():
+    sched = Scheduler("fair")
+    page = WorkTag("page")  # a queue job without `stream`: its result comes whole
+    page.produced(0.1)
+    page.row_s = 1.0
+    _submit(sched, page, False, "page-2")
+    _submit(sched, WorkTag("s"), True, "s-1")
+    assert page.buffered(0.0) is None and _order(sched) == ["s-1", "page-2"]
+
+
+@pytest.mark.parametrize("policy", ["strict", "fifo"])
+def test_strict_and_fifo_have_no_clock(policy):
+    sched = Scheduler(policy)
+    _submit(sched, WorkTag("s"), True, "s-1")
+    _submit(sched, _listening("page", 0.5), False, "page-2")
+    assert _order(sched) == ["s-1", "page-2"] and sched.due == 0
+
+
+def test_a_pass_tells_its_request_what_it_took_per_row():
+    sched = Scheduler("fair")
+    tag = WorkTag("page", live=True)
+
+    def slow():
+        import time
+
+        time.sleep(0.02)
+        yield
+        return "done"
+
+    sched.submit(tag, True, slow, steps=True, rows=2)
+    while _step_once(sched):
+        pass
+    assert 0.01 - 1e-3 <= tag.row_s < 1.0
+
+
+def test_a_due_continuation_keeps_its_turn_between_its_steps():
+    """Once due, a pass is not pre-empted by the first chunks that arrive while it runs."""
+    sched, log = Scheduler("fair"), []
+    sched.submit(_listening("page", 0.5), False, _steps(log, "page", 3), steps=True)
+    assert _step_once(sched)
+    sched.submit(WorkTag("s"), True, _steps(log, "s", 1), steps=True)
+    while _step_once(sched):
+        pass
+    assert log == ["page.0", "page.1", "page.2", "s.0"]
 
 
 # Items in steps: a sampling pass yields between its steps (decision 033).
