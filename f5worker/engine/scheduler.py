@@ -11,12 +11,14 @@ the fairness of the worker:
   first (ties: the item that came first). So that a stream of new requests cannot starve a
   page, a continuation passed over by MAX_PASSED first chunks goes next. One exception keeps a
   page's listener from hearing a gap (decision 035): a *live* request (its audio played as it
-  comes: a streamed body or stream items) has a playback clock, started at its first audio;
-  its continuation becomes *due* once the audio its listener still has buffered is no more
-  than DUE_MARGIN times what its next pass is expected to take (the request's last pass, per
-  row) plus DUE_GUARD_S, and a due continuation goes before first chunks. A listener already
-  out of audio (a device slower than real time) gets no such turn: its stall is not avoidable
-  by making everyone else wait.
+  comes: a streamed body or stream items) has a playback clock, started at its first audio.
+  At each pick, its continuation is *due* when the audio its listener still has would not
+  outlast the rest of the continuation's pass (DUE_MARGIN times what is left of the expected
+  time: the request's last pass, per row) plus one more first chunk (the last first pass's
+  time) plus DUE_GUARD_S; a due continuation goes before first chunks. So a first chunk goes
+  first whenever the page can afford it, even between the page's steps, and waits only when
+  it would make the page's listener run dry. A listener already out of audio (a device slower
+  than real time) gets no such turn: its stall is not avoidable by making everyone else wait.
 - `strict`: `fair` without the playback clock: first chunks always go first (kept for the
   benchmark, which measures what the clock costs and saves).
 - `fifo`: the order of submission, as a plain executor would (kept for the benchmark).
@@ -59,7 +61,7 @@ from f5worker.errors import JobCancelled
 POLICIES = ("fair", "strict", "fifo")
 POLL_S = 0.05  # how often a waiting submitter reads its request's cancel flag
 MAX_PASSED = 8  # first chunks that may go ahead of one waiting continuation
-DUE_MARGIN = 1.5  # a live continuation is due when its listener has this many passes' audio left
+DUE_MARGIN = 1.5  # what is left of a live continuation's pass, as its listener must cover it
 DUE_GUARD_S = 0.25  # ... plus this: the job's encoding and the network after the pass
 REMEMBERED = 4096  # requests whose last turn is remembered (the oldest forgotten first)
 
@@ -129,9 +131,11 @@ class WorkItem:
     running: Generator[Any, None, Any] | None = None  # an item in steps, once started
     batch: Batchable | None = None
     rows: int = 1  # chunks in its pass (what its run time is per row of)
-    due: bool = False  # a live continuation whose listener is about to run out (kept once set)
+    due: bool = False  # a live continuation whose listener is about to run out (at the last pick)
+    was_due: bool = False
     ran_s: float = 0.0  # seconds its steps have run
     members: list[WorkItem] = field(default_factory=list)  # a merged pass's items
+    on_done: Callable[[WorkItem], None] | None = None  # told once it has a result
 
     @property
     def started(self) -> bool:
@@ -145,12 +149,6 @@ class WorkItem:
             return self._execute()
         finally:
             self.ran_s += time.perf_counter() - start
-
-    def timed(self) -> None:
-        """Tell the request (each member's, for a merged pass) what this pass took per row."""
-        rows = sum(m.rows for m in self.members) if self.members else self.rows
-        for item in self.members or [self]:
-            item.tag.row_s = self.ran_s / max(rows, 1)
 
     def _execute(self) -> bool:
         try:
@@ -169,7 +167,8 @@ class WorkItem:
             self.future.set_exception(exc)
             return True
         self.running = None
-        self.timed()
+        if self.on_done is not None:
+            self.on_done(self)
         self.future.set_result(result)
         return True
 
@@ -195,7 +194,8 @@ class Scheduler:
         self._seq = itertools.count()
         self._turn = 0
         self.dropped = 0  # items that never ran because their request was cancelled
-        self.due = 0  # live continuations that went ahead of first chunks
+        self.due = 0  # live continuations that were due (went ahead of first chunks)
+        self.first_s = 0.0  # what the last first chunk's pass took
 
     @property
     def policy(self) -> str:
@@ -222,6 +222,7 @@ class Scheduler:
         chunks its pass makes (batch.rows when batch is given)."""
         rows = batch.rows if batch is not None else rows
         item = WorkItem(tag, first, fn, next(self._seq), steps, batch=batch, rows=rows)
+        item.on_done = self._timed
         with self._cond:
             if tag.cancelled():
                 self._drop(item)
@@ -314,15 +315,30 @@ class Scheduler:
         return item if not peers else self._merged(item, peers)
 
     def _mark_due(self, now: float) -> None:
-        """Mark the live continuations whose listener is about to run out (kept until they run)."""
+        """Read the playback clocks: which live continuations cannot let a first chunk go first."""
         for item in self._pending:
-            if item.first or item.due:
-                continue
-            left = item.tag.buffered(now)
-            need = DUE_MARGIN * item.tag.row_s * item.rows + DUE_GUARD_S
-            if left is not None and 0 < left <= need:
-                item.due = True
+            item.due = self._is_due(item, now)
+            if item.due and not item.was_due:
+                item.was_due = True
                 self.due += 1
+
+    def _is_due(self, item: WorkItem, now: float) -> bool:
+        if item.first:
+            return False
+        left = item.tag.buffered(now)
+        if left is None or left <= 0:
+            return False
+        rest = max(item.tag.row_s * item.rows - item.ran_s, 0.0)  # of its pass, expected
+        return left < DUE_MARGIN * rest + self.first_s + DUE_GUARD_S
+
+    def _timed(self, item: WorkItem) -> None:
+        """A pass is done: its request (each member's, for a merged pass) learns what it took
+        per row; a first chunk's pass is the next estimate of what letting one go first costs."""
+        rows = sum(m.rows for m in item.members) if item.members else item.rows
+        for each in item.members or [item]:
+            each.tag.row_s = item.ran_s / max(rows, 1)
+        if item.first and item.steps:
+            self.first_s = item.ran_s
 
     def _served(self, tag: WorkTag) -> None:
         self._turn += 1
@@ -376,7 +392,7 @@ class Scheduler:
         merged = WorkItem(
             tag, item.first, lambda: run(payloads), item.seq, steps=True, members=members
         )
-        merged.due = item.due
+        merged.on_done = self._timed
         merged.future.set_running_or_notify_cancel()
         merged.future.add_done_callback(lambda done: _share(done, members))
         self.batched += len(peers)

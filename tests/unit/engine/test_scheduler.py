@@ -193,6 +193,17 @@ def test_a_live_page_with_audio_to_spare_still_waits_for_first_chunks():
     assert sched.due == 0
 
 
+def test_a_page_lets_a_first_chunk_go_first_only_when_its_listener_can_afford_one():
+    """What a first chunk costs the page is the last first pass's time: with 3 s of audio left
+    and a one-row pass of 1 s to come, a 0.5 s first chunk goes first, a 2 s one does not."""
+    for first_s, order in ((0.5, ["s-1", "page-2"]), (2.0, ["page-2", "s-1"])):
+        sched = Scheduler("fair")
+        sched.first_s = first_s
+        _submit(sched, _listening("page", 3.0), False, "page-2")
+        _submit(sched, WorkTag("s"), True, "s-1")
+        assert _order(sched) == order
+
+
 def test_a_listener_already_out_of_audio_makes_nobody_wait():
     """A device slower than real time: the page stalls whatever runs, so first chunks go first."""
     sched = Scheduler("fair")
@@ -234,17 +245,23 @@ def test_a_pass_tells_its_request_what_it_took_per_row():
     while _step_once(sched):
         pass
     assert 0.01 - 1e-3 <= tag.row_s < 1.0
+    assert sched.first_s == pytest.approx(2 * tag.row_s)  # a first pass: the next estimate
 
 
-def test_a_due_continuation_keeps_its_turn_between_its_steps():
-    """Once due, a pass is not pre-empted by the first chunks that arrive while it runs."""
-    sched, log = Scheduler("fair"), []
-    sched.submit(_listening("page", 0.5), False, _steps(log, "page", 3), steps=True)
-    assert _step_once(sched)
-    sched.submit(WorkTag("s"), True, _steps(log, "s", 1), steps=True)
-    while _step_once(sched):
-        pass
-    assert log == ["page.0", "page.1", "page.2", "s.0"]
+def test_a_due_pass_keeps_its_turn_between_its_steps_while_it_cannot_afford_a_first():
+    """Read at every pick: a page whose listener cannot cover the rest of its pass and a first
+    chunk is not pre-empted (0.5 s left), one that can (60 s left) is."""
+    for left, log_expected in (
+        (0.5, ["page.0", "page.1", "page.2", "s.0"]),
+        (60.0, ["page.0", "s.0", "page.1", "page.2"]),
+    ):
+        sched, log = Scheduler("fair"), []
+        sched.submit(_listening("page", left), False, _steps(log, "page", 3), steps=True)
+        assert _step_once(sched)
+        sched.submit(WorkTag("s"), True, _steps(log, "s", 1), steps=True)
+        while _step_once(sched):
+            pass
+        assert log == log_expected
 
 
 # Items in steps: a sampling pass yields between its steps (decision 033).
