@@ -13,8 +13,8 @@ On a CUDA machine, in order, each step timed against a budget:
 6. flash-attn vs torch attention on that page, if `flash_attn` imports; otherwise a loud line
    saying why, and a row that says it was not compared;
 7. 1, 4 and 8 concurrent requests (a page in four, sentences otherwise), SCHEDULER=fair with
-   batching across requests off and on (BATCH_MAX_ITEMS 1 vs 4), and fifo: audio s per wall s
-   and p95 first audio (scripts/proof_concurrency.py);
+   batching across requests off and on (BATCH_MAX_ITEMS 1 vs 4), strict and fifo: audio s per
+   wall s, p95 first audio and the pages' worst stall (scripts/proof_concurrency.py);
 8. the ASR companion (scripts/proof_asr.py): its device memory, transcribing a 10 s reference,
    and verify's overhead per chunk at the balanced preset, against the chunk's synthesis;
 9. peak GPU memory of every row.
@@ -152,12 +152,15 @@ def run(proof: Proof) -> None:
     _batched_vs_sequential(proof, engines[dtypes[0]], dtypes[0], device)
     proof.check_budget("6. flash-attn vs torch attention")
     _flash_vs_torch(proof, model_dir, engines[dtypes[0]], dtypes[0], device)
-    proof.check_budget("7. concurrent requests: fair, fair with batching, fifo")
+    proof.check_budget("7. concurrent requests: fair, fair with batching, strict, fifo")
     clients = (1, 2) if args.dry_run else CLIENTS
-    for n, setup, audio_s, wall_s, rate, p95, p95_sentences in concurrency_rows(
+    for n, setup, audio_s, wall_s, rate, p95, p95_sentences, stall in concurrency_rows(
         engines[dtypes[0]], 16, clients
     ):
-        note = f"{rate} audio s per wall s; p95 first audio {p95} s (sentences {p95_sentences} s)"
+        note = (
+            f"{rate} audio s per wall s; p95 first audio {p95} s (sentences {p95_sentences} s); "
+            f"page stall {stall} s"
+        )
         row = ["concurrent", f"{n} at once, {setup}", 16, audio_s, wall_s, "-", "-", "-", note]
         proof.rows.append(row)
     proof.check_budget("8. the ASR companion")
