@@ -193,6 +193,7 @@ class _StateCollector(Collector):
             "started (rate() of the counter gives it over a window)",
             busy_s / wall_s if wall_s > 0 else 0.0,
         )
+        yield from _scheduler_metrics()
         gpu = torch_thread.gpu_memory_bytes()
         if gpu is not None:  # absent on CPU
             yield _gauge("f5worker_gpu_memory_bytes", "torch.cuda.memory_allocated()", gpu)
@@ -210,6 +211,30 @@ class _StateCollector(Collector):
         for name in pool.resident():
             resident.add_metric([name], 1)
         yield resident
+
+
+def _scheduler_metrics() -> Iterator[Metric]:
+    """The engine's scheduler (engine/scheduler.py): how its choices went."""
+    sched = torch_thread.scheduler()
+    yield _gauge(
+        "f5worker_scheduler_pending", "Work items waiting for the torch thread", sched.pending()
+    )
+    yield _counter(
+        "f5worker_scheduler_dropped",
+        "Work items of cancelled requests (or clients that left) dropped unrun",
+        sched.dropped,
+    )
+    yield _counter(
+        "f5worker_scheduler_batched",
+        "Work items that ran in another request's pass (batching across requests)",
+        sched.batched,
+    )
+    yield _counter(
+        "f5worker_scheduler_due",
+        "Streamed continuations that went before first chunks so their listener would not "
+        "run out of audio",
+        sched.due,
+    )
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -100,6 +100,9 @@ def test_requests_are_counted_by_route_status_and_code():
     assert after[("f5worker_model_loads_total", ())] == 2
     assert after[("f5worker_model_resident", (("model", "F5TTS_v1_Base"),))] == 1
     assert ("f5worker_engine_busy_seconds_total", ()) in after
+    for name in ("dropped", "batched", "due"):  # the scheduler's choices, as counters
+        assert (f"f5worker_scheduler_{name}_total", ()) in after
+    assert after[("f5worker_scheduler_pending", ())] == 0
     assert ("f5worker_gpu_memory_bytes", ()) not in after  # no GPU here: absent, not 0
 
 
